@@ -1,0 +1,85 @@
+"""Keyset pagination shared by every read source.
+
+Lists are ordered newest first, ties broken by id (both descending). A page
+token encodes the last item's ``(created_at, id)``; every source resumes
+strictly after it, so all three sources page identically.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class InvalidPageToken(ValueError):
+    """The page token was not issued by this server."""
+
+
+class SortKey(NamedTuple):
+    created_us: int  # microseconds since the Unix epoch
+    id: str  # canonical lowercase UUID
+
+    def member(self) -> str:
+        """The Redis lexicographic index member: compares like (created_us, id)."""
+        return f"{self.created_us:016x}|{self.id}"
+
+    @property
+    def created_at(self) -> datetime:
+        return from_micros(self.created_us)
+
+    @classmethod
+    def from_member(cls, member: str | bytes) -> SortKey:
+        if isinstance(member, bytes):
+            member = member.decode()
+        ts, ident = member.split("|", 1)
+        return cls(int(ts, 16), ident)
+
+
+def to_micros(ts: datetime) -> int:
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(us: int) -> datetime:
+    from datetime import timedelta
+
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def sort_key(created_at: datetime, ident: str | uuid.UUID) -> SortKey:
+    return SortKey(to_micros(created_at), str(ident))
+
+
+def encode_page_token(key: SortKey) -> str:
+    return base64.urlsafe_b64encode(key.member().encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> SortKey | None:
+    """``None`` for the first page; :class:`InvalidPageToken` if malformed."""
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        key = SortKey.from_member(raw)
+        uuid.UUID(key.id)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidPageToken("page_token is not valid") from exc
+    if len(raw.split("|", 1)[0]) != 16 or key.id != str(uuid.UUID(key.id)):
+        raise InvalidPageToken("page_token is not valid")
+    return key
+
+
+def resolve_page_size(page_size: int) -> int:
+    """0 means the default; negative or above the maximum is an error (ValueError)."""
+    if page_size == 0:
+        return DEFAULT_PAGE_SIZE
+    if page_size < 0 or page_size > MAX_PAGE_SIZE:
+        raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE} (0 = {DEFAULT_PAGE_SIZE})")
+    return page_size

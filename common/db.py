@@ -1,0 +1,68 @@
+"""Database creation and migration (``cqrs migrate``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def split_database(dsn: str) -> tuple[str, str]:
+    """Return (maintenance DSN pointing at the ``postgres`` database, database name)."""
+    parts = urlsplit(dsn)
+    name = parts.path.lstrip("/") or "postgres"
+    return urlunsplit(parts._replace(path="/postgres")), name
+
+
+async def create_database_if_missing(dsn: str) -> bool:
+    """Create the database named in ``dsn`` unless it exists; True if it was created."""
+    admin_dsn, name = split_database(dsn)
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if exists:
+            return False
+        quoted = '"' + name.replace('"', '""') + '"'
+        try:
+            await conn.execute(f"CREATE DATABASE {quoted}")
+        except asyncpg.DuplicateDatabaseError:
+            return False  # created concurrently by another `migrate`
+        log.info("created database %s", name)
+        return True
+    finally:
+        await conn.close()
+
+
+async def drop_database(dsn: str) -> None:
+    """Drop the database named in ``dsn`` (tests), disconnecting its sessions."""
+    admin_dsn, name = split_database(dsn)
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        quoted = '"' + name.replace('"', '""') + '"'
+        await conn.execute(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+def upgrade_schema(sqlalchemy_url: str, revision: str = "head") -> None:
+    """Apply Alembic migrations (blocking; runs its own event loop)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", sqlalchemy_url)
+    command.upgrade(config, revision)
+
+
+async def migrate(dsn: str, sqlalchemy_url: str) -> None:
+    """Create the database if missing, then apply every migration."""
+    import asyncio
+
+    await create_database_if_missing(dsn)
+    await asyncio.to_thread(upgrade_schema, sqlalchemy_url)

@@ -1,0 +1,75 @@
+"""The event log contract shared by the write side (producer) and the projector.
+
+Each row of the ``events`` table is one domain event. ``aggregate_version`` is
+the aggregate's version *after* the event (each event adds one); every event of
+one command shares its ``occurred_at``, which is also the aggregate's
+``updated_at`` (and ``created_at`` for ``*Created``/``OrderPlaced``).
+
+Payloads (JSON objects; money in integer cents, ids as canonical UUID strings):
+
+- ``ProductCreated``      {name, description, price_cents, currency, category, stock}
+- ``ProductUpdated``      {changes: {<any of the ProductCreated fields>: new value}}
+- ``ProductStockReserved`` {order_id, quantity, stock}  (stock = new stock)
+- ``ProductStockReleased`` {order_id, quantity, stock}
+- ``ProductDeleted``      {}
+- ``CustomerCreated``     {name, email, address, city, postal_code, country}
+- ``CustomerUpdated``     {changes: {<any of the CustomerCreated fields>: new value}}
+- ``CustomerDeleted``     {}
+- ``OrderPlaced``         {order_number, customer_id, customer_name, customer_email,
+                           items: [{product_id, name, quantity, unit_price_cents,
+                           line_total_cents}], total_cents, currency, status}
+- ``OrderConfirmed`` / ``OrderShipped`` / ``OrderDelivered`` / ``OrderCancelled``  {status}
+- ``OrderDeleted``        {}
+
+``status`` is one of PENDING, CONFIRMED, SHIPPED, DELIVERED, CANCELLED.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from common.positions import Position
+
+PRODUCT = "Product"
+CUSTOMER = "Customer"
+ORDER = "Order"
+
+PRODUCT_CREATED = "ProductCreated"
+PRODUCT_UPDATED = "ProductUpdated"
+PRODUCT_STOCK_RESERVED = "ProductStockReserved"
+PRODUCT_STOCK_RELEASED = "ProductStockReleased"
+PRODUCT_DELETED = "ProductDeleted"
+CUSTOMER_CREATED = "CustomerCreated"
+CUSTOMER_UPDATED = "CustomerUpdated"
+CUSTOMER_DELETED = "CustomerDeleted"
+ORDER_PLACED = "OrderPlaced"
+ORDER_CONFIRMED = "OrderConfirmed"
+ORDER_SHIPPED = "OrderShipped"
+ORDER_DELIVERED = "OrderDelivered"
+ORDER_CANCELLED = "OrderCancelled"
+ORDER_DELETED = "OrderDeleted"
+
+ORDER_STATUSES = ("PENDING", "CONFIRMED", "SHIPPED", "DELIVERED", "CANCELLED")
+
+# The channel the write transaction NOTIFYs (last) after appending events.
+NOTIFY_CHANNEL = "cqrs_events"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One row of the event log as the projector reads it."""
+
+    seq: int
+    xid: int
+    aggregate_type: str
+    aggregate_id: str
+    aggregate_version: int
+    event_type: str
+    payload: dict[str, Any]
+    occurred_at: datetime
+
+    @property
+    def position(self) -> Position:
+        return Position(self.xid, self.seq)

@@ -1,0 +1,94 @@
+"""One settings object per process, read from the environment once at start-up.
+
+Nothing here runs at import time: call :func:`load_settings` from a ``main``.
+Command-line flags override the environment via ``dataclasses.replace``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/cqrs"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Process configuration. Field names mirror the ``CQRS_*`` variables."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    redis_prefix: str = "cqrs"
+    write_host: str = "127.0.0.1"
+    write_port: int = 50051
+    read_host: str = "127.0.0.1"
+    read_port: int = 50052
+    # 0 disables the Prometheus endpoint of that process.
+    write_metrics_port: int = 9101
+    read_metrics_port: int = 9102
+    projector_metrics_port: int = 9103
+    db_pool_size: int = 10
+    # Idle-in-transaction sessions hold back the projector's safe horizon: kill them.
+    idle_in_transaction_timeout_ms: int = 5000
+    statement_timeout_ms: int = 10000
+    # Upper bound on how long a query waits for a consistency token.
+    consistency_wait_max_ms: int = 5000
+    projector_batch_size: int = 500
+    # Polling is the truth; NOTIFY only wakes the loop earlier than this.
+    projector_poll_interval_ms: int = 500
+    log_level: str = "INFO"
+
+    @property
+    def asyncpg_dsn(self) -> str:
+        """The database URL in the plain ``postgresql://`` form asyncpg accepts."""
+        return to_plain_dsn(self.database_url)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the ``+asyncpg`` driver SQLAlchemy needs."""
+        return "postgresql+asyncpg://" + self.asyncpg_dsn.split("://", 1)[1]
+
+
+def to_plain_dsn(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    if scheme.startswith("postgresql") or scheme == "postgres":
+        return "postgresql://" + rest
+    raise ValueError(f"not a PostgreSQL URL: {url!r}")
+
+
+_ENV_FIELDS: dict[str, tuple[str, type]] = {
+    "CQRS_DATABASE_URL": ("database_url", str),
+    "CQRS_REDIS_URL": ("redis_url", str),
+    "CQRS_REDIS_PREFIX": ("redis_prefix", str),
+    "CQRS_WRITE_HOST": ("write_host", str),
+    "CQRS_WRITE_PORT": ("write_port", int),
+    "CQRS_READ_HOST": ("read_host", str),
+    "CQRS_READ_PORT": ("read_port", int),
+    "CQRS_WRITE_METRICS_PORT": ("write_metrics_port", int),
+    "CQRS_READ_METRICS_PORT": ("read_metrics_port", int),
+    "CQRS_PROJECTOR_METRICS_PORT": ("projector_metrics_port", int),
+    "CQRS_DB_POOL_SIZE": ("db_pool_size", int),
+    "CQRS_IDLE_IN_TRANSACTION_TIMEOUT_MS": ("idle_in_transaction_timeout_ms", int),
+    "CQRS_STATEMENT_TIMEOUT_MS": ("statement_timeout_ms", int),
+    "CQRS_CONSISTENCY_WAIT_MAX_MS": ("consistency_wait_max_ms", int),
+    "CQRS_PROJECTOR_BATCH_SIZE": ("projector_batch_size", int),
+    "CQRS_PROJECTOR_POLL_INTERVAL_MS": ("projector_poll_interval_ms", int),
+    "CQRS_LOG_LEVEL": ("log_level", str),
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from ``environ`` (default: ``os.environ``)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for var, (field, kind) in _ENV_FIELDS.items():
+        raw = env.get(var)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[field] = kind(raw)
+        except ValueError as exc:
+            raise ValueError(f"{var}={raw!r} is not a valid {kind.__name__}") from exc
+    return Settings(**values)  # type: ignore[arg-type]
