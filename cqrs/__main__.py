@@ -1,0 +1,5 @@
+import sys
+
+from cqrs.cli import main
+
+sys.exit(main())

@@ -1,0 +1,125 @@
+"""The ``cqrs`` console script: one entry point, one subcommand per process or task.
+
+Settings come from the environment once (``common.settings.load_settings``);
+flags override them. Subcommand modules are imported lazily so that, e.g.,
+``cqrs migrate`` does not load gRPC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+
+from common.settings import Settings, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cqrs", description="CQRS shop backend")
+    parser.add_argument("--database-url", help="overrides CQRS_DATABASE_URL")
+    parser.add_argument("--redis-url", help="overrides CQRS_REDIS_URL")
+    parser.add_argument("--log-level", help="overrides CQRS_LOG_LEVEL")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("migrate", help="create the database if missing and apply migrations")
+
+    write = sub.add_parser("write-server", help="serve shop.v1.CommandService")
+    write.add_argument("--host", dest="write_host")
+    write.add_argument("--port", dest="write_port", type=int)
+
+    read = sub.add_parser("read-server", help="serve shop.v1.QueryService")
+    read.add_argument("--host", dest="read_host")
+    read.add_argument("--port", dest="read_port", type=int)
+
+    projector = sub.add_parser("projector", help="run, rebuild, verify or inspect projections")
+    psub = projector.add_subparsers(dest="projector_command", required=True)
+    psub.add_parser("run", help="follow the event log and keep every projection up to date")
+    rebuild = psub.add_parser("rebuild", help="replay the event log into fresh projections, then switch")
+    rebuild.add_argument(
+        "--only", action="append", choices=["products", "customers", "orders"],
+        help="rebuild only these (repeatable); default: all",
+    )
+    psub.add_parser("verify", help="compare every projection with the write model")
+    psub.add_parser("status", help="checkpoints, lag and stopped projections")
+
+    seed = sub.add_parser("seed", help="load the demo dataset through the write side")
+    seed.add_argument("--products", type=int, default=10_000)
+    seed.add_argument("--customers", type=int, default=5_000)
+    seed.add_argument("--orders-per-customer", type=int, default=2)
+    seed.add_argument("--random-seed", type=int, default=42)
+
+    sub.add_parser("up", help="migrate, then run write server, read server and projector")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings()
+    overrides = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(Settings)
+        if getattr(args, field.name, None) is not None
+    }
+    return dataclasses.replace(settings, **overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = _settings(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return _dispatch(args, settings)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    command = args.command
+    if command == "migrate":
+        from common.db import migrate
+
+        asyncio.run(migrate(settings.asyncpg_dsn, settings.sqlalchemy_url))
+        print(f"migrated {settings.asyncpg_dsn}")
+        return 0
+    if command == "write-server":
+        from write_server.main import serve as serve_write
+
+        asyncio.run(serve_write(settings))
+        return 0
+    if command == "read-server":
+        from read_server.main import serve as serve_read
+
+        asyncio.run(serve_read(settings))
+        return 0
+    if command == "projector":
+        import projector.main as projector_main
+
+        sub = args.projector_command
+        if sub == "run":
+            asyncio.run(projector_main.run(settings))
+            return 0
+        if sub == "rebuild":
+            return asyncio.run(projector_main.rebuild(settings, args.only or None))
+        if sub == "verify":
+            return asyncio.run(projector_main.verify(settings))
+        return asyncio.run(projector_main.status(settings))
+    if command == "seed":
+        from cqrs.seed import seed
+
+        return asyncio.run(
+            seed(settings, args.products, args.customers, args.orders_per_customer, args.random_seed)
+        )
+    if command == "up":
+        from cqrs.up import up
+
+        return up(settings)
+    raise AssertionError(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
