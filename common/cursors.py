@@ -81,5 +81,7 @@ def resolve_page_size(page_size: int) -> int:
     if page_size == 0:
         return DEFAULT_PAGE_SIZE
     if page_size < 0 or page_size > MAX_PAGE_SIZE:
-        raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE} (0 = {DEFAULT_PAGE_SIZE})")
+        raise ValueError(
+            f"page_size must be between 1 and {MAX_PAGE_SIZE} (0 = {DEFAULT_PAGE_SIZE})"
+        )
     return page_size

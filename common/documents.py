@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -30,9 +30,10 @@ def timestamp(value: datetime) -> Timestamp:
     return ts
 
 
-def status_value(name: str) -> int:
+def status_value(name: str) -> shop_pb2.OrderStatus:
     """'PENDING' -> shop_pb2.ORDER_STATUS_PENDING."""
-    return shop_pb2.OrderStatus.Value(f"ORDER_STATUS_{name}")
+    # The stubs type Value() as int; Order(status=...) wants the enum type.
+    return cast("shop_pb2.OrderStatus", shop_pb2.OrderStatus.Value(f"ORDER_STATUS_{name}"))
 
 
 def status_name(value: int) -> str:
@@ -82,9 +83,10 @@ def order_item(item: Mapping[str, Any]) -> shop_pb2.OrderItem:
 
 def order_from_row(row: Mapping[str, Any]) -> shop_pb2.Order:
     """``row["items"]`` is a list of item mappings or its JSON text, in line order."""
-    items: Sequence[Mapping[str, Any]] | str = row["items"]
-    if isinstance(items, str):
-        items = json.loads(items)
+    raw_items: Sequence[Mapping[str, Any]] | str = row["items"]
+    items: Sequence[Mapping[str, Any]] = (
+        json.loads(raw_items) if isinstance(raw_items, str) else raw_items
+    )
     return shop_pb2.Order(
         id=str(row["id"]),
         order_number=row["order_number"],

@@ -48,7 +48,9 @@ def status_for(exc: errors.AppError) -> status_pb2.Status:
     if isinstance(exc, errors.InvalidArgument):
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
                 for v in exc.violations
             ]
         )
@@ -102,6 +104,7 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[mi
                     log.exception("unhandled error in %s (ref %s)", method, ref)
                     code = "INTERNAL"
                     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref})")
+                    raise AssertionError("unreachable: abort() raises") from exc
                 status = status_for(app_error)
                 code = code_pb2.Code.Name(status.code)
                 await context.abort_with_status(rpc_status.to_status(status))
@@ -141,7 +144,9 @@ def create_server(
     ``register`` adds the application servicers and returns their full service
     names. Returns ``(server, bound_port, health_servicer)``; call ``start()``.
     """
-    server = grpc.aio.server(interceptors=[ErrorAndMetricsInterceptor(translate)], options=list(options))
+    server = grpc.aio.server(
+        interceptors=[ErrorAndMetricsInterceptor(translate)], options=list(options)
+    )
     service_names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -12,7 +12,9 @@ RPC_LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 PROJECTION_POSITION = Gauge("cqrs_projection_seq", "Last event seq applied", ["projection"])
-PROJECTION_LAG = Gauge("cqrs_projection_lag_events", "Committed events not yet applied", ["projection"])
+PROJECTION_LAG = Gauge(
+    "cqrs_projection_lag_events", "Committed events not yet applied", ["projection"]
+)
 PROJECTION_APPLIED = Counter("cqrs_projection_events_total", "Events applied", ["projection"])
 PROJECTION_FAILED = Gauge(
     "cqrs_projection_failed", "1 while a projection is stopped on a poison event", ["projection"]

@@ -55,7 +55,9 @@ def is_stale() -> bool:
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp)
         generate(fresh)
-        fresh_files = {p.relative_to(fresh): p.read_bytes() for p in fresh.rglob("*") if p.is_file()}
+        fresh_files = {
+            p.relative_to(fresh): p.read_bytes() for p in fresh.rglob("*") if p.is_file()
+        }
     current = {
         p.relative_to(OUT_ROOT): p.read_bytes()
         for p in OUT_ROOT.rglob("*")
@@ -66,7 +68,9 @@ def is_stale() -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the generated code is stale")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if the generated code is stale"
+    )
     args = parser.parse_args()
     if args.check:
         stale = is_stale()

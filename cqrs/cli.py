@@ -37,9 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     projector = sub.add_parser("projector", help="run, rebuild, verify or inspect projections")
     psub = projector.add_subparsers(dest="projector_command", required=True)
     psub.add_parser("run", help="follow the event log and keep every projection up to date")
-    rebuild = psub.add_parser("rebuild", help="replay the event log into fresh projections, then switch")
+    rebuild = psub.add_parser(
+        "rebuild", help="replay the event log into fresh projections, then switch"
+    )
     rebuild.add_argument(
-        "--only", action="append", choices=["products", "customers", "orders"],
+        "--only",
+        action="append",
+        choices=["products", "customers", "orders"],
         help="rebuild only these (repeatable); default: all",
     )
     psub.add_parser("verify", help="compare every projection with the write model")
@@ -104,15 +108,23 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             asyncio.run(projector_main.run(settings))
             return 0
         if sub == "rebuild":
-            return asyncio.run(projector_main.rebuild(settings, args.only or None))
+            return int(asyncio.run(projector_main.rebuild(settings, args.only or None)))
         if sub == "verify":
-            return asyncio.run(projector_main.verify(settings))
-        return asyncio.run(projector_main.status(settings))
+            return int(asyncio.run(projector_main.verify(settings)))
+        return int(asyncio.run(projector_main.status(settings)))
     if command == "seed":
         from cqrs.seed import seed
 
-        return asyncio.run(
-            seed(settings, args.products, args.customers, args.orders_per_customer, args.random_seed)
+        return int(
+            asyncio.run(
+                seed(
+                    settings,
+                    args.products,
+                    args.customers,
+                    args.orders_per_customer,
+                    args.random_seed,
+                )
+            )
         )
     if command == "up":
         from cqrs.up import up

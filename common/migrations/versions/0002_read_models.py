@@ -93,4 +93,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP SCHEMA read CASCADE")
+    execute_script("DROP SCHEMA read CASCADE")

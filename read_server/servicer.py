@@ -1,0 +1,115 @@
+"""shop.v1.QueryService: validate, pick the source, return wire bytes.
+
+Every method returns the serialized response (a stored document for gets, a
+concatenation for lists, see :mod:`read_server.wire`); the handlers are
+registered with a pass-through serializer in :mod:`read_server.handlers`.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from common.cursors import SortKey, encode_page_token
+from common.errors import NotFound
+from common.pb.shop.v1 import query_service_pb2 as qs
+from read_server.requests import RequestParser
+from read_server.sources.base import OrderFilter, Page, SourceSet
+from read_server.wire import list_response
+
+# Part of the caller's deadline kept back so that "not caught up" (UNAVAILABLE)
+# reaches the client before its own DEADLINE_EXCEEDED would.
+_REPLY_MARGIN_S = 0.05
+
+
+class QueryServicer:
+    """Thin async handlers over a :class:`SourceSet`."""
+
+    def __init__(self, sources: SourceSet, consistency_wait_max_ms: int) -> None:
+        self._sources = sources
+        self._max_wait_s = consistency_wait_max_ms / 1000
+
+    def _wait_budget(self, context: grpc.aio.ServicerContext) -> float:
+        budget = self._max_wait_s
+        remaining = context.time_remaining()
+        if remaining is not None:
+            budget = min(budget, remaining - min(_REPLY_MARGIN_S, remaining / 10))
+        return max(0.0, budget)
+
+    async def get_product(
+        self, request: qs.GetProductRequest, context: grpc.aio.ServicerContext
+    ) -> bytes:
+        p = RequestParser()
+        ident = p.entity_id(request.id)
+        source = p.source(request.source, self._sources)
+        freshness = p.freshness(request.consistency_token, self._wait_budget(context))
+        p.done()
+        return _found(await source.get_product(ident, freshness), "product", ident)
+
+    async def list_products(
+        self, request: qs.ListProductsRequest, context: grpc.aio.ServicerContext
+    ) -> bytes:
+        p = RequestParser()
+        page = p.page(request.page_size, request.page_token)
+        source = p.source(request.source, self._sources)
+        freshness = p.freshness(request.consistency_token, self._wait_budget(context))
+        p.done()
+        category = request.category or None
+        return _list(await source.list_products(page, category, freshness))
+
+    async def get_customer(
+        self, request: qs.GetCustomerRequest, context: grpc.aio.ServicerContext
+    ) -> bytes:
+        p = RequestParser()
+        ident = p.entity_id(request.id)
+        source = p.source(request.source, self._sources)
+        freshness = p.freshness(request.consistency_token, self._wait_budget(context))
+        p.done()
+        return _found(await source.get_customer(ident, freshness), "customer", ident)
+
+    async def list_customers(
+        self, request: qs.ListCustomersRequest, context: grpc.aio.ServicerContext
+    ) -> bytes:
+        p = RequestParser()
+        page = p.page(request.page_size, request.page_token)
+        source = p.source(request.source, self._sources)
+        freshness = p.freshness(request.consistency_token, self._wait_budget(context))
+        p.done()
+        return _list(await source.list_customers(page, freshness))
+
+    async def get_order(
+        self, request: qs.GetOrderRequest, context: grpc.aio.ServicerContext
+    ) -> bytes:
+        p = RequestParser()
+        ident = p.entity_id(request.id)
+        source = p.source(request.source, self._sources)
+        freshness = p.freshness(request.consistency_token, self._wait_budget(context))
+        p.done()
+        return _found(await source.get_order(ident, freshness), "order", ident)
+
+    async def list_orders(
+        self, request: qs.ListOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> bytes:
+        p = RequestParser()
+        page = p.page(request.page_size, request.page_token)
+        order_filter = OrderFilter(
+            customer_id=p.optional_id(request.customer_id, "customer_id"),
+            status=p.status(request.status),
+        )
+        source = p.source(request.source, self._sources)
+        freshness = p.freshness(request.consistency_token, self._wait_budget(context))
+        p.done()
+        return _list(await source.list_orders(page, order_filter, freshness))
+
+
+def _found(doc: bytes | None, kind: str, ident: str) -> bytes:
+    if doc is None:
+        raise NotFound(f"{kind} {ident} not found")
+    return doc
+
+
+def _next_token(key: SortKey | None) -> str:
+    return "" if key is None else encode_page_token(key)
+
+
+def _list(page: Page) -> bytes:
+    return list_response(page.items, _next_token(page.next_key))

@@ -1,0 +1,1 @@
+"""Query sources: Redis projections, PostgreSQL read models, the write tables."""

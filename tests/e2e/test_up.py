@@ -1,0 +1,173 @@
+"""`cqrs up` as a user runs it: both servers become SERVING, the printed grpcurl
+commands work, and Ctrl-C (SIGINT) stops everything with exit code 0."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from common.db import drop_database
+from cqrs.instances import free_port
+from tests.conftest import delete_redis_prefix
+from tests.support.env import ADMIN_DSN, REDIS_URL, unique_name
+
+pytestmark = pytest.mark.e2e
+
+STARTUP_TIMEOUT_S = 90.0
+
+
+@dataclass
+class Running:
+    process: subprocess.Popen[bytes]
+    output: Path
+    write: str
+    read: str
+
+    def text(self) -> str:
+        return self.output.read_text(errors="replace")
+
+
+@pytest.fixture
+def running_up() -> Iterator[Running]:
+    """`python -m cqrs up` on a fresh database, Redis prefix and free ports; cleaned up after."""
+    database = unique_name("up")
+    prefix = unique_name("up")
+    dsn = f"{ADMIN_DSN.rsplit('/', 1)[0]}/{database}"
+    write_port, read_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "CQRS_DATABASE_URL": dsn,
+        "CQRS_REDIS_URL": REDIS_URL,
+        "CQRS_REDIS_PREFIX": prefix,
+        "CQRS_WRITE_HOST": "127.0.0.1",
+        "CQRS_WRITE_PORT": str(write_port),
+        "CQRS_READ_HOST": "127.0.0.1",
+        "CQRS_READ_PORT": str(read_port),
+        "CQRS_WRITE_METRICS_PORT": str(free_port()),
+        "CQRS_READ_METRICS_PORT": str(free_port()),
+        "CQRS_PROJECTOR_METRICS_PORT": str(free_port()),
+        "CQRS_PROJECTOR_POLL_INTERVAL_MS": "200",
+    }
+    # Its own working directory, so a private instance (none expected here) stays out of the repo.
+    workdir = Path(tempfile.mkdtemp(prefix="cqrs-up-e2e-"))
+    output = workdir / "up.log"
+    with output.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cqrs", "up"],
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield Running(process, output, f"127.0.0.1:{write_port}", f"127.0.0.1:{read_port}")
+    finally:
+        if process.poll() is None:
+            _kill_tree(process)
+        asyncio.run(drop_database(dsn))
+        asyncio.run(delete_redis_prefix(prefix))
+        shutil.rmtree(workdir)
+
+
+def test_up_serves_until_interrupted(running_up: Running) -> None:
+    up = running_up
+    _wait_until_serving(up)
+    children = _children(up.process.pid)
+    assert len(children) == 3, up.text()
+
+    create, listing = _printed_grpcurl_commands(up)
+    created = subprocess.run(create, capture_output=True, text=True, timeout=30)
+    assert created.returncode == 0, created.stderr
+    assert '"id"' in created.stdout
+    deadline = time.monotonic() + 15
+    while True:
+        listed = subprocess.run(listing, capture_output=True, text=True, timeout=30)
+        assert listed.returncode == 0, listed.stderr
+        if "Coffee mug" in listed.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert "Coffee mug" in listed.stdout
+
+    up.process.send_signal(signal.SIGINT)
+    assert up.process.wait(timeout=60) == 0, up.text()
+    for pid in children:
+        assert not _alive(pid), f"child {pid} survived `cqrs up`"
+
+
+def _wait_until_serving(up: Running) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    pending = {up.write, up.read}
+    while pending:
+        assert up.process.poll() is None, f"cqrs up exited early:\n{up.text()}"
+        assert time.monotonic() < deadline, f"not SERVING: {pending}\n{up.text()}"
+        pending = {address for address in pending if not _serving(address)}
+        time.sleep(0.2)
+    # The banner follows the health checks; give it a moment to be written.
+    while "Ctrl-C stops everything" not in up.text():
+        assert time.monotonic() < deadline, up.text()
+        time.sleep(0.05)
+
+
+def _serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=1
+            )
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _printed_grpcurl_commands(up: Running) -> tuple[list[str], list[str]]:
+    lines = [line.strip() for line in up.text().splitlines()]
+    create = next(line for line in lines if line.endswith("CommandService/CreateProduct"))
+    listing = next(line for line in lines if line.endswith("QueryService/ListProducts"))
+    return shlex.split(create), shlex.split(listing)
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid``, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name (field 2) may contain spaces: split after its closing paren.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _kill_tree(process: subprocess.Popen[bytes]) -> None:
+    """Last resort after a failed test: kill `cqrs up` and whatever it started."""
+    for pid in _children(process.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.kill()
+    process.wait()

@@ -1,0 +1,38 @@
+"""The write-model contract against PostgreSQL (SQLAlchemy adapter)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from common.settings import Settings
+from tests.contract.write_model import WriteModelContract
+from write_server.bootstrap import bootstrap
+
+
+class TestPostgresWriteModel(WriteModelContract):
+    @pytest.fixture(autouse=True)
+    async def _service(self, settings: Settings) -> AsyncIterator[None]:
+        app = bootstrap(settings)
+        self.service = app.service
+        self.conn = await asyncpg.connect(settings.asyncpg_dsn)
+        try:
+            yield
+        finally:
+            await self.conn.close()
+            await app.close()
+
+    async def events_of(self, aggregate_id: str) -> list[str]:
+        rows = await self.conn.fetch(
+            "SELECT event_type FROM events WHERE aggregate_id = $1 ORDER BY aggregate_version",
+            aggregate_id,
+        )
+        return [r["event_type"] for r in rows]
+
+    async def stock_of(self, product_id: str) -> int:
+        stock: int = await self.conn.fetchval(
+            "SELECT stock FROM products WHERE id = $1", product_id
+        )
+        return stock

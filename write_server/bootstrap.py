@@ -1,0 +1,44 @@
+"""Composition root of the write server process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from common.settings import Settings
+from write_server.adapters.sqlalchemy_uow import SqlAlchemyUnitOfWork
+from write_server.service_layer.service import CommandService
+
+
+@dataclass
+class WriteApp:
+    service: CommandService
+    engine: AsyncEngine
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    """The write pool. Idle-in-transaction sessions are killed: an open transaction
+    would hold back the projector's safe horizon (pg_snapshot_xmin)."""
+    return create_async_engine(
+        settings.sqlalchemy_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_timeout=5,
+        connect_args={
+            "timeout": 5,
+            "server_settings": {
+                "application_name": "cqrs-write-server",
+                "idle_in_transaction_session_timeout": str(settings.idle_in_transaction_timeout_ms),
+                "statement_timeout": str(settings.statement_timeout_ms),
+            },
+        },
+    )
+
+
+def bootstrap(settings: Settings) -> WriteApp:
+    engine = create_engine(settings)
+    return WriteApp(CommandService(lambda: SqlAlchemyUnitOfWork(engine)), engine)

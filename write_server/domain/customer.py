@@ -1,0 +1,61 @@
+"""The Customer aggregate. Emails are stored trimmed and lower-cased."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from write_server.domain import validation as v
+from write_server.domain.aggregate import Aggregate
+from write_server.domain.events import CustomerCreated, CustomerDeleted, CustomerUpdated
+
+CUSTOMER_RULES: dict[str, v.Rule] = {
+    "name": v.check_name,
+    "email": v.check_email,
+    "address": v.check_text,
+    "city": v.check_text,
+    "postal_code": v.check_text,
+    "country": v.check_text,
+}
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+@dataclass(eq=False, kw_only=True)
+class Customer(Aggregate):
+    kind: ClassVar[str] = "Customer"
+    name: str
+    email: str
+    address: str
+    city: str
+    postal_code: str
+    country: str
+
+    @classmethod
+    def create(cls, *, id: str, now: datetime, **fields: Any) -> Customer:
+        """Validate ``fields`` (name, email, address, city, postal_code, country)."""
+        fields = {**fields, "email": normalize_email(fields["email"])}
+        v.validate(fields, CUSTOMER_RULES)
+        customer = cls(id=id, created_at=now, updated_at=now, **fields)
+        customer.record(CustomerCreated, now, **fields)
+        return customer
+
+    def update(self, changes: dict[str, Any], now: datetime) -> bool:
+        """Apply the fields that differ; False (and no event) when nothing changes."""
+        if "email" in changes:
+            changes = {**changes, "email": normalize_email(changes["email"])}
+        v.validate(changes, CUSTOMER_RULES)
+        effective = {k: val for k, val in changes.items() if getattr(self, k) != val}
+        if not effective:
+            return False
+        for name, value in effective.items():
+            setattr(self, name, value)
+        self.record(CustomerUpdated, now, changes=effective)
+        return True
+
+    def delete(self, now: datetime) -> None:
+        self.deleted = True
+        self.record(CustomerDeleted, now)

@@ -1,0 +1,75 @@
+"""The Product aggregate: catalogue data and stock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from write_server.domain import validation as v
+from write_server.domain.aggregate import Aggregate
+from write_server.domain.errors import InsufficientStock
+from write_server.domain.events import (
+    ProductCreated,
+    ProductDeleted,
+    ProductStockReleased,
+    ProductStockReserved,
+    ProductUpdated,
+)
+
+PRODUCT_RULES: dict[str, v.Rule] = {
+    "name": v.check_name,
+    "description": v.check_description,
+    "price_cents": v.check_price,
+    "currency": v.check_currency,
+    "category": v.check_text,
+    "stock": v.check_stock,
+}
+
+
+@dataclass(eq=False, kw_only=True)
+class Product(Aggregate):
+    kind: ClassVar[str] = "Product"
+    name: str
+    description: str
+    price_cents: int
+    currency: str
+    category: str
+    stock: int
+
+    @classmethod
+    def create(cls, *, id: str, now: datetime, **fields: Any) -> Product:
+        """Validate ``fields`` (name, description, price_cents, currency, category, stock)."""
+        v.validate(fields, PRODUCT_RULES)
+        product = cls(id=id, created_at=now, updated_at=now, **fields)
+        product.record(ProductCreated, now, **fields)
+        return product
+
+    def update(self, changes: dict[str, Any], now: datetime) -> bool:
+        """Apply the fields that differ; False (and no event) when nothing changes."""
+        v.validate(changes, PRODUCT_RULES)
+        effective = {k: val for k, val in changes.items() if getattr(self, k) != val}
+        if not effective:
+            return False
+        for name, value in effective.items():
+            setattr(self, name, value)
+        self.record(ProductUpdated, now, changes=effective)
+        return True
+
+    def reserve(self, quantity: int, order_id: str, now: datetime) -> None:
+        if quantity > self.stock:
+            raise InsufficientStock(self.id, quantity, self.stock)
+        self.stock -= quantity
+        self.record(
+            ProductStockReserved, now, order_id=order_id, quantity=quantity, stock=self.stock
+        )
+
+    def release(self, quantity: int, order_id: str, now: datetime) -> None:
+        self.stock += quantity
+        self.record(
+            ProductStockReleased, now, order_id=order_id, quantity=quantity, stock=self.stock
+        )
+
+    def delete(self, now: datetime) -> None:
+        self.deleted = True
+        self.record(ProductDeleted, now)

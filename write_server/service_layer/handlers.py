@@ -1,0 +1,196 @@
+"""Command handlers: lock what will change, load it, let the aggregates decide.
+
+Each handler returns the aggregate the reply is about. Locks are taken before
+any write (see UnitOfWork.lock); reads that decide *which* aggregates to lock
+(e.g. an order's products on cancel) come first, then those locks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from write_server.domain import commands as c
+from write_server.domain.aggregate import Aggregate
+from write_server.domain.customer import Customer
+from write_server.domain.errors import FieldViolation, InvalidArgument, NotFound
+from write_server.domain.order import CANCELLED, Order
+from write_server.domain.product import Product
+from write_server.domain.validation import require_uuid, require_version
+from write_server.service_layer.ports import UnitOfWork
+
+MAX_ORDER_ITEMS = 100
+MAX_ITEM_QUANTITY = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a handler needs besides the command: the time and new ids."""
+
+    now: datetime
+    new_id: Callable[[], str]
+
+
+async def create_product(cmd: c.CreateProduct, uow: UnitOfWork, ctx: Context) -> Aggregate:
+    product = Product.create(
+        id=ctx.new_id(),
+        now=ctx.now,
+        name=cmd.name,
+        description=cmd.description,
+        price_cents=cmd.price_cents,
+        currency=cmd.currency,
+        category=cmd.category,
+        stock=cmd.stock,
+    )
+    uow.products.add(product)
+    return product
+
+
+async def update_product(cmd: c.UpdateProduct, uow: UnitOfWork, ctx: Context) -> Aggregate:
+    ident = _target(cmd.id, cmd.expected_version, cmd.changes)
+    await uow.lock([ident])
+    product = await uow.products.get(ident)
+    product.check_version(cmd.expected_version)
+    product.update(cmd.changes, ctx.now)
+    return product
+
+
+async def delete_product(cmd: c.DeleteProduct, uow: UnitOfWork, ctx: Context) -> Aggregate:
+    ident = _target(cmd.id, cmd.expected_version)
+    await uow.lock([ident])
+    product = await uow.products.get(ident)
+    product.check_version(cmd.expected_version)
+    product.delete(ctx.now)
+    return product
+
+
+async def create_customer(cmd: c.CreateCustomer, uow: UnitOfWork, ctx: Context) -> Aggregate:
+    customer = Customer.create(
+        id=ctx.new_id(),
+        now=ctx.now,
+        name=cmd.name,
+        email=cmd.email,
+        address=cmd.address,
+        city=cmd.city,
+        postal_code=cmd.postal_code,
+        country=cmd.country,
+    )
+    uow.customers.add(customer)
+    return customer
+
+
+async def update_customer(cmd: c.UpdateCustomer, uow: UnitOfWork, ctx: Context) -> Aggregate:
+    ident = _target(cmd.id, cmd.expected_version, cmd.changes)
+    await uow.lock([ident])
+    customer = await uow.customers.get(ident)
+    customer.check_version(cmd.expected_version)
+    customer.update(cmd.changes, ctx.now)
+    return customer
+
+
+async def delete_customer(cmd: c.DeleteCustomer, uow: UnitOfWork, ctx: Context) -> Aggregate:
+    ident = _target(cmd.id, cmd.expected_version)
+    await uow.lock([ident])
+    customer = await uow.customers.get(ident)
+    customer.check_version(cmd.expected_version)
+    customer.delete(ctx.now)
+    return customer
+
+
+async def place_order(cmd: c.PlaceOrder, uow: UnitOfWork, ctx: Context) -> Aggregate:
+    customer_id = require_uuid("customer_id", cmd.customer_id)
+    quantities = _validate_items(cmd.items)
+    await uow.lock([customer_id, *quantities])
+    customer = await uow.customers.get(customer_id)
+    products = await uow.products.get_many(quantities)
+    for index, product_id in enumerate(quantities):
+        if product_id not in products:
+            raise NotFound(f"product {product_id} (items[{index}]) not found")
+    order = Order.place(
+        id=ctx.new_id(),
+        order_number=await uow.orders.next_order_number(),
+        customer=customer,
+        items=[(products[pid], qty) for pid, qty in quantities.items()],
+        now=ctx.now,
+    )
+    uow.orders.add(order)
+    return order
+
+
+async def change_order_status(cmd: c.ChangeOrderStatus, uow: UnitOfWork, ctx: Context) -> Aggregate:
+    ident = _target(cmd.id, cmd.expected_version)
+    await uow.lock([ident])
+    order = await uow.orders.get(ident)
+    order.check_version(cmd.expected_version)
+    order.transition(cmd.action, ctx.now)
+    if order.status == CANCELLED:
+        # Give the reserved stock back; a product deleted since keeps nothing.
+        product_ids = [line.product_id for line in order.lines]
+        await uow.lock(product_ids)
+        products = await uow.products.get_many(product_ids)
+        for line in order.lines:
+            if line.product_id in products:
+                products[line.product_id].release(line.quantity, order.id, ctx.now)
+    return order
+
+
+async def delete_order(cmd: c.DeleteOrder, uow: UnitOfWork, ctx: Context) -> Aggregate:
+    ident = _target(cmd.id, cmd.expected_version)
+    await uow.lock([ident])
+    order = await uow.orders.get(ident)
+    order.check_version(cmd.expected_version)
+    order.delete(ctx.now)
+    return order
+
+
+def _target(ident: str, expected_version: int, changes: dict[str, Any] | None = None) -> str:
+    canonical = require_uuid("id", ident)
+    require_version(expected_version)
+    if changes is not None and not changes:
+        raise InvalidArgument(FieldViolation("update", "set at least one field to change"))
+    return canonical
+
+
+def _validate_items(items: tuple[c.OrderItemRequest, ...]) -> dict[str, int]:
+    """product id -> quantity, in request order; every problem reported at once."""
+    violations: list[FieldViolation] = []
+    if not items:
+        violations.append(FieldViolation("items", "must contain at least one item"))
+    if len(items) > MAX_ORDER_ITEMS:
+        violations.append(FieldViolation("items", f"at most {MAX_ORDER_ITEMS} items"))
+    quantities: dict[str, int] = {}
+    for index, item in enumerate(items):
+        try:
+            product_id = require_uuid(f"items[{index}].product_id", item.product_id)
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+            continue
+        if product_id in quantities:
+            violations.append(
+                FieldViolation(f"items[{index}].product_id", "duplicate product in one order")
+            )
+        if not 1 <= item.quantity <= MAX_ITEM_QUANTITY:
+            violations.append(
+                FieldViolation(f"items[{index}].quantity", f"must be 1..{MAX_ITEM_QUANTITY}")
+            )
+        quantities[product_id] = item.quantity
+    if violations:
+        raise InvalidArgument(violations)
+    return quantities
+
+
+Handler = Callable[[Any, UnitOfWork, Context], Awaitable[Aggregate]]
+
+HANDLERS: dict[type[c.Command], Handler] = {
+    c.CreateProduct: create_product,
+    c.UpdateProduct: update_product,
+    c.DeleteProduct: delete_product,
+    c.CreateCustomer: create_customer,
+    c.UpdateCustomer: update_customer,
+    c.DeleteCustomer: delete_customer,
+    c.PlaceOrder: place_order,
+    c.ChangeOrderStatus: change_order_status,
+    c.DeleteOrder: delete_order,
+}

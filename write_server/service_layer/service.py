@@ -1,0 +1,117 @@
+"""The write side's service: runs a command in one unit of work, idempotently."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from common.positions import encode_token
+from write_server.domain import commands as c
+from write_server.domain.errors import FieldViolation, InvalidArgument
+from write_server.service_layer.handlers import HANDLERS, Context
+from write_server.service_layer.ports import StoredReply, UnitOfWork
+from write_server.uuid7 import uuid7
+
+MAX_REQUEST_ID = 128
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    id: str
+    version: int
+    consistency_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMeta:
+    """Who asked: stored with every event as its metadata."""
+
+    peer: str = ""
+    user_agent: str = ""
+    auth_subject: str = ""
+
+    def as_metadata(self, request_id: str) -> dict[str, str]:
+        values = {
+            "request_id": request_id,
+            "peer": self.peer,
+            "user_agent": self.user_agent,
+            "auth_subject": self.auth_subject,
+        }
+        return {k: v for k, v in values.items() if v}
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_uuid() -> str:
+    return str(uuid7())
+
+
+class CommandService:
+    """Executes commands: one unit of work each, all-or-nothing.
+
+    A command with a ``request_id`` is idempotent: the first reply is stored in
+    the same transaction as its effects; a retry with the same id and the same
+    arguments gets that reply and changes nothing; the same id with different
+    arguments is rejected (INVALID_ARGUMENT).
+    """
+
+    def __init__(
+        self,
+        uow_factory: Callable[[], UnitOfWork],
+        clock: Callable[[], datetime] = utc_now,
+        new_id: Callable[[], str] = new_uuid,
+    ) -> None:
+        self._uow_factory = uow_factory
+        self._clock = clock
+        self._new_id = new_id
+
+    async def execute(self, command: c.Command, meta: RequestMeta | None = None) -> CommandResult:
+        handler = HANDLERS[type(command)]
+        request_id = command.request_id
+        if len(request_id) > MAX_REQUEST_ID:
+            raise InvalidArgument(
+                FieldViolation("request_id", f"must be at most {MAX_REQUEST_ID} characters")
+            )
+        fingerprint = command.fingerprint()
+        async with self._uow_factory() as uow:
+            if request_id:
+                # Serializes retries of one request, so exactly one of them executes.
+                await uow.lock([f"request:{request_id}"])
+                stored = await uow.requests.get(request_id)
+                if stored is not None:
+                    return _replay(stored, command, fingerprint)
+            aggregate = await handler(command, uow, Context(self._clock(), self._new_id))
+            position = await uow.flush((meta or RequestMeta()).as_metadata(request_id))
+            result = CommandResult(
+                id=aggregate.id,
+                version=aggregate.version,
+                consistency_token=encode_token(position) if position else "",
+            )
+            if request_id:
+                reply = {
+                    "id": result.id,
+                    "version": result.version,
+                    "consistency_token": result.consistency_token,
+                }
+                await uow.requests.add(
+                    request_id, StoredReply(type(command).__name__, fingerprint, reply)
+                )
+            await uow.commit()
+            return result
+
+
+def _replay(stored: StoredReply, command: c.Command, fingerprint: str) -> CommandResult:
+    if stored.command != type(command).__name__ or stored.fingerprint != fingerprint:
+        raise InvalidArgument(
+            FieldViolation(
+                "request_id", "was already used for a different command or different arguments"
+            )
+        )
+    return CommandResult(
+        id=str(stored.reply["id"]),
+        version=int(stored.reply["version"]),
+        consistency_token=str(stored.reply["consistency_token"]),
+    )

@@ -1,0 +1,148 @@
+"""shop.v1.CommandService: translates requests into commands and replies; nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from common.pb.shop.v1 import command_service_pb2 as pb
+from common.pb.shop.v1 import command_service_pb2_grpc as pb_grpc
+from write_server.domain import commands as c
+from write_server.service_layer.service import CommandResult, CommandService, RequestMeta
+
+_PRODUCT_FIELDS = ("name", "description", "price_cents", "currency", "category", "stock")
+_CUSTOMER_FIELDS = ("name", "email", "address", "city", "postal_code", "country")
+
+
+def _changes(request: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The proto3 ``optional`` fields that are present: absent means unchanged."""
+    return {f: getattr(request, f) for f in fields if request.HasField(f)}
+
+
+def request_meta(context: grpc.aio.ServicerContext) -> RequestMeta:
+    metadata = dict(context.invocation_metadata() or ())
+    auth = context.auth_context() or {}
+    subject = b",".join(auth.get("x509_common_name", [])).decode(errors="replace")
+    return RequestMeta(
+        peer=context.peer() or "",
+        user_agent=str(metadata.get("user-agent", "")),
+        auth_subject=subject,
+    )
+
+
+def _reply(result: CommandResult) -> pb.CommandReply:
+    return pb.CommandReply(
+        id=result.id, version=result.version, consistency_token=result.consistency_token
+    )
+
+
+class CommandServicer(pb_grpc.CommandServiceServicer):  # type: ignore[misc]
+    def __init__(self, service: CommandService) -> None:
+        self._service = service
+
+    async def _run(self, command: c.Command, context: grpc.aio.ServicerContext) -> pb.CommandReply:
+        return _reply(await self._service.execute(command, request_meta(context)))
+
+    async def CreateProduct(
+        self, request: pb.CreateProductRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CommandReply:
+        command = c.CreateProduct(
+            request_id=request.request_id, **{f: getattr(request, f) for f in _PRODUCT_FIELDS}
+        )
+        return await self._run(command, context)
+
+    async def UpdateProduct(
+        self, request: pb.UpdateProductRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CommandReply:
+        command = c.UpdateProduct(
+            id=request.id,
+            changes=_changes(request, _PRODUCT_FIELDS),
+            expected_version=request.expected_version,
+            request_id=request.request_id,
+        )
+        return await self._run(command, context)
+
+    async def DeleteProduct(
+        self, request: pb.DeleteProductRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CommandReply:
+        command = c.DeleteProduct(
+            id=request.id, expected_version=request.expected_version, request_id=request.request_id
+        )
+        return await self._run(command, context)
+
+    async def CreateCustomer(
+        self, request: pb.CreateCustomerRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CommandReply:
+        command = c.CreateCustomer(
+            request_id=request.request_id, **{f: getattr(request, f) for f in _CUSTOMER_FIELDS}
+        )
+        return await self._run(command, context)
+
+    async def UpdateCustomer(
+        self, request: pb.UpdateCustomerRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CommandReply:
+        command = c.UpdateCustomer(
+            id=request.id,
+            changes=_changes(request, _CUSTOMER_FIELDS),
+            expected_version=request.expected_version,
+            request_id=request.request_id,
+        )
+        return await self._run(command, context)
+
+    async def DeleteCustomer(
+        self, request: pb.DeleteCustomerRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CommandReply:
+        command = c.DeleteCustomer(
+            id=request.id, expected_version=request.expected_version, request_id=request.request_id
+        )
+        return await self._run(command, context)
+
+    async def PlaceOrder(
+        self, request: pb.PlaceOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CommandReply:
+        command = c.PlaceOrder(
+            customer_id=request.customer_id,
+            items=tuple(c.OrderItemRequest(i.product_id, i.quantity) for i in request.items),
+            request_id=request.request_id,
+        )
+        return await self._run(command, context)
+
+    async def _status(
+        self, request: Any, action: str, context: grpc.aio.ServicerContext
+    ) -> pb.CommandReply:
+        command = c.ChangeOrderStatus(
+            id=request.id,
+            action=action,
+            expected_version=request.expected_version,
+            request_id=request.request_id,
+        )
+        return await self._run(command, context)
+
+    async def ConfirmOrder(
+        self, request: pb.ConfirmOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CommandReply:
+        return await self._status(request, "confirm", context)
+
+    async def ShipOrder(
+        self, request: pb.ShipOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CommandReply:
+        return await self._status(request, "ship", context)
+
+    async def DeliverOrder(
+        self, request: pb.DeliverOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CommandReply:
+        return await self._status(request, "deliver", context)
+
+    async def CancelOrder(
+        self, request: pb.CancelOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CommandReply:
+        return await self._status(request, "cancel", context)
+
+    async def DeleteOrder(
+        self, request: pb.DeleteOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CommandReply:
+        command = c.DeleteOrder(
+            id=request.id, expected_version=request.expected_version, request_id=request.request_id
+        )
+        return await self._run(command, context)
