@@ -66,7 +66,7 @@ class PgReader:
         sql = query.select
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY {a}created_at DESC, {a}id ASC LIMIT ${len(args)}"
+        sql += f" ORDER BY {a}created_at DESC, {a}id DESC LIMIT ${len(args)}"
         rows = await self._pool.fetch(sql, *args)
         more = len(rows) > page.size
         rows = rows[: page.size]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 import pytest
 from google.protobuf.message import Message
@@ -13,34 +12,18 @@ from common.cursors import decode_page_token, encode_page_token
 from common.documents import status_name
 from common.pb.shop.v1 import shop_pb2
 from common.settings import Settings
-from read_server.bootstrap import ReadResources, open_resources
 from read_server.sources.base import ANY_FRESHNESS, OrderFilter, Page, PageRequest, QuerySource
-from tests.support.read_fixtures import ReadDataset, build_dataset, load_everywhere, newest_first
+from tests.support.read_fixtures import Loaded, ReadDataset, loaded_sources, newest_first
 
 pytestmark = pytest.mark.integration
 
 SOURCE_NAMES = ("projection", "read_model", "write_model")
 
 
-@dataclass
-class Loaded:
-    ds: ReadDataset
-    resources: ReadResources
-
-    def sources(self) -> list[QuerySource]:
-        s = self.resources.sources
-        return [s.projection, s.read_model, s.write_model]
-
-
 @pytest.fixture
 async def loaded(settings: Settings) -> AsyncIterator[Loaded]:
-    ds = build_dataset()
-    await load_everywhere(settings, ds)
-    resources = await open_resources(settings)
-    try:
-        yield Loaded(ds, resources)
-    finally:
-        await resources.close()
+    async with loaded_sources(settings) as loaded:
+        yield loaded
 
 
 def _ser(docs: Sequence[Message]) -> list[bytes]:

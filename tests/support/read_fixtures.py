@@ -1,4 +1,6 @@
-"""One small shop dataset written, identically, into every place the read server reads.
+"""Read-server test support: one dataset stored everywhere, and fakes for unit tests.
+
+One small shop dataset written, identically, into every place the read server reads.
 
 ``build_dataset`` makes products, customers and orders with same-timestamp ties,
 a deleted entity of each kind and an order of a deleted customer.
@@ -10,19 +12,22 @@ query sources can be compared item for item.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from common.cursors import SortKey, sort_key
-from common.documents import items_to_json, status_name, timestamp
+from common.documents import items_to_json, status_name, status_value, timestamp
 from common.pb.shop.v1 import shop_pb2
 from common.positions import Position
 from common.settings import Settings
+from read_server.bootstrap import ReadResources, open_resources
+from read_server.sources.base import Freshness, OrderFilter, Page, PageRequest, QuerySource
 
 Doc = TypeVar("Doc", shop_pb2.Product, shop_pb2.Customer, shop_pb2.Order)
 
@@ -121,7 +126,7 @@ def _order(
         items=items,
         total_cents=sum(i.line_total_cents for i in items),
         currency="EUR",
-        status=shop_pb2.OrderStatus.Value(f"ORDER_STATUS_{status}"),
+        status=status_value(status),
         version=1 + n % 5,
         created_at=timestamp(created),
         updated_at=timestamp(created + timedelta(seconds=30 * n)),
@@ -295,7 +300,7 @@ async def load_redis(
     a reader that ignored ``active`` would return them.
     """
     stale = generation - 1
-    deleted = {
+    deleted: dict[str, Sequence[shop_pb2.Product | shop_pb2.Customer | shop_pb2.Order]] = {
         "products": ds.deleted_products,
         "customers": ds.deleted_customers,
         "orders": ds.deleted_orders,
@@ -342,3 +347,78 @@ async def load_everywhere(settings: Settings, ds: ReadDataset) -> None:
         await load_redis(client, settings.redis_prefix, ds)
     finally:
         await client.aclose()
+
+
+@dataclass
+class Loaded:
+    """A dataset stored everywhere, and the read server's resources opened over it."""
+
+    ds: ReadDataset
+    resources: ReadResources
+
+    def sources(self) -> list[QuerySource]:
+        """projection, read model, write model."""
+        s = self.resources.sources
+        return [s.projection, s.read_model, s.write_model]
+
+
+@asynccontextmanager
+async def loaded_sources(settings: Settings) -> AsyncIterator[Loaded]:
+    """``build_dataset`` + ``load_everywhere`` + ``open_resources`` (closed on exit)."""
+    ds = build_dataset()
+    await load_everywhere(settings, ds)
+    resources = await open_resources(settings)
+    try:
+        yield Loaded(ds, resources)
+    finally:
+        await resources.close()
+
+
+# Hand-written fakes for unit tests of the servicer (no Redis or PostgreSQL).
+
+
+@dataclass
+class FakeSource:
+    """A QuerySource answering from dicts/lists of bytes and recording every call."""
+
+    docs: dict[str, bytes] = field(default_factory=dict)
+    page: Page = field(default_factory=lambda: Page([], None))
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+
+    async def get_product(self, product_id: str, freshness: Freshness) -> bytes | None:
+        self.calls.append(("get_product", product_id, freshness))
+        return self.docs.get(product_id)
+
+    async def list_products(
+        self, page: PageRequest, category: str | None, freshness: Freshness
+    ) -> Page:
+        self.calls.append(("list_products", page, category, freshness))
+        return self.page
+
+    async def get_customer(self, customer_id: str, freshness: Freshness) -> bytes | None:
+        self.calls.append(("get_customer", customer_id, freshness))
+        return self.docs.get(customer_id)
+
+    async def list_customers(self, page: PageRequest, freshness: Freshness) -> Page:
+        self.calls.append(("list_customers", page, freshness))
+        return self.page
+
+    async def get_order(self, order_id: str, freshness: Freshness) -> bytes | None:
+        self.calls.append(("get_order", order_id, freshness))
+        return self.docs.get(order_id)
+
+    async def list_orders(
+        self, page: PageRequest, order_filter: OrderFilter, freshness: Freshness
+    ) -> Page:
+        self.calls.append(("list_orders", page, order_filter, freshness))
+        return self.page
+
+
+@dataclass
+class FakeContext:
+    """The one ServicerContext method the servicer uses."""
+
+    remaining: float | None = None
+
+    def time_remaining(self) -> float | None:
+        return self.remaining

@@ -1,0 +1,159 @@
+"""Consistency tokens: each source waits for its own projection's checkpoint, bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from common.errors import Unavailable
+from common.positions import Position
+from common.settings import Settings
+from read_server.sources.base import Freshness, OrderFilter, PageRequest
+from tests.support.read_fixtures import (
+    CHECKPOINT,
+    Loaded,
+    loaded_sources,
+    set_pg_checkpoint,
+    set_redis_checkpoint,
+)
+
+pytestmark = pytest.mark.integration
+
+AHEAD = Position(CHECKPOINT.xid, CHECKPOINT.seq + 7)
+
+
+@pytest.fixture
+async def loaded(settings: Settings) -> AsyncIterator[Loaded]:
+    async with loaded_sources(settings) as loaded:
+        yield loaded
+
+
+@pytest.fixture
+async def redis_client(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def pg(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(settings.asyncpg_dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def _later(delay: float, action: Callable[[], Awaitable[None]]) -> None:
+    await asyncio.sleep(delay)
+    await action()
+
+
+async def test_reached_positions_answer_at_once(loaded: Loaded) -> None:
+    product = loaded.ds.products[0]
+    # (999, 900) < (1000, 50): fixed-width strings compare like the tuples, also in Lua.
+    for position in (CHECKPOINT, Position(CHECKPOINT.xid - 1, 900), Position(1, 1)):
+        for source in loaded.sources():
+            started = time.perf_counter()
+            doc = await source.get_product(product.id, Freshness(position, 5.0))
+            assert doc == product.SerializeToString()
+            assert time.perf_counter() - started < 0.5
+
+
+async def test_write_model_never_waits(loaded: Loaded) -> None:
+    far_ahead = Freshness(Position(10**12, 0), 5.0)
+    write_model = loaded.resources.sources.write_model
+    started = time.perf_counter()
+    page = await write_model.list_orders(PageRequest(5), OrderFilter(), far_ahead)
+    assert len(page.items) == 5
+    assert time.perf_counter() - started < 0.5
+
+
+async def test_projection_waits_for_its_checkpoint(
+    loaded: Loaded, settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    product = loaded.ds.products[0]
+    prefix = settings.redis_prefix
+
+    async def catch_up() -> None:
+        # Another projection moving on must not release the wait.
+        await set_redis_checkpoint(redis_client, prefix, "customers", AHEAD)
+        await asyncio.sleep(0.1)
+        await set_redis_checkpoint(redis_client, prefix, "products", AHEAD)
+
+    started = time.perf_counter()
+    catching_up = asyncio.create_task(_later(0.1, catch_up))
+    doc = await loaded.resources.sources.projection.get_product(product.id, Freshness(AHEAD, 3.0))
+    elapsed = time.perf_counter() - started
+    await catching_up
+    assert doc == product.SerializeToString()
+    assert 0.2 <= elapsed < 2.0
+
+
+async def test_read_model_lists_wait_for_their_checkpoint(
+    loaded: Loaded, pg: asyncpg.Connection
+) -> None:
+    async def catch_up() -> None:
+        await set_pg_checkpoint(pg, "pg:products", AHEAD)
+        await asyncio.sleep(0.1)
+        await set_pg_checkpoint(pg, "pg:orders", AHEAD)
+
+    started = time.perf_counter()
+    catching_up = asyncio.create_task(_later(0.1, catch_up))
+    page = await loaded.resources.sources.read_model.list_orders(
+        PageRequest(3), OrderFilter(), Freshness(AHEAD, 3.0)
+    )
+    elapsed = time.perf_counter() - started
+    await catching_up
+    assert len(page.items) == 3
+    assert 0.2 <= elapsed < 2.0
+
+
+async def test_wait_times_out_with_unavailable(loaded: Loaded) -> None:
+    sources = loaded.resources.sources
+    customer = loaded.ds.customers[0]
+    cases = [
+        ("redis:customers", sources.projection),
+        ("pg:customers", sources.read_model),
+    ]
+    for name, source in cases:
+        started = time.perf_counter()
+        with pytest.raises(Unavailable) as caught:
+            await source.get_customer(customer.id, Freshness(AHEAD, 0.15))
+        elapsed = time.perf_counter() - started
+        assert caught.value.message == (
+            f"projection {name} has not caught up with the consistency token within 150 ms"
+        )
+        assert 0.15 <= elapsed < 1.0
+
+
+async def test_missing_read_model_checkpoint_counts_as_behind(
+    loaded: Loaded, pg: asyncpg.Connection
+) -> None:
+    await pg.execute("DELETE FROM read.projection_checkpoints WHERE projection = 'pg:products'")
+    read_model = loaded.resources.sources.read_model
+    with pytest.raises(Unavailable, match="pg:products"):
+        await read_model.list_products(PageRequest(1), None, Freshness(Position(1, 1), 0.05))
+    page = await read_model.list_products(PageRequest(1), None, Freshness())
+    assert len(page.items) == 1
+
+
+async def test_projection_never_built_is_unavailable(
+    loaded: Loaded, settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    await redis_client.delete(f"{settings.redis_prefix}:orders:active")
+    projection = loaded.resources.sources.projection
+    order = loaded.ds.orders[0]
+    with pytest.raises(Unavailable, match="redis:orders has not been built"):
+        await projection.get_order(order.id, Freshness())
+    with pytest.raises(Unavailable, match="redis:orders has not been built"):
+        await projection.list_orders(PageRequest(10), OrderFilter(), Freshness(AHEAD, 1.0))
+    # The other projections are unaffected.
+    assert await projection.get_customer(loaded.ds.customers[0].id, Freshness()) is not None
