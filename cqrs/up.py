@@ -90,10 +90,10 @@ def _run(settings: Settings, stop: threading.Event) -> int:
         "read-server": ["read-server"],
         "projector": ["projector", "run"],
     }
-    children = [
-        Child(name, [sys.executable, "-m", "cqrs", *args], env) for name, args in commands.items()
-    ]
+    children: list[Child] = []
     try:
+        for name, args in commands.items():
+            children.append(Child(name, [sys.executable, "-m", "cqrs", *args], env))
         return _supervise(settings, children, stop)
     finally:
         stop_children(children)
