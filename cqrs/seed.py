@@ -81,7 +81,9 @@ async def seed(
         catalogue: list[Product] = []
         bar = Progress(products, "products")
         for start in range(0, products, BATCH):
-            batch: list[Aggregate] = [make_product(rng) for _ in range(min(BATCH, products - start))]
+            batch: list[Aggregate] = [
+                make_product(rng) for _ in range(min(BATCH, products - start))
+            ]
             await write_batch(conn, new=batch, changed_products=[], metadata=metadata)
             catalogue.extend(batch)  # type: ignore[arg-type]
             bar.advance(len(batch))
@@ -112,9 +114,12 @@ async def seed(
                     continue
                 orders.append(
                     Order.place(
-                        id=new_uuid(), order_number=number, customer=customer, items=items,
+                        id=new_uuid(),
+                        order_number=number,
+                        customer=customer,
+                        items=items,
                         now=_now(),
-                    )  # fmt: skip
+                    )
                 )
                 touched.update({p.id: p for p, _ in items})
             await write_batch(

@@ -42,7 +42,9 @@ _EVENT_COLUMNS = (
 
 
 async def next_order_numbers(conn: asyncpg.Connection, count: int) -> list[str]:
-    rows = await conn.fetch("SELECT nextval('order_number_seq') AS n FROM generate_series(1, $1)", count)
+    rows = await conn.fetch(
+        "SELECT nextval('order_number_seq') AS n FROM generate_series(1, $1)", count
+    )
     return [f"ORD-{r['n']:08d}" for r in rows]
 
 
@@ -64,7 +66,9 @@ async def write_batch(
             )
         if customers:
             await conn.copy_records_to_table(
-                "customers", columns=_CUSTOMER_COLUMNS, records=[_customer_row(c) for c in customers]
+                "customers",
+                columns=_CUSTOMER_COLUMNS,
+                records=[_customer_row(c) for c in customers],
             )
         if orders:
             await conn.copy_records_to_table(
@@ -74,11 +78,18 @@ async def write_batch(
                 "order_items",
                 columns=_ITEM_COLUMNS,
                 records=[
-                    (o.id, n, line.product_id, line.name, line.quantity, line.unit_price_cents,
-                     line.line_total_cents)
+                    (
+                        o.id,
+                        n,
+                        line.product_id,
+                        line.name,
+                        line.quantity,
+                        line.unit_price_cents,
+                        line.line_total_cents,
+                    )
                     for o in orders
                     for n, line in enumerate(o.lines, start=1)
-                ],  # fmt: skip
+                ],
             )
         if changed_products:
             await _update_stock(conn, changed_products)
