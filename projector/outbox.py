@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
 import asyncpg
 
 from common.events import StoredEvent
@@ -20,12 +21,13 @@ from common.positions import Position
 _READ = """
 WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
 SELECT h.xmin::text::bigint AS horizon, e.* FROM h LEFT JOIN LATERAL (
-  SELECT seq, xid::text::bigint AS xid, aggregate_type, aggregate_id::text AS aggregate_id,
-         aggregate_version, event_type, payload::text AS payload, occurred_at
-  FROM events
-  WHERE (xid, seq) > ($1::bigint::text::xid8, $2::bigint)
-    AND xid < h.xmin AND aggregate_type = ANY($3::text[])
-  ORDER BY xid, seq LIMIT $4) e ON true
+  SELECT v.seq, v.xid::text::bigint AS xid, v.aggregate_type, v.aggregate_id::text AS aggregate_id,
+         v.aggregate_version, v.event_type, v.payload::text AS payload, v.occurred_at
+  FROM events v
+  WHERE (v.xid, v.seq) > ($1::bigint::text::xid8, $2::bigint)
+    AND v.xid < h.xmin AND v.aggregate_type = ANY($3::text[])
+  -- The table's columns (not the bigint output alias), so the (xid, seq) index gives the order.
+  ORDER BY v.xid, v.seq LIMIT $4) e ON true
 """
 
 # Committed (visible) events after a position; LIMIT bounds the cost of a huge backlog.
@@ -39,14 +41,12 @@ SELECT count(*) FROM (
 _HEAD = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
 
 
-
 class Executor(Protocol):
     """asyncpg's query methods: a pool, or a connection (e.g. inside a transaction)."""
 
     async def fetch(self, query: str, *args: Any) -> list[Any]: ...
 
     async def fetchval(self, query: str, *args: Any) -> Any: ...
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +64,7 @@ class Batch:
         return bool(self.events) or self.next != self.start
 
 
-async def read_batch(
-    db: Executor, after: Position, types: Sequence[str], limit: int
-) -> Batch:
+async def read_batch(db: Executor, after: Position, types: Sequence[str], limit: int) -> Batch:
     """Up to ``limit`` events of ``types`` after ``after`` in ``(xid, seq)`` order, below the
     horizon. ``db`` is a pool or a connection (e.g. one inside a transaction)."""
     if limit < 1:

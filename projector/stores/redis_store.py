@@ -61,10 +61,11 @@ class RedisProjectionStore:
     async def initialize(self) -> None:
         if self._fixed:
             return  # created with its checkpoint by redis_generations.new_generation
-        await self._initialize(
+        active = await self._initialize(
             keys=[self.keys.active, self.keys.next_gen],
             args=[self.keys.base + ":", ORIGIN.to_checkpoint()],
         )
+        self._gen = int(active)
 
     async def checkpoint(self) -> Position:
         if self._fixed:
@@ -126,9 +127,13 @@ class RedisProjectionStore:
         args += [v for _, v in sets] + [m for _, m in rems] + [m for _, m in adds]
         outcome, found = await self._apply(keys=keys, args=args)
         if outcome != b"ok":
-            detail = f"(generation now {found.decode() or 'none'})" if outcome == b"generation" else ""
+            detail = (
+                f"(generation now {found.decode() or 'none'})" if outcome == b"generation" else ""
+            )
             raise CheckpointMoved(
-                expected, Position.from_checkpoint(found) if outcome == b"checkpoint" else None, detail
+                expected,
+                Position.from_checkpoint(found) if outcome == b"checkpoint" else None,
+                detail,
             )
 
     async def all_documents(self) -> dict[str, Message]:

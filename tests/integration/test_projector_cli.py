@@ -1,0 +1,101 @@
+"""`cqrs projector run|rebuild|verify|status` as processes (exit codes, SIGTERM)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from common.positions import ORIGIN
+from common.settings import Settings
+from projector.bootstrap import Resources, make_store, open_resources
+from tests.integration.test_projector_runner import some_history
+from tests.support.events import Shop, eventually
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def resources(settings: Settings) -> AsyncIterator[Resources]:
+    async with open_resources(settings) as res:
+        yield res
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CQRS_DATABASE_URL": settings.database_url,
+        "CQRS_REDIS_URL": settings.redis_url,
+        "CQRS_REDIS_PREFIX": settings.redis_prefix,
+        "CQRS_PROJECTOR_POLL_INTERVAL_MS": "100",
+        "CQRS_PROJECTOR_METRICS_PORT": "0",
+        "CQRS_LOG_LEVEL": "WARNING",
+    }
+
+
+async def cqrs(settings: Settings, *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cqrs",
+        "projector",
+        *args,
+        cwd=ROOT,
+        env=environment(settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_rebuild_verify_status_commands(resources: Resources) -> None:
+    await some_history(Shop(resources.pool), size=2)
+    code, out = await cqrs(resources.settings, "status")
+    assert code == 0, out
+    assert "not built yet" in out
+    code, out = await cqrs(resources.settings, "verify")
+    assert code != 0 and "missing" in out
+    code, out = await cqrs(resources.settings, "rebuild")
+    assert code == 0, out
+    assert "rebuild pg:orders [" in out
+    code, out = await cqrs(resources.settings, "verify")
+    assert code == 0, out
+    assert "all projections match" in out
+
+
+async def test_sigterm_stops_the_projector_gracefully(resources: Resources) -> None:
+    await Shop(resources.pool).create_customer()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cqrs",
+        "projector",
+        "run",
+        cwd=ROOT,
+        env=environment(resources.settings),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        store = make_store(resources, "redis:customers")
+
+        async def applied() -> bool:
+            return await store.checkpoint() > ORIGIN
+
+        await eventually(applied, within=30)
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 15)
+        assert proc.returncode == 0, err.decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -1,0 +1,205 @@
+"""Rebuild: fresh install, switching under a live projector and readers, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from common import events as ev
+from common.settings import Settings
+from projector import rebuild as rebuild_module
+from projector.bootstrap import Projector, Resources, open_resources
+from projector.leadership import lock_key
+from projector.projections import KINDS, PRODUCTS
+from projector.stores.redis_generations import active_generation, generations, new_generation
+from projector.stores.redis_keys import ProjectionKeys
+from tests.integration.test_projector_runner import (
+    some_history,
+    verify_quietly,
+    wait_applied,
+)
+from tests.support.events import NewEvent, Shop, append_events, now
+
+pytestmark = pytest.mark.integration
+
+# What a reader does: resolve `active`, list the index newest first, MGET the documents,
+# all in one script (one round trip, one generation).
+READ_ALL_PRODUCTS = """
+local g = redis.call('GET', KEYS[1])
+if not g then return {'', 0, 0} end
+local base = ARGV[1] .. 'g' .. g .. ':'
+local members = redis.call('ZRANGE', base .. 'idx:all', '+', '-', 'BYLEX', 'REV')
+local keys = {}
+for i, m in ipairs(members) do keys[i] = base .. 'doc:' .. string.sub(m, 18) end
+local missing = 0
+if #keys > 0 then
+  local docs = redis.call('MGET', unpack(keys))
+  for i = 1, #keys do if not docs[i] then missing = missing + 1 end end
+end
+return {g, #members, missing}
+"""
+
+
+@pytest.fixture
+async def resources(settings: Settings) -> AsyncIterator[Resources]:
+    async with open_resources(settings) as res:
+        yield res
+
+
+async def rebuild(resources: Resources, *kinds: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = await rebuild_module.rebuild(
+        resources, [KINDS[k] for k in kinds or KINDS], out=out, grace_s=0.2
+    )
+    return code, out.getvalue()
+
+
+async def index_names(resources: Resources, table: str) -> set[str]:
+    rows = await resources.pool.fetch(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = 'read' AND tablename = $1", table
+    )
+    return {r["indexname"] for r in rows}
+
+
+async def test_fresh_install_rebuild_builds_and_activates(resources: Resources) -> None:
+    await some_history(Shop(resources.pool))
+    keys = ProjectionKeys(resources.settings.redis_prefix, "orders")
+    abandoned = await new_generation(resources.redis, keys)  # a crashed earlier rebuild
+    migrated = {k.table: await index_names(resources, k.table) for k in KINDS.values()}
+
+    code, report = await rebuild(resources)
+
+    assert code == 0, report
+    assert report.count("events ->") == 6
+    differences, diff_report = await verify_quietly(resources)
+    assert differences == 0, diff_report
+    for kind in KINDS.values():
+        assert await index_names(resources, kind.table) == migrated[kind.table]
+    shadows = await resources.pool.fetchval(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'read' AND tablename LIKE '%rebuild'"
+    )
+    assert shadows == 0
+    active = await active_generation(resources.redis, keys)
+    assert active is not None and active != abandoned
+    assert await generations(resources.redis, keys) == {active}
+    checkpoints = await resources.pool.fetch("SELECT projection FROM read.projection_checkpoints")
+    assert {r["projection"] for r in checkpoints} == {"pg:products", "pg:customers", "pg:orders"}
+
+
+async def test_rebuild_switches_under_a_live_projector_and_readers(
+    resources: Resources,
+) -> None:
+    """(e) Readers never see a partial list while rebuild switches; the live runner goes on."""
+    shop = Shop(resources.pool)
+    initial = 120
+    for i in range(initial):
+        await shop.create_product(category=("a", "b", "c")[i % 3])
+    projections = ["redis:products", "pg:products"]
+    stop = asyncio.Event()
+    run = asyncio.create_task(Projector(resources, projections).run(stop))
+    keys = ProjectionKeys(resources.settings.redis_prefix, "products")
+    reader_script = resources.redis.register_script(READ_ALL_PRODUCTS)
+    problems: list[str] = []
+    seen_generations: set[str] = set()
+    reads = {"redis": 0, "pg": 0}
+    done = asyncio.Event()
+
+    async def write() -> None:
+        while not done.is_set():
+            await shop.create_product()
+            await asyncio.sleep(0.02)
+
+    async def read_redis() -> None:
+        last = initial
+        while not done.is_set():
+            gen, count, missing = await reader_script(keys=[keys.active], args=[keys.base + ":"])
+            seen_generations.add(gen.decode())
+            if count < last or missing:
+                problems.append(f"redis g{gen!r}: {count} listed (last {last}), {missing} missing")
+            last = max(last, count)
+            reads["redis"] += 1
+
+    async def read_pg() -> None:
+        last = initial
+        async with resources.pool.acquire() as conn:
+            while not done.is_set():
+                rows = await conn.fetch(
+                    "SELECT id FROM read.product_read_model ORDER BY created_at DESC, id DESC"
+                )
+                if len(rows) < last:
+                    problems.append(f"pg: {len(rows)} rows (last {last})")
+                last = max(last, len(rows))
+                reads["pg"] += 1
+
+    try:
+        await wait_applied(resources, projections)
+        workers = [asyncio.create_task(f()) for f in (write, read_redis, read_pg)]
+        await asyncio.sleep(0.2)
+        code, report = await rebuild(resources, "products")
+        await asyncio.sleep(0.3)  # the live runner continues on the new copy
+        done.set()
+        await asyncio.gather(*workers)
+        assert code == 0, report
+        await wait_applied(resources, projections)
+        differences, diff_report = await verify_quietly(resources)
+        assert differences == 0, diff_report
+    finally:
+        done.set()
+        stop.set()
+        await asyncio.wait_for(run, 10)
+    assert problems == []
+    assert len(seen_generations) >= 2, "the readers never saw the switch"
+    assert reads["redis"] > 10 and reads["pg"] > 10
+    assert await generations(resources.redis, keys) == {
+        await active_generation(resources.redis, keys)
+    }
+
+
+async def test_second_rebuild_of_the_same_kind_is_refused(resources: Resources) -> None:
+    async with resources.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key("rebuild:products"))
+        try:
+            code, report = await rebuild(resources, "products")
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock_all()")
+    assert code == 1
+    assert "another rebuild is running" in report
+
+
+async def test_poison_event_aborts_the_rebuild_and_leaves_the_live_copy(
+    resources: Resources,
+) -> None:
+    shop = Shop(resources.pool)
+    await shop.create_product()
+    stop = asyncio.Event()
+    projections = ["redis:products", "pg:products"]
+    run = asyncio.create_task(Projector(resources, projections).run(stop))
+    try:
+        await wait_applied(resources, projections)
+    finally:
+        stop.set()
+        await asyncio.wait_for(run, 10)
+    keys = ProjectionKeys(resources.settings.redis_prefix, PRODUCTS.name)
+    live_gen = await active_generation(resources.redis, keys)
+    async with resources.pool.acquire() as conn, conn.transaction():
+        await append_events(
+            conn,
+            [
+                NewEvent(
+                    ev.PRODUCT, str(uuid.uuid4()), 2, ev.PRODUCT_UPDATED, {"changes": {}}, now()
+                )
+            ],
+        )
+
+    code, report = await rebuild(resources, "products")
+
+    assert code == 1 and "FAILED" in report and "no document" in report
+    assert await active_generation(resources.redis, keys) == live_gen
+    assert await generations(resources.redis, keys) == {live_gen}
+    assert await resources.pool.fetchval("SELECT count(*) FROM read.product_read_model") == 1
+    shadow = await resources.pool.fetchval("SELECT to_regclass('read.product_read_model__rebuild')")
+    assert shadow is None

@@ -1,0 +1,488 @@
+"""Runners against real PostgreSQL and Redis: ordering, crashes, leadership, poison events."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import itertools
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from pathlib import Path
+
+import pytest
+from google.protobuf.message import Message
+from prometheus_client import REGISTRY
+
+from common import events as ev
+from common.pb.shop.v1 import shop_pb2
+from common.positions import ORIGIN, Position
+from common.settings import Settings
+from projector import status as status_module
+from projector import verify as verify_module
+from projector.bootstrap import Projector, Resources, make_runner, make_store, open_resources
+from projector.projections import ALL_PROJECTIONS
+from projector.runner import Outcome, ProjectionRunner
+from projector.stores.port import Change, ProjectionStore
+from projector.wakeup import Wakeup
+from tests.support.events import NewEvent, Shop, append_events, eventually, now
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def resources(settings: Settings) -> AsyncIterator[Resources]:
+    async with open_resources(settings) as res:
+        yield res
+
+
+class RecordingStore:
+    """Wraps a real store and logs every successful commit as (runner tag, expected, new)."""
+
+    def __init__(
+        self, inner: ProjectionStore, log: list[tuple[str, Position, Position]], tag: str = ""
+    ) -> None:
+        self.inner = inner
+        self.log = log
+        self.tag = tag
+        self.delay = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    async def initialize(self) -> None:
+        await self.inner.initialize()
+
+    async def checkpoint(self) -> Position:
+        return await self.inner.checkpoint()
+
+    async def load(self, ids: Collection[str]) -> dict[str, Message]:
+        return await self.inner.load(ids)
+
+    async def order_ids_by_customer(self, customer_ids: Collection[str]) -> dict[str, list[str]]:
+        return await self.inner.order_ids_by_customer(customer_ids)
+
+    async def commit(self, expected: Position, new: Position, changes: Sequence[Change]) -> None:
+        await asyncio.sleep(self.delay)  # widens the window for crash tests
+        await self.inner.commit(expected, new, changes)
+        self.log.append((self.tag, expected, new))
+
+    async def all_documents(self) -> dict[str, Message]:
+        return await self.inner.all_documents()
+
+
+def assert_chained(log: list[tuple[str, Position, Position]]) -> None:
+    """Every commit starts where the previous one ended: no event applied twice or skipped."""
+    assert log, "nothing was committed"
+    assert log[0][1] == ORIGIN
+    for (_, _, previous), (_, expected, _) in itertools.pairwise(log):
+        assert expected == previous
+
+
+async def last_event(resources: Resources) -> Position:
+    row = await resources.pool.fetchrow(
+        "SELECT xid::text::bigint AS xid, seq FROM events ORDER BY xid DESC, seq DESC LIMIT 1"
+    )
+    return Position(row["xid"], row["seq"]) if row else ORIGIN
+
+
+async def wait_applied(
+    resources: Resources, projections: Sequence[str] = ALL_PROJECTIONS, within: float = 20
+) -> None:
+    """Until every projection's checkpoint covers the last event in the log."""
+    target = await last_event(resources)
+
+    async def done() -> bool:
+        for p in projections:
+            if await make_store(resources, p).checkpoint() < target:
+                return False
+        return True
+
+    await eventually(done, within=within)
+
+
+def applied_total(projection: str) -> float:
+    return (
+        REGISTRY.get_sample_value("cqrs_projection_events_total", {"projection": projection}) or 0
+    )
+
+
+async def some_history(shop: Shop, size: int = 3) -> None:
+    products = [await shop.create_product(category=c) for c in ("books", "games", "") * size]
+    customers = [await shop.create_customer() for _ in range(size)]
+    orders = [
+        await shop.place_order(customers[i % size], [(products[i], 1), (products[i + 1], 2)])
+        for i in range(size * 2)
+    ]
+    await shop.update_customer(customers[0], name="Renamed", email="renamed@example.com")
+    await shop.update_customer(customers[1], city="Elsewhere")
+    await shop.set_order_status(orders[0], "CONFIRMED")
+    await shop.set_order_status(orders[0], "SHIPPED")
+    await shop.set_order_status(orders[1], "CANCELLED")
+    await shop.delete_order(orders[2])
+    await shop.update_product(products[0], category="music", price_cents=1)
+    await shop.delete_product(products[-1])
+    await shop.delete_customer(customers[-1])
+
+
+async def verify_quietly(resources: Resources) -> tuple[int, str]:
+    out = io.StringIO()
+    return await verify_module.verify(resources, out=out), out.getvalue()
+
+
+async def test_every_projection_follows_the_log_and_verifies(resources: Resources) -> None:
+    shop = Shop(resources.pool)
+    await some_history(shop)
+    stop = asyncio.Event()
+    run = asyncio.create_task(Projector(resources).run(stop))
+    try:
+        await wait_applied(resources)
+        differences, report = await verify_quietly(resources)
+        assert differences == 0, report
+        out = io.StringIO()
+        assert await status_module.status(resources, out=out) == 0
+        assert out.getvalue().count(" ok") == 6
+    finally:
+        stop.set()
+        outcomes = await asyncio.wait_for(run, 10)
+    assert set(outcomes.values()) == {Outcome.STOPPED}
+
+
+async def test_an_open_transaction_with_a_lower_seq_is_never_skipped(
+    resources: Resources,
+) -> None:
+    """(a) Gap safety: events committed later but with a lower xid are applied, once."""
+    log: list[tuple[str, Position, Position]] = []
+    store = RecordingStore(make_store(resources, "pg:products"), log)
+    runner = make_runner(resources, "pg:products", Wakeup(), store=store)
+    before = applied_total("pg:products")
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    shop = Shop(resources.pool)
+    try:
+        first = await shop.create_product()
+        await wait_applied(resources, ["pg:products"])
+
+        slow_id = str(uuid.uuid4())
+        async with resources.pool.acquire() as slow:
+            tx = slow.transaction()
+            await tx.start()
+            (slow_position,) = await append_events(
+                slow,
+                [
+                    NewEvent(
+                        ev.PRODUCT,
+                        slow_id,
+                        1,
+                        ev.PRODUCT_CREATED,
+                        {
+                            "name": "slow",
+                            "description": "",
+                            "price_cents": 1,
+                            "currency": "EUR",
+                            "category": "",
+                            "stock": 1,
+                        },
+                        now(),
+                    )
+                ],
+            )
+            later = [await shop.create_product() for _ in range(3)]
+            await asyncio.sleep(1.0)  # several polls (200 ms) while the slow one is open
+            checkpoint = await store.checkpoint()
+            assert checkpoint < slow_position, "moved past an uncommitted event"
+            docs = await store.all_documents()
+            assert set(docs) == {first}, "a later event was applied before an earlier one"
+            await tx.commit()
+
+        await wait_applied(resources, ["pg:products"])
+        assert set(await store.all_documents()) == {first, slow_id, *later}
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert_chained(log)
+    assert applied_total("pg:products") - before == 5  # each event applied exactly once
+
+
+async def test_restart_after_the_runner_task_is_killed(resources: Resources) -> None:
+    """(b) Cancel a runner mid-way, start a new one: every event applied exactly once."""
+    settings = dataclasses.replace(resources.settings, projector_batch_size=3)
+    res = dataclasses.replace(resources, settings=settings)
+    await some_history(Shop(resources.pool), size=4)
+    total = int(await resources.pool.fetchval("SELECT count(*) FROM events"))
+    log: list[tuple[str, Position, Position]] = []
+    name = "redis:orders"
+    before = applied_total(name)
+    for attempt in ("first", "second"):
+        store = RecordingStore(make_store(res, name), log, attempt)
+        store.delay = 0.02 if attempt == "first" else 0.0
+        stop = asyncio.Event()
+        task = asyncio.create_task(make_runner(res, name, Wakeup(), store=store).run(stop))
+        if attempt == "first":
+
+            async def two_commits() -> bool:
+                return len(log) >= 2
+
+            await eventually(two_commits, within=10, interval=0.005)
+            task.cancel()  # dies between (or during) batches
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(task, 10)
+            assert await store.checkpoint() < await last_event(resources), "not mid-way"
+        else:
+            await wait_applied(res, [name])
+            stop.set()
+            await asyncio.wait_for(task, 10)
+    assert {tag for tag, _, _ in log} == {"first", "second"}
+    assert_chained(log)
+    order_events = await resources.pool.fetchval(
+        "SELECT count(*) FROM events WHERE aggregate_type = ANY($1)", ["Order", "Customer"]
+    )
+    assert applied_total(name) - before == order_events
+    assert order_events < total  # products were filtered out
+    _, report = await verify_quietly(resources)  # only this projection ran
+    assert _differences_of(report, name) == 0, report
+
+
+def _differences_of(report: str, projection: str) -> int:
+    line = next(x for x in report.splitlines() if x.startswith(f"{projection}: "))
+    return int(line.rsplit(", ", 1)[1].split()[0])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+async def test_sigkilled_projector_process_restarts_cleanly(resources: Resources) -> None:
+    """(b) SIGKILL a `cqrs projector run` process mid-way; a new projector finishes the job."""
+    await some_history(Shop(resources.pool), size=10)
+    settings = resources.settings
+    env = {
+        **os.environ,
+        "CQRS_DATABASE_URL": settings.database_url,
+        "CQRS_REDIS_URL": settings.redis_url,
+        "CQRS_REDIS_PREFIX": settings.redis_prefix,
+        "CQRS_PROJECTOR_BATCH_SIZE": "1",
+        "CQRS_PROJECTOR_POLL_INTERVAL_MS": "100",
+        "CQRS_PROJECTOR_METRICS_PORT": "0",
+        "CQRS_LOG_LEVEL": "WARNING",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cqrs",
+        "projector",
+        "run",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        store = make_store(resources, "pg:orders")
+
+        async def started() -> bool:
+            return await store.checkpoint() > ORIGIN
+
+        await eventually(started, within=30, interval=0.01)
+        proc.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(proc.wait(), 10)
+        behind = [
+            p
+            for p in ALL_PROJECTIONS
+            if await make_store(resources, p).checkpoint() < await last_event(resources)
+        ]
+        assert behind, "the process finished before it was killed; make the log longer"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await asyncio.wait_for(proc.wait(), 10)
+
+    stop = asyncio.Event()
+    run = asyncio.create_task(Projector(resources).run(stop))
+    try:
+        await wait_applied(resources, within=30)
+        differences, report = await verify_quietly(resources)
+        assert differences == 0, report
+    finally:
+        stop.set()
+        await asyncio.wait_for(run, 10)
+
+
+async def test_hot_standby_takes_over_when_the_leader_dies(resources: Resources) -> None:
+    """(c) Two runners: one leads, the other waits; when the leader dies the standby leads."""
+    name = "pg:customers"
+    log: list[tuple[str, Position, Position]] = []
+    runners: dict[str, ProjectionRunner] = {}
+    tasks: dict[str, asyncio.Task[Outcome]] = {}
+    stop = asyncio.Event()
+    shop = Shop(resources.pool)
+    for tag in ("a", "b"):
+        store = RecordingStore(make_store(resources, name), log, tag)
+        runners[tag] = make_runner(resources, name, Wakeup(), store=store)
+        tasks[tag] = asyncio.create_task(runners[tag].run(stop))
+        await asyncio.sleep(0.3)  # "a" surely leads
+    try:
+        await shop.create_customer()
+        await wait_applied(resources, [name])
+        assert {tag for tag, _, _ in log} == {"a"}
+
+        tasks["a"].cancel()  # the leader dies
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(tasks["a"], 10)
+        await shop.create_customer()
+        await wait_applied(resources, [name])
+        assert log[-1][0] == "b"
+
+        # The new leader's lock session dies: it stands by and leads again.
+        pid = runners["b"]._lease.backend_pid
+        await resources.pool.execute("SELECT pg_terminate_backend($1)", pid)
+        await shop.create_customer()
+        await wait_applied(resources, [name])
+        assert runners["b"]._lease.backend_pid != pid
+    finally:
+        stop.set()
+        await asyncio.wait_for(tasks["b"], 10)
+    assert_chained(log)
+    assert len(await make_store(resources, name).all_documents()) == 3
+
+
+async def test_poison_event_stops_only_its_projection(resources: Resources) -> None:
+    """(d) A poison event stops products (recorded, gauge 1); customers and orders go on;
+    once the cause is fixed a restart recovers and clears the record."""
+    shop = Shop(resources.pool)
+    product = await shop.create_product()
+    good = await shop.create_product()
+    poison_seq = await _poison_product_update(resources, product)
+    customer = await shop.create_customer()
+    await shop.place_order(customer, [(good, 1)])
+    await shop.update_product(good, name="after the poison")
+
+    stop = asyncio.Event()
+    run = asyncio.create_task(Projector(resources).run(stop))
+    try:
+        others = [p for p in ALL_PROJECTIONS if not p.endswith(":products")]
+        await wait_applied(resources, others)
+        failures = await resources.failures.all()
+
+        async def both_failed() -> bool:
+            nonlocal failures
+            failures = await resources.failures.all()
+            return set(failures) == {"redis:products", "pg:products"}
+
+        await eventually(both_failed)
+        assert {f.event_seq for f in failures.values()} == {poison_seq}
+        for name in ("redis:products", "pg:products"):
+            assert _gauge("cqrs_projection_failed", name) == 1
+            docs = await make_store(resources, name).all_documents()
+            assert set(docs) == {product, good}  # everything before the poison event
+            good_doc = docs[good]
+            assert isinstance(good_doc, shop_pb2.Product)
+            assert good_doc.version == 1  # nothing after it
+        out = io.StringIO()
+        assert await status_module.status(resources, out=out) == 1
+        assert out.getvalue().count("STOPPED at event seq=") == 2
+        await shop.create_customer()
+        await wait_applied(resources, others)  # still running
+    finally:
+        stop.set()
+        outcomes = await asyncio.wait_for(run, 10)
+    assert outcomes["pg:products"] is Outcome.FAILED
+    assert outcomes["pg:customers"] is Outcome.STOPPED
+
+    # Fix the cause (here: the payload) and restart.
+    await resources.pool.execute(
+        'UPDATE events SET payload = \'{"changes": {"stock": 7}}\' WHERE seq = $1', poison_seq
+    )
+    await resources.pool.execute("UPDATE products SET stock = 7 WHERE id = $1", uuid.UUID(product))
+    stop = asyncio.Event()
+    run = asyncio.create_task(Projector(resources).run(stop))
+    try:
+        await wait_applied(resources)
+        await eventually(_no_failures(resources))
+        for name in ("redis:products", "pg:products"):
+            assert _gauge("cqrs_projection_failed", name) == 0
+        differences, report = await verify_quietly(resources)
+        assert differences == 0, report
+    finally:
+        stop.set()
+        await asyncio.wait_for(run, 10)
+
+
+def _no_failures(resources: Resources) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return not await resources.failures.all()
+
+    return check
+
+
+async def _poison_product_update(resources: Resources, product_id: str) -> int:
+    at = now()
+    async with resources.pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "UPDATE products SET version = 2, updated_at = $2 WHERE id = $1",
+            uuid.UUID(product_id),
+            at,
+        )
+        (position,) = await append_events(
+            conn,
+            [
+                NewEvent(
+                    ev.PRODUCT,
+                    product_id,
+                    2,
+                    ev.PRODUCT_UPDATED,
+                    {"changes": {"stock": "lots"}},
+                    at,
+                )
+            ],
+        )
+    return position.seq
+
+
+def _gauge(metric: str, projection: str) -> float | None:
+    return REGISTRY.get_sample_value(metric, {"projection": projection})
+
+
+async def test_notify_wakes_runners_before_the_poll_interval(resources: Resources) -> None:
+    settings = dataclasses.replace(resources.settings, projector_poll_interval_ms=5000)
+    res = dataclasses.replace(resources, settings=settings)
+    projector = Projector(res, ["pg:customers"])
+    stop = asyncio.Event()
+    run = asyncio.create_task(projector.run(stop))
+    shop = Shop(resources.pool)
+    try:
+        await asyncio.wait_for(projector.listener.connected.wait(), 10)
+        await asyncio.sleep(0.3)  # the runner is now asleep for 5 s
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await shop.create_customer()
+        await wait_applied(resources, ["pg:customers"], within=4)
+        assert loop.time() - started < 2.5
+    finally:
+        stop.set()
+        await asyncio.wait_for(run, 10)
+
+
+async def test_a_dead_listen_connection_stalls_nothing(resources: Resources) -> None:
+    projector = Projector(resources, ["redis:customers"])
+    stop = asyncio.Event()
+    run = asyncio.create_task(projector.run(stop))
+    shop = Shop(resources.pool)
+    try:
+        await asyncio.wait_for(projector.listener.connected.wait(), 10)
+        dbname = resources.settings.asyncpg_dsn.rsplit("/", 1)[1]
+        killed = await resources.pool.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = $1 AND application_name = 'cqrs-projector-listen'",
+            dbname,
+        )
+        assert killed == 1
+        await shop.create_customer()
+        await wait_applied(resources, ["redis:customers"], within=5)  # polling
+        await asyncio.wait_for(projector.listener.connected.wait(), 10)  # reconnected
+    finally:
+        stop.set()
+        await asyncio.wait_for(run, 10)
