@@ -1,4 +1,4 @@
-"""A dependency-free progress bar for long CLI tasks (seed, rebuild), on stderr."""
+"""A dependency-free progress bar on stderr (seed, rebuild): ``label [#####.....] done/total unit``."""
 
 from __future__ import annotations
 
@@ -6,40 +6,37 @@ import sys
 import time
 from typing import TextIO
 
+_WIDTH = 30
+_MIN_INTERVAL_S = 0.1
+
 
 class Progress:
-    """``Progress(total, "label")``; call ``advance(n)``; ``close()`` prints the summary."""
+    """Redraws one line in place (throttled); a non-terminal gets only the final line."""
 
-    def __init__(self, total: int, label: str, stream: TextIO | None = None) -> None:
-        self.total = max(total, 0)
+    def __init__(
+        self, label: str, total: int, out: TextIO | None = None, unit: str = "events"
+    ) -> None:
         self.label = label
+        self.total = total
         self.done = 0
-        self._stream = stream or sys.stderr
-        self._started = time.monotonic()
-        self._last_draw = 0.0
-        self._tty = self._stream.isatty()
+        self._unit = f" {unit}" if unit else ""
+        self._out = out if out is not None else sys.stderr
+        self._tty = self._out.isatty()
+        self._drawn_at = 0.0
 
-    def advance(self, n: int = 1) -> None:
+    def advance(self, n: int) -> None:
         self.done += n
         now = time.monotonic()
-        if now - self._last_draw >= (0.1 if self._tty else 2.0):
-            self._last_draw = now
-            self._draw(final=False)
+        if self._tty and now - self._drawn_at >= _MIN_INTERVAL_S:
+            self._drawn_at = now
+            self._draw("\r")
 
-    def close(self) -> None:
-        self._draw(final=True)
+    def finish(self, note: str = "") -> None:
+        self._draw("\r" if self._tty else "", end=f" {note}\n" if note else "\n")
 
-    def _draw(self, final: bool) -> None:
-        elapsed = max(time.monotonic() - self._started, 1e-9)
-        rate = self.done / elapsed
-        fraction = self.done / self.total if self.total else 1.0
-        width = 30
-        filled = int(width * min(fraction, 1.0))
-        bar = "#" * filled + "-" * (width - filled)
-        line = (
-            f"{self.label:<12} [{bar}] {self.done:>9,}/{self.total:,} "
-            f"{fraction:6.1%} {rate:10,.0f}/s {elapsed:6.1f}s"
-        )
-        end = "\n" if final or not self._tty else ""
-        self._stream.write(("\r" if self._tty else "") + line + end)
-        self._stream.flush()
+    def _draw(self, start: str, end: str = "") -> None:
+        total = max(self.total, self.done)  # events committed meanwhile are caught up too
+        filled = _WIDTH if total == 0 else _WIDTH * self.done // total
+        bar = "#" * filled + "." * (_WIDTH - filled)
+        self._out.write(f"{start}{self.label} [{bar}] {self.done:,}/{total:,}{self._unit}{end}")
+        self._out.flush()

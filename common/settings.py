@@ -92,3 +92,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         except ValueError as exc:
             raise ValueError(f"{var}={raw!r} is not a valid {kind.__name__}") from exc
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def to_environ(settings: Settings) -> dict[str, str]:
+    """The ``CQRS_*`` variables that make :func:`load_settings` return ``settings``
+    (for child processes)."""
+    return {var: str(getattr(settings, name)) for var, (name, _) in _ENV_FIELDS.items()}

@@ -79,7 +79,7 @@ async def seed(
     started = time.monotonic()
     try:
         catalogue: list[Product] = []
-        bar = Progress(products, "products")
+        bar = Progress("products", products, unit="")
         for start in range(0, products, BATCH):
             batch: list[Aggregate] = [
                 make_product(rng) for _ in range(min(BATCH, products - start))
@@ -87,20 +87,20 @@ async def seed(
             await write_batch(conn, new=batch, changed_products=[], metadata=metadata)
             catalogue.extend(batch)  # type: ignore[arg-type]
             bar.advance(len(batch))
-        bar.close()
+        bar.finish()
 
         people: list[Customer] = []
-        bar = Progress(customers, "customers")
+        bar = Progress("customers", customers, unit="")
         for start in range(0, customers, BATCH):
             count = min(BATCH, customers - start)
             batch = [make_customer(rng, start + i, run) for i in range(count)]
             await write_batch(conn, new=batch, changed_products=[], metadata=metadata)
             people.extend(batch)  # type: ignore[arg-type]
             bar.advance(len(batch))
-        bar.close()
+        bar.finish()
 
         total_orders = customers * orders_per_customer if catalogue else 0
-        bar = Progress(total_orders, "orders")
+        bar = Progress("orders", total_orders, unit="")
         buyers = [c for c in people for _ in range(orders_per_customer)] if catalogue else []
         for start in range(0, len(buyers), BATCH):
             chunk = buyers[start : start + BATCH]
@@ -126,7 +126,7 @@ async def seed(
                 conn, new=orders, changed_products=list(touched.values()), metadata=metadata
             )
             bar.advance(len(chunk))
-        bar.close()
+        bar.finish()
     finally:
         await conn.close()
     elapsed = time.monotonic() - started

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from common.settings import _ENV_FIELDS, Settings
+from common.settings import Settings, to_environ
 from cqrs.instances import (
     InstanceError,
     Lookup,
@@ -84,7 +84,7 @@ def _run(settings: Settings, stop: threading.Event) -> int:
         _say(f"cqrs up: migrating {redact(settings.asyncpg_dsn)} failed: {exc!r}", err=True)
         return 1
     settings = with_concrete_ports(settings)
-    env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **to_environ(settings), "PYTHONUNBUFFERED": "1"}
     commands = {
         "write-server": ["write-server"],
         "read-server": ["read-server"],
@@ -214,11 +214,6 @@ def _stop_on_signals() -> Iterator[threading.Event]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The ``CQRS_*`` variables that make ``load_settings`` return ``settings``."""
-    return {var: str(getattr(settings, name)) for var, (name, _) in _ENV_FIELDS.items()}
 
 
 def with_concrete_ports(settings: Settings) -> Settings:

@@ -12,6 +12,7 @@ from common.cursors import SortKey
 from common.documents import status_name
 from common.events import CUSTOMER, ORDER, PRODUCT
 from common.pb.shop.v1 import shop_pb2
+from common.redis_keys import ALL, category_index, order_index
 
 REDIS = "redis"
 PG = "pg"
@@ -44,22 +45,22 @@ def member(doc: Message) -> str:
 def _product_indexes(doc: Message) -> list[str]:
     assert isinstance(doc, shop_pb2.Product)
     # An empty category is "no category": nothing lists by it, so it gets no index.
-    return ["all", f"category:{doc.category}"] if doc.category else ["all"]
+    return [ALL, category_index(doc.category)] if doc.category else [ALL]
 
 
 def _customer_indexes(doc: Message) -> list[str]:
     assert isinstance(doc, shop_pb2.Customer)
-    return ["all"]
+    return [ALL]
 
 
 def _order_indexes(doc: Message) -> list[str]:
     assert isinstance(doc, shop_pb2.Order)
     status = status_name(doc.status)
     return [
-        "all",
-        f"customer:{doc.customer_id}",
-        f"status:{status}",
-        f"customer_status:{doc.customer_id}:{status}",
+        ALL,
+        order_index(doc.customer_id, None),
+        order_index(None, status),
+        order_index(doc.customer_id, status),
     ]
 
 

@@ -30,12 +30,13 @@ from typing import TextIO
 import asyncpg
 
 from common.positions import ORIGIN, Position
+from common.progress import Progress
+from common.redis_keys import ProjectionKeys
 from projector.batch import reduce_batch
 from projector.bootstrap import Resources
 from projector.errors import ReducerError
 from projector.leadership import lock_key
 from projector.outbox import Executor, count_after, read_batch
-from projector.progress import Progress
 from projector.projections import PG, REDIS, ProjectionKind, projection_name
 from projector.stores import pg_shadow
 from projector.stores.pg_store import CHECKPOINTS, PgProjectionStore
@@ -47,7 +48,6 @@ from projector.stores.redis_generations import (
     generations,
     new_generation,
 )
-from projector.stores.redis_keys import ProjectionKeys
 from projector.stores.redis_store import RedisProjectionStore
 from projector.transient import is_transient
 

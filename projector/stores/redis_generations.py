@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from common.positions import ORIGIN, Position
+from common.redis_keys import ProjectionKeys
 from projector.stores import redis_scripts
-from projector.stores.redis_keys import ProjectionKeys
 
 _SCAN_COUNT = 1000
 _UNLINK_CHUNK = 500

@@ -19,10 +19,10 @@ from redis.asyncio import Redis
 
 from common.cursors import SortKey
 from common.positions import ORIGIN, Position
+from common.redis_keys import ProjectionKeys, glob_escape
 from projector.projections import REDIS, ProjectionKind, member, projection_name
 from projector.stores import redis_scripts
 from projector.stores.port import Change, CheckpointMoved
-from projector.stores.redis_keys import ProjectionKeys, glob_escape
 
 _SCAN_COUNT = 1000
 _MGET_CHUNK = 1000

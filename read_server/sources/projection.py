@@ -15,6 +15,7 @@ from redis.commands.core import AsyncScript
 
 from common.cursors import SortKey
 from common.errors import Unavailable
+from common.redis_keys import ALL, ProjectionKeys, category_index, order_index
 from read_server.sources.base import Freshness, OrderFilter, Page, PageRequest
 from read_server.sources.waiting import BEHIND, Behind, poll_until_fresh
 
@@ -47,14 +48,14 @@ class ProjectionSource:
     async def list_products(
         self, page: PageRequest, category: str | None, freshness: Freshness
     ) -> Page:
-        index = "idx:all" if category is None else f"idx:category:{category}"
+        index = "idx:" + (ALL if category is None else category_index(category))
         return await self._list_page(PRODUCTS, index, page, freshness)
 
     async def get_customer(self, customer_id: str, freshness: Freshness) -> bytes | None:
         return await self._get_doc(CUSTOMERS, customer_id, freshness)
 
     async def list_customers(self, page: PageRequest, freshness: Freshness) -> Page:
-        return await self._list_page(CUSTOMERS, "idx:all", page, freshness)
+        return await self._list_page(CUSTOMERS, "idx:" + ALL, page, freshness)
 
     async def get_order(self, order_id: str, freshness: Freshness) -> bytes | None:
         return await self._get_doc(ORDERS, order_id, freshness)
@@ -62,14 +63,16 @@ class ProjectionSource:
     async def list_orders(
         self, page: PageRequest, order_filter: OrderFilter, freshness: Freshness
     ) -> Page:
-        return await self._list_page(ORDERS, order_index(order_filter), page, freshness)
+        index = "idx:" + order_index(order_filter.customer_id, order_filter.status)
+        return await self._list_page(ORDERS, index, page, freshness)
 
     async def _get_doc(self, projection: str, ident: str, freshness: Freshness) -> bytes | None:
-        base = f"{self._prefix}:{projection}"
+        keys = ProjectionKeys(self._prefix, projection)
+        base = keys.base
         args = [base, _required(freshness), ident]
 
         async def attempt() -> bytes | Literal[Behind.BEHIND] | None:
-            reply = await self._get(keys=[f"{base}:active"], args=args)
+            reply = await self._get(keys=[keys.active], args=args)
             if _check(reply, projection) is BEHIND:
                 return BEHIND
             doc = reply[1] if len(reply) > 1 else None
@@ -80,29 +83,18 @@ class ProjectionSource:
     async def _list_page(
         self, projection: str, index: str, page: PageRequest, freshness: Freshness
     ) -> Page:
-        base = f"{self._prefix}:{projection}"
+        keys = ProjectionKeys(self._prefix, projection)
+        base = keys.base
         start = "+" if page.after is None else "(" + page.after.member()
         args: list[str | int] = [base, _required(freshness), index, start, page.size + 1]
 
         async def attempt() -> Page | Literal[Behind.BEHIND]:
-            reply = await self._list(keys=[f"{base}:active"], args=args)
+            reply = await self._list(keys=[keys.active], args=args)
             if _check(reply, projection) is BEHIND:
                 return BEHIND
             return _to_page(projection, reply[1], reply[2], page.size)
 
         return await poll_until_fresh(f"redis:{projection}", freshness, attempt)
-
-
-def order_index(order_filter: OrderFilter) -> str:
-    """The orders index that holds exactly the orders ``order_filter`` selects."""
-    customer, status = order_filter.customer_id, order_filter.status
-    if customer is not None and status is not None:
-        return f"idx:customer_status:{customer}:{status}"
-    if customer is not None:
-        return f"idx:customer:{customer}"
-    if status is not None:
-        return f"idx:status:{status}"
-    return "idx:all"
 
 
 def _required(freshness: Freshness) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
 import subprocess
@@ -180,10 +181,8 @@ async def test_rebuild_while_serving_never_shows_a_partial_list(servers: Servers
                     assert await full_list(source) == expected
                     assert await orders(source) == 120
                     reads += 1
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(rebuild.wait(), 0.01)
-                except TimeoutError:
-                    pass
             out, err = await rebuild.communicate()
             assert rebuild.returncode == 0, (out + err).decode()
             assert reads >= 2

@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 import pytest
 
 from common import events as ev
+from common.redis_keys import ProjectionKeys
 from common.settings import Settings
 from projector import rebuild as rebuild_module
 from projector.bootstrap import Projector, Resources, open_resources
 from projector.leadership import lock_key
 from projector.projections import KINDS, PRODUCTS
 from projector.stores.redis_generations import active_generation, generations, new_generation
-from projector.stores.redis_keys import ProjectionKeys
 from tests.integration.test_projector_runner import (
     some_history,
     verify_quietly,

@@ -17,7 +17,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from common.settings import Settings
+from common.settings import Settings, to_environ
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,15 +31,12 @@ def free_port() -> int:
 
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
+    env.update(to_environ(settings))
     env.update(
         {
-            "CQRS_DATABASE_URL": settings.database_url,
-            "CQRS_REDIS_URL": settings.redis_url,
-            "CQRS_REDIS_PREFIX": settings.redis_prefix,
             "CQRS_WRITE_METRICS_PORT": "0",
             "CQRS_READ_METRICS_PORT": "0",
             "CQRS_PROJECTOR_METRICS_PORT": "0",
-            "CQRS_PROJECTOR_POLL_INTERVAL_MS": str(settings.projector_poll_interval_ms),
             "PYTHONPATH": str(ROOT),
         }
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from common.settings import Settings, load_settings
+from common.settings import Settings, load_settings, to_environ
 from cqrs.instances import (
     Lookup,
     Probe,
@@ -24,7 +24,7 @@ from cqrs.instances import (
     url_host_port,
     with_port,
 )
-from cqrs.up import connect_address, grpcurl_examples, redact, settings_env, up
+from cqrs.up import connect_address, grpcurl_examples, redact, up
 
 NOTHING_INSTALLED = Lookup(path="", pg_bin_globs=())
 
@@ -104,9 +104,9 @@ def test_only_this_machine_gets_private_instances() -> None:
     assert not is_local_host("10.0.0.5")
 
 
-def test_settings_env_round_trips() -> None:
+def test_to_environ_round_trips() -> None:
     settings = Settings(database_url="postgresql://a@h:1/d", write_port=7001, read_metrics_port=0)
-    assert load_settings(settings_env(settings)) == settings
+    assert load_settings(to_environ(settings)) == settings
 
 
 def test_connect_address_for_wildcard_and_ipv6() -> None:
