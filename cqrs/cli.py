@@ -105,8 +105,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         sub = args.projector_command
         if sub == "run":
-            asyncio.run(projector_main.run(settings))
-            return 0
+            return int(asyncio.run(projector_main.run(settings)))
         if sub == "rebuild":
             return int(asyncio.run(projector_main.rebuild(settings, args.only or None)))
         if sub == "verify":

@@ -20,8 +20,12 @@ log = logging.getLogger(__name__)
 _STOP_GRACE_S = 10.0
 
 
-async def run(settings: Settings) -> None:
-    """Run every projection until SIGTERM/SIGINT (current batches finish first)."""
+async def run(settings: Settings) -> int:
+    """Run every projection until SIGTERM/SIGINT (current batches finish first).
+
+    Returns the exit status: 0 after a signal, 1 when every projection stopped on a
+    poison event (so a supervisor sees the failure).
+    """
     start_metrics_server(settings.projector_metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -42,6 +46,8 @@ async def run(settings: Settings) -> None:
             if isinstance(outcomes, dict) and not stop.is_set():
                 failed = [name for name, o in outcomes.items() if o is Outcome.FAILED]
                 log.error("every projection stopped on a failure: %s", ", ".join(failed))
+                return 1
+            return 0
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
