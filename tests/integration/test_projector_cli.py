@@ -3,41 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from common.positions import ORIGIN
 from common.settings import Settings
-from projector.bootstrap import Resources, make_store, open_resources
+from projector.bootstrap import Resources, make_store
 from tests.integration.test_projector_runner import some_history
 from tests.support.events import Shop, eventually
+from tests.support.servers import env_for
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-async def resources(settings: Settings) -> AsyncIterator[Resources]:
-    async with open_resources(settings) as res:
-        yield res
-
-
 def environment(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "CQRS_DATABASE_URL": settings.database_url,
-        "CQRS_REDIS_URL": settings.redis_url,
-        "CQRS_REDIS_PREFIX": settings.redis_prefix,
-        "CQRS_PROJECTOR_POLL_INTERVAL_MS": "100",
-        "CQRS_PROJECTOR_METRICS_PORT": "0",
-        "CQRS_LOG_LEVEL": "WARNING",
-    }
+    return env_for(settings, CQRS_PROJECTOR_POLL_INTERVAL_MS="100", CQRS_LOG_LEVEL="WARNING")
 
 
 async def cqrs(settings: Settings, *args: str) -> tuple[int, str]:

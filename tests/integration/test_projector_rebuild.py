@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import io
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
 from common import events as ev
 from common.redis_keys import ProjectionKeys
-from common.settings import Settings
 from projector import rebuild as rebuild_module
-from projector.bootstrap import Projector, Resources, open_resources
+from projector.bootstrap import Projector, Resources
 from projector.leadership import lock_key
 from projector.projections import KINDS, PRODUCTS
 from projector.stores.redis_generations import active_generation, generations, new_generation
@@ -42,12 +40,6 @@ if #keys > 0 then
 end
 return {g, #members, missing}
 """
-
-
-@pytest.fixture
-async def resources(settings: Settings) -> AsyncIterator[Resources]:
-    async with open_resources(settings) as res:
-        yield res
 
 
 async def rebuild(resources: Resources, *kinds: str) -> tuple[int, str]:

@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 
 import pytest
@@ -20,10 +20,9 @@ from prometheus_client import REGISTRY
 from common import events as ev
 from common.pb.shop.v1 import shop_pb2
 from common.positions import ORIGIN, Position
-from common.settings import Settings
 from projector import status as status_module
 from projector import verify as verify_module
-from projector.bootstrap import Projector, Resources, make_runner, make_store, open_resources
+from projector.bootstrap import Projector, Resources, make_runner, make_store
 from projector.projections import ALL_PROJECTIONS
 from projector.runner import Outcome, ProjectionRunner
 from projector.stores.port import Change, ProjectionStore
@@ -33,12 +32,6 @@ from tests.support.events import NewEvent, Shop, append_events, eventually, now
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def resources(settings: Settings) -> AsyncIterator[Resources]:
-    async with open_resources(settings) as res:
-        yield res
 
 
 class RecordingStore:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from common.pb.shop.v1 import shop_pb2
 from common.positions import ORIGIN
-from common.settings import Settings
-from projector.bootstrap import Resources, open_resources
+from projector.bootstrap import Resources
 from projector.projections import ORDERS, PRODUCTS, ProjectionKind, member
 from projector.stores.pg_store import PgProjectionStore
 from projector.stores.port import Change, CheckpointMoved, ProjectionStore
@@ -26,12 +23,6 @@ from tests.unit.test_projector_store_contract import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def resources(settings: Settings) -> AsyncIterator[Resources]:
-    async with open_resources(settings) as res:
-        yield res
 
 
 class TestRedisStore(StoreContract):
