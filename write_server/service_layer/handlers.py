@@ -19,7 +19,7 @@ from write_server.domain.errors import FieldViolation, InvalidArgument, NotFound
 from write_server.domain.order import CANCELLED, Order
 from write_server.domain.product import Product
 from write_server.domain.validation import require_uuid, require_version
-from write_server.service_layer.ports import UnitOfWork
+from write_server.service_layer.ports import A, Repository, UnitOfWork
 
 MAX_ORDER_ITEMS = 100
 MAX_ITEM_QUANTITY = 10_000
@@ -50,18 +50,14 @@ async def create_product(cmd: c.CreateProduct, uow: UnitOfWork, ctx: Context) ->
 
 async def update_product(cmd: c.UpdateProduct, uow: UnitOfWork, ctx: Context) -> Aggregate:
     ident = _target(cmd.id, cmd.expected_version, cmd.changes)
-    await uow.lock([ident])
-    product = await uow.products.get(ident)
-    product.check_version(cmd.expected_version)
+    product = await _locked(uow, uow.products, ident, cmd.expected_version)
     product.update(cmd.changes, ctx.now)
     return product
 
 
 async def delete_product(cmd: c.DeleteProduct, uow: UnitOfWork, ctx: Context) -> Aggregate:
     ident = _target(cmd.id, cmd.expected_version)
-    await uow.lock([ident])
-    product = await uow.products.get(ident)
-    product.check_version(cmd.expected_version)
+    product = await _locked(uow, uow.products, ident, cmd.expected_version)
     product.delete(ctx.now)
     return product
 
@@ -83,18 +79,14 @@ async def create_customer(cmd: c.CreateCustomer, uow: UnitOfWork, ctx: Context) 
 
 async def update_customer(cmd: c.UpdateCustomer, uow: UnitOfWork, ctx: Context) -> Aggregate:
     ident = _target(cmd.id, cmd.expected_version, cmd.changes)
-    await uow.lock([ident])
-    customer = await uow.customers.get(ident)
-    customer.check_version(cmd.expected_version)
+    customer = await _locked(uow, uow.customers, ident, cmd.expected_version)
     customer.update(cmd.changes, ctx.now)
     return customer
 
 
 async def delete_customer(cmd: c.DeleteCustomer, uow: UnitOfWork, ctx: Context) -> Aggregate:
     ident = _target(cmd.id, cmd.expected_version)
-    await uow.lock([ident])
-    customer = await uow.customers.get(ident)
-    customer.check_version(cmd.expected_version)
+    customer = await _locked(uow, uow.customers, ident, cmd.expected_version)
     customer.delete(ctx.now)
     return customer
 
@@ -121,9 +113,7 @@ async def place_order(cmd: c.PlaceOrder, uow: UnitOfWork, ctx: Context) -> Aggre
 
 async def change_order_status(cmd: c.ChangeOrderStatus, uow: UnitOfWork, ctx: Context) -> Aggregate:
     ident = _target(cmd.id, cmd.expected_version)
-    await uow.lock([ident])
-    order = await uow.orders.get(ident)
-    order.check_version(cmd.expected_version)
+    order = await _locked(uow, uow.orders, ident, cmd.expected_version)
     order.transition(cmd.action, ctx.now)
     if order.status == CANCELLED:
         # Give the reserved stock back; a product deleted since keeps nothing.
@@ -138,11 +128,17 @@ async def change_order_status(cmd: c.ChangeOrderStatus, uow: UnitOfWork, ctx: Co
 
 async def delete_order(cmd: c.DeleteOrder, uow: UnitOfWork, ctx: Context) -> Aggregate:
     ident = _target(cmd.id, cmd.expected_version)
-    await uow.lock([ident])
-    order = await uow.orders.get(ident)
-    order.check_version(cmd.expected_version)
+    order = await _locked(uow, uow.orders, ident, cmd.expected_version)
     order.delete(ctx.now)
     return order
+
+
+async def _locked(uow: UnitOfWork, repo: Repository[A], ident: str, expected_version: int) -> A:
+    """The aggregate ``ident``, locked for this unit of work and at ``expected_version``."""
+    await uow.lock([ident])
+    aggregate = await repo.get(ident)
+    aggregate.check_version(expected_version)
+    return aggregate
 
 
 def _target(ident: str, expected_version: int, changes: dict[str, Any] | None = None) -> str:
