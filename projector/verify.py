@@ -1,8 +1,7 @@
 """Comparing every projection with the write model, document by document, field by field.
 
-The write model is read in one REPEATABLE READ snapshot: products and customers
-not deleted, orders not deleted with their items in line order and the
-customer's *current* name/email (JOIN). Each of the six projections must hold
+The write model is read in one REPEATABLE READ snapshot with the same queries
+the read server's SOURCE_WRITE_MODEL uses (:mod:`common.write_model_queries`). Each of the six projections must hold
 exactly those documents (versions and timestamps included); each Redis
 projection must also hold exactly the index memberships those documents imply,
 and ``order_read_model.items_count`` must match its items.
@@ -20,6 +19,7 @@ import asyncpg
 from google.protobuf.message import Message
 
 from common import documents
+from common import write_model_queries as q
 from projector.bootstrap import Resources, make_store
 from projector.compare import diff_documents
 from projector.outbox import count_after
@@ -34,19 +34,6 @@ from projector.stores.redis_store import RedisProjectionStore
 
 _LAG_CAP = 1_000_000
 
-_WRITE_PRODUCTS = f"SELECT {documents.PRODUCT_COLUMNS} FROM products WHERE deleted_at IS NULL"
-_WRITE_CUSTOMERS = f"SELECT {documents.CUSTOMER_COLUMNS} FROM customers WHERE deleted_at IS NULL"
-_WRITE_ORDERS = """
-SELECT o.id, o.order_number, o.customer_id, c.name AS customer_name, c.email AS customer_email,
-       COALESCE((SELECT json_agg(json_build_object(
-                   'product_id', i.product_id, 'name', i.name, 'quantity', i.quantity,
-                   'unit_price_cents', i.unit_price_cents, 'line_total_cents', i.line_total_cents)
-                 ORDER BY i.line_no)
-                 FROM order_items i WHERE i.order_id = o.id), '[]'::json)::text AS items,
-       o.total_cents, o.currency, o.status, o.version, o.created_at, o.updated_at
-FROM orders o JOIN customers c ON c.id = o.customer_id
-WHERE o.deleted_at IS NULL
-"""
 _BAD_ITEMS_COUNT = """
 SELECT id, items_count, jsonb_array_length(items) AS actual
 FROM read.order_read_model WHERE items_count <> jsonb_array_length(items)
@@ -56,9 +43,9 @@ FROM read.order_read_model WHERE items_count <> jsonb_array_length(items)
 async def write_model(pool: asyncpg.Pool) -> dict[str, dict[str, Message]]:
     """Documents of the write model per kind (``products`` etc.) from one snapshot."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        products = await conn.fetch(_WRITE_PRODUCTS)
-        customers = await conn.fetch(_WRITE_CUSTOMERS)
-        orders = await conn.fetch(_WRITE_ORDERS)
+        products = await conn.fetch(q.all_live(q.PRODUCTS, q.PRODUCTS_LIVE))
+        customers = await conn.fetch(q.all_live(q.CUSTOMERS, q.CUSTOMERS_LIVE))
+        orders = await conn.fetch(q.all_live(q.ORDERS, q.ORDERS_LIVE))
     return {
         "products": {str(r["id"]): documents.product_from_row(r) for r in products},
         "customers": {str(r["id"]): documents.customer_from_row(r) for r in customers},

@@ -1,44 +1,21 @@
 """SOURCE_WRITE_MODEL: live queries on the write tables (the slow, always-fresh baseline).
 
-Orders JOIN the customer for its *current* name and email (even once the
-customer is soft-deleted) and aggregate their lines, in ``line_no`` order, as
-JSON. Consistency tokens never wait: the write tables are the truth.
+The queries are :mod:`common.write_model_queries`. Consistency tokens never
+wait: the write tables are the truth.
 """
 
 from __future__ import annotations
 
 import uuid
 
-from common.documents import (
-    CUSTOMER_COLUMNS,
-    PRODUCT_COLUMNS,
-    customer_from_row,
-    order_from_row,
-    product_from_row,
-)
+from common import write_model_queries as q
+from common.documents import customer_from_row, order_from_row, product_from_row
 from read_server.sources.base import Freshness, OrderFilter, Page, PageRequest
 from read_server.sources.pg_queries import EntityQuery, PgReader
 
-_LIVE = ("deleted_at IS NULL",)
-
-PRODUCTS = EntityQuery(f"SELECT {PRODUCT_COLUMNS} FROM products", product_from_row, "", _LIVE)
-CUSTOMERS = EntityQuery(f"SELECT {CUSTOMER_COLUMNS} FROM customers", customer_from_row, "", _LIVE)
-ORDERS = EntityQuery(
-    """SELECT o.id, o.order_number, o.customer_id, c.name AS customer_name,
-       c.email AS customer_email, COALESCE(i.items, '[]'::json) AS items, o.total_cents,
-       o.currency, o.status, o.version, o.created_at, o.updated_at
-  FROM orders o
-  JOIN customers c ON c.id = o.customer_id
-  LEFT JOIN LATERAL (
-    SELECT json_agg(json_build_object(
-             'product_id', oi.product_id, 'name', oi.name, 'quantity', oi.quantity,
-             'unit_price_cents', oi.unit_price_cents, 'line_total_cents', oi.line_total_cents)
-           ORDER BY oi.line_no) AS items
-      FROM order_items oi WHERE oi.order_id = o.id) i ON true""",
-    order_from_row,
-    "o.",
-    ("o.deleted_at IS NULL",),
-)
+PRODUCTS = EntityQuery(q.PRODUCTS, product_from_row, "", (q.PRODUCTS_LIVE,))
+CUSTOMERS = EntityQuery(q.CUSTOMERS, customer_from_row, "", (q.CUSTOMERS_LIVE,))
+ORDERS = EntityQuery(q.ORDERS, order_from_row, q.ORDERS_ALIAS, (q.ORDERS_LIVE,))
 
 
 class WriteModelSource:
