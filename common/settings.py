@@ -40,6 +40,15 @@ class Settings:
     projector_poll_interval_ms: int = 500
     log_level: str = "INFO"
 
+    def pg_session_settings(self, application_name: str) -> dict[str, str]:
+        """Server settings for every pool's sessions. An idle-in-transaction session
+        would hold back the projector's safe horizon (pg_snapshot_xmin): kill it."""
+        return {
+            "application_name": application_name,
+            "statement_timeout": str(self.statement_timeout_ms),
+            "idle_in_transaction_session_timeout": str(self.idle_in_transaction_timeout_ms),
+        }
+
     @property
     def asyncpg_dsn(self) -> str:
         """The database URL in the plain ``postgresql://`` form asyncpg accepts."""

@@ -46,11 +46,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         settings.asyncpg_dsn,
         min_size=1,
         max_size=max(settings.db_pool_size, 2),
-        server_settings={
-            "application_name": "cqrs-projector",
-            "statement_timeout": str(settings.statement_timeout_ms),
-            "idle_in_transaction_session_timeout": str(settings.idle_in_transaction_timeout_ms),
-        },
+        server_settings=settings.pg_session_settings("cqrs-projector"),
     )
     redis = Redis.from_url(settings.redis_url)
     try:

@@ -66,10 +66,8 @@ async def open_pg_pool(settings: Settings) -> asyncpg.Pool:
         timeout=PG_CONNECT_TIMEOUT_S,
         command_timeout=settings.statement_timeout_ms / 1000,
         server_settings={
-            "application_name": "cqrs-read-server",
+            **settings.pg_session_settings("cqrs-read-server"),
             "default_transaction_read_only": "on",
-            "statement_timeout": str(settings.statement_timeout_ms),
-            "idle_in_transaction_session_timeout": str(settings.idle_in_transaction_timeout_ms),
         },
     )
     return pool

@@ -30,11 +30,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_timeout=5,
         connect_args={
             "timeout": 5,
-            "server_settings": {
-                "application_name": "cqrs-write-server",
-                "idle_in_transaction_session_timeout": str(settings.idle_in_transaction_timeout_ms),
-                "statement_timeout": str(settings.statement_timeout_ms),
-            },
+            "server_settings": settings.pg_session_settings("cqrs-write-server"),
         },
     )
 

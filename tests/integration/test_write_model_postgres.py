@@ -36,3 +36,15 @@ class TestPostgresWriteModel(WriteModelContract):
             "SELECT stock FROM products WHERE id = $1", product_id
         )
         return stock
+
+
+async def test_write_pool_sessions_kill_idle_transactions(settings: Settings) -> None:
+    app = bootstrap(settings)
+    try:
+        async with app.engine.connect() as conn:
+            idle = (await conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout")).scalar()
+            statement = (await conn.exec_driver_sql("SHOW statement_timeout")).scalar()
+    finally:
+        await app.close()
+    assert idle == f"{settings.idle_in_transaction_timeout_ms // 1000}s"
+    assert statement == f"{settings.statement_timeout_ms // 1000}s"
