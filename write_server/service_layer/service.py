@@ -75,14 +75,13 @@ class CommandService:
             raise InvalidArgument(
                 FieldViolation("request_id", f"must be at most {MAX_REQUEST_ID} characters")
             )
-        fingerprint = command.fingerprint()
         async with self._uow_factory() as uow:
             if request_id:
                 # Serializes retries of one request, so exactly one of them executes.
                 await uow.lock([f"request:{request_id}"])
                 stored = await uow.requests.get(request_id)
                 if stored is not None:
-                    return _replay(stored, command, fingerprint)
+                    return _replay(stored, command)
             aggregate = await handler(command, uow, Context(self._clock(), self._new_id))
             position = await uow.flush((meta or RequestMeta()).as_metadata(request_id))
             result = CommandResult(
@@ -97,14 +96,14 @@ class CommandService:
                     "consistency_token": result.consistency_token,
                 }
                 await uow.requests.add(
-                    request_id, StoredReply(type(command).__name__, fingerprint, reply)
+                    request_id, StoredReply(type(command).__name__, command.fingerprint(), reply)
                 )
             await uow.commit()
             return result
 
 
-def _replay(stored: StoredReply, command: c.Command, fingerprint: str) -> CommandResult:
-    if stored.command != type(command).__name__ or stored.fingerprint != fingerprint:
+def _replay(stored: StoredReply, command: c.Command) -> CommandResult:
+    if stored.command != type(command).__name__ or stored.fingerprint != command.fingerprint():
         raise InvalidArgument(
             FieldViolation(
                 "request_id", "was already used for a different command or different arguments"
