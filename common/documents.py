@@ -10,18 +10,26 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from common.events import CUSTOMER_FIELDS, ORDER_FIELDS, ORDER_ITEM_FIELDS, PRODUCT_FIELDS
 from common.pb.shop.v1 import shop_pb2
 
-PRODUCT_COLUMNS = (
-    "id, name, description, price_cents, currency, category, stock, version, created_at, updated_at"
-)
-CUSTOMER_COLUMNS = (
-    "id, name, email, address, city, postal_code, country, version, created_at, updated_at"
-)
+M = TypeVar("M", shop_pb2.Product, shop_pb2.Customer)
+
+DOCUMENT_TAIL = ("version", "created_at", "updated_at")
+
+
+def document_columns(fields: Sequence[str]) -> str:
+    """``id``, the entity's fields, then version and timestamps: a document's columns."""
+    return ", ".join(("id", *fields, *DOCUMENT_TAIL))
+
+
+PRODUCT_COLUMNS = document_columns(PRODUCT_FIELDS)
+CUSTOMER_COLUMNS = document_columns(CUSTOMER_FIELDS)
+ORDER_COLUMNS = document_columns(ORDER_FIELDS)
 
 
 def timestamp(value: datetime) -> Timestamp:
@@ -41,44 +49,28 @@ def status_name(value: int) -> str:
     return shop_pb2.OrderStatus.Name(value).removeprefix("ORDER_STATUS_")
 
 
-def product_from_row(row: Mapping[str, Any]) -> shop_pb2.Product:
-    return shop_pb2.Product(
+def _document(cls: type[M], row: Mapping[str, Any], fields: Sequence[str]) -> M:
+    return cls(
         id=str(row["id"]),
-        name=row["name"],
-        description=row["description"],
-        price_cents=row["price_cents"],
-        currency=row["currency"],
-        category=row["category"],
-        stock=row["stock"],
+        **{f: row[f] for f in fields},
         version=row["version"],
         created_at=timestamp(row["created_at"]),
         updated_at=timestamp(row["updated_at"]),
     )
+
+
+def product_from_row(row: Mapping[str, Any]) -> shop_pb2.Product:
+    return _document(shop_pb2.Product, row, PRODUCT_FIELDS)
 
 
 def customer_from_row(row: Mapping[str, Any]) -> shop_pb2.Customer:
-    return shop_pb2.Customer(
-        id=str(row["id"]),
-        name=row["name"],
-        email=row["email"],
-        address=row["address"],
-        city=row["city"],
-        postal_code=row["postal_code"],
-        country=row["country"],
-        version=row["version"],
-        created_at=timestamp(row["created_at"]),
-        updated_at=timestamp(row["updated_at"]),
-    )
+    return _document(shop_pb2.Customer, row, CUSTOMER_FIELDS)
 
 
 def order_item(item: Mapping[str, Any]) -> shop_pb2.OrderItem:
-    return shop_pb2.OrderItem(
-        product_id=str(item["product_id"]),
-        name=item["name"],
-        quantity=item["quantity"],
-        unit_price_cents=item["unit_price_cents"],
-        line_total_cents=item["line_total_cents"],
-    )
+    values = {f: item[f] for f in ORDER_ITEM_FIELDS}
+    values["product_id"] = str(values["product_id"])  # a UUID from a write-model row
+    return shop_pb2.OrderItem(**values)
 
 
 def order_from_row(row: Mapping[str, Any]) -> shop_pb2.Order:
@@ -105,15 +97,4 @@ def order_from_row(row: Mapping[str, Any]) -> shop_pb2.Order:
 
 def items_to_json(order: shop_pb2.Order) -> str:
     """The ``items`` jsonb column of ``order_read_model``."""
-    return json.dumps(
-        [
-            {
-                "product_id": i.product_id,
-                "name": i.name,
-                "quantity": i.quantity,
-                "unit_price_cents": i.unit_price_cents,
-                "line_total_cents": i.line_total_cents,
-            }
-            for i in order.items
-        ]
-    )
+    return json.dumps([{f: getattr(i, f) for f in ORDER_ITEM_FIELDS} for i in order.items])

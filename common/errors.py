@@ -1,4 +1,4 @@
-"""Application errors, each mapped to one gRPC status by ``common.grpc_server``.
+"""Application errors, each mapped to one gRPC status by ``common.rpc.status``.
 
 Domain and adapter code raise these (or subclasses); nothing else reaches the
 client, so a caller never sees UNKNOWN or a stack trace.
@@ -23,15 +23,30 @@ class FieldViolation:
     description: str
 
 
-class InvalidArgument(AppError):
-    """Bad input; carries google.rpc.BadRequest field violations."""
+# How many violations the message names; the status details carry more (see
+# common.rpc.status), and both are bounded so every error fits a client's metadata limit.
+MESSAGE_VIOLATIONS = 5
 
-    def __init__(self, violations: list[FieldViolation] | FieldViolation) -> None:
+
+class InvalidArgument(AppError):
+    """Bad input; carries google.rpc.BadRequest field violations.
+
+    ``message`` replaces the summary built from the violations (e.g. for a request
+    that could not be decoded at all).
+    """
+
+    def __init__(
+        self, violations: list[FieldViolation] | FieldViolation, message: str | None = None
+    ) -> None:
         if isinstance(violations, FieldViolation):
             violations = [violations]
         self.violations = list(violations)
-        summary = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
-        super().__init__(f"invalid argument: {summary}")
+        if message is None:
+            shown = self.violations[:MESSAGE_VIOLATIONS]
+            message = "invalid argument: " + "; ".join(f"{v.field}: {v.description}" for v in shown)
+            if len(self.violations) > len(shown):
+                message += f" (and {len(self.violations) - len(shown)} more)"
+        super().__init__(message)
 
 
 class NotFound(AppError):

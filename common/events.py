@@ -53,6 +53,18 @@ ORDER_DELETED = "OrderDeleted"
 
 ORDER_STATUSES = ("PENDING", "CONFIRMED", "SHIPPED", "DELIVERED", "CANCELLED")
 
+# Each entity's own fields, defined once: the payload of its *Created event, the keys an
+# *Updated event may change, the columns of its tables and the fields of its protobuf
+# document (which adds id, version, created_at and updated_at to every entity).
+PRODUCT_FIELDS = ("name", "description", "price_cents", "currency", "category", "stock")
+CUSTOMER_FIELDS = ("name", "email", "address", "city", "postal_code", "country")
+ORDER_ITEM_FIELDS = ("product_id", "name", "quantity", "unit_price_cents", "line_total_cents")
+# OrderPlaced's payload (items are ORDER_ITEM_FIELDS objects).
+ORDER_FIELDS = (
+    "order_number", "customer_id", "customer_name", "customer_email", "items", "total_cents",
+    "currency", "status",
+)  # fmt: skip
+
 # The channel the write transaction NOTIFYs (last) after appending events.
 NOTIFY_CHANNEL = "cqrs_events"
 

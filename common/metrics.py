@@ -16,6 +16,11 @@ PROJECTION_LAG = Gauge(
     "cqrs_projection_lag_events", "Committed events not yet applied", ["projection"]
 )
 PROJECTION_APPLIED = Counter("cqrs_projection_events_total", "Events applied", ["projection"])
+PROJECTION_REBUILDS = Counter(
+    "cqrs_projection_rebuilds_total",
+    "Times the projector rebuilt a projection that had lost its state",
+    ["projection"],
+)
 PROJECTION_FAILED = Gauge(
     "cqrs_projection_failed", "1 while a projection is stopped on a poison event", ["projection"]
 )

@@ -7,9 +7,14 @@ oldest in-flight transaction, so "checkpoint >= position" means "applied".
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 _TOKEN_PREFIX = "c1."
+# Lower-case hex without leading zeros, at most 16 digits each: exactly what
+# encode_token writes for values that fit a PostgreSQL bigint (checkpoint columns).
+_TOKEN = re.compile(r"c1\.(0|[1-9a-f][0-9a-f]{0,15})\.(0|[1-9a-f][0-9a-f]{0,15})")
+MAX_POSITION_VALUE = 2**63 - 1
 
 
 class Position(NamedTuple):
@@ -45,16 +50,14 @@ def encode_token(position: Position) -> str:
 
 
 def decode_token(token: str) -> Position | None:
-    """``None`` for an empty token (don't wait); :class:`InvalidToken` if malformed."""
+    """``None`` for an empty token (don't wait); :class:`InvalidToken` unless it is
+    exactly a token :func:`encode_token` could have written."""
     if not token:
         return None
-    if not token.startswith(_TOKEN_PREFIX):
-        raise InvalidToken(token)
-    try:
-        xid_hex, seq_hex = token[len(_TOKEN_PREFIX) :].split(".")
-        position = Position(int(xid_hex, 16), int(seq_hex, 16))
-    except ValueError as exc:
-        raise InvalidToken(token) from exc
-    if position.xid < 0 or position.seq < 0:
+    match = _TOKEN.fullmatch(token)
+    if match is None:
+        raise InvalidToken(token[:40])
+    position = Position(int(match[1], 16), int(match[2], 16))
+    if position.xid > MAX_POSITION_VALUE or position.seq > MAX_POSITION_VALUE:
         raise InvalidToken(token)
     return position

@@ -38,6 +38,11 @@ class Settings:
     projector_batch_size: int = 500
     # Polling is the truth; NOTIFY only wakes the loop earlier than this.
     projector_poll_interval_ms: int = 500
+    # A leader silent (frozen) for this long loses its lease to a standby.
+    projector_lease_timeout_ms: int = 10000
+    # How long a replaced Redis generation is kept after a rebuild switched, so runners
+    # and readers mid-call on it finish first.
+    projector_switch_grace_ms: int = 2000
     log_level: str = "INFO"
 
     def pg_session_settings(self, application_name: str) -> dict[str, str]:
@@ -84,6 +89,8 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "CQRS_CONSISTENCY_WAIT_MAX_MS": ("consistency_wait_max_ms", int),
     "CQRS_PROJECTOR_BATCH_SIZE": ("projector_batch_size", int),
     "CQRS_PROJECTOR_POLL_INTERVAL_MS": ("projector_poll_interval_ms", int),
+    "CQRS_PROJECTOR_LEASE_TIMEOUT_MS": ("projector_lease_timeout_ms", int),
+    "CQRS_PROJECTOR_SWITCH_GRACE_MS": ("projector_switch_grace_ms", int),
     "CQRS_LOG_LEVEL": ("log_level", str),
 }
 

@@ -91,12 +91,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(f"migrated {settings.asyncpg_dsn}")
         return 0
     if command == "write-server":
-        from write_server.main import serve as serve_write
+        from write_server.server import serve as serve_write
 
         asyncio.run(serve_write(settings))
         return 0
     if command == "read-server":
-        from read_server.main import serve as serve_read
+        from read_server.server import serve as serve_read
 
         asyncio.run(serve_read(settings))
         return 0

@@ -1,125 +1,113 @@
-"""Composition root: builds pools, stores, runners and the NOTIFY listener from Settings.
+"""Composition root of the projector: pools, the consumers, and what runs them.
 
-Nothing is created at import time; one asyncpg pool and one Redis connection pool
-per process, shared by every store and runner.
+Nothing is created at import time; one asyncpg pool and one Redis client per
+process, shared by every consumer. To add a consumer of the event log, build it
+in :func:`make_consumers`; the runner, leadership, rebuild, status and verify take
+it from there.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import asyncpg
 from redis.asyncio import Redis
 
-from common.events import NOTIFY_CHANNEL
+from common.redis_client import redis_client
 from common.settings import Settings
+from projector.consumer import Consumer
 from projector.failures import FailureLog
-from projector.leadership import AdvisoryLease
-from projector.projections import ALL_PROJECTIONS, PG, REDIS, parse_projection
-from projector.runner import Outcome, ProjectionRunner, RunnerConfig
+from projector.process import Projector, make_runner
+from projector.projection import Projection
+from projector.projections import BACKENDS, KINDS, PG, REDIS, ProjectionKind
+from projector.runner import ConsumerRunner
 from projector.stores.pg_store import PgProjectionStore
 from projector.stores.port import ProjectionStore
 from projector.stores.redis_store import RedisProjectionStore
-from projector.wakeup import NotifyListener, Wakeup
-
-log = logging.getLogger(__name__)
+from projector.wakeup import Wakeup
 
 
-@dataclass(frozen=True, slots=True)
-class Resources:
-    """The process's shared connections."""
+@dataclass
+class App:
+    """The projector's shared connections and consumers; :meth:`close` releases them."""
 
     settings: Settings
     pool: asyncpg.Pool
     redis: Redis
     failures: FailureLog
+    consumers: list[Consumer]
+
+    def consumer(self, name: str) -> Consumer:
+        """The consumer called ``name`` (e.g. ``redis:orders``)."""
+        for consumer in self.consumers:
+            if consumer.name == name:
+                return consumer
+        raise ValueError(f"unknown consumer {name!r}; expected one of {self.names()}")
+
+    def names(self) -> list[str]:
+        return [c.name for c in self.consumers]
+
+    def select(self, families: Sequence[str] | None) -> list[Consumer]:
+        """The consumers of the given families (``products`` ...; all if ``None``)."""
+        if not families:
+            return list(self.consumers)
+        known = {c.name.partition(":")[2] for c in self.consumers}
+        unknown = sorted(set(families) - known)
+        if unknown:
+            raise ValueError(f"unknown projections {unknown}; expected {sorted(known)}")
+        return [c for c in self.consumers if c.name.partition(":")[2] in families]
+
+    def projector(self, names: Sequence[str] | None = None) -> Projector:
+        """The process's runners, for every consumer or only those named."""
+        chosen = self.consumers if names is None else [self.consumer(n) for n in names]
+        return Projector(self.settings, self.pool, self.failures, chosen)
+
+    def runner(self, consumer: Consumer, wakeup: Wakeup) -> ConsumerRunner:
+        return make_runner(self.settings, self.pool, self.failures, consumer, wakeup)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.pool.close()
 
 
-@contextlib.asynccontextmanager
-async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
-    """Open the PostgreSQL pool and the Redis client; close them on exit."""
+def make_store(
+    settings: Settings, pool: asyncpg.Pool, redis: Redis, backend: str, kind: ProjectionKind
+) -> ProjectionStore:
+    """The live store of one projection."""
+    if backend == REDIS:
+        grace_s = settings.projector_switch_grace_ms / 1000
+        return RedisProjectionStore(redis, settings.redis_prefix, kind, grace_s=grace_s)
+    assert backend == PG
+    return PgProjectionStore(pool, kind)
+
+
+def make_consumers(settings: Settings, pool: asyncpg.Pool, redis: Redis) -> list[Consumer]:
+    """Every consumer of the event log this process runs."""
+    return [
+        Projection(kind, make_store(settings, pool, redis, backend, kind))
+        for backend in BACKENDS
+        for kind in KINDS.values()
+    ]
+
+
+async def bootstrap(settings: Settings) -> App:
     pool = await asyncpg.create_pool(
         settings.asyncpg_dsn,
         min_size=1,
         max_size=max(settings.db_pool_size, 2),
         server_settings=settings.pg_session_settings("cqrs-projector"),
     )
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_client(settings.redis_url, max_connections=max(settings.db_pool_size, 8))
+    return App(settings, pool, redis, FailureLog(pool), make_consumers(settings, pool, redis))
+
+
+@contextlib.asynccontextmanager
+async def open_app(settings: Settings) -> AsyncIterator[App]:
+    """:func:`bootstrap`, closed on exit."""
+    app = await bootstrap(settings)
     try:
-        yield Resources(settings, pool, redis, FailureLog(pool))
+        yield app
     finally:
-        await redis.aclose()
-        await pool.close()
-
-
-def make_store(resources: Resources, projection: str) -> ProjectionStore:
-    """The live store of ``projection`` (e.g. ``redis:orders``)."""
-    backend, kind = parse_projection(projection)
-    if backend == REDIS:
-        return RedisProjectionStore(resources.redis, resources.settings.redis_prefix, kind)
-    assert backend == PG
-    return PgProjectionStore(resources.pool, kind)
-
-
-def make_runner(
-    resources: Resources,
-    projection: str,
-    wakeup: Wakeup,
-    *,
-    store: ProjectionStore | None = None,
-) -> ProjectionRunner:
-    """A runner for ``projection`` (``store`` overrides the live store, e.g. a test wrapper)."""
-    settings = resources.settings
-    poll = settings.projector_poll_interval_ms / 1000
-    _, kind = parse_projection(projection)
-    return ProjectionRunner(
-        kind=kind,
-        store=store or make_store(resources, projection),
-        db=resources.pool,
-        lease=AdvisoryLease(settings.asyncpg_dsn, projection, retry_interval=poll),
-        failures=resources.failures,
-        wakeup=wakeup,
-        config=RunnerConfig(batch_size=settings.projector_batch_size, poll_interval=poll),
-    )
-
-
-class Projector:
-    """The projector process: one runner per projection plus the NOTIFY listener."""
-
-    def __init__(self, resources: Resources, projections: Iterable[str] = ALL_PROJECTIONS) -> None:
-        self.wakeup = Wakeup()
-        self.listener = NotifyListener(resources.settings.asyncpg_dsn, NOTIFY_CHANNEL, self.wakeup)
-        self.runners = [make_runner(resources, p, self.wakeup) for p in projections]
-
-    async def run(self, stop: asyncio.Event) -> dict[str, Outcome]:
-        """Run every runner until ``stop`` is set (or every one has failed)."""
-        listener = asyncio.create_task(self.listener.run(stop), name="projector-listen")
-        tasks = {
-            r.name: asyncio.create_task(r.run(stop), name=f"projector-{r.name}")
-            for r in self.runners
-        }
-        waker = asyncio.create_task(self._wake_on(stop))
-        try:
-            if tasks:
-                await asyncio.wait(tasks.values())
-        finally:
-            for task in (*tasks.values(), listener, waker):
-                task.cancel()
-            await asyncio.gather(*tasks.values(), listener, waker, return_exceptions=True)
-        outcomes: dict[str, Outcome] = {}
-        for name, task in tasks.items():
-            if task.cancelled() or task.exception() is not None:
-                if not task.cancelled():
-                    log.error("%s: runner crashed", name, exc_info=task.exception())
-                outcomes[name] = Outcome.STOPPED
-            else:
-                outcomes[name] = task.result()
-        return outcomes
-
-    async def _wake_on(self, stop: asyncio.Event) -> None:
-        await stop.wait()
-        self.wakeup.fire()  # sleeping runners notice the stop at once
+        await app.close()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from common.events import StoredEvent
+from common.positions import ORIGIN, Position
 
 
 class ReducerError(Exception):
-    """An event cannot be applied to the document it targets (a poison event)."""
+    """An event cannot be applied to the document it targets."""
 
     def __init__(self, event: StoredEvent, reason: str) -> None:
         super().__init__(
@@ -17,5 +18,39 @@ class ReducerError(Exception):
         self.reason = reason
 
 
+class PoisonEvent(Exception):
+    """A consumer cannot apply ``event`` although its own state is intact: the consumer
+    stops right before it (see :mod:`projector.runner`)."""
+
+    def __init__(self, event: StoredEvent, reason: str) -> None:
+        super().__init__(reason)
+        self.event = event
+
+
+class CheckpointMoved(Exception):
+    """The stored checkpoint is not the expected one (or the store's generation was
+    replaced by a rebuild): the commit changed nothing; reload the checkpoint."""
+
+    def __init__(self, expected: Position, found: Position | None, detail: str = "") -> None:
+        super().__init__(f"checkpoint moved: expected {expected}, found {found} {detail}".strip())
+        self.expected = expected
+        self.found = found
+
+
+class StoreLost(CheckpointMoved):
+    """The consumer's state is not there: never built, or lost (Redis emptied or
+    restarted without persistence, a generation or checkpoint row that vanished).
+
+    Nothing was changed. The runner answers it by rebuilding the consumer from the
+    event log into a new copy and switching to it; it is never a poison event.
+    """
+
+    def __init__(self, name: str, why: str, expected: Position = ORIGIN) -> None:
+        Exception.__init__(self, f"{name}: {why}")
+        self.expected = expected
+        self.found = None
+        self.why = why
+
+
 class LeadershipLost(Exception):
-    """The runner no longer (provably) holds its projection's advisory lock."""
+    """The runner no longer (provably) holds its consumer's lease."""

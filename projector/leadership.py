@@ -1,10 +1,17 @@
-"""Runner leadership: one PostgreSQL session advisory lock per projection.
+"""Runner leadership: one PostgreSQL session advisory lock per consumer, with a lease.
 
-The lock lives on a dedicated connection: it is held exactly as long as that
-session lives, so a crashed or partitioned runner loses it and a hot standby
-(polling ``pg_try_advisory_lock``) takes over. The leader re-checks the
-connection before every batch; the checkpoint compare-and-set in every store is
-the second line of defence should two runners ever overlap.
+The lock lives on a dedicated connection, so a crashed or partitioned runner loses
+it with its session and a hot standby (polling ``pg_try_advisory_lock``) takes
+over. A *frozen* leader (SIGSTOP, a stuck event loop) keeps its session open, so
+the lock alone would stall the consumer forever; hence a heartbeat: the leader
+re-checks that it still holds the lock every ``lease_timeout / 5`` seconds on the
+lock session, and a standby that sees that session idle for longer than
+``lease_timeout`` terminates it and takes the lock. The frozen leader, once it
+wakes, finds its session gone and stands by. The checkpoint compare-and-set in
+every store is the second line of defence should two runners ever overlap.
+
+:meth:`AdvisoryLease.check` costs no round trip: it asks whether the last
+heartbeat succeeded recently enough.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 
 import asyncpg
 
@@ -21,30 +29,54 @@ from projector.wakeup import sleep_unless
 
 log = logging.getLogger(__name__)
 
+_HOLDS = """
+SELECT EXISTS (
+  SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+    AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1)
+"""
+# The session holding the lock, and how long it has been idle (its last statement ended).
+_HOLDER = """
+SELECT a.pid, a.state, extract(epoch FROM clock_timestamp() - a.state_change)::float8 AS idle_s
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.database = a.datid
+  AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid AND l.objsubid = 1
+  AND a.datname = current_database()
+"""
 
-def lock_key(projection: str) -> int:
-    """A stable signed 64-bit advisory lock key for ``projection``."""
-    digest = hashlib.blake2b(f"cqrs-projector:{projection}".encode(), digest_size=8).digest()
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory lock key for ``name``."""
+    digest = hashlib.blake2b(f"cqrs-projector:{name}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
+def _lock_parts(key: int) -> tuple[int, int]:
+    """(classid, objid) under which pg_locks shows a bigint advisory lock."""
+    unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
+    return unsigned >> 32, unsigned & 0xFFFF_FFFF
+
+
 class AdvisoryLease:
-    """Acquire / check / release the advisory lock of one projection."""
+    """Acquire / check / release the advisory lock of one consumer."""
 
     def __init__(
         self,
         dsn: str,
-        projection: str,
+        name: str,
         *,
         retry_interval: float,
-        check_timeout: float = 5.0,
+        lease_timeout: float = 10.0,
     ) -> None:
-        self.projection = projection
-        self.key = lock_key(projection)
+        self.name = name
+        self.key = lock_key(name)
+        self._parts = _lock_parts(self.key)
         self._dsn = dsn
         self._retry = retry_interval
-        self._check_timeout = check_timeout
+        self._timeout = lease_timeout
+        self._beat_every = lease_timeout / 5
         self._conn: asyncpg.Connection | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._beat_at = 0.0
         self.held = False
 
     @property
@@ -60,38 +92,78 @@ class AdvisoryLease:
                 if self._conn is None or self._conn.is_closed():
                     self._conn = await asyncpg.connect(
                         self._dsn,
-                        server_settings={"application_name": f"cqrs-projector:{self.projection}"},
+                        server_settings={"application_name": f"cqrs-projector:{self.name}"},
                     )
                 if await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key):
-                    self.held = True
-                    log.info("%s: leading", self.projection)
+                    self._lead()
                     return True
                 if not waiting_logged:
-                    log.info("%s: another runner leads; standing by", self.projection)
+                    log.info("%s: another runner leads; standing by", self.name)
                     waiting_logged = True
+                await self._break_frozen_holder(self._conn)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("%s: lock connection failed: %s", self.projection, exc)
+                log.warning("%s: lock connection failed: %s", self.name, exc)
                 await self._drop()
             await sleep_unless(stop, self._retry)
         return False
 
-    async def check(self) -> None:
-        """Raise :class:`LeadershipLost` unless the lock session is provably alive."""
+    def check(self) -> None:
+        """Raise :class:`LeadershipLost` unless the lock was provably ours very recently."""
         conn = self._conn
-        if not self.held or conn is None or conn.is_closed():
-            raise LeadershipLost(self.projection)
-        try:
-            async with asyncio.timeout(self._check_timeout):
-                await conn.fetchval("SELECT 1")
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        if (
+            not self.held
+            or conn is None
+            or conn.is_closed()
+            or time.monotonic() - self._beat_at > self._timeout
+        ):
             self.held = False
-            await self._drop()
-            raise LeadershipLost(self.projection) from exc
+            raise LeadershipLost(self.name)
 
     async def release(self) -> None:
         """Give the lock up (closing the session releases it)."""
         self.held = False
+        beat, self._heartbeat = self._heartbeat, None
+        if beat is not None:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await beat
         await self._drop()
+
+    def _lead(self) -> None:
+        self.held = True
+        self._beat_at = time.monotonic()
+        self._heartbeat = asyncio.create_task(self._beat(), name=f"lease-{self.name}")
+        log.info("%s: leading", self.name)
+
+    async def _beat(self) -> None:
+        """Until the lock is lost: prove every few seconds that it is still ours."""
+        conn = self._conn
+        assert conn is not None
+        try:
+            while True:
+                await asyncio.sleep(self._beat_every)
+                async with asyncio.timeout(self._timeout / 2):
+                    holds = await conn.fetchval(_HOLDS, *self._parts)
+                if not holds:
+                    log.warning("%s: the lock is no longer held by this session", self.name)
+                    break
+                self._beat_at = time.monotonic()
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("%s: lease heartbeat failed: %s", self.name, exc)
+        self.held = False
+
+    async def _break_frozen_holder(self, conn: asyncpg.Connection) -> None:
+        """Terminate the holder's session if it has stopped beating (a frozen leader)."""
+        row = await conn.fetchrow(_HOLDER, *self._parts)
+        if row is None or row["state"] == "active" or row["idle_s"] <= self._timeout:
+            return
+        log.warning(
+            "%s: the leader (backend %d) has been silent for %.1fs; taking over",
+            self.name,
+            row["pid"],
+            row["idle_s"],
+        )
+        await conn.fetchval("SELECT pg_terminate_backend($1)", row["pid"])
 
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None

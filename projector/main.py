@@ -11,8 +11,7 @@ from common.settings import Settings
 from projector import rebuild as rebuilding
 from projector import status as statusing
 from projector import verify as verifying
-from projector.bootstrap import Projector, open_resources
-from projector.projections import KINDS
+from projector.bootstrap import open_app
 from projector.runner import Outcome
 
 log = logging.getLogger(__name__)
@@ -21,9 +20,9 @@ _STOP_GRACE_S = 10.0
 
 
 async def run(settings: Settings) -> int:
-    """Run every projection until SIGTERM/SIGINT (current batches finish first).
+    """Run every consumer until SIGTERM/SIGINT (current batches finish first).
 
-    Returns the exit status: 0 after a signal, 1 when every projection stopped on a
+    Returns the exit status: 0 after a signal, 1 when every consumer stopped on a
     poison event (so a supervisor sees the failure).
     """
     start_metrics_server(settings.projector_metrics_port)
@@ -32,8 +31,8 @@ async def run(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with open_resources(settings) as resources:
-            task = asyncio.create_task(Projector(resources).run(stop))
+        async with open_app(settings) as app:
+            task = asyncio.create_task(app.projector().run(stop))
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
@@ -54,24 +53,22 @@ async def run(settings: Settings) -> int:
 
 
 async def rebuild(settings: Settings, only: list[str] | None) -> int:
-    """Rebuild the Redis and PostgreSQL projections of ``only`` (default: all kinds)."""
-    names = only or list(KINDS)
-    unknown = [n for n in names if n not in KINDS]
-    if unknown:
-        raise ValueError(f"unknown projections {unknown}; expected {list(KINDS)}")
-    async with open_resources(settings) as resources:
-        return await rebuilding.rebuild(resources, [KINDS[n] for n in names])
+    """Rebuild the consumers of the families in ``only`` (default: all)."""
+    async with open_app(settings) as app:
+        return await rebuilding.rebuild(
+            app.select(only), app.pool, batch_size=settings.projector_batch_size
+        )
 
 
 async def verify(settings: Settings) -> int:
     """0 when every projection equals the write model, else the number of differences
     (capped at 255 for the exit status' sake, never 0)."""
-    async with open_resources(settings) as resources:
-        differences = await verifying.verify(resources)
+    async with open_app(settings) as app:
+        differences = await verifying.verify(app.consumers, app.pool)
     return min(differences, 255)
 
 
 async def status(settings: Settings) -> int:
     """Print checkpoints, lag and failures; 1 if a projection is stopped on a failure."""
-    async with open_resources(settings) as resources:
-        return await statusing.status(resources)
+    async with open_app(settings) as app:
+        return await statusing.status(app.consumers, app.pool, app.failures)

@@ -10,7 +10,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.cursors import SortKey
 from common.documents import status_name
-from common.events import CUSTOMER, ORDER, PRODUCT
+from common.events import (
+    CUSTOMER,
+    CUSTOMER_FIELDS,
+    ORDER,
+    ORDER_FIELDS,
+    PRODUCT,
+    PRODUCT_FIELDS,
+)
 from common.pb.shop.v1 import shop_pb2
 from common.redis_keys import ALL, category_index, order_index
 
@@ -29,6 +36,7 @@ class ProjectionKind:
     document: type[Message]
     table: str  # the PostgreSQL read-model table (schema ``read``)
     index_keys: Callable[[Message], list[str]]  # Redis index suffixes a document belongs to
+    fields: tuple[str, ...]  # the entity's own fields (common.events), besides id/version/times
 
 
 def created_us(ts: Timestamp) -> int:
@@ -65,14 +73,32 @@ def _order_indexes(doc: Message) -> list[str]:
 
 
 PRODUCTS = ProjectionKind(
-    "products", PRODUCT, (PRODUCT,), shop_pb2.Product, "product_read_model", _product_indexes
+    "products",
+    PRODUCT,
+    (PRODUCT,),
+    shop_pb2.Product,
+    "product_read_model",
+    _product_indexes,
+    PRODUCT_FIELDS,
 )
 CUSTOMERS = ProjectionKind(
-    "customers", CUSTOMER, (CUSTOMER,), shop_pb2.Customer, "customer_read_model", _customer_indexes
+    "customers",
+    CUSTOMER,
+    (CUSTOMER,),
+    shop_pb2.Customer,
+    "customer_read_model",
+    _customer_indexes,
+    CUSTOMER_FIELDS,
 )
 # Orders also read Customer events: the write model JOINs the live customer name/email.
 ORDERS = ProjectionKind(
-    "orders", ORDER, (ORDER, CUSTOMER), shop_pb2.Order, "order_read_model", _order_indexes
+    "orders",
+    ORDER,
+    (ORDER, CUSTOMER),
+    shop_pb2.Order,
+    "order_read_model",
+    _order_indexes,
+    ORDER_FIELDS,
 )
 
 KINDS: dict[str, ProjectionKind] = {k.name: k for k in (PRODUCTS, CUSTOMERS, ORDERS)}

@@ -25,7 +25,7 @@ from google.protobuf.message import Message
 
 from common import events as ev
 from common.documents import order_item, status_value, timestamp
-from common.events import StoredEvent
+from common.events import CUSTOMER_FIELDS, PRODUCT_FIELDS, StoredEvent
 from common.pb.shop.v1 import shop_pb2
 from projector.errors import ReducerError
 
@@ -33,8 +33,6 @@ Product = shop_pb2.Product
 Customer = shop_pb2.Customer
 Order = shop_pb2.Order
 
-PRODUCT_FIELDS = ("name", "description", "price_cents", "currency", "category", "stock")
-CUSTOMER_FIELDS = ("name", "email", "address", "city", "postal_code", "country")
 CUSTOMER_CONTACT_FIELDS = {"name": "customer_name", "email": "customer_email"}
 
 D = TypeVar("D", Product, Customer, Order)

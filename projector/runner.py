@@ -1,28 +1,31 @@
-"""The runner of one projection: lead, read a batch, reduce, commit, repeat.
+"""The runner of one consumer: lead, read a batch, apply it, repeat.
 
-Loop (while holding the projection's advisory lock, see :mod:`leadership`):
-re-check the lock, read up to ``projector_batch_size`` events after the
-checkpoint in commit-safe order (:mod:`outbox`), reduce them against the
-documents loaded in one round trip (:mod:`batch`), and commit documents and the
-new checkpoint atomically with a compare-and-set. A full batch is followed at
-once; otherwise the runner sleeps until a NOTIFY (a hint) or the poll interval
-(the truth). If the compare-and-set fails (a rebuild switched the projection, or
-another runner got in) the runner reloads the checkpoint and goes on.
+Loop (while holding the consumer's lease, see :mod:`leadership`): check the lease,
+read up to ``projector_batch_size`` events after the checkpoint in commit-safe
+order (:mod:`outbox`) and hand them to the consumer, which applies them and moves
+its checkpoint atomically (a compare-and-set). A full batch is followed at once;
+otherwise the runner sleeps until a NOTIFY (a hint) or the poll interval (the
+truth). If the compare-and-set fails (a rebuild switched the copy, or another
+runner got in) the runner reloads the checkpoint and goes on.
 
 Failures:
 
-- Unavailable PostgreSQL/Redis (:func:`projector.transient.is_transient`) and
-  other errors not attributable to an event: log, back off, retry; leadership is
-  kept unless its connection is gone.
-- A *poison event* (its reducer raises, or the store rejects applying it): this
-  projection stops, the others keep running. We chose stopping over skipping
-  because a skipped event silently corrupts the read model forever, while a
-  stopped one is visible and recoverable: an ERROR log, the gauge
-  ``cqrs_projection_failed{projection}`` = 1 and a row in
-  ``read.projection_failures`` (see ``cqrs projector status``). Everything before
-  the poison event is committed (a batch whose commit fails is retried one event
-  at a time to find it). The runner gives up its lock, so a hot standby (if any)
-  retries once and stops the same way. Restarting the projector retries the
+- The consumer's state is gone (:class:`~projector.errors.StoreLost`: never built,
+  Redis emptied or restarted, a generation or checkpoint row vanished), on any path:
+  the runner rebuilds it from the event log into a new copy and switches to it
+  (:mod:`projector.rebuild`), the path ``cqrs projector rebuild`` takes. Readers are
+  told the projection is being built meanwhile; they never see a half-built one.
+- Unavailable PostgreSQL/Redis (:func:`common.outages.is_transient`) and other errors
+  not attributable to an event: log, back off (short at first, capped, starting over
+  after every success), retry; leadership is kept unless its heartbeat fails.
+- A *poison event* (the consumer cannot apply it although its state is intact): this
+  consumer stops, the others keep running. We chose stopping over skipping because
+  a skipped event silently corrupts the read model forever, while a stopped one is
+  visible and recoverable: an ERROR log, the gauge ``cqrs_projection_failed`` = 1 and
+  a row in ``read.projection_failures`` (see ``cqrs projector status``). Everything
+  before the poison event is committed (a batch whose commit fails is retried one
+  event at a time to find it). The runner gives up its lease, so a hot standby (if
+  any) retries once and stops the same way. Restarting the projector retries the
   event; the row is cleared by the first successful commit after that.
 """
 
@@ -34,33 +37,35 @@ import logging
 import time
 from dataclasses import dataclass
 
+import asyncpg
+
 from common.events import StoredEvent
 from common.metrics import (
     PROJECTION_APPLIED,
     PROJECTION_FAILED,
     PROJECTION_LAG,
     PROJECTION_POSITION,
+    PROJECTION_REBUILDS,
 )
+from common.outages import is_transient
 from common.positions import Position
-from projector.batch import reduce_batch
-from projector.errors import LeadershipLost, ReducerError
+from projector.consumer import Consumer
+from projector.errors import CheckpointMoved, LeadershipLost, PoisonEvent, StoreLost
 from projector.failures import FailureLog
 from projector.leadership import AdvisoryLease
-from projector.outbox import Batch, Executor, count_after, read_batch
-from projector.projections import ProjectionKind
-from projector.stores.port import CheckpointMoved, ProjectionStore
-from projector.transient import is_transient
+from projector.outbox import Batch, count_after, read_batch
+from projector.pacing import Backoff, raise_if_cancelled
+from projector.rebuild import apply_before, rebuild_lock, rebuild_one
 from projector.wakeup import Wakeup, sleep_unless, wait_ticket
 
 log = logging.getLogger(__name__)
 
 _LAG_EVERY_S = 1.0
-_HEALTHY_RUN_S = 60.0
 _LAG_CAP = 10_000_000
 
 
 class Outcome(enum.Enum):
-    """Why :meth:`ProjectionRunner.run` returned."""
+    """Why :meth:`ConsumerRunner.run` returned."""
 
     STOPPED = "stopped"  # asked to stop
     FAILED = "failed"  # stopped on a poison event
@@ -70,26 +75,25 @@ class Outcome(enum.Enum):
 class RunnerConfig:
     batch_size: int
     poll_interval: float  # seconds
-    retry_interval: float = 1.0  # first back-off after an error (doubles up to 30 s)
+    retry_initial: float = 0.05  # first back-off after an error (seconds)
+    retry_max: float = 1.0  # back-off cap: an outage is noticed over within this
 
 
-class ProjectionRunner:
-    """Keeps one projection (one store) up to date with the event log."""
+class ConsumerRunner:
+    """Keeps one consumer up to date with the event log."""
 
     def __init__(
         self,
         *,
-        kind: ProjectionKind,
-        store: ProjectionStore,
-        db: Executor,
+        consumer: Consumer,
+        db: asyncpg.Pool,
         lease: AdvisoryLease,
         failures: FailureLog,
         wakeup: Wakeup,
         config: RunnerConfig,
     ) -> None:
-        self.kind = kind
-        self.store = store
-        self.name = store.name
+        self.consumer = consumer
+        self.name = consumer.name
         self._db = db
         self._lease = lease
         self._failures = failures
@@ -111,57 +115,70 @@ class ProjectionRunner:
                 log.warning("%s: lost the runner lock; standing by", self.name)
             finally:
                 await self._lease.release()
+            raise_if_cancelled()
         return Outcome.STOPPED
 
     async def _lead(self, stop: asyncio.Event) -> bool:
         """Follow while leading; True if stopped on a poison event."""
-        backoff = self._config.retry_interval
+        backoff = Backoff(self._config.retry_initial, self._config.retry_max)
+        lost: StoreLost | None = None
         while not stop.is_set():
-            started = time.monotonic()
+            self._lease.check()
             try:
-                return await self._follow(stop)
+                if lost is not None:
+                    if await self._rebuild(stop, lost):
+                        return True
+                    lost = None
+                return await self._follow(stop, backoff)
             except LeadershipLost:
                 raise
+            except StoreLost as exc:
+                # Found while following: rebuild at once. The rebuild itself lost its copy
+                # (Redis emptied again meanwhile): back off before the next attempt.
+                delay = 0.0 if lost is None else backoff.failure()
+                lost = exc
+                if delay:
+                    log.warning("%s: %s; rebuilding again in %.2fs", self.name, exc, delay)
+                    await sleep_unless(stop, delay)
             except Exception as exc:
-                if time.monotonic() - started > _HEALTHY_RUN_S:
-                    backoff = self._config.retry_interval  # a new incident, not a repeat
-                if is_transient(exc):
-                    log.warning("%s: %s; retrying in %.1fs", self.name, exc, backoff)
-                else:
-                    log.exception("%s: unexpected error; retrying in %.1fs", self.name, backoff)
-                await sleep_unless(stop, backoff)
-                backoff = min(backoff * 2, 30.0)
-                await self._lease.check()
+                raise_if_cancelled()
+                delay = backoff.failure()
+                if backoff.should_log():
+                    if is_transient(exc):
+                        log.warning("%s: %s; retrying in %.2fs", self.name, exc, delay)
+                    else:
+                        log.exception("%s: unexpected error; retrying in %.2fs", self.name, delay)
+                await sleep_unless(stop, delay)
         return False
 
-    async def _follow(self, stop: asyncio.Event) -> bool:
-        store, kind = self.store, self.kind
-        await store.initialize()
-        checkpoint = await store.checkpoint()
+    async def _follow(self, stop: asyncio.Event, backoff: Backoff) -> bool:
+        consumer = self.consumer
+        checkpoint = await consumer.checkpoint()
         self.checkpoint = checkpoint
+        backoff.success()
         failure_pending = await self._failures.get(self.name) is not None
         careful_until: Position | None = None  # retry one event at a time up to here
         log.info("%s: following from %s", self.name, checkpoint)
         while not stop.is_set():
             ticket = self._wakeup.ticket()
-            await self._lease.check()
+            self._lease.check()
             careful = careful_until is not None and checkpoint < careful_until
             limit = 1 if careful else self._config.batch_size
-            batch = await read_batch(self._db, checkpoint, kind.consumes, limit)
+            batch = await read_batch(self._db, checkpoint, consumer.consumes, limit)
             if batch.moved:
                 try:
-                    changes = await reduce_batch(kind, store, batch.events)
-                except ReducerError as exc:
-                    await self._commit_before(checkpoint, batch, exc.event)
-                    await self._poison(exc.event, exc)
-                    return True
-                try:
-                    await store.commit(checkpoint, batch.next, changes)
+                    await consumer.apply(batch)
+                except StoreLost:
+                    raise
                 except CheckpointMoved as exc:
-                    checkpoint = await store.checkpoint()
+                    checkpoint = await consumer.checkpoint()
                     self.checkpoint = checkpoint
                     log.info("%s: %s; continuing from %s", self.name, exc, checkpoint)
                     continue
+                except PoisonEvent as exc:
+                    await self._apply_before(batch, exc.event)
+                    await self._poison(exc.event, exc)
+                    return True
                 except Exception as exc:
                     if is_transient(exc) or not batch.events:
                         raise
@@ -169,9 +186,7 @@ class ProjectionRunner:
                         await self._poison(batch.events[0], exc)
                         return True
                     log.warning(
-                        "%s: batch commit failed (%s); retrying its events one by one",
-                        self.name,
-                        exc,
+                        "%s: batch failed (%s); retrying its events one by one", self.name, exc
                     )
                     careful_until = batch.events[-1].position
                     continue
@@ -182,21 +197,54 @@ class ProjectionRunner:
                     await self._failures.clear(self.name)
                     log.info("%s: recovered from the recorded failure", self.name)
                 await self._observe(batch)
+            backoff.success()
             if not batch.full:
                 await wait_ticket(ticket, self._config.poll_interval)
+            raise_if_cancelled()
         return False
 
-    async def _commit_before(self, checkpoint: Position, batch: Batch, poison: StoredEvent) -> None:
-        """Commit the events of ``batch`` that precede ``poison``, so the projection stops
-        right before it (and a restart begins with it)."""
-        index = next(i for i, e in enumerate(batch.events) if e is poison)
-        if index == 0:
-            return
-        before = batch.events[:index]
-        changes = await reduce_batch(self.kind, self.store, before)
-        await self.store.commit(checkpoint, before[-1].position, changes)
-        self.checkpoint = before[-1].position
-        await self._observe(Batch(checkpoint, before, before[-1].position, full=True))
+    async def _rebuild(self, stop: asyncio.Event, lost: StoreLost) -> bool:
+        """Heal a lost consumer by rebuilding it; True if a poison event prevents that."""
+        # Not there when we started leading: most likely a first start (INFO). Gone
+        # after we had followed it: its store lost its data (WARNING).
+        level = logging.WARNING if self.checkpoint is not None else logging.INFO
+        log.log(level, "%s: %s; building it from the event log", self.name, lost.why)
+        started = time.monotonic()
+        async with rebuild_lock(self._db, self.name, wait_until=stop) as locked:
+            if not locked:
+                return False  # stopping
+            try:
+                await self.consumer.checkpoint()
+                log.info("%s: rebuilt by another process meanwhile", self.name)
+                return False
+            except StoreLost:
+                pass
+            rebuilt = await rebuild_one(
+                self.consumer,
+                self._db,
+                self._config.batch_size,
+                _Applied(self.name),
+                keep_before_poison=True,
+            )
+        PROJECTION_REBUILDS.labels(self.name).inc()
+        log.log(
+            level,
+            "%s: built from the event log and switched in at %s in %.2fs",
+            self.name,
+            rebuilt.position,
+            time.monotonic() - started,
+        )
+        self.checkpoint = rebuilt.position
+        if rebuilt.poison is not None:
+            await self._poison(rebuilt.poison.event, rebuilt.poison)
+            return True
+        return False
+
+    async def _apply_before(self, batch: Batch, poison: StoredEvent) -> None:
+        applied = await apply_before(self.consumer, batch, poison)
+        if applied is not None:
+            self.checkpoint = applied.next
+            await self._observe(applied)
 
     async def _observe(self, batch: Batch) -> None:
         if batch.events:
@@ -207,7 +255,7 @@ class ProjectionRunner:
         elif time.monotonic() - self._lag_at >= _LAG_EVERY_S:
             # Counting a backlog costs O(backlog): sample it, don't do it every batch.
             self._lag_at = time.monotonic()
-            lag = await count_after(self._db, batch.next, self.kind.consumes, _LAG_CAP)
+            lag = await count_after(self._db, batch.next, self.consumer.consumes, _LAG_CAP)
             PROJECTION_LAG.labels(self.name).set(lag)
 
     async def _poison(self, event: StoredEvent, exc: BaseException) -> None:
@@ -228,3 +276,13 @@ class ProjectionRunner:
             )
         except Exception:
             log.exception("%s: could not record the failure", self.name)
+
+
+class _Applied:
+    """Counts the events a rebuild applies under the consumer's own name."""
+
+    def __init__(self, name: str) -> None:
+        self._counter = PROJECTION_APPLIED.labels(name)
+
+    def advance(self, n: int) -> None:
+        self._counter.inc(n)

@@ -1,38 +1,48 @@
-"""``cqrs projector status``: checkpoint, events behind and failures of every projection."""
+"""``cqrs projector status``: checkpoint, events behind and state of every consumer."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import TextIO
 
-from projector.bootstrap import Resources, make_store
+import asyncpg
+
+from projector.consumer import Consumer
+from projector.errors import StoreLost
+from projector.failures import FailureLog
 from projector.outbox import count_after
-from projector.projections import ALL_PROJECTIONS, parse_projection
-from projector.stores.redis_store import RedisProjectionStore
 
 _LAG_CAP = 10_000_000
 
 
-async def status(resources: Resources, *, out: TextIO | None = None) -> int:
-    """Print one line per projection; 1 if any projection is stopped on a failure, else 0."""
+async def status(
+    consumers: Sequence[Consumer],
+    pool: asyncpg.Pool,
+    failures: FailureLog,
+    *,
+    out: TextIO | None = None,
+) -> int:
+    """Print one line per consumer; 1 if any is stopped on a failure, else 0."""
     out = out if out is not None else sys.stdout
-    failures = await resources.failures.all()
+    stopped = await failures.all()
     print(f"{'projection':<16} {'checkpoint (xid:seq)':<42} {'behind':>8}  state", file=out)
-    for projection in ALL_PROJECTIONS:
-        _, kind = parse_projection(projection)
-        store = make_store(resources, projection)
-        checkpoint = await store.checkpoint()
-        behind = await count_after(resources.pool, checkpoint, kind.consumes, _LAG_CAP)
-        state = "ok"
-        if isinstance(store, RedisProjectionStore):
-            gen = store.generation
-            state = f"ok (generation {gen})" if gen is not None else "not built yet"
-        failure = failures.get(projection)
+    for consumer in consumers:
+        try:
+            checkpoint = await consumer.checkpoint()
+            state = f"ok ({await consumer.describe()})"
+        except StoreLost as exc:
+            checkpoint, state = None, f"not built yet ({exc.why})"
+        shown_checkpoint = checkpoint.to_checkpoint() if checkpoint else "-"
+        behind = (
+            await count_after(pool, checkpoint, consumer.consumes, _LAG_CAP) if checkpoint else None
+        )
+        failure = stopped.get(consumer.name)
         if failure is not None:
             state = (
                 f"STOPPED at event seq={failure.event_seq} ({failure.event_type}) since "
                 f"{failure.failed_at.isoformat(timespec='seconds')}: {failure.error}"
             )
-        shown = f">={behind}" if behind >= _LAG_CAP else str(behind)
-        print(f"{projection:<16} {checkpoint.to_checkpoint():<42} {shown:>8}  {state}", file=out)
-    return 1 if failures else 0
+        shown = "-" if behind is None else f">={behind}" if behind >= _LAG_CAP else str(behind)
+        print(f"{consumer.name:<16} {shown_checkpoint:<42} {shown:>8}  {state}", file=out)
+    return 1 if stopped else 0

@@ -1,35 +1,55 @@
-"""The read server's gRPC server, built from already-open sources."""
+"""The read server: ``create_server`` (not started; port 0 works) and ``serve`` (the process)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health
+import redis.exceptions
 
-from common import grpc_server
+from common.errors import AppError, Unavailable
+from common.metrics import start_metrics_server
+from common.outages import is_outage, sqlstate
+from common.pb.shop.v1 import query_service_pb2 as qs
+from common.rpc.server import BuiltServer, Service, build_server, serve_until_signalled
 from common.settings import Settings
-from read_server.handlers import add_query_service
+from read_server.bootstrap import App, bootstrap
 from read_server.servicer import QueryServicer
-from read_server.sources.base import SourceSet
-from read_server.translate import translate
+
+log = logging.getLogger(__name__)
+SERVICE = qs.DESCRIPTOR.services_by_name["QueryService"]
+
+
+def translate(exc: BaseException) -> AppError | None:
+    """Name the store that is out: Redis (projections) or PostgreSQL (the other sources)."""
+    if not is_outage(exc):
+        return None
+    if isinstance(exc, redis.exceptions.RedisError):
+        return Unavailable(f"projection store (Redis) unavailable: {type(exc).__name__}")
+    if sqlstate(exc) == "57014":
+        return Unavailable("database query timed out")
+    return Unavailable(f"database unavailable: {type(exc).__name__}")
 
 
 def create_server(
-    settings: Settings,
-    address: str,
-    sources: SourceSet,
-    *,
-    options: Sequence[tuple[str, Any]] = (),
-) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """QueryService (+ health, reflection, error mapping) bound to ``address``; not started.
+    app: App, address: str, *, options: Sequence[tuple[str, Any]] = ()
+) -> BuiltServer:
+    """QueryService (+ health, reflection) for ``app``, bound to ``address``; not started."""
+    servicer = QueryServicer(app.sources, app.settings.consistency_wait_max_ms)
+    return build_server(address, [Service(SERVICE, servicer)], translate=translate, options=options)
 
-    Returns ``(server, bound_port, health_servicer)``; port 0 in ``address`` picks a free one.
-    """
-    servicer = QueryServicer(sources, settings.consistency_wait_max_ms)
 
-    def register(server: grpc.aio.Server) -> list[str]:
-        return [add_query_service(server, servicer)]
-
-    return grpc_server.create_server(address, register, translate=translate, options=options)
+async def serve(settings: Settings) -> None:
+    """Run the read server until SIGTERM/SIGINT."""
+    start_metrics_server(settings.read_metrics_port)
+    app = await bootstrap(settings)
+    try:
+        built = create_server(app, f"{settings.read_host}:{settings.read_port}")
+        await built.start()
+        log.info(
+            "read server (shop.v1.QueryService) listening on %s:%d", settings.read_host, built.port
+        )
+        await serve_until_signalled(built)
+    finally:
+        await app.close()

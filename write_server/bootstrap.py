@@ -1,4 +1,4 @@
-"""Composition root of the write server process."""
+"""Composition root of the write server: the pool, the unit of work, the service."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from write_server.service_layer.service import CommandService
 
 
 @dataclass
-class WriteApp:
+class App:
+    """What the write server holds open; :meth:`close` releases it."""
+
+    settings: Settings
     service: CommandService
     engine: AsyncEngine
 
@@ -35,6 +38,6 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
 
 
-def bootstrap(settings: Settings) -> WriteApp:
+async def bootstrap(settings: Settings) -> App:
     engine = create_engine(settings)
-    return WriteApp(CommandService(lambda: SqlAlchemyUnitOfWork(engine)), engine)
+    return App(settings, CommandService(lambda: SqlAlchemyUnitOfWork(engine)), engine)

@@ -1,49 +1,61 @@
-"""The write server: ``create_server`` (testable, port 0 works) and ``serve`` (the process)."""
+"""The write server: ``create_server`` (not started; port 0 works) and ``serve`` (the process)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
-import grpc
-from grpc_health.v1 import health
+import sqlalchemy.exc
 
-from common.grpc_server import create_server as create_grpc_server
-from common.grpc_server import mark_serving, serve_until_signalled
+from common import errors
 from common.metrics import start_metrics_server
+from common.outages import is_contention, is_outage
 from common.pb.shop.v1 import command_service_pb2 as pb
-from common.pb.shop.v1 import command_service_pb2_grpc as pb_grpc
+from common.rpc.server import BuiltServer, Service, build_server, serve_until_signalled
 from common.settings import Settings
-from write_server.bootstrap import WriteApp, bootstrap
-from write_server.db_errors import translate_db_error
+from write_server.bootstrap import App, bootstrap
 from write_server.servicer import CommandServicer
 
 log = logging.getLogger(__name__)
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CommandService"].full_name
+SERVICE = pb.DESCRIPTOR.services_by_name["CommandService"]
 
 
-async def create_server(
-    app: WriteApp, address: str
-) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """A started server for ``app`` on ``address``; returns it with its bound port."""
+def translate_db_error(exc: BaseException) -> errors.AppError | None:
+    """A concurrent writer won: ABORTED (retry); PostgreSQL out: UNAVAILABLE."""
+    if is_contention(exc):
+        return errors.ConcurrencyConflict("concurrent change; retry")
+    if isinstance(exc, sqlalchemy.exc.TimeoutError):  # the pool is exhausted
+        return errors.Unavailable("the database is busy; retry")
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+        return errors.Unavailable("lost the connection to the database; retry")
+    if is_outage(exc):
+        return errors.Unavailable("the database is unavailable; retry")
+    return None
 
-    def register(server: grpc.aio.Server) -> list[str]:
-        pb_grpc.add_CommandServiceServicer_to_server(CommandServicer(app.service), server)
-        return [SERVICE_NAME]
 
-    server, port, health_servicer = create_grpc_server(
-        address, register, translate=translate_db_error
+def create_server(
+    app: App, address: str, *, options: Sequence[tuple[str, Any]] = ()
+) -> BuiltServer:
+    """CommandService (+ health, reflection) for ``app``, bound to ``address``; not started."""
+    servicer = CommandServicer(app.service)
+    return build_server(
+        address, [Service(SERVICE, servicer)], translate=translate_db_error, options=options
     )
-    await server.start()
-    await mark_serving(health_servicer, [SERVICE_NAME])
-    return server, port, health_servicer
 
 
 async def serve(settings: Settings) -> None:
     """Run the write server until SIGTERM/SIGINT."""
-    app = bootstrap(settings)
     start_metrics_server(settings.write_metrics_port)
-    server, port, health_servicer = await create_server(
-        app, f"{settings.write_host}:{settings.write_port}"
-    )
-    log.info("write server (shop.v1.CommandService) listening on %s:%d", settings.write_host, port)
-    await serve_until_signalled(server, health_servicer, on_stop=app.close)
+    app = await bootstrap(settings)
+    try:
+        built = create_server(app, f"{settings.write_host}:{settings.write_port}")
+        await built.start()
+        log.info(
+            "write server (shop.v1.CommandService) listening on %s:%d",
+            settings.write_host,
+            built.port,
+        )
+        await serve_until_signalled(built)
+    finally:
+        await app.close()

@@ -6,13 +6,10 @@ from typing import Any
 
 import grpc
 
+from common.events import CUSTOMER_FIELDS, PRODUCT_FIELDS
 from common.pb.shop.v1 import command_service_pb2 as pb
-from common.pb.shop.v1 import command_service_pb2_grpc as pb_grpc
 from write_server.domain import commands as c
 from write_server.service_layer.service import CommandResult, CommandService, RequestMeta
-
-_PRODUCT_FIELDS = ("name", "description", "price_cents", "currency", "category", "stock")
-_CUSTOMER_FIELDS = ("name", "email", "address", "city", "postal_code", "country")
 
 
 def _changes(request: Any, fields: tuple[str, ...]) -> dict[str, Any]:
@@ -37,7 +34,9 @@ def _reply(result: CommandResult) -> pb.CommandReply:
     )
 
 
-class CommandServicer(pb_grpc.CommandServiceServicer):  # type: ignore[misc]
+class CommandServicer:
+    """One ``async def`` per RPC, named like it: request -> command -> reply."""
+
     def __init__(self, service: CommandService) -> None:
         self._service = service
 
@@ -48,7 +47,7 @@ class CommandServicer(pb_grpc.CommandServiceServicer):  # type: ignore[misc]
         self, request: pb.CreateProductRequest, context: grpc.aio.ServicerContext
     ) -> pb.CommandReply:
         command = c.CreateProduct(
-            request_id=request.request_id, **{f: getattr(request, f) for f in _PRODUCT_FIELDS}
+            request_id=request.request_id, **{f: getattr(request, f) for f in PRODUCT_FIELDS}
         )
         return await self._run(command, context)
 
@@ -57,7 +56,7 @@ class CommandServicer(pb_grpc.CommandServiceServicer):  # type: ignore[misc]
     ) -> pb.CommandReply:
         command = c.UpdateProduct(
             id=request.id,
-            changes=_changes(request, _PRODUCT_FIELDS),
+            changes=_changes(request, PRODUCT_FIELDS),
             expected_version=request.expected_version,
             request_id=request.request_id,
         )
@@ -75,7 +74,7 @@ class CommandServicer(pb_grpc.CommandServiceServicer):  # type: ignore[misc]
         self, request: pb.CreateCustomerRequest, context: grpc.aio.ServicerContext
     ) -> pb.CommandReply:
         command = c.CreateCustomer(
-            request_id=request.request_id, **{f: getattr(request, f) for f in _CUSTOMER_FIELDS}
+            request_id=request.request_id, **{f: getattr(request, f) for f in CUSTOMER_FIELDS}
         )
         return await self._run(command, context)
 
@@ -84,7 +83,7 @@ class CommandServicer(pb_grpc.CommandServiceServicer):  # type: ignore[misc]
     ) -> pb.CommandReply:
         command = c.UpdateCustomer(
             id=request.id,
-            changes=_changes(request, _CUSTOMER_FIELDS),
+            changes=_changes(request, CUSTOMER_FIELDS),
             expected_version=request.expected_version,
             request_id=request.request_id,
         )

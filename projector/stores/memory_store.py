@@ -1,20 +1,25 @@
 """In-memory projection store: the fake for unit tests, with the real stores' contract
-(including :class:`CheckpointMoved` and copy-on-read documents)."""
+(``CheckpointMoved``, ``StoreLost``, copies, copy-on-read documents)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from google.protobuf.message import Message
 
 from common.pb.shop.v1 import shop_pb2
 from common.positions import ORIGIN, Position
+from projector.errors import CheckpointMoved, StoreLost
 from projector.projections import ProjectionKind
-from projector.stores.port import Change, CheckpointMoved
+from projector.stores.port import Change, ProjectionStore, StoreCatchUp
 
 
 class MemoryProjectionStore:
-    """A projection held in dicts of serialized documents (so callers cannot alias them)."""
+    """A projection held in dicts of serialized documents (so callers cannot alias them).
+
+    A new store has no state (like an empty Redis) until a copy is switched in;
+    :meth:`lose` empties it again, as a Redis restart would.
+    """
 
     def __init__(self, kind: ProjectionKind, name: str | None = None) -> None:
         self.kind = kind
@@ -27,12 +32,15 @@ class MemoryProjectionStore:
     def name(self) -> str:
         return self._name
 
-    async def initialize(self) -> None:
-        if self._checkpoint is None:
-            self._checkpoint = ORIGIN
+    def lose(self) -> None:
+        """Forget everything (tests: what a Redis restart without persistence does)."""
+        self._docs.clear()
+        self._checkpoint = None
 
     async def checkpoint(self) -> Position:
-        return self._checkpoint if self._checkpoint is not None else ORIGIN
+        if self._checkpoint is None:
+            raise StoreLost(self._name, "has no state")
+        return self._checkpoint
 
     async def load(self, ids: Collection[str]) -> dict[str, Message]:
         return {i: self._parse(self._docs[i]) for i in ids if i in self._docs}
@@ -45,6 +53,8 @@ class MemoryProjectionStore:
         return result
 
     async def commit(self, expected: Position, new: Position, changes: Sequence[Change]) -> None:
+        if self._checkpoint is None:
+            raise StoreLost(self._name, "has no state", expected)
         if self._checkpoint != expected:
             raise CheckpointMoved(expected, self._checkpoint)
         for change in changes:
@@ -57,6 +67,30 @@ class MemoryProjectionStore:
 
     async def all_documents(self) -> dict[str, Message]:
         return {i: self._parse(raw) for i, raw in self._docs.items()}
+
+    async def new_copy(self) -> MemoryProjectionStore:
+        copy = MemoryProjectionStore(self.kind, f"{self._name}@copy")
+        copy._checkpoint = ORIGIN
+        return copy
+
+    async def switch_to(self, copy: ProjectionStore, catch_up: StoreCatchUp) -> Position:
+        if not isinstance(copy, MemoryProjectionStore) or copy._checkpoint is None:
+            raise TypeError(f"cannot switch {self._name} to {copy.name}")
+        position = await catch_up(copy, None)
+        if self._checkpoint is not None and position < self._checkpoint:
+            raise RuntimeError(f"{copy.name} at {position} is behind {self._name}")
+        self._docs, self._checkpoint = dict(copy._docs), position
+        return position
+
+    async def discard(self) -> None:
+        self.lose()
+
+    async def describe(self) -> str:
+        await self.checkpoint()
+        return f"{len(self._docs)} documents"
+
+    async def integrity_problems(self, expected: Mapping[str, Message]) -> list[str]:
+        return []
 
     def _parse(self, raw: bytes) -> Message:
         doc = self.kind.document()

@@ -13,7 +13,7 @@ import re
 
 import asyncpg
 
-from projector.stores.pg_store import CHECKPOINTS
+from projector.stores import pg_checkpoints
 
 SHADOW_SUFFIX = "__rebuild"
 _INDEXDEF = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON (?:ONLY )?\S+ (.*)$")
@@ -36,11 +36,7 @@ async def create_shadow(db: asyncpg.Pool, table: str, checkpoint_name: str) -> s
     async with db.acquire() as conn, conn.transaction():
         await conn.execute(f"DROP TABLE IF EXISTS read.{shadow}")
         await conn.execute(f"CREATE TABLE read.{shadow} (LIKE read.{table} INCLUDING ALL)")
-        await conn.execute(
-            f"INSERT INTO {CHECKPOINTS} (projection, xid, seq) VALUES ($1, 0, 0) "
-            "ON CONFLICT (projection) DO UPDATE SET xid = 0, seq = 0, updated_at = now()",
-            checkpoint_name,
-        )
+        await pg_checkpoints.reset(conn, checkpoint_name)
     return shadow
 
 
@@ -48,7 +44,7 @@ async def drop_shadow(db: asyncpg.Pool, table: str, checkpoint_name: str) -> Non
     """Remove a shadow table and its checkpoint row (an abandoned rebuild)."""
     async with db.acquire() as conn, conn.transaction():
         await conn.execute(f"DROP TABLE IF EXISTS read.{shadow_table(table)}")
-        await conn.execute(f"DELETE FROM {CHECKPOINTS} WHERE projection = $1", checkpoint_name)
+        await pg_checkpoints.delete(conn, checkpoint_name)
 
 
 async def swap_in_shadow(conn: asyncpg.Connection, table: str) -> None:

@@ -4,29 +4,46 @@ A batch is one transaction: ``SELECT ... FOR UPDATE`` the checkpoint row (first,
 so a rebuild's table swap, which locks the same row, serializes with it),
 compare it with the expected position, upsert the changed rows with one
 ``unnest`` statement, delete the removed ones, and update the checkpoint.
+
+A copy (:meth:`PgProjectionStore.new_copy`) is a shadow table with its own
+checkpoint row (:mod:`pg_shadow`); switching to it swaps the tables in one
+transaction that holds the live checkpoint row, after catching the shadow up to
+the horizon inside that transaction.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import operator
 import re
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from common import documents
 from common.documents import items_to_json, status_name
-from common.positions import ORIGIN, Position
+from common.outages import is_transient
+from common.positions import Position
+from projector.errors import CheckpointMoved, StoreLost
 from projector.projections import PG, ProjectionKind, projection_name
-from projector.stores.port import Change, CheckpointMoved
+from projector.stores import pg_checkpoints, pg_shadow
+from projector.stores.port import Change, ProjectionStore, StoreCatchUp
 
-CHECKPOINTS = "read.projection_checkpoints"
+log = logging.getLogger(__name__)
+
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+_SWAP_ATTEMPTS = 3
+_BAD_ITEMS_COUNT = """
+SELECT id, items_count, jsonb_array_length(items) AS actual
+FROM {table} WHERE items_count <> jsonb_array_length(items)
+"""
 
 
 def _ts(value: Timestamp) -> datetime:
@@ -45,50 +62,38 @@ class _Column:
         return self.select or f"u.{self.name}"
 
 
-def _plain(name: str, pg_type: str) -> _Column:
-    return _Column(name, pg_type, lambda doc: getattr(doc, name))
-
-
-_COMMON_TAIL = (
-    _plain("version", "bigint"),
-    _Column("created_at", "timestamptz", lambda d: _ts(d.created_at)),
-    _Column("updated_at", "timestamptz", lambda d: _ts(d.updated_at)),
-)
-_COLUMNS: dict[str, tuple[_Column, ...]] = {
-    "products": (
-        _plain("id", "uuid"),
-        _plain("name", "text"),
-        _plain("description", "text"),
-        _plain("price_cents", "bigint"),
-        _plain("currency", "text"),
-        _plain("category", "text"),
-        _plain("stock", "integer"),
-        *_COMMON_TAIL,
-    ),
-    "customers": (
-        _plain("id", "uuid"),
-        _plain("name", "text"),
-        _plain("email", "text"),
-        _plain("address", "text"),
-        _plain("city", "text"),
-        _plain("postal_code", "text"),
-        _plain("country", "text"),
-        *_COMMON_TAIL,
-    ),
-    "orders": (
-        _plain("id", "uuid"),
-        _plain("order_number", "text"),
-        _plain("customer_id", "uuid"),
-        _plain("customer_name", "text"),
-        _plain("customer_email", "text"),
+_PG_TYPES = {
+    FieldDescriptor.TYPE_STRING: "text",
+    FieldDescriptor.TYPE_INT64: "bigint",
+    FieldDescriptor.TYPE_INT32: "integer",
+}
+# Columns whose type or value is not the document field's own.
+_SPECIAL: dict[str, tuple[_Column, ...]] = {
+    "id": (_Column("id", "uuid", lambda d: d.id),),
+    "customer_id": (_Column("customer_id", "uuid", lambda d: d.customer_id),),
+    "items": (
         _Column("items", "text", items_to_json, "u.items::jsonb"),
         _Column("items_count", "integer", lambda d: len(d.items)),
-        _plain("total_cents", "bigint"),
-        _plain("currency", "text"),
-        _Column("status", "text", lambda d: status_name(d.status)),
-        *_COMMON_TAIL,
     ),
+    "status": (_Column("status", "text", lambda d: status_name(d.status)),),
+    "created_at": (_Column("created_at", "timestamptz", lambda d: _ts(d.created_at)),),
+    "updated_at": (_Column("updated_at", "timestamptz", lambda d: _ts(d.updated_at)),),
 }
+
+
+def _columns(kind: ProjectionKind) -> tuple[_Column, ...]:
+    """The read-model table's columns, derived from the entity's fields and document."""
+    descriptor = kind.document.DESCRIPTOR
+    columns: list[_Column] = []
+    for name in ("id", *kind.fields, *documents.DOCUMENT_TAIL):
+        if name in _SPECIAL:
+            columns += _SPECIAL[name]
+        else:
+            pg_type = _PG_TYPES[descriptor.fields_by_name[name].type]
+            columns.append(_Column(name, pg_type, operator.attrgetter(name)))
+    return tuple(columns)
+
+
 _FROM_ROW: dict[str, Callable[[Any], Message]] = {
     "products": documents.product_from_row,
     "customers": documents.customer_from_row,
@@ -97,11 +102,11 @@ _FROM_ROW: dict[str, Callable[[Any], Message]] = {
 
 
 class PgProjectionStore:
-    """One PostgreSQL projection: its table and its checkpoint row (both overridable so a
-    rebuild can fill a shadow table with its own checkpoint row).
+    """One PostgreSQL projection: its table and its checkpoint row (a copy has a shadow
+    table and a checkpoint row of its own).
 
     ``db`` is the pool, or one connection (see :meth:`bound`): then every read sees
-    that connection's transaction and :meth:`commit` is a savepoint inside it.
+    that connection's transaction and :meth:`commit` runs inside it.
     """
 
     def __init__(
@@ -119,18 +124,20 @@ class PgProjectionStore:
         self.table = f"read.{table}"
         self._db = db
         self._name = checkpoint_name or projection_name(PG, kind)
-        columns = _COLUMNS[kind.name]
-        names = ", ".join(c.name for c in columns)
-        # jsonb arrives as text either way; say so explicitly for order_from_row.
+        columns = _columns(kind)
+        # The document's columns; jsonb arrives as text either way: say so for order_from_row.
         selected = ", ".join(
-            "items::text AS items" if c.name == "items" else c.name for c in columns
+            "items::text AS items" if c.name == "items" else c.name
+            for c in columns
+            if c.name != "items_count"
         )
         self._select = f"SELECT {selected} FROM {self.table}"
+        all_names = ", ".join(c.name for c in columns)
         self._upsert = (
-            f"INSERT INTO {self.table} ({names}) "
+            f"INSERT INTO {self.table} ({all_names}) "
             f"SELECT {', '.join(c.select_expr for c in columns)} FROM unnest("
             + ", ".join(f"${i}::{c.array_type}[]" for i, c in enumerate(columns, 1))
-            + f") AS u({names}) ON CONFLICT (id) DO UPDATE SET "
+            + f") AS u({all_names}) ON CONFLICT (id) DO UPDATE SET "
             + ", ".join(f"{c.name} = EXCLUDED.{c.name}" for c in columns if c.name != "id")
         )
         self._columns = columns
@@ -147,18 +154,15 @@ class PgProjectionStore:
         """The checkpoint row's key (``pg:products``, or a rebuild's shadow name)."""
         return self._name
 
-    async def initialize(self) -> None:
-        await self._db.execute(
-            f"INSERT INTO {CHECKPOINTS} (projection, xid, seq) VALUES ($1, 0, 0) "
-            "ON CONFLICT (projection) DO NOTHING",
-            self._name,
-        )
+    @property
+    def is_copy(self) -> bool:
+        return self._name.endswith(pg_shadow.SHADOW_SUFFIX)
 
     async def checkpoint(self) -> Position:
-        row = await self._db.fetchrow(
-            f"SELECT xid, seq FROM {CHECKPOINTS} WHERE projection = $1", self._name
-        )
-        return Position(row["xid"], row["seq"]) if row else ORIGIN
+        found = await pg_checkpoints.read(self._db, self._name)
+        if found is None:
+            raise StoreLost(self._name, "has no checkpoint row (never built)")
+        return found
 
     async def load(self, ids: Collection[str]) -> dict[str, Message]:
         if not ids:
@@ -179,33 +183,22 @@ class PgProjectionStore:
 
     async def commit(self, expected: Position, new: Position, changes: Sequence[Change]) -> None:
         async with self._connection() as conn, conn.transaction():
-            await self._commit(conn, expected, new, changes)
-
-    async def _commit(
-        self, conn: asyncpg.Connection, expected: Position, new: Position, changes: Sequence[Change]
-    ) -> None:
-        # The checkpoint row is locked before the table is touched (lock order, see module doc).
-        row = await conn.fetchrow(
-            f"SELECT xid, seq FROM {CHECKPOINTS} WHERE projection = $1 FOR UPDATE", self._name
-        )
-        found = Position(row["xid"], row["seq"]) if row else None
-        if found != expected:
-            raise CheckpointMoved(expected, found)
-        upserts = [c.after for c in changes if c.after is not None]
-        deletes = [c.id for c in changes if c.after is None]
-        if upserts:
-            await conn.execute(
-                self._upsert, *([col.value(d) for d in upserts] for col in self._columns)
-            )
-        if deletes:
-            await conn.execute(f"DELETE FROM {self.table} WHERE id = ANY($1::uuid[])", deletes)
-        await conn.execute(
-            f"UPDATE {CHECKPOINTS} SET xid = $2, seq = $3, updated_at = now() "
-            "WHERE projection = $1",
-            self._name,
-            new.xid,
-            new.seq,
-        )
+            # The checkpoint row is locked before the table is touched (lock order, see
+            # the module docstring).
+            found = await pg_checkpoints.lock(conn, self._name)
+            if found is None:
+                raise StoreLost(self._name, "has no checkpoint row", expected)
+            if found != expected:
+                raise CheckpointMoved(expected, found)
+            upserts = [c.after for c in changes if c.after is not None]
+            deletes = [c.id for c in changes if c.after is None]
+            if upserts:
+                await conn.execute(
+                    self._upsert, *([col.value(d) for d in upserts] for col in self._columns)
+                )
+            if deletes:
+                await conn.execute(f"DELETE FROM {self.table} WHERE id = ANY($1::uuid[])", deletes)
+            await pg_checkpoints.write(conn, self._name, new)
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -218,3 +211,64 @@ class PgProjectionStore:
     async def all_documents(self) -> dict[str, Message]:
         rows = await self._db.fetch(self._select)
         return {str(r["id"]): self._from_row(r) for r in rows}
+
+    # -- copies -----------------------------------------------------------------------------
+
+    async def new_copy(self) -> PgProjectionStore:
+        pool = self._pool()
+        shadow_name = self._name + pg_shadow.SHADOW_SUFFIX
+        shadow = await pg_shadow.create_shadow(pool, self.kind.table, shadow_name)
+        return PgProjectionStore(pool, self.kind, table=shadow, checkpoint_name=shadow_name)
+
+    async def switch_to(self, copy: ProjectionStore, catch_up: StoreCatchUp) -> Position:
+        if not isinstance(copy, PgProjectionStore):
+            raise TypeError(f"cannot switch {self._name} to {copy.name}")
+        pool = self._pool()
+        await catch_up(copy, None)
+        # Fresh statistics, so queries plan well on the new table from the first read.
+        await pool.execute(f"ANALYZE {copy.table}")
+        for attempt in range(1, _SWAP_ATTEMPTS + 1):
+            try:
+                return await self._swap(pool, copy, catch_up)
+            except Exception as exc:
+                if not is_transient(exc) or attempt == _SWAP_ATTEMPTS:
+                    raise
+                log.warning("%s: swap failed (%s); retrying", self._name, exc)
+        raise AssertionError("unreachable")
+
+    async def _swap(
+        self, pool: asyncpg.Pool, copy: PgProjectionStore, catch_up: StoreCatchUp
+    ) -> Position:
+        async with pool.acquire() as conn, conn.transaction():
+            await pg_checkpoints.ensure(conn, self._name)
+            live = await pg_checkpoints.lock(conn, self._name)
+            assert live is not None
+            # The live runner cannot commit now; bring the copy to the horizon in here.
+            position = await catch_up(copy.bound(conn), conn)
+            if position < live:
+                raise RuntimeError(f"{copy.name} at {position} is behind {self._name} at {live}")
+            await pg_shadow.swap_in_shadow(conn, self.kind.table)
+            await pg_checkpoints.write(conn, self._name, position)
+            await pg_checkpoints.delete(conn, copy.name)
+            return position
+
+    async def discard(self) -> None:
+        await pg_shadow.drop_shadow(self._pool(), self.kind.table, self._name)
+
+    async def describe(self) -> str:
+        await self.checkpoint()
+        return f"table {self.table}"
+
+    async def integrity_problems(self, expected: Mapping[str, Message]) -> list[str]:
+        if "items_count" not in (c.name for c in self._columns):
+            return []
+        rows = await self._db.fetch(_BAD_ITEMS_COUNT.format(table=self.table))
+        return [
+            f"{r['id']}: items_count: projection={r['items_count']} items={r['actual']}"
+            for r in rows
+        ]
+
+    def _pool(self) -> asyncpg.Pool:
+        if not isinstance(self._db, asyncpg.Pool):
+            raise TypeError("copies are made and switched through the pool, not a connection")
+        return self._db

@@ -5,27 +5,25 @@ and its checkpoint. Documents and checkpoint only ever change together, through
 :meth:`ProjectionStore.commit`, which is a compare-and-set on the checkpoint: the
 position of the stored documents is always exactly the stored checkpoint, so an
 event is applied once, even when a crashed, stale or second runner retries.
+
+A store that has no state (never built, or lost it) says so with
+:class:`~projector.errors.StoreLost` from :meth:`checkpoint` and :meth:`commit`;
+a new live state only ever comes from a copy (:meth:`new_copy`) filled from the
+event log and switched in (:meth:`switch_to`), so readers never see a half-built one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from google.protobuf.message import Message
 
 from common.positions import Position
 
-
-class CheckpointMoved(Exception):
-    """The stored checkpoint is not the expected one (or the store's generation was
-    replaced by a rebuild): the commit changed nothing; reload the checkpoint."""
-
-    def __init__(self, expected: Position, found: Position | None, detail: str = "") -> None:
-        super().__init__(f"checkpoint moved: expected {expected}, found {found} {detail}".strip())
-        self.expected = expected
-        self.found = found
+if TYPE_CHECKING:
+    from projector.outbox import Executor
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,21 +39,23 @@ class Change:
     after: Message | None
 
 
+# Fills a store copy up to the current horizon, reading the log through the executor
+# given (``None``: the pool); returns its checkpoint. Passed in by the caller: the
+# stores cannot import the reducers that do it.
+StoreCatchUp = Callable[["ProjectionStore", "Executor | None"], Awaitable[Position]]
+
+
 class ProjectionStore(Protocol):
     """Documents + checkpoint of one projection, changed atomically per batch."""
 
     @property
     def name(self) -> str:
-        """The projection name, e.g. ``redis:orders`` (metrics, logs, failures)."""
-        ...
-
-    async def initialize(self) -> None:
-        """Create the empty projection at the origin if it does not exist yet
-        (idempotent, safe to race with another runner or a rebuild)."""
+        """The projection name, e.g. ``redis:orders`` (a copy's name says it is one)."""
         ...
 
     async def checkpoint(self) -> Position:
-        """The stored checkpoint (re-resolving the active generation, if any)."""
+        """The stored checkpoint (re-resolving the active generation, if any);
+        ``StoreLost`` if the projection has none."""
         ...
 
     async def load(self, ids: Collection[str]) -> dict[str, Message]:
@@ -69,9 +69,30 @@ class ProjectionStore(Protocol):
     async def commit(self, expected: Position, new: Position, changes: Sequence[Change]) -> None:
         """Atomically write ``changes`` and set the checkpoint to ``new``, provided the
         stored checkpoint is ``expected``; otherwise change nothing and raise
-        :class:`CheckpointMoved`."""
+        ``CheckpointMoved`` (``StoreLost`` if there is no checkpoint at all)."""
         ...
 
     async def all_documents(self) -> dict[str, Message]:
         """Every document (verification and tests; reads the whole projection)."""
+        ...
+
+    async def new_copy(self) -> ProjectionStore:
+        """An empty copy at the origin, invisible to readers until switched in."""
+        ...
+
+    async def switch_to(self, copy: ProjectionStore, catch_up: StoreCatchUp) -> Position:
+        """Catch ``copy`` up and make it the live projection atomically, never going
+        behind the live checkpoint; returns the checkpoint it went live at."""
+        ...
+
+    async def discard(self) -> None:
+        """Remove this copy and everything in it."""
+        ...
+
+    async def describe(self) -> str:
+        """A short state for ``cqrs projector status``."""
+        ...
+
+    async def integrity_problems(self, expected: Mapping[str, Message]) -> list[str]:
+        """Store-specific checks against the expected documents (e.g. Redis indexes)."""
         ...

@@ -1,4 +1,4 @@
-"""Generation management of the Redis projections (used by rebuild, verify and status)."""
+"""Generations of a Redis projection: allocate, activate, list and delete them."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from common import redis_scripts
 from common.positions import ORIGIN, Position
 from common.redis_keys import ProjectionKeys
-from projector.stores import redis_scripts
 
 _SCAN_COUNT = 1000
 _UNLINK_CHUNK = 500
@@ -22,6 +22,7 @@ class SwitchResult:
     switched: bool
     previous: int | None  # the generation that was active before (switched)
     active_checkpoint: Position | None  # the active generation's checkpoint (not switched)
+    lost: bool = False  # the new generation vanished (Redis was emptied meanwhile)
 
 
 async def active_generation(client: Redis, keys: ProjectionKeys) -> int | None:
@@ -33,7 +34,7 @@ async def active_generation(client: Redis, keys: ProjectionKeys) -> int | None:
 async def new_generation(client: Redis, keys: ProjectionKeys) -> int:
     """Allocate an empty, inactive generation at the origin and return its number."""
     gen = int(await client.incr(keys.next_gen))
-    # A number is never handed out twice, but stale keys could exist after a manual reset.
+    # Numbers restart at 1 after Redis lost everything, so stale keys may exist.
     await delete_generation(client, keys, gen)
     await client.set(keys.checkpoint(gen), ORIGIN.to_checkpoint())
     return gen
@@ -41,12 +42,14 @@ async def new_generation(client: Redis, keys: ProjectionKeys) -> int:
 
 async def activate_generation(client: Redis, keys: ProjectionKeys, gen: int) -> SwitchResult:
     """Make ``gen`` active unless it is behind the active generation (one atomic script)."""
-    script = client.register_script(redis_scripts.SWITCH_GENERATION)
+    script = client.register_script(redis_scripts.script(*redis_scripts.SWITCH_GENERATION))
     outcome, detail = await script(
-        keys=[keys.active, keys.checkpoint(gen)], args=[str(gen), keys.base + ":"]
+        keys=[keys.active, keys.checkpoint(gen)], args=[str(gen), keys.base]
     )
     if outcome == b"ok":
         return SwitchResult(True, int(detail) if detail else None, None)
+    if outcome == b"lost":
+        return SwitchResult(False, None, None, lost=True)
     return SwitchResult(False, None, Position.from_checkpoint(detail))
 
 
@@ -73,3 +76,17 @@ async def delete_generation(client: Redis, keys: ProjectionKeys, gen: int) -> in
     if batch:
         deleted += int(await client.unlink(*batch))
     return deleted
+
+
+async def delete_abandoned(client: Redis, keys: ProjectionKeys) -> list[int]:
+    """Delete every generation but the active one (left behind by crashed rebuilds).
+
+    Callers exclude concurrent rebuilds (the rebuild lock). Scan first, read
+    ``active`` after: a generation activated meanwhile is either not seen or seen
+    as active."""
+    found = await generations(client, keys)
+    active = await active_generation(client, keys)
+    abandoned = sorted(found - {active} if active is not None else found)
+    for gen in abandoned:
+        await delete_generation(client, keys, gen)
+    return abandoned

@@ -1,35 +1,51 @@
-"""Redis projection store (layout in docs/ARCHITECTURE.md and :mod:`redis_keys`).
+"""Redis projection store (layout in docs/ARCHITECTURE.md and :mod:`common.redis_keys`).
 
 Documents are pre-serialized protobuf bytes; list indexes are lexicographic
 zsets (all scores 0) of ``SortKey.member()``. A batch is one Lua script call
 that checks the active generation and the checkpoint, then applies every
 document and index change and the new checkpoint.
 
-A *live* store follows ``P:proj:active`` (resolved by :meth:`checkpoint`); a store
-bound to a fixed generation writes that generation only (a rebuild filling a new
-one before it is activated).
+A *live* store follows ``P:proj:active``; a *copy* is bound to a fixed, inactive
+generation that a rebuild fills and then activates (:meth:`switch_to`). Redis may
+lose everything (a restart without persistence, FLUSHDB): a missing ``active``, or
+an active generation without its checkpoint, is :class:`StoreLost`, on every path.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 
 from google.protobuf.message import Message
 from redis.asyncio import Redis
 
+from common import redis_scripts
 from common.cursors import SortKey
-from common.positions import ORIGIN, Position
-from common.redis_keys import ProjectionKeys, glob_escape
+from common.positions import Position
+from common.redis_keys import ProjectionKeys, glob_escape, order_index
+from projector.errors import CheckpointMoved, StoreLost
 from projector.projections import REDIS, ProjectionKind, member, projection_name
-from projector.stores import redis_scripts
-from projector.stores.port import Change, CheckpointMoved
+from projector.stores.port import Change, ProjectionStore, StoreCatchUp
+from projector.stores.redis_generations import (
+    activate_generation,
+    delete_abandoned,
+    delete_generation,
+    new_generation,
+)
+
+log = logging.getLogger(__name__)
 
 _SCAN_COUNT = 1000
 _MGET_CHUNK = 1000
 
 
 class RedisProjectionStore:
-    """One Redis projection; ``client`` is the process's shared connection pool."""
+    """One Redis projection; ``client`` is the process's shared connection pool.
+
+    ``grace_s``: how long a replaced generation is kept after a switch, so a runner
+    mid-batch on it fails its compare-and-set instead of finding keys gone.
+    """
 
     def __init__(
         self,
@@ -38,15 +54,19 @@ class RedisProjectionStore:
         kind: ProjectionKind,
         *,
         generation: int | None = None,
+        grace_s: float = 2.0,
     ) -> None:
         self.kind = kind
         self.keys = ProjectionKeys(prefix, kind.name)
         self._client = client
+        self._prefix = prefix
         self._fixed = generation is not None
         self._gen = generation
-        self._initialize = client.register_script(redis_scripts.INITIALIZE)
-        self._active_checkpoint = client.register_script(redis_scripts.ACTIVE_CHECKPOINT)
-        self._apply = client.register_script(redis_scripts.APPLY_BATCH)
+        self._grace_s = grace_s
+        self._active_checkpoint = client.register_script(
+            redis_scripts.script(*redis_scripts.ACTIVE_CHECKPOINT)
+        )
+        self._apply = client.register_script(redis_scripts.script(*redis_scripts.APPLY_BATCH))
 
     @property
     def name(self) -> str:
@@ -58,25 +78,21 @@ class RedisProjectionStore:
         """The generation read and written (as last resolved, for a live store)."""
         return self._gen
 
-    async def initialize(self) -> None:
-        if self._fixed:
-            return  # created with its checkpoint by redis_generations.new_generation
-        active = await self._initialize(
-            keys=[self.keys.active, self.keys.next_gen],
-            args=[self.keys.base + ":", ORIGIN.to_checkpoint()],
-        )
-        self._gen = int(active)
-
     async def checkpoint(self) -> Position:
         if self._fixed:
             assert self._gen is not None
-            return Position.from_checkpoint(await self._client.get(self.keys.checkpoint(self._gen)))
-        found = await self._active_checkpoint(keys=[self.keys.active], args=[self.keys.base + ":"])
+            raw = await self._client.get(self.keys.checkpoint(self._gen))
+            if raw is None:
+                raise StoreLost(self.name, "the generation being built has vanished")
+            return Position.from_checkpoint(raw)
+        found = await self._active_checkpoint(keys=[self.keys.active], args=[self.keys.base])
         if not found:
             self._gen = None
-            return ORIGIN
+            raise StoreLost(self.name, "has no active generation (never built, or Redis lost it)")
         gen, checkpoint = found
         self._gen = int(gen)
+        if checkpoint is None:
+            raise StoreLost(self.name, f"active generation {self._gen} has lost its checkpoint")
         return Position.from_checkpoint(checkpoint)
 
     async def load(self, ids: Collection[str]) -> dict[str, Message]:
@@ -93,7 +109,7 @@ class RedisProjectionStore:
         ordered = list(customer_ids)
         pipe = self._client.pipeline(transaction=False)
         for cid in ordered:
-            pipe.zrange(self.keys.index(self._gen, f"customer:{cid}"), 0, -1)
+            pipe.zrange(self.keys.index(self._gen, order_index(cid, None)), 0, -1)
         results = await pipe.execute()
         return {
             cid: [SortKey.from_member(m).id for m in members]
@@ -103,7 +119,7 @@ class RedisProjectionStore:
     async def commit(self, expected: Position, new: Position, changes: Sequence[Change]) -> None:
         gen = self._gen
         if gen is None:
-            raise CheckpointMoved(expected, None, "(no active generation)")
+            raise StoreLost(self.name, "has no active generation", expected)
         sets: list[tuple[str, bytes]] = []
         dels: list[str] = []
         for change in changes:
@@ -126,22 +142,21 @@ class RedisProjectionStore:
         ]
         args += [v for _, v in sets] + [m for _, m in rems] + [m for _, m in adds]
         outcome, found = await self._apply(keys=keys, args=args)
-        if outcome != b"ok":
-            detail = (
-                f"(generation now {found.decode() or 'none'})" if outcome == b"generation" else ""
-            )
-            raise CheckpointMoved(
-                expected,
-                Position.from_checkpoint(found) if outcome == b"checkpoint" else None,
-                detail,
-            )
+        if outcome == b"ok":
+            return
+        if outcome == b"generation":
+            if not found:
+                raise StoreLost(self.name, "has no active generation", expected)
+            raise CheckpointMoved(expected, None, f"(generation now {found.decode()})")
+        if not found:
+            raise StoreLost(self.name, f"generation {gen} has lost its checkpoint", expected)
+        raise CheckpointMoved(expected, Position.from_checkpoint(found))
 
     async def all_documents(self) -> dict[str, Message]:
-        if not self._fixed:
-            await self.checkpoint()
-        if self._gen is None:
+        gen = await self._readable_generation()
+        if gen is None:
             return {}
-        prefix = self.keys.doc(self._gen, "")
+        prefix = self.keys.doc(gen, "")
         keys = [k async for k in self._scan(glob_escape(prefix) + "*")]
         docs: dict[str, Message] = {}
         for start in range(0, len(keys), _MGET_CHUNK):
@@ -153,11 +168,10 @@ class RedisProjectionStore:
 
     async def index_members(self) -> dict[str, set[str]]:
         """Every index of the generation: suffix (e.g. ``status:PENDING``) -> members."""
-        if not self._fixed:
-            await self.checkpoint()
-        if self._gen is None:
+        gen = await self._readable_generation()
+        if gen is None:
             return {}
-        prefix = self.keys.index(self._gen, "")
+        prefix = self.keys.index(gen, "")
         keys = [k async for k in self._scan(glob_escape(prefix) + "*")]
         pipe = self._client.pipeline(transaction=False)
         for key in keys:
@@ -167,6 +181,70 @@ class RedisProjectionStore:
             key[len(prefix) :]: {m.decode() for m in members}
             for key, members in zip(keys, results, strict=True)
         }
+
+    # -- copies -----------------------------------------------------------------------------
+
+    async def new_copy(self) -> RedisProjectionStore:
+        for gen in await delete_abandoned(self._client, self.keys):
+            log.info("%s: deleted abandoned generation %d", self.name, gen)
+        gen = await new_generation(self._client, self.keys)
+        return RedisProjectionStore(
+            self._client, self._prefix, self.kind, generation=gen, grace_s=self._grace_s
+        )
+
+    async def switch_to(self, copy: ProjectionStore, catch_up: StoreCatchUp) -> Position:
+        if not isinstance(copy, RedisProjectionStore) or copy.generation is None:
+            raise TypeError(f"cannot switch {self.name} to {copy.name}")
+        gen = copy.generation
+        while True:
+            position = await catch_up(copy, None)
+            result = await activate_generation(self._client, self.keys, gen)
+            if result.lost:
+                raise StoreLost(copy.name, "vanished before it could be switched in")
+            if result.switched:
+                break
+            log.info("%s: the live generation is ahead (%s); catching up", copy.name, result)
+        self._gen = gen
+        if result.previous is not None and result.previous != gen:
+            # A runner may be mid-batch on the old generation: its commit fails the
+            # generation check and it reloads. Give it a moment before deleting.
+            await asyncio.sleep(self._grace_s)
+            await delete_generation(self._client, self.keys, result.previous)
+        return position
+
+    async def discard(self) -> None:
+        if self._fixed and self._gen is not None:
+            await delete_generation(self._client, self.keys, self._gen)
+
+    async def describe(self) -> str:
+        await self.checkpoint()
+        return f"generation {self._gen}"
+
+    async def integrity_problems(self, expected: Mapping[str, Message]) -> list[str]:
+        """Index memberships that differ from what the expected documents imply."""
+        want_all: dict[str, set[str]] = {}
+        for doc in expected.values():
+            for suffix in self.kind.index_keys(doc):
+                want_all.setdefault(suffix, set()).add(member(doc))
+        actual = await self.index_members()
+        problems: list[str] = []
+        for suffix in sorted(want_all.keys() | actual.keys()):
+            want, got = want_all.get(suffix, set()), actual.get(suffix, set())
+            problems += [f"idx:{suffix}: missing member {m}" for m in sorted(want - got)]
+            problems += [f"idx:{suffix}: extra member {m}" for m in sorted(got - want)]
+        return problems
+
+    # -- internals --------------------------------------------------------------------------
+
+    async def _readable_generation(self) -> int | None:
+        """The generation to read whole (``None``: nothing to read)."""
+        if self._fixed:
+            return self._gen
+        try:
+            await self.checkpoint()
+        except StoreLost:
+            return self._gen  # an active generation without checkpoint still has keys
+        return self._gen
 
     def _index_changes(
         self, gen: int, changes: Iterable[Change]

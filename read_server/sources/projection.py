@@ -1,33 +1,41 @@
 """SOURCE_PROJECTION: the Redis projections, one Lua call per get or list.
 
 Documents are stored as ``SerializeToString()`` bytes and returned untouched.
-Each call resolves the active generation, checks the consistency token against
-that generation's checkpoint and reads, atomically (see ``lua/*.lua``).
+Each call resolves the active generation, checks that it is whole (its checkpoint
+exists) and fresh enough for the consistency token, and reads, atomically (see
+``common/lua``). A projection that is not there (never built, being rebuilt after
+Redis lost it, or vanished) is UNAVAILABLE, never an empty answer.
 """
 
 from __future__ import annotations
 
-from importlib import resources
-from typing import Any, Literal
+import logging
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
+from common import redis_scripts
 from common.cursors import SortKey
 from common.errors import Unavailable
 from common.redis_keys import ALL, ProjectionKeys, category_index, order_index
 from read_server.sources.base import Freshness, OrderFilter, Page, PageRequest
-from read_server.sources.waiting import BEHIND, Behind, poll_until_fresh
+from read_server.sources.waiting import BEHIND, NotReady, Pending, poll_until_fresh
+
+log = logging.getLogger(__name__)
 
 PRODUCTS = "products"
 CUSTOMERS = "customers"
 ORDERS = "orders"
 
-_NOT_BUILT, _BEHIND, _ANSWER = 0, 1, 2
-
-
-def _script_text(name: str) -> str:
-    return resources.files("read_server.sources").joinpath("lua", name).read_text("utf-8")
+_MISSING, _BEHIND = 0, 1
+_NOT_READY = {
+    b"building": NotReady(
+        "is being rebuilt from the event log; retry shortly (or read SOURCE_READ_MODEL)"
+    ),
+    b"lost": NotReady("lost its data in Redis; the projector rebuilds it from the event log"),
+    b"absent": NotReady("has not been built yet (is the projector running?)"),
+}
 
 
 class ProjectionSource:
@@ -38,9 +46,9 @@ class ProjectionSource:
     """
 
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
-        self._prefix = prefix
-        self._get: AsyncScript = client.register_script(_script_text("get.lua"))
-        self._list: AsyncScript = client.register_script(_script_text("list.lua"))
+        self._keys = {p: ProjectionKeys(prefix, p) for p in (PRODUCTS, CUSTOMERS, ORDERS)}
+        self._get: AsyncScript = client.register_script(redis_scripts.script(*redis_scripts.GET))
+        self._list: AsyncScript = client.register_script(redis_scripts.script(*redis_scripts.LIST))
 
     async def get_product(self, product_id: str, freshness: Freshness) -> bytes | None:
         return await self._get_doc(PRODUCTS, product_id, freshness)
@@ -67,15 +75,15 @@ class ProjectionSource:
         return await self._list_page(ORDERS, index, page, freshness)
 
     async def _get_doc(self, projection: str, ident: str, freshness: Freshness) -> bytes | None:
-        keys = ProjectionKeys(self._prefix, projection)
-        base = keys.base
-        args = [base, _required(freshness), ident]
+        keys = self._keys[projection]
+        script_keys = [keys.active, keys.next_gen]
+        args = [keys.base, _required(freshness), ident]
 
-        async def attempt() -> bytes | Literal[Behind.BEHIND] | None:
-            reply = await self._get(keys=[keys.active], args=args)
-            if _check(reply, projection) is BEHIND:
-                return BEHIND
-            doc = reply[1] if len(reply) > 1 else None
+        async def attempt() -> bytes | Pending | None:
+            reply = await self._get(keys=script_keys, args=args)
+            if (pending := _pending(reply)) is not None:
+                return pending
+            doc = reply[1]
             return bytes(doc) if doc is not None else None
 
         return await poll_until_fresh(f"redis:{projection}", freshness, attempt)
@@ -83,15 +91,15 @@ class ProjectionSource:
     async def _list_page(
         self, projection: str, index: str, page: PageRequest, freshness: Freshness
     ) -> Page:
-        keys = ProjectionKeys(self._prefix, projection)
-        base = keys.base
+        keys = self._keys[projection]
+        script_keys = [keys.active, keys.next_gen]
         start = "+" if page.after is None else "(" + page.after.member()
-        args: list[str | int] = [base, _required(freshness), index, start, page.size + 1]
+        args: list[str | int] = [keys.base, _required(freshness), index, start, page.size + 1]
 
-        async def attempt() -> Page | Literal[Behind.BEHIND]:
-            reply = await self._list(keys=[keys.active], args=args)
-            if _check(reply, projection) is BEHIND:
-                return BEHIND
+        async def attempt() -> Page | Pending:
+            reply = await self._list(keys=script_keys, args=args)
+            if (pending := _pending(reply)) is not None:
+                return pending
             return _to_page(projection, reply[1], reply[2], page.size)
 
         return await poll_until_fresh(f"redis:{projection}", freshness, attempt)
@@ -101,11 +109,9 @@ def _required(freshness: Freshness) -> str:
     return "" if freshness.position is None else freshness.position.to_checkpoint()
 
 
-def _check(reply: list[Any], projection: str) -> Literal[Behind.BEHIND] | None:
-    if reply[0] == _NOT_BUILT:
-        raise Unavailable(
-            f"projection redis:{projection} has not been built yet (no active generation)"
-        )
+def _pending(reply: list[Any]) -> Pending | None:
+    if reply[0] == _MISSING:
+        return _NOT_READY[bytes(reply[1])]
     return BEHIND if reply[0] == _BEHIND else None
 
 
@@ -115,8 +121,12 @@ def _to_page(projection: str, members: list[bytes], docs: list[bytes | None], si
     items: list[bytes] = []
     for member, doc in zip(members, docs, strict=True):
         if doc is None:
-            # Batches write docs and indexes in one script, so this is a projector bug:
-            # refuse rather than return a short or wrong page.
-            raise RuntimeError(f"redis:{projection} index member {member!r} has no document")
+            # Batches write docs and indexes in one script, so only a projector bug or an
+            # evicted key gets here: refuse rather than return a short or wrong page.
+            log.error("redis:%s index member %r has no document", projection, member)
+            raise Unavailable(
+                f"projection redis:{projection} is damaged (an index entry has no document); "
+                "rebuild it with `cqrs projector rebuild`"
+            )
         items.append(bytes(doc))
     return Page(items, SortKey.from_member(members[-1]) if more else None)

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from common.settings import Settings
-from projector.bootstrap import Resources, open_resources
+from projector.bootstrap import App, open_app
 
 
 @pytest.fixture
-async def resources(settings: Settings) -> AsyncIterator[Resources]:
-    """The projector's pools and clients on the test database and Redis prefix."""
-    async with open_resources(settings) as res:
-        yield res
+async def app(settings: Settings) -> AsyncIterator[App]:
+    """The projector's pools, clients and consumers on the test database and Redis prefix."""
+    async with open_app(settings) as projector_app:
+        yield projector_app

@@ -27,10 +27,11 @@ from common.pb.shop.v1 import query_service_pb2 as qpb
 from common.pb.shop.v1 import query_service_pb2_grpc as qpb_grpc
 from common.pb.shop.v1 import shop_pb2
 from common.settings import Settings
-from projector.bootstrap import Projector
-from projector.bootstrap import open_resources as open_projector
-from read_server.bootstrap import open_resources as open_reader
+from projector.bootstrap import open_app as open_projector
+from read_server.bootstrap import bootstrap as open_reader
 from read_server.server import create_server
+from tests.support.events import all_built
+from tests.support.paging import PageGuard
 from write_server.adapters.sqlalchemy_uow import SqlAlchemyUnitOfWork
 from write_server.bootstrap import create_engine
 from write_server.domain import commands as c
@@ -127,16 +128,17 @@ async def running_system(settings: Settings) -> AsyncIterator[tuple[CommandServi
     engine = create_engine(settings)
     service = CommandService(lambda: SqlAlchemyUnitOfWork(engine), clock=coarse_clock)
     stop = asyncio.Event()
-    async with open_projector(settings) as projector_resources:
-        projector = asyncio.create_task(Projector(projector_resources).run(stop))
+    async with open_projector(settings) as projector_app:
+        projector = asyncio.create_task(projector_app.projector().run(stop))
+        await all_built(projector_app.consumers)
         reader = await open_reader(settings)
-        server, port, _ = create_server(settings, "127.0.0.1:0", reader.sources)
-        await server.start()
+        built = create_server(reader, "127.0.0.1:0")
+        await built.start()
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{built.port}") as channel:
                 yield service, qpb_grpc.QueryServiceStub(channel)
         finally:
-            await server.stop(None)
+            await built.server.stop(None)
             await reader.close()
             stop.set()
             await projector
@@ -145,12 +147,13 @@ async def running_system(settings: Settings) -> AsyncIterator[tuple[CommandServi
 
 async def list_all(call: Any, request: Any, field_name: str) -> list[Any]:
     items: list[Any] = []
+    guard = PageGuard()
     while True:
         reply = await call(request, timeout=20)
         items.extend(getattr(reply, field_name))
         if not reply.next_page_token:
             return items
-        request.page_token = reply.next_page_token
+        request.page_token = guard.next(reply.next_page_token)
 
 
 async def answers(stub: Any, world: World, source: int) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import asyncpg
 
 from common.positions import decode_token
 from common.settings import Settings
-from projector.bootstrap import Projector, open_resources
+from projector.bootstrap import open_app
 from projector.verify import verify
 from tests.contract.write_model import product
 from tests.support.events import eventually
@@ -31,8 +31,8 @@ async def test_held_open_write_is_applied_once_after_later_commits(settings: Set
     conn = await asyncpg.connect(settings.asyncpg_dsn)
     stop = asyncio.Event()
     try:
-        async with open_resources(settings) as resources:
-            running = asyncio.create_task(Projector(resources).run(stop))
+        async with open_app(settings) as app:
+            running = asyncio.create_task(app.projector().run(stop))
             held = SqlAlchemyUnitOfWork(engine)
             async with held:
                 slow = await create_product(
@@ -62,7 +62,7 @@ async def test_held_open_write_is_applied_once_after_later_commits(settings: Set
             await eventually(caught_up)
             stop.set()
             await running
-            assert await verify(resources) == 0
+            assert await verify(app.consumers, app.pool) == 0
     finally:
         stop.set()
         await conn.close()

@@ -11,7 +11,8 @@ import pytest
 
 from common.positions import ORIGIN
 from common.settings import Settings
-from projector.bootstrap import Resources, make_store
+from projector.bootstrap import App
+from projector.errors import StoreLost
 from tests.integration.test_projector_runner import some_history
 from tests.support.events import Shop, eventually
 from tests.support.servers import env_for
@@ -42,23 +43,23 @@ async def cqrs(settings: Settings, *args: str) -> tuple[int, str]:
     return proc.returncode, out.decode()
 
 
-async def test_rebuild_verify_status_commands(resources: Resources) -> None:
-    await some_history(Shop(resources.pool), size=2)
-    code, out = await cqrs(resources.settings, "status")
+async def test_rebuild_verify_status_commands(app: App) -> None:
+    await some_history(Shop(app.pool), size=2)
+    code, out = await cqrs(app.settings, "status")
     assert code == 0, out
     assert "not built yet" in out
-    code, out = await cqrs(resources.settings, "verify")
+    code, out = await cqrs(app.settings, "verify")
     assert code != 0 and "missing" in out
-    code, out = await cqrs(resources.settings, "rebuild")
+    code, out = await cqrs(app.settings, "rebuild")
     assert code == 0, out
     assert "rebuild pg:orders [" in out
-    code, out = await cqrs(resources.settings, "verify")
+    code, out = await cqrs(app.settings, "verify")
     assert code == 0, out
     assert "all projections match" in out
 
 
-async def test_sigterm_stops_the_projector_gracefully(resources: Resources) -> None:
-    await Shop(resources.pool).create_customer()
+async def test_sigterm_stops_the_projector_gracefully(app: App) -> None:
+    await Shop(app.pool).create_customer()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -66,15 +67,18 @@ async def test_sigterm_stops_the_projector_gracefully(resources: Resources) -> N
         "projector",
         "run",
         cwd=ROOT,
-        env=environment(resources.settings),
+        env=environment(app.settings),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        store = make_store(resources, "redis:customers")
+        consumer = app.consumer("redis:customers")
 
         async def applied() -> bool:
-            return await store.checkpoint() > ORIGIN
+            try:
+                return await consumer.checkpoint() > ORIGIN
+            except StoreLost:
+                return False
 
         await eventually(applied, within=30)
         proc.send_signal(signal.SIGTERM)

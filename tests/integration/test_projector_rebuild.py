@@ -11,7 +11,7 @@ import pytest
 from common import events as ev
 from common.redis_keys import ProjectionKeys
 from projector import rebuild as rebuild_module
-from projector.bootstrap import Projector, Resources
+from projector.bootstrap import App
 from projector.leadership import lock_key
 from projector.projections import KINDS, PRODUCTS
 from projector.stores.redis_generations import active_generation, generations, new_generation
@@ -42,59 +42,59 @@ return {g, #members, missing}
 """
 
 
-async def rebuild(resources: Resources, *kinds: str) -> tuple[int, str]:
+async def rebuild(app: App, *families: str) -> tuple[int, str]:
     out = io.StringIO()
     code = await rebuild_module.rebuild(
-        resources, [KINDS[k] for k in kinds or KINDS], out=out, grace_s=0.2
+        app.select(families), app.pool, batch_size=app.settings.projector_batch_size, out=out
     )
     return code, out.getvalue()
 
 
-async def index_names(resources: Resources, table: str) -> set[str]:
-    rows = await resources.pool.fetch(
+async def index_names(app: App, table: str) -> set[str]:
+    rows = await app.pool.fetch(
         "SELECT indexname FROM pg_indexes WHERE schemaname = 'read' AND tablename = $1", table
     )
     return {r["indexname"] for r in rows}
 
 
-async def test_fresh_install_rebuild_builds_and_activates(resources: Resources) -> None:
-    await some_history(Shop(resources.pool))
-    keys = ProjectionKeys(resources.settings.redis_prefix, "orders")
-    abandoned = await new_generation(resources.redis, keys)  # a crashed earlier rebuild
-    migrated = {k.table: await index_names(resources, k.table) for k in KINDS.values()}
+async def test_fresh_install_rebuild_builds_and_activates(app: App) -> None:
+    await some_history(Shop(app.pool))
+    keys = ProjectionKeys(app.settings.redis_prefix, "orders")
+    abandoned = await new_generation(app.redis, keys)  # a crashed earlier rebuild
+    migrated = {k.table: await index_names(app, k.table) for k in KINDS.values()}
 
-    code, report = await rebuild(resources)
+    code, report = await rebuild(app)
 
     assert code == 0, report
     assert report.count("events ->") == 6
-    differences, diff_report = await verify_quietly(resources)
+    differences, diff_report = await verify_quietly(app)
     assert differences == 0, diff_report
     for kind in KINDS.values():
-        assert await index_names(resources, kind.table) == migrated[kind.table]
-    shadows = await resources.pool.fetchval(
+        assert await index_names(app, kind.table) == migrated[kind.table]
+    shadows = await app.pool.fetchval(
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'read' AND tablename LIKE '%rebuild'"
     )
     assert shadows == 0
-    active = await active_generation(resources.redis, keys)
+    active = await active_generation(app.redis, keys)
     assert active is not None and active != abandoned
-    assert await generations(resources.redis, keys) == {active}
-    checkpoints = await resources.pool.fetch("SELECT projection FROM read.projection_checkpoints")
+    assert await generations(app.redis, keys) == {active}
+    checkpoints = await app.pool.fetch("SELECT projection FROM read.projection_checkpoints")
     assert {r["projection"] for r in checkpoints} == {"pg:products", "pg:customers", "pg:orders"}
 
 
 async def test_rebuild_switches_under_a_live_projector_and_readers(
-    resources: Resources,
+    app: App,
 ) -> None:
     """(e) Readers never see a partial list while rebuild switches; the live runner goes on."""
-    shop = Shop(resources.pool)
+    shop = Shop(app.pool)
     initial = 120
     for i in range(initial):
         await shop.create_product(category=("a", "b", "c")[i % 3])
     projections = ["redis:products", "pg:products"]
     stop = asyncio.Event()
-    run = asyncio.create_task(Projector(resources, projections).run(stop))
-    keys = ProjectionKeys(resources.settings.redis_prefix, "products")
-    reader_script = resources.redis.register_script(READ_ALL_PRODUCTS)
+    run = asyncio.create_task(app.projector(projections).run(stop))
+    keys = ProjectionKeys(app.settings.redis_prefix, "products")
+    reader_script = app.redis.register_script(READ_ALL_PRODUCTS)
     problems: list[str] = []
     seen_generations: set[str] = set()
     reads = {"redis": 0, "pg": 0}
@@ -117,7 +117,7 @@ async def test_rebuild_switches_under_a_live_projector_and_readers(
 
     async def read_pg() -> None:
         last = initial
-        async with resources.pool.acquire() as conn:
+        async with app.pool.acquire() as conn:
             while not done.is_set():
                 rows = await conn.fetch(
                     "SELECT id FROM read.product_read_model ORDER BY created_at DESC, id DESC"
@@ -128,16 +128,16 @@ async def test_rebuild_switches_under_a_live_projector_and_readers(
                 reads["pg"] += 1
 
     try:
-        await wait_applied(resources, projections)
+        await wait_applied(app, projections)
         workers = [asyncio.create_task(f()) for f in (write, read_redis, read_pg)]
         await asyncio.sleep(0.2)
-        code, report = await rebuild(resources, "products")
+        code, report = await rebuild(app, "products")
         await asyncio.sleep(0.3)  # the live runner continues on the new copy
         done.set()
         await asyncio.gather(*workers)
         assert code == 0, report
-        await wait_applied(resources, projections)
-        differences, diff_report = await verify_quietly(resources)
+        await wait_applied(app, projections)
+        differences, diff_report = await verify_quietly(app)
         assert differences == 0, diff_report
     finally:
         done.set()
@@ -146,16 +146,16 @@ async def test_rebuild_switches_under_a_live_projector_and_readers(
     assert problems == []
     assert len(seen_generations) >= 2, "the readers never saw the switch"
     assert reads["redis"] > 10 and reads["pg"] > 10
-    assert await generations(resources.redis, keys) == {
-        await active_generation(resources.redis, keys)
-    }
+    assert await generations(app.redis, keys) == {await active_generation(app.redis, keys)}
 
 
-async def test_second_rebuild_of_the_same_kind_is_refused(resources: Resources) -> None:
-    async with resources.pool.acquire() as conn:
-        assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key("rebuild:products"))
+async def test_second_rebuild_of_the_same_kind_is_refused(app: App) -> None:
+    async with app.pool.acquire() as conn:
+        assert await conn.fetchval(
+            "SELECT pg_try_advisory_lock($1)", lock_key("rebuild:redis:products")
+        )
         try:
-            code, report = await rebuild(resources, "products")
+            code, report = await rebuild(app, "products")
         finally:
             await conn.execute("SELECT pg_advisory_unlock_all()")
     assert code == 1
@@ -163,21 +163,21 @@ async def test_second_rebuild_of_the_same_kind_is_refused(resources: Resources) 
 
 
 async def test_poison_event_aborts_the_rebuild_and_leaves_the_live_copy(
-    resources: Resources,
+    app: App,
 ) -> None:
-    shop = Shop(resources.pool)
+    shop = Shop(app.pool)
     await shop.create_product()
     stop = asyncio.Event()
     projections = ["redis:products", "pg:products"]
-    run = asyncio.create_task(Projector(resources, projections).run(stop))
+    run = asyncio.create_task(app.projector(projections).run(stop))
     try:
-        await wait_applied(resources, projections)
+        await wait_applied(app, projections)
     finally:
         stop.set()
         await asyncio.wait_for(run, 10)
-    keys = ProjectionKeys(resources.settings.redis_prefix, PRODUCTS.name)
-    live_gen = await active_generation(resources.redis, keys)
-    async with resources.pool.acquire() as conn, conn.transaction():
+    keys = ProjectionKeys(app.settings.redis_prefix, PRODUCTS.name)
+    live_gen = await active_generation(app.redis, keys)
+    async with app.pool.acquire() as conn, conn.transaction():
         await append_events(
             conn,
             [
@@ -187,11 +187,11 @@ async def test_poison_event_aborts_the_rebuild_and_leaves_the_live_copy(
             ],
         )
 
-    code, report = await rebuild(resources, "products")
+    code, report = await rebuild(app, "products")
 
     assert code == 1 and "FAILED" in report and "no document" in report
-    assert await active_generation(resources.redis, keys) == live_gen
-    assert await generations(resources.redis, keys) == {live_gen}
-    assert await resources.pool.fetchval("SELECT count(*) FROM read.product_read_model") == 1
-    shadow = await resources.pool.fetchval("SELECT to_regclass('read.product_read_model__rebuild')")
+    assert await active_generation(app.redis, keys) == live_gen
+    assert await generations(app.redis, keys) == {live_gen}
+    assert await app.pool.fetchval("SELECT count(*) FROM read.product_read_model") == 1
+    shadow = await app.pool.fetchval("SELECT to_regclass('read.product_read_model__rebuild')")
     assert shadow is None

@@ -10,11 +10,11 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
-from google.protobuf.message import Message
 from prometheus_client import REGISTRY
 
 from common import events as ev
@@ -22,10 +22,14 @@ from common.pb.shop.v1 import shop_pb2
 from common.positions import ORIGIN, Position
 from projector import status as status_module
 from projector import verify as verify_module
-from projector.bootstrap import Projector, Resources, make_runner, make_store
+from projector.bootstrap import App
+from projector.errors import StoreLost
+from projector.outbox import Executor
+from projector.projection import Projection
 from projector.projections import ALL_PROJECTIONS
-from projector.runner import Outcome, ProjectionRunner
-from projector.stores.port import Change, ProjectionStore
+from projector.rebuild import rebuild_one
+from projector.runner import ConsumerRunner, Outcome
+from projector.stores.port import Change, ProjectionStore, StoreCatchUp
 from projector.wakeup import Wakeup
 from tests.support.events import NewEvent, Shop, append_events, eventually, now
 
@@ -35,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class RecordingStore:
-    """Wraps a real store and logs every successful commit as (runner tag, expected, new)."""
+    """Wraps a real store and logs every successful commit as (runner tag, expected, new);
+    everything else goes straight to the real store."""
 
     def __init__(
         self, inner: ProjectionStore, log: list[tuple[str, Position, Position]], tag: str = ""
@@ -45,59 +50,89 @@ class RecordingStore:
         self.tag = tag
         self.delay = 0.0
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
     @property
     def name(self) -> str:
         return self.inner.name
-
-    async def initialize(self) -> None:
-        await self.inner.initialize()
-
-    async def checkpoint(self) -> Position:
-        return await self.inner.checkpoint()
-
-    async def load(self, ids: Collection[str]) -> dict[str, Message]:
-        return await self.inner.load(ids)
-
-    async def order_ids_by_customer(self, customer_ids: Collection[str]) -> dict[str, list[str]]:
-        return await self.inner.order_ids_by_customer(customer_ids)
 
     async def commit(self, expected: Position, new: Position, changes: Sequence[Change]) -> None:
         await asyncio.sleep(self.delay)  # widens the window for crash tests
         await self.inner.commit(expected, new, changes)
         self.log.append((self.tag, expected, new))
 
-    async def all_documents(self) -> dict[str, Message]:
-        return await self.inner.all_documents()
+    # A projection starts as a copy that is built and switched in: record its commits too.
+
+    async def new_copy(self) -> RecordingStore:
+        return RecordingStore(await self.inner.new_copy(), self.log, self.tag)
+
+    async def switch_to(self, copy: ProjectionStore, catch_up: StoreCatchUp) -> Position:
+        assert isinstance(copy, RecordingStore)
+
+        async def recorded(store: ProjectionStore, db: Executor | None) -> Position:
+            inner = store.inner if isinstance(store, RecordingStore) else store
+            return await catch_up(RecordingStore(inner, self.log, self.tag), db)
+
+        return await self.inner.switch_to(copy.inner, recorded)
 
 
-def assert_chained(log: list[tuple[str, Position, Position]]) -> None:
+def projection(app: App, name: str) -> Projection:
+    consumer = app.consumer(name)
+    assert isinstance(consumer, Projection)
+    return consumer
+
+
+def make_runner(app: App, name: str, wakeup: Wakeup, store: ProjectionStore) -> ConsumerRunner:
+    """A runner of projection ``name`` over ``store`` (e.g. a RecordingStore)."""
+    return app.runner(Projection(projection(app, name).kind, store), wakeup)
+
+
+def assert_chained(log: list[tuple[str, Position, Position]], start: Position = ORIGIN) -> None:
     """Every commit starts where the previous one ended: no event applied twice or skipped."""
     assert log, "nothing was committed"
-    assert log[0][1] == ORIGIN
+    assert log[0][1] == start
     for (_, _, previous), (_, expected, _) in itertools.pairwise(log):
         assert expected == previous
 
 
-async def last_event(resources: Resources) -> Position:
-    row = await resources.pool.fetchrow(
+async def last_event(app: App) -> Position:
+    row = await app.pool.fetchrow(
         "SELECT xid::text::bigint AS xid, seq FROM events ORDER BY xid DESC, seq DESC LIMIT 1"
     )
     return Position(row["xid"], row["seq"]) if row else ORIGIN
 
 
 async def wait_applied(
-    resources: Resources, projections: Sequence[str] = ALL_PROJECTIONS, within: float = 20
+    app: App, projections: Sequence[str] = ALL_PROJECTIONS, within: float = 20
 ) -> None:
     """Until every projection's checkpoint covers the last event in the log."""
-    target = await last_event(resources)
+    target = await last_event(app)
 
     async def done() -> bool:
         for p in projections:
-            if await make_store(resources, p).checkpoint() < target:
+            try:
+                if await app.consumer(p).checkpoint() < target:
+                    return False
+            except StoreLost:  # not built yet
                 return False
         return True
 
     await eventually(done, within=within)
+
+
+async def applied_up_to_now(app: App, name: str) -> bool:
+    try:
+        return await app.consumer(name).checkpoint() >= await last_event(app)
+    except StoreLost:  # not built yet
+        return False
+
+
+async def build_while_empty(app: App, name: str) -> Position:
+    """Build a projection while the log holds none of its events; where it went live."""
+    rebuilt = await rebuild_one(app.consumer(name), app.pool, 10)
+    assert rebuilt.position.seq == 0 and rebuilt.poison is None
+    return rebuilt.position
 
 
 def applied_total(projection: str) -> float:
@@ -124,22 +159,22 @@ async def some_history(shop: Shop, size: int = 3) -> None:
     await shop.delete_customer(customers[-1])
 
 
-async def verify_quietly(resources: Resources) -> tuple[int, str]:
+async def verify_quietly(app: App) -> tuple[int, str]:
     out = io.StringIO()
-    return await verify_module.verify(resources, out=out), out.getvalue()
+    return await verify_module.verify(app.consumers, app.pool, out=out), out.getvalue()
 
 
-async def test_every_projection_follows_the_log_and_verifies(resources: Resources) -> None:
-    shop = Shop(resources.pool)
+async def test_every_projection_follows_the_log_and_verifies(app: App) -> None:
+    shop = Shop(app.pool)
     await some_history(shop)
     stop = asyncio.Event()
-    run = asyncio.create_task(Projector(resources).run(stop))
+    run = asyncio.create_task(app.projector().run(stop))
     try:
-        await wait_applied(resources)
-        differences, report = await verify_quietly(resources)
+        await wait_applied(app)
+        differences, report = await verify_quietly(app)
         assert differences == 0, report
         out = io.StringIO()
-        assert await status_module.status(resources, out=out) == 0
+        assert await status_module.status(app.consumers, app.pool, app.failures, out=out) == 0
         assert out.getvalue().count(" ok") == 6
     finally:
         stop.set()
@@ -148,22 +183,22 @@ async def test_every_projection_follows_the_log_and_verifies(resources: Resource
 
 
 async def test_an_open_transaction_with_a_lower_seq_is_never_skipped(
-    resources: Resources,
+    app: App,
 ) -> None:
     """(a) Gap safety: events committed later but with a lower xid are applied, once."""
     log: list[tuple[str, Position, Position]] = []
-    store = RecordingStore(make_store(resources, "pg:products"), log)
-    runner = make_runner(resources, "pg:products", Wakeup(), store=store)
+    store = RecordingStore(projection(app, "pg:products").store, log)
+    runner = make_runner(app, "pg:products", Wakeup(), store=store)
     before = applied_total("pg:products")
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
-    shop = Shop(resources.pool)
+    shop = Shop(app.pool)
     try:
         first = await shop.create_product()
-        await wait_applied(resources, ["pg:products"])
+        await wait_applied(app, ["pg:products"])
 
         slow_id = str(uuid.uuid4())
-        async with resources.pool.acquire() as slow:
+        async with app.pool.acquire() as slow:
             tx = slow.transaction()
             await tx.start()
             (slow_position,) = await append_events(
@@ -194,7 +229,7 @@ async def test_an_open_transaction_with_a_lower_seq_is_never_skipped(
             assert set(docs) == {first}, "a later event was applied before an earlier one"
             await tx.commit()
 
-        await wait_applied(resources, ["pg:products"])
+        await wait_applied(app, ["pg:products"])
         assert set(await store.all_documents()) == {first, slow_id, *later}
     finally:
         stop.set()
@@ -203,17 +238,18 @@ async def test_an_open_transaction_with_a_lower_seq_is_never_skipped(
     assert applied_total("pg:products") - before == 5  # each event applied exactly once
 
 
-async def test_restart_after_the_runner_task_is_killed(resources: Resources) -> None:
+async def test_restart_after_the_runner_task_is_killed(app: App) -> None:
     """(b) Cancel a runner mid-way, start a new one: every event applied exactly once."""
-    settings = dataclasses.replace(resources.settings, projector_batch_size=3)
-    res = dataclasses.replace(resources, settings=settings)
-    await some_history(Shop(resources.pool), size=4)
-    total = int(await resources.pool.fetchval("SELECT count(*) FROM events"))
-    log: list[tuple[str, Position, Position]] = []
+    settings = dataclasses.replace(app.settings, projector_batch_size=3)
+    res = dataclasses.replace(app, settings=settings)
     name = "redis:orders"
+    built_at = await build_while_empty(app, name)  # the runners follow a live projection
+    await some_history(Shop(app.pool), size=4)
+    total = int(await app.pool.fetchval("SELECT count(*) FROM events"))
+    log: list[tuple[str, Position, Position]] = []
     before = applied_total(name)
     for attempt in ("first", "second"):
-        store = RecordingStore(make_store(res, name), log, attempt)
+        store = RecordingStore(projection(res, name).store, log, attempt)
         store.delay = 0.02 if attempt == "first" else 0.0
         stop = asyncio.Event()
         task = asyncio.create_task(make_runner(res, name, Wakeup(), store=store).run(stop))
@@ -226,19 +262,19 @@ async def test_restart_after_the_runner_task_is_killed(resources: Resources) -> 
             task.cancel()  # dies between (or during) batches
             with pytest.raises(asyncio.CancelledError):
                 await asyncio.wait_for(task, 10)
-            assert await store.checkpoint() < await last_event(resources), "not mid-way"
+            assert await store.checkpoint() < await last_event(app), "not mid-way"
         else:
             await wait_applied(res, [name])
             stop.set()
             await asyncio.wait_for(task, 10)
     assert {tag for tag, _, _ in log} == {"first", "second"}
-    assert_chained(log)
-    order_events = await resources.pool.fetchval(
+    assert_chained(log, built_at)
+    order_events = await app.pool.fetchval(
         "SELECT count(*) FROM events WHERE aggregate_type = ANY($1)", ["Order", "Customer"]
     )
     assert applied_total(name) - before == order_events
     assert order_events < total  # products were filtered out
-    _, report = await verify_quietly(resources)  # only this projection ran
+    _, report = await verify_quietly(app)  # only this projection ran
     assert _differences_of(report, name) == 0, report
 
 
@@ -248,10 +284,12 @@ def _differences_of(report: str, projection: str) -> int:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-async def test_sigkilled_projector_process_restarts_cleanly(resources: Resources) -> None:
+async def test_sigkilled_projector_process_restarts_cleanly(app: App) -> None:
     """(b) SIGKILL a `cqrs projector run` process mid-way; a new projector finishes the job."""
-    await some_history(Shop(resources.pool), size=10)
-    settings = resources.settings
+    for name in ALL_PROJECTIONS:
+        await build_while_empty(app, name)
+    await some_history(Shop(app.pool), size=10)
+    settings = app.settings
     env = {
         **os.environ,
         "CQRS_DATABASE_URL": settings.database_url,
@@ -274,19 +312,15 @@ async def test_sigkilled_projector_process_restarts_cleanly(resources: Resources
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-        store = make_store(resources, "pg:orders")
+        store = projection(app, "pg:orders").store
 
         async def started() -> bool:
-            return await store.checkpoint() > ORIGIN
+            return (await store.checkpoint()).seq > 0  # an event was applied
 
         await eventually(started, within=30, interval=0.01)
         proc.send_signal(signal.SIGKILL)
         await asyncio.wait_for(proc.wait(), 10)
-        behind = [
-            p
-            for p in ALL_PROJECTIONS
-            if await make_store(resources, p).checkpoint() < await last_event(resources)
-        ]
+        behind = [p for p in ALL_PROJECTIONS if not await applied_up_to_now(app, p)]
         assert behind, "the process finished before it was killed; make the log longer"
     finally:
         if proc.returncode is None:
@@ -294,91 +328,91 @@ async def test_sigkilled_projector_process_restarts_cleanly(resources: Resources
             await asyncio.wait_for(proc.wait(), 10)
 
     stop = asyncio.Event()
-    run = asyncio.create_task(Projector(resources).run(stop))
+    run = asyncio.create_task(app.projector().run(stop))
     try:
-        await wait_applied(resources, within=30)
-        differences, report = await verify_quietly(resources)
+        await wait_applied(app, within=30)
+        differences, report = await verify_quietly(app)
         assert differences == 0, report
     finally:
         stop.set()
         await asyncio.wait_for(run, 10)
 
 
-async def test_hot_standby_takes_over_when_the_leader_dies(resources: Resources) -> None:
+async def test_hot_standby_takes_over_when_the_leader_dies(app: App) -> None:
     """(c) Two runners: one leads, the other waits; when the leader dies the standby leads."""
     name = "pg:customers"
     log: list[tuple[str, Position, Position]] = []
-    runners: dict[str, ProjectionRunner] = {}
+    runners: dict[str, ConsumerRunner] = {}
     tasks: dict[str, asyncio.Task[Outcome]] = {}
     stop = asyncio.Event()
-    shop = Shop(resources.pool)
+    shop = Shop(app.pool)
     for tag in ("a", "b"):
-        store = RecordingStore(make_store(resources, name), log, tag)
-        runners[tag] = make_runner(resources, name, Wakeup(), store=store)
+        store = RecordingStore(projection(app, name).store, log, tag)
+        runners[tag] = make_runner(app, name, Wakeup(), store=store)
         tasks[tag] = asyncio.create_task(runners[tag].run(stop))
         await asyncio.sleep(0.3)  # "a" surely leads
     try:
         await shop.create_customer()
-        await wait_applied(resources, [name])
+        await wait_applied(app, [name])
         assert {tag for tag, _, _ in log} == {"a"}
 
         tasks["a"].cancel()  # the leader dies
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(tasks["a"], 10)
         await shop.create_customer()
-        await wait_applied(resources, [name])
+        await wait_applied(app, [name])
         assert log[-1][0] == "b"
 
         # The new leader's lock session dies: it stands by and leads again.
         pid = runners["b"]._lease.backend_pid
-        await resources.pool.execute("SELECT pg_terminate_backend($1)", pid)
+        await app.pool.execute("SELECT pg_terminate_backend($1)", pid)
         await shop.create_customer()
-        await wait_applied(resources, [name])
+        await wait_applied(app, [name])
         assert runners["b"]._lease.backend_pid != pid
     finally:
         stop.set()
         await asyncio.wait_for(tasks["b"], 10)
     assert_chained(log)
-    assert len(await make_store(resources, name).all_documents()) == 3
+    assert len(await projection(app, name).store.all_documents()) == 3
 
 
-async def test_poison_event_stops_only_its_projection(resources: Resources) -> None:
+async def test_poison_event_stops_only_its_projection(app: App) -> None:
     """(d) A poison event stops products (recorded, gauge 1); customers and orders go on;
     once the cause is fixed a restart recovers and clears the record."""
-    shop = Shop(resources.pool)
+    shop = Shop(app.pool)
     product = await shop.create_product()
     good = await shop.create_product()
-    poison_seq = await _poison_product_update(resources, product)
+    poison_seq = await _poison_product_update(app, product)
     customer = await shop.create_customer()
     await shop.place_order(customer, [(good, 1)])
     await shop.update_product(good, name="after the poison")
 
     stop = asyncio.Event()
-    run = asyncio.create_task(Projector(resources).run(stop))
+    run = asyncio.create_task(app.projector().run(stop))
     try:
         others = [p for p in ALL_PROJECTIONS if not p.endswith(":products")]
-        await wait_applied(resources, others)
-        failures = await resources.failures.all()
+        await wait_applied(app, others)
+        failures = await app.failures.all()
 
         async def both_failed() -> bool:
             nonlocal failures
-            failures = await resources.failures.all()
+            failures = await app.failures.all()
             return set(failures) == {"redis:products", "pg:products"}
 
         await eventually(both_failed)
         assert {f.event_seq for f in failures.values()} == {poison_seq}
         for name in ("redis:products", "pg:products"):
             assert _gauge("cqrs_projection_failed", name) == 1
-            docs = await make_store(resources, name).all_documents()
+            docs = await projection(app, name).store.all_documents()
             assert set(docs) == {product, good}  # everything before the poison event
             good_doc = docs[good]
             assert isinstance(good_doc, shop_pb2.Product)
             assert good_doc.version == 1  # nothing after it
         out = io.StringIO()
-        assert await status_module.status(resources, out=out) == 1
+        assert await status_module.status(app.consumers, app.pool, app.failures, out=out) == 1
         assert out.getvalue().count("STOPPED at event seq=") == 2
         await shop.create_customer()
-        await wait_applied(resources, others)  # still running
+        await wait_applied(app, others)  # still running
     finally:
         stop.set()
         outcomes = await asyncio.wait_for(run, 10)
@@ -386,34 +420,34 @@ async def test_poison_event_stops_only_its_projection(resources: Resources) -> N
     assert outcomes["pg:customers"] is Outcome.STOPPED
 
     # Fix the cause (here: the payload) and restart.
-    await resources.pool.execute(
+    await app.pool.execute(
         'UPDATE events SET payload = \'{"changes": {"stock": 7}}\' WHERE seq = $1', poison_seq
     )
-    await resources.pool.execute("UPDATE products SET stock = 7 WHERE id = $1", uuid.UUID(product))
+    await app.pool.execute("UPDATE products SET stock = 7 WHERE id = $1", uuid.UUID(product))
     stop = asyncio.Event()
-    run = asyncio.create_task(Projector(resources).run(stop))
+    run = asyncio.create_task(app.projector().run(stop))
     try:
-        await wait_applied(resources)
-        await eventually(_no_failures(resources))
+        await wait_applied(app)
+        await eventually(_no_failures(app))
         for name in ("redis:products", "pg:products"):
             assert _gauge("cqrs_projection_failed", name) == 0
-        differences, report = await verify_quietly(resources)
+        differences, report = await verify_quietly(app)
         assert differences == 0, report
     finally:
         stop.set()
         await asyncio.wait_for(run, 10)
 
 
-def _no_failures(resources: Resources) -> Callable[[], Awaitable[bool]]:
+def _no_failures(app: App) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
-        return not await resources.failures.all()
+        return not await app.failures.all()
 
     return check
 
 
-async def _poison_product_update(resources: Resources, product_id: str) -> int:
+async def _poison_product_update(app: App, product_id: str) -> int:
     at = now()
-    async with resources.pool.acquire() as conn, conn.transaction():
+    async with app.pool.acquire() as conn, conn.transaction():
         await conn.execute(
             "UPDATE products SET version = 2, updated_at = $2 WHERE id = $1",
             uuid.UUID(product_id),
@@ -439,42 +473,42 @@ def _gauge(metric: str, projection: str) -> float | None:
     return REGISTRY.get_sample_value(metric, {"projection": projection})
 
 
-async def test_notify_wakes_runners_before_the_poll_interval(resources: Resources) -> None:
-    settings = dataclasses.replace(resources.settings, projector_poll_interval_ms=5000)
-    res = dataclasses.replace(resources, settings=settings)
-    projector = Projector(res, ["pg:customers"])
+async def test_notify_wakes_runners_before_the_poll_interval(app: App) -> None:
+    settings = dataclasses.replace(app.settings, projector_poll_interval_ms=5000)
+    res = dataclasses.replace(app, settings=settings)
+    projector = res.projector(["pg:customers"])
     stop = asyncio.Event()
     run = asyncio.create_task(projector.run(stop))
-    shop = Shop(resources.pool)
+    shop = Shop(app.pool)
     try:
         await asyncio.wait_for(projector.listener.connected.wait(), 10)
         await asyncio.sleep(0.3)  # the runner is now asleep for 5 s
         loop = asyncio.get_running_loop()
         started = loop.time()
         await shop.create_customer()
-        await wait_applied(resources, ["pg:customers"], within=4)
+        await wait_applied(app, ["pg:customers"], within=4)
         assert loop.time() - started < 2.5
     finally:
         stop.set()
         await asyncio.wait_for(run, 10)
 
 
-async def test_a_dead_listen_connection_stalls_nothing(resources: Resources) -> None:
-    projector = Projector(resources, ["redis:customers"])
+async def test_a_dead_listen_connection_stalls_nothing(app: App) -> None:
+    projector = app.projector(["redis:customers"])
     stop = asyncio.Event()
     run = asyncio.create_task(projector.run(stop))
-    shop = Shop(resources.pool)
+    shop = Shop(app.pool)
     try:
         await asyncio.wait_for(projector.listener.connected.wait(), 10)
-        dbname = resources.settings.asyncpg_dsn.rsplit("/", 1)[1]
-        killed = await resources.pool.fetchval(
+        dbname = app.settings.asyncpg_dsn.rsplit("/", 1)[1]
+        killed = await app.pool.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE datname = $1 AND application_name = 'cqrs-projector-listen'",
             dbname,
         )
         assert killed == 1
         await shop.create_customer()
-        await wait_applied(resources, ["redis:customers"], within=5)  # polling
+        await wait_applied(app, ["redis:customers"], within=5)  # polling
         await asyncio.wait_for(projector.listener.connected.wait(), 10)  # reconnected
     finally:
         stop.set()

@@ -6,50 +6,77 @@ import pytest
 
 from common.pb.shop.v1 import shop_pb2
 from common.positions import ORIGIN
-from projector.bootstrap import Resources
+from projector.bootstrap import App
+from projector.errors import CheckpointMoved
 from projector.projections import ORDERS, PRODUCTS, ProjectionKind, member
 from projector.stores.pg_store import PgProjectionStore
-from projector.stores.port import Change, CheckpointMoved, ProjectionStore
+from projector.stores.port import Change, ProjectionStore
 from projector.stores.redis_generations import activate_generation, new_generation
 from projector.stores.redis_store import RedisProjectionStore
-from tests.unit.test_projector_store_contract import (
+from tests.conftest import delete_redis_prefix
+from tests.contract.projection_store import (
     P1,
     P2,
+    Lose,
     NewStore,
     StoreContract,
     a_product,
     an_order,
+    as_it_is,
     put,
 )
 
 pytestmark = pytest.mark.integration
 
 
+def redis_store(app: App, kind: ProjectionKind) -> RedisProjectionStore:
+    return RedisProjectionStore(app.redis, app.settings.redis_prefix, kind, grace_s=0.05)
+
+
 class TestRedisStore(StoreContract):
     @pytest.fixture
-    def new_store(self, resources: Resources) -> NewStore:
+    def new_store(self, app: App) -> NewStore:
         async def make(kind: ProjectionKind) -> ProjectionStore:
-            return RedisProjectionStore(resources.redis, resources.settings.redis_prefix, kind)
+            return redis_store(app, kind)
 
         return make
+
+    @pytest.fixture
+    def lose(self, app: App) -> Lose:
+        async def lose(store: ProjectionStore) -> None:
+            await delete_redis_prefix(app.settings.redis_prefix)  # as FLUSHDB would
+
+        return lose
 
 
 class TestPgStore(StoreContract):
     @pytest.fixture
-    def new_store(self, resources: Resources) -> NewStore:
+    def new_store(self, app: App) -> NewStore:
         async def make(kind: ProjectionKind) -> ProjectionStore:
-            return PgProjectionStore(resources.pool, kind)
+            return PgProjectionStore(app.pool, kind)
 
         return make
 
+    @pytest.fixture
+    def lose(self, app: App) -> Lose:
+        async def lose(store: ProjectionStore) -> None:
+            assert isinstance(store, PgProjectionStore)
+            await app.pool.execute(f"TRUNCATE {store.table}")
+            await app.pool.execute(
+                "DELETE FROM read.projection_checkpoints WHERE projection = $1", store.name
+            )
 
-def redis_store(resources: Resources, kind: ProjectionKind) -> RedisProjectionStore:
-    return RedisProjectionStore(resources.redis, resources.settings.redis_prefix, kind)
+        return lose
 
 
-async def test_redis_indexes_follow_the_documents(resources: Resources) -> None:
-    store = redis_store(resources, ORDERS)
-    await store.initialize()
+async def built_redis(app: App, kind: ProjectionKind) -> RedisProjectionStore:
+    store = redis_store(app, kind)
+    await store.switch_to(await store.new_copy(), as_it_is)
+    return store
+
+
+async def test_redis_indexes_follow_the_documents(app: App) -> None:
+    store = await built_redis(app, ORDERS)
     o1, o2 = an_order(1, 7), an_order(2, 8)
     await store.commit(ORIGIN, P1, put(o1, o2))
     c7, c8 = o1.customer_id, o2.customer_id
@@ -71,14 +98,16 @@ async def test_redis_indexes_follow_the_documents(resources: Resources) -> None:
     }
     # Members sort like (created_at, id): newest first with ZRANGE BYLEX REV.
     key = store.keys.index(store.generation or 0, "all")
-    assert await resources.redis.zrange(key, "+", "-", bylex=True, desc=True) == [
-        member(o1).encode()
+    assert await app.redis.zrange(key, "+", "-", bylex=True, desc=True) == [member(o1).encode()]
+    assert await store.integrity_problems({o1.id: shipped}) == []
+    assert await store.integrity_problems({}) == [f"idx:all: extra member {member(o1)}"] + [
+        f"idx:{suffix}: extra member {member(o1)}"
+        for suffix in sorted((f"customer:{c7}", f"customer_status:{c7}:SHIPPED", "status:SHIPPED"))
     ]
 
 
-async def test_redis_product_category_index_moves(resources: Resources) -> None:
-    store = redis_store(resources, PRODUCTS)
-    await store.initialize()
+async def test_redis_product_category_index_moves(app: App) -> None:
+    store = await built_redis(app, PRODUCTS)
     p1 = a_product(1, category="books")
     await store.commit(ORIGIN, P1, put(p1))
     games = a_product(1, category="games", version=2)
@@ -86,16 +115,13 @@ async def test_redis_product_category_index_moves(resources: Resources) -> None:
     assert await store.index_members() == {"all": {member(p1)}, "category:games": {member(p1)}}
 
 
-async def test_redis_commit_fails_once_the_generation_is_replaced(resources: Resources) -> None:
-    live = redis_store(resources, PRODUCTS)
-    await live.initialize()
+async def test_redis_commit_fails_once_the_generation_is_replaced(app: App) -> None:
+    live = await built_redis(app, PRODUCTS)
     await live.commit(ORIGIN, P1, put(a_product(1)))
-    gen = await new_generation(resources.redis, live.keys)
-    rebuilt = RedisProjectionStore(
-        resources.redis, resources.settings.redis_prefix, PRODUCTS, generation=gen
-    )
+    gen = await new_generation(app.redis, live.keys)
+    rebuilt = RedisProjectionStore(app.redis, app.settings.redis_prefix, PRODUCTS, generation=gen)
     await rebuilt.commit(ORIGIN, P1, put(a_product(2)))  # unpublished: no active check
-    assert (await activate_generation(resources.redis, live.keys, gen)).switched
+    assert (await activate_generation(app.redis, live.keys, gen)).switched
     with pytest.raises(CheckpointMoved):
         await live.commit(P1, P2, put(a_product(3)))
     assert await live.checkpoint() == P1  # now resolved to the new generation
@@ -103,10 +129,27 @@ async def test_redis_commit_fails_once_the_generation_is_replaced(resources: Res
     assert set(await live.all_documents()) == {a_product(2).id}
 
 
-async def test_redis_switch_refuses_a_generation_that_is_behind(resources: Resources) -> None:
-    live = redis_store(resources, PRODUCTS)
-    await live.initialize()
+async def test_redis_switch_refuses_a_generation_that_is_behind(app: App) -> None:
+    live = await built_redis(app, PRODUCTS)
     await live.commit(ORIGIN, P2, [])
-    gen = await new_generation(resources.redis, live.keys)
-    result = await activate_generation(resources.redis, live.keys, gen)
+    gen = await new_generation(app.redis, live.keys)
+    result = await activate_generation(app.redis, live.keys, gen)
     assert not result.switched and result.active_checkpoint == P2
+
+
+async def test_redis_switch_catches_a_copy_up_until_it_is_not_behind(app: App) -> None:
+    live = await built_redis(app, PRODUCTS)
+    await live.commit(ORIGIN, P2, [])
+    copy = await live.new_copy()
+    calls = 0
+
+    async def catch_up(store: ProjectionStore, db: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the second round gets it past the live checkpoint
+            await store.commit(ORIGIN, P2, put(a_product(5)))
+        return await store.checkpoint()
+
+    assert await live.switch_to(copy, catch_up) == P2
+    assert calls == 2
+    assert set(await live.all_documents()) == {a_product(5).id}

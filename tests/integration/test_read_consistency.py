@@ -16,6 +16,7 @@ from common.settings import Settings
 from read_server.sources.base import Freshness, OrderFilter, PageRequest
 from tests.support.read_fixtures import (
     CHECKPOINT,
+    GENERATION,
     Loaded,
     loaded_sources,
     set_pg_checkpoint,
@@ -69,7 +70,7 @@ async def test_reached_positions_answer_at_once(loaded: Loaded) -> None:
 
 async def test_write_model_never_waits(loaded: Loaded) -> None:
     far_ahead = Freshness(Position(10**12, 0), 5.0)
-    write_model = loaded.resources.sources.write_model
+    write_model = loaded.app.sources.write_model
     started = time.perf_counter()
     page = await write_model.list_orders(PageRequest(5), OrderFilter(), far_ahead)
     assert len(page.items) == 5
@@ -90,7 +91,7 @@ async def test_projection_waits_for_its_checkpoint(
 
     started = time.perf_counter()
     catching_up = asyncio.create_task(_later(0.1, catch_up))
-    doc = await loaded.resources.sources.projection.get_product(product.id, Freshness(AHEAD, 3.0))
+    doc = await loaded.app.sources.projection.get_product(product.id, Freshness(AHEAD, 3.0))
     elapsed = time.perf_counter() - started
     await catching_up
     assert doc == product.SerializeToString()
@@ -107,7 +108,7 @@ async def test_read_model_lists_wait_for_their_checkpoint(
 
     started = time.perf_counter()
     catching_up = asyncio.create_task(_later(0.1, catch_up))
-    page = await loaded.resources.sources.read_model.list_orders(
+    page = await loaded.app.sources.read_model.list_orders(
         PageRequest(3), OrderFilter(), Freshness(AHEAD, 3.0)
     )
     elapsed = time.perf_counter() - started
@@ -117,7 +118,7 @@ async def test_read_model_lists_wait_for_their_checkpoint(
 
 
 async def test_wait_times_out_with_unavailable(loaded: Loaded) -> None:
-    sources = loaded.resources.sources
+    sources = loaded.app.sources
     customer = loaded.ds.customers[0]
     cases = [
         ("redis:customers", sources.projection),
@@ -134,13 +135,17 @@ async def test_wait_times_out_with_unavailable(loaded: Loaded) -> None:
         assert 0.15 <= elapsed < 1.0
 
 
-async def test_missing_read_model_checkpoint_counts_as_behind(
+async def test_a_read_model_without_checkpoint_is_being_built(
     loaded: Loaded, pg: asyncpg.Connection
 ) -> None:
+    """No checkpoint row: the projector has not built it (yet): never serve the table."""
     await pg.execute("DELETE FROM read.projection_checkpoints WHERE projection = 'pg:products'")
-    read_model = loaded.resources.sources.read_model
+    read_model = loaded.app.sources.read_model
     with pytest.raises(Unavailable, match="pg:products"):
         await read_model.list_products(PageRequest(1), None, Freshness(Position(1, 1), 0.05))
+    with pytest.raises(Unavailable, match="projection pg:products is being built"):
+        await read_model.list_products(PageRequest(1), None, Freshness())
+    await set_pg_checkpoint(pg, "pg:products", CHECKPOINT)  # built
     page = await read_model.list_products(PageRequest(1), None, Freshness())
     assert len(page.items) == 1
 
@@ -148,8 +153,10 @@ async def test_missing_read_model_checkpoint_counts_as_behind(
 async def test_projection_never_built_is_unavailable(
     loaded: Loaded, settings: Settings, redis_client: aioredis.Redis
 ) -> None:
-    await redis_client.delete(f"{settings.redis_prefix}:orders:active")
-    projection = loaded.resources.sources.projection
+    await redis_client.delete(
+        f"{settings.redis_prefix}:orders:active", f"{settings.redis_prefix}:orders:next_gen"
+    )
+    projection = loaded.app.sources.projection
     order = loaded.ds.orders[0]
     with pytest.raises(Unavailable, match="redis:orders has not been built"):
         await projection.get_order(order.id, Freshness())
@@ -157,3 +164,19 @@ async def test_projection_never_built_is_unavailable(
         await projection.list_orders(PageRequest(10), OrderFilter(), Freshness(AHEAD, 1.0))
     # The other projections are unaffected.
     assert await projection.get_customer(loaded.ds.customers[0].id, Freshness()) is not None
+
+
+async def test_projection_being_rebuilt_or_lost_is_unavailable(
+    loaded: Loaded, settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    """Never a NOT_FOUND or an empty page for a projection that is not whole."""
+    projection = loaded.app.sources.projection
+    order = loaded.ds.orders[0]
+    # The active generation lost its checkpoint (keys vanished): lost.
+    await redis_client.delete(f"{settings.redis_prefix}:orders:g{GENERATION}:checkpoint")
+    with pytest.raises(Unavailable, match="redis:orders lost its data"):
+        await projection.get_order(order.id, Freshness())
+    # No active generation, but one was allocated: a rebuild is filling it.
+    await redis_client.delete(f"{settings.redis_prefix}:orders:active")
+    with pytest.raises(Unavailable, match="redis:orders is being rebuilt"):
+        await projection.list_orders(PageRequest(10), OrderFilter(), Freshness())

@@ -17,15 +17,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
-from common.grpc_server import mark_serving
 from common.pb.shop.v1 import query_service_pb2 as qs
 from common.pb.shop.v1 import query_service_pb2_grpc, shop_pb2
 from common.positions import Position, encode_token
 from common.settings import Settings
-from read_server.bootstrap import open_resources
-from read_server.handlers import SERVICE_NAME
-from read_server.server import create_server
-from read_server.sources.base import SourceSet
+from read_server.bootstrap import App, bootstrap
+from read_server.server import SERVICE, create_server
+from tests.support.paging import PageGuard
 from tests.support.read_fixtures import CHECKPOINT, Loaded, loaded_sources, newest_first
 
 pytestmark = pytest.mark.integration
@@ -39,17 +37,19 @@ ALL_SOURCES = (
 AHEAD_TOKEN = encode_token(Position(CHECKPOINT.xid + 1, 0))
 
 
+SERVICE_NAME = SERVICE.full_name
+
+
 @asynccontextmanager
-async def serving(settings: Settings, sources: SourceSet) -> AsyncIterator[grpc.aio.Channel]:
+async def serving(app: App) -> AsyncIterator[grpc.aio.Channel]:
     """The read server on a free port, and a channel to it."""
-    server, port, health = create_server(settings, "127.0.0.1:0", sources)
-    await server.start()
-    await mark_serving(health, [SERVICE_NAME])
+    built = create_server(app, "127.0.0.1:0")
+    await built.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{built.port}") as channel:
             yield channel
     finally:
-        await server.stop(None)
+        await built.server.stop(None)
 
 
 @dataclasses.dataclass
@@ -63,7 +63,7 @@ class Env:
 async def env(settings: Settings) -> AsyncIterator[Env]:
     async with (
         loaded_sources(settings) as loaded,
-        serving(settings, loaded.resources.sources) as channel,
+        serving(loaded.app) as channel,
     ):
         yield Env(loaded, channel, query_service_pb2_grpc.QueryServiceStub(channel))
 
@@ -101,14 +101,15 @@ async def test_every_source_answers_the_same_over_grpc(env: Env) -> None:
 
         listed: list[shop_pb2.Order] = []
         token = ""
+        guard = PageGuard()
         while True:
             page = await env.stub.ListOrders(
                 qs.ListOrdersRequest(page_size=4, page_token=token, source=source)
             )
             listed += page.orders
-            token = page.next_page_token
-            if not token:
+            if not page.next_page_token:
                 break
+            token = guard.next(page.next_page_token)
         assert listed == expected_orders
 
         category = product.category
@@ -194,7 +195,7 @@ async def test_token_wait_is_bounded_by_settings_and_by_the_deadline(
     assert await env.stub.GetProduct(request, timeout=0.5) == product
 
     short = dataclasses.replace(settings, consistency_wait_max_ms=100)
-    async with serving(short, env.loaded.resources.sources) as channel:
+    async with serving(dataclasses.replace(env.loaded.app, settings=short)) as channel:
         stub = query_service_pb2_grpc.QueryServiceStub(channel)
         request.source = qs.SOURCE_READ_MODEL
         error = await _rpc_error(stub.GetProduct(request))
@@ -216,9 +217,9 @@ async def test_redis_down_is_unavailable_while_postgres_sources_answer(
 ) -> None:
     product = env.loaded.ds.products[0]
     dead = dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{_closed_port()}/0")
-    resources = await open_resources(dead)
+    app = await bootstrap(dead)
     try:
-        async with serving(dead, resources.sources) as channel:
+        async with serving(app) as channel:
             stub = query_service_pb2_grpc.QueryServiceStub(channel)
             for source in (qs.SOURCE_UNSPECIFIED, qs.SOURCE_PROJECTION):
                 started = time.perf_counter()
@@ -232,7 +233,7 @@ async def test_redis_down_is_unavailable_while_postgres_sources_answer(
                 got = await stub.GetProduct(qs.GetProductRequest(id=product.id, source=source))
                 assert got == product
     finally:
-        await resources.close()
+        await app.close()
 
 
 async def test_reflection_and_health_list_the_query_service(env: Env) -> None:
@@ -257,9 +258,9 @@ async def test_postgres_down_is_unavailable_while_redis_answers(
     dead = dataclasses.replace(
         settings, database_url=f"postgresql://postgres@127.0.0.1:{_closed_port()}/nowhere"
     )
-    resources = await open_resources(dead)  # starts without PostgreSQL
+    app = await bootstrap(dead)  # starts without PostgreSQL
     try:
-        async with serving(dead, resources.sources) as channel:
+        async with serving(app) as channel:
             stub = query_service_pb2_grpc.QueryServiceStub(channel)
             for source in (qs.SOURCE_READ_MODEL, qs.SOURCE_WRITE_MODEL):
                 request = qs.GetProductRequest(id=product.id, source=source)
@@ -268,4 +269,4 @@ async def test_postgres_down_is_unavailable_while_redis_answers(
             got = await stub.GetProduct(qs.GetProductRequest(id=product.id))
             assert got == product
     finally:
-        await resources.close()
+        await app.close()

@@ -15,7 +15,7 @@ from write_server.bootstrap import bootstrap
 class TestPostgresWriteModel(WriteModelContract):
     @pytest.fixture(autouse=True)
     async def _service(self, settings: Settings) -> AsyncIterator[None]:
-        app = bootstrap(settings)
+        app = await bootstrap(settings)
         self.service = app.service
         self.conn = await asyncpg.connect(settings.asyncpg_dsn)
         try:
@@ -39,7 +39,7 @@ class TestPostgresWriteModel(WriteModelContract):
 
 
 async def test_write_pool_sessions_kill_idle_transactions(settings: Settings) -> None:
-    app = bootstrap(settings)
+    app = await bootstrap(settings)
     try:
         async with app.engine.connect() as conn:
             idle = (await conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout")).scalar()

@@ -25,6 +25,7 @@ def settings_for(database: str, redis_prefix: str, **overrides: object) -> Setti
         "read_metrics_port": 0,
         "projector_metrics_port": 0,
         "projector_poll_interval_ms": 200,
+        "projector_switch_grace_ms": 200,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -73,6 +73,21 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+async def all_built(consumers: Sequence[Any], within: float = 15.0) -> None:
+    """Until every consumer has been built (a projector has just started)."""
+    from projector.errors import StoreLost
+
+    async def built() -> bool:
+        try:
+            for consumer in consumers:
+                await consumer.checkpoint()
+        except StoreLost:
+            return False
+        return True
+
+    await eventually(built, within=within)
+
+
 _STATUS_EVENTS = {
     "CONFIRMED": ev.ORDER_CONFIRMED,
     "SHIPPED": ev.ORDER_SHIPPED,

@@ -26,7 +26,7 @@ from common.documents import items_to_json, status_name, status_value, timestamp
 from common.pb.shop.v1 import shop_pb2
 from common.positions import Position
 from common.settings import Settings
-from read_server.bootstrap import ReadResources, open_resources
+from read_server.bootstrap import App, bootstrap
 from read_server.sources.base import Freshness, OrderFilter, Page, PageRequest, QuerySource
 
 Doc = TypeVar("Doc", shop_pb2.Product, shop_pb2.Customer, shop_pb2.Order)
@@ -354,24 +354,24 @@ class Loaded:
     """A dataset stored everywhere, and the read server's resources opened over it."""
 
     ds: ReadDataset
-    resources: ReadResources
+    app: App
 
     def sources(self) -> list[QuerySource]:
         """projection, read model, write model."""
-        s = self.resources.sources
+        s = self.app.sources
         return [s.projection, s.read_model, s.write_model]
 
 
 @asynccontextmanager
 async def loaded_sources(settings: Settings) -> AsyncIterator[Loaded]:
-    """``build_dataset`` + ``load_everywhere`` + ``open_resources`` (closed on exit)."""
+    """``build_dataset`` + ``load_everywhere`` + the read server's ``bootstrap`` (closed on exit)."""
     ds = build_dataset()
     await load_everywhere(settings, ds)
-    resources = await open_resources(settings)
+    app = await bootstrap(settings)
     try:
-        yield Loaded(ds, resources)
+        yield Loaded(ds, app)
     finally:
-        await resources.close()
+        await app.close()
 
 
 # Hand-written fakes for unit tests of the servicer (no Redis or PostgreSQL).

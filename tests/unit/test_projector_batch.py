@@ -12,8 +12,9 @@ from common.pb.shop.v1 import shop_pb2
 from common.positions import ORIGIN, Position
 from projector.batch import reduce_batch
 from projector.errors import ReducerError
-from projector.projections import ORDERS, PRODUCTS
+from projector.projections import ORDERS, PRODUCTS, ProjectionKind
 from projector.stores.memory_store import MemoryProjectionStore
+from tests.contract.projection_store import as_it_is
 from tests.unit.test_projector_reducers import CID, CUSTOMER, OID, PID, PLACED, PRODUCT, T0
 
 OID2 = "00000000-0000-0000-0000-0000000000aa"
@@ -37,15 +38,20 @@ async def apply(store: MemoryProjectionStore, events: list[StoredEvent]) -> None
     await store.commit(expected, Position(expected.xid + 1, 0), changes)
 
 
+async def built(kind: ProjectionKind) -> MemoryProjectionStore:
+    """An empty store, built (the way the runner builds every store: a copy switched in)."""
+    store = MemoryProjectionStore(kind)
+    await store.switch_to(await store.new_copy(), as_it_is)
+    return store
+
+
 async def orders_store() -> MemoryProjectionStore:
-    store = MemoryProjectionStore(ORDERS)
-    await store.initialize()
+    store = await built(ORDERS)
     return store
 
 
 async def test_several_events_on_one_document_make_one_change() -> None:
-    store = MemoryProjectionStore(PRODUCTS)
-    await store.initialize()
+    store = await built(PRODUCTS)
     events = [
         e(ev.PRODUCT, PID, 1, ev.PRODUCT_CREATED, PRODUCT),
         e(ev.PRODUCT, PID, 2, ev.PRODUCT_UPDATED, {"changes": {"name": "B2"}}),
@@ -65,8 +71,7 @@ async def test_several_events_on_one_document_make_one_change() -> None:
 
 
 async def test_created_and_deleted_in_one_batch_is_no_change() -> None:
-    store = MemoryProjectionStore(PRODUCTS)
-    await store.initialize()
+    store = await built(PRODUCTS)
     events = [
         e(ev.PRODUCT, PID, 1, ev.PRODUCT_CREATED, PRODUCT),
         e(ev.PRODUCT, PID, 2, ev.PRODUCT_DELETED, {}),
@@ -75,8 +80,7 @@ async def test_created_and_deleted_in_one_batch_is_no_change() -> None:
 
 
 async def test_replayed_events_make_no_change() -> None:
-    store = MemoryProjectionStore(PRODUCTS)
-    await store.initialize()
+    store = await built(PRODUCTS)
     created = e(ev.PRODUCT, PID, 1, ev.PRODUCT_CREATED, PRODUCT)
     await apply(store, [created])
     assert await reduce_batch(PRODUCTS, store, [created]) == []
@@ -130,8 +134,7 @@ async def test_other_customer_events_are_ignored_by_orders() -> None:
 
 
 async def test_poison_event_raises_with_the_event() -> None:
-    store = MemoryProjectionStore(PRODUCTS)
-    await store.initialize()
+    store = await built(PRODUCTS)
     bad = e(ev.PRODUCT, PID, 1, ev.PRODUCT_CREATED, {"name": 1})
     with pytest.raises(ReducerError) as raised:
         await reduce_batch(PRODUCTS, store, [bad])

@@ -30,7 +30,7 @@ async def test_get_returns_the_stored_bytes_from_the_chosen_source() -> None:
     product = shop_pb2.Product(id=ident, name="x").SerializeToString()
     read_model.docs[ident] = product
     request = qs.GetProductRequest(id=ident.upper(), source=qs.SOURCE_READ_MODEL)
-    assert await servicer.get_product(request, FakeContext()) is product
+    assert await servicer.GetProduct(request, FakeContext()) is product
     assert read_model.calls[0][:2] == ("get_product", ident)
     assert projection.calls == []
 
@@ -39,15 +39,15 @@ async def test_missing_entities_are_not_found() -> None:
     servicer, *_ = _servicer()
     ident = str(uuid.uuid4())
     with pytest.raises(NotFound, match=f"customer {ident} not found"):
-        await servicer.get_customer(qs.GetCustomerRequest(id=ident), FakeContext())
+        await servicer.GetCustomer(qs.GetCustomerRequest(id=ident), FakeContext())
     with pytest.raises(NotFound, match="order"):
-        await servicer.get_order(qs.GetOrderRequest(id=ident), FakeContext())
+        await servicer.GetOrder(qs.GetOrderRequest(id=ident), FakeContext())
 
 
 async def test_invalid_requests_never_reach_a_source() -> None:
     servicer, projection, *_ = _servicer()
     with pytest.raises(InvalidArgument):
-        await servicer.list_orders(qs.ListOrdersRequest(page_size=-3), FakeContext())
+        await servicer.ListOrders(qs.ListOrdersRequest(page_size=-3), FakeContext())
     assert projection.calls == []
 
 
@@ -59,7 +59,7 @@ async def test_lists_are_wire_bytes_with_a_next_page_token() -> None:
     request = qs.ListOrdersRequest(
         page_size=3, customer_id=customer, status=shop_pb2.ORDER_STATUS_CANCELLED
     )
-    wire = await servicer.list_orders(request, FakeContext())
+    wire = await servicer.ListOrders(request, FakeContext())
     response = qs.ListOrdersResponse.FromString(wire)
     assert list(response.orders) == docs
     assert decode_page_token(response.next_page_token) == KEY
@@ -70,7 +70,7 @@ async def test_lists_are_wire_bytes_with_a_next_page_token() -> None:
 
 async def test_last_page_has_no_token_and_empty_category_means_all() -> None:
     servicer, projection, *_ = _servicer()
-    wire = await servicer.list_products(qs.ListProductsRequest(), FakeContext())
+    wire = await servicer.ListProducts(qs.ListProductsRequest(), FakeContext())
     assert wire == b""
     assert qs.ListProductsResponse.FromString(wire).next_page_token == ""
     _, page, category, _ = projection.calls[0]
@@ -82,8 +82,11 @@ async def test_last_page_has_no_token_and_empty_category_means_all() -> None:
     [
         (2000, None, 2.0),  # no deadline: the configured maximum
         (2000, 10.0, 2.0),
-        (2000, 1.0, 0.95),  # keeps 50 ms to answer before the deadline
-        (2000, 0.2, 0.18),  # short deadlines keep a tenth
+        (2000, 1.6, 1.2),  # keeps a quarter of the time to answer before the deadline
+        (2000, 1.0, 0.75),
+        (2000, 0.04, 0.02),  # ...but at least 20 ms
+        (2000, 0.01, 0.0),
+        (9000, 4.0, 3.5),  # ...and at most half a second
         (2000, 0.0, 0.0),
     ],
 )
@@ -93,7 +96,7 @@ async def test_wait_budget_is_bounded_by_settings_and_deadline(
     servicer, projection, *_ = _servicer(max_wait_ms)
     token = encode_token(Position(9, 9))
     request = qs.ListCustomersRequest(consistency_token=token)
-    await servicer.list_customers(request, FakeContext(remaining))
+    await servicer.ListCustomers(request, FakeContext(remaining))
     freshness = projection.calls[0][-1]
     assert freshness.position == Position(9, 9)
     assert freshness.max_wait_s == pytest.approx(budget)

@@ -13,28 +13,21 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from common.events import NOTIFY_CHANNEL
+from common.documents import DOCUMENT_TAIL
+from common.events import CUSTOMER_FIELDS, NOTIFY_CHANNEL, ORDER_ITEM_FIELDS, PRODUCT_FIELDS
 from write_server.domain.aggregate import Aggregate
 from write_server.domain.customer import Customer
 from write_server.domain.errors import ConcurrencyConflict
 from write_server.domain.order import Order
 from write_server.domain.product import Product
 
-_PRODUCT_COLUMNS = (
-    "id", "name", "description", "price_cents", "currency", "category", "stock",
-    "version", "created_at", "updated_at",
-)  # fmt: skip
-_CUSTOMER_COLUMNS = (
-    "id", "name", "email", "address", "city", "postal_code", "country",
-    "version", "created_at", "updated_at",
-)  # fmt: skip
+_PRODUCT_COLUMNS = ("id", *PRODUCT_FIELDS, *DOCUMENT_TAIL)
+_CUSTOMER_COLUMNS = ("id", *CUSTOMER_FIELDS, *DOCUMENT_TAIL)
 _ORDER_COLUMNS = (
     "id", "order_number", "customer_id", "total_cents", "currency", "status",
     "version", "created_at", "updated_at",
 )  # fmt: skip
-_ITEM_COLUMNS = (
-    "order_id", "line_no", "product_id", "name", "quantity", "unit_price_cents", "line_total_cents",
-)  # fmt: skip
+_ITEM_COLUMNS = ("order_id", "line_no", *ORDER_ITEM_FIELDS)
 _EVENT_COLUMNS = (
     "aggregate_type", "aggregate_id", "aggregate_version", "event_type", "payload",
     "metadata", "occurred_at",
@@ -62,13 +55,15 @@ async def write_batch(
         orders = [a for a in new if isinstance(a, Order)]
         if products:
             await conn.copy_records_to_table(
-                "products", columns=_PRODUCT_COLUMNS, records=[_product_row(p) for p in products]
+                "products",
+                columns=_PRODUCT_COLUMNS,
+                records=[_row(p, _PRODUCT_COLUMNS) for p in products],
             )
         if customers:
             await conn.copy_records_to_table(
                 "customers",
                 columns=_CUSTOMER_COLUMNS,
-                records=[_customer_row(c) for c in customers],
+                records=[_row(c, _CUSTOMER_COLUMNS) for c in customers],
             )
         if orders:
             await conn.copy_records_to_table(
@@ -78,15 +73,7 @@ async def write_batch(
                 "order_items",
                 columns=_ITEM_COLUMNS,
                 records=[
-                    (
-                        o.id,
-                        n,
-                        line.product_id,
-                        line.name,
-                        line.quantity,
-                        line.unit_price_cents,
-                        line.line_total_cents,
-                    )
+                    (o.id, n, *line.as_dict().values())
                     for o in orders
                     for n, line in enumerate(o.lines, start=1)
                 ],
@@ -128,14 +115,8 @@ async def _update_stock(conn: asyncpg.Connection, products: Sequence[Product]) -
         raise ConcurrencyConflict("products changed while seeding; run the seeder again")
 
 
-def _product_row(p: Product) -> tuple[object, ...]:
-    return (p.id, p.name, p.description, p.price_cents, p.currency, p.category, p.stock,
-            p.version, p.created_at, p.updated_at)  # fmt: skip
-
-
-def _customer_row(c: Customer) -> tuple[object, ...]:
-    return (c.id, c.name, c.email, c.address, c.city, c.postal_code, c.country,
-            c.version, c.created_at, c.updated_at)  # fmt: skip
+def _row(aggregate: Aggregate, columns: Sequence[str]) -> tuple[object, ...]:
+    return tuple(getattr(aggregate, c) for c in columns)
 
 
 def _order_row(o: Order) -> tuple[object, ...]:

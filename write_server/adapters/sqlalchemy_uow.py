@@ -16,7 +16,7 @@ from sqlalchemy import and_, insert, literal_column, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from common.events import NOTIFY_CHANNEL
+from common.events import CUSTOMER_FIELDS, NOTIFY_CHANNEL, PRODUCT_FIELDS
 from common.positions import Position
 from write_server.adapters import tables as t
 from write_server.domain.aggregate import Aggregate
@@ -164,10 +164,10 @@ class SqlAlchemyUnitOfWork(ports.UnitOfWork):
 
     async def _save(self, aggregate: Aggregate) -> None:
         if isinstance(aggregate, Product):
-            await self._upsert(t.products, aggregate, _product_values(aggregate))
+            await self._upsert(t.products, aggregate, _values(aggregate, PRODUCT_FIELDS))
         elif isinstance(aggregate, Customer):
             try:
-                await self._upsert(t.customers, aggregate, _customer_values(aggregate))
+                await self._upsert(t.customers, aggregate, _values(aggregate, CUSTOMER_FIELDS))
             except IntegrityError as exc:
                 if "customers_email_unique" in str(exc.orig):
                     raise EmailTaken(aggregate.email) from exc
@@ -218,26 +218,8 @@ class SqlAlchemyUnitOfWork(ports.UnitOfWork):
         await self._conn.close()
 
 
-def _product_values(p: Product) -> dict[str, Any]:
-    return {
-        "name": p.name,
-        "description": p.description,
-        "price_cents": p.price_cents,
-        "currency": p.currency,
-        "category": p.category,
-        "stock": p.stock,
-    }
-
-
-def _customer_values(c: Customer) -> dict[str, Any]:
-    return {
-        "name": c.name,
-        "email": c.email,
-        "address": c.address,
-        "city": c.city,
-        "postal_code": c.postal_code,
-        "country": c.country,
-    }
+def _values(aggregate: Aggregate, fields: Sequence[str]) -> dict[str, Any]:
+    return {f: getattr(aggregate, f) for f in fields}
 
 
 def _order_values(o: Order) -> dict[str, Any]:
@@ -264,13 +246,11 @@ def _common(row: Mapping[Any, Any]) -> dict[str, Any]:
 
 
 def _product(row: Mapping[Any, Any]) -> Product:
-    fields = ("name", "description", "price_cents", "currency", "category", "stock")
-    return Product(**_common(row), **{k: row[k] for k in fields})
+    return Product(**_common(row), **{k: row[k] for k in PRODUCT_FIELDS})
 
 
 def _customer(row: Mapping[Any, Any]) -> Customer:
-    fields = ("name", "email", "address", "city", "postal_code", "country")
-    return Customer(**_common(row), **{k: row[k] for k in fields})
+    return Customer(**_common(row), **{k: row[k] for k in CUSTOMER_FIELDS})
 
 
 def _order(row: Mapping[Any, Any], lines: Sequence[OrderLine]) -> Order:

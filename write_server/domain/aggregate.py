@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
+from write_server.domain import validation as v
 from write_server.domain.errors import StaleVersion
 from write_server.domain.events import DomainEvent
 
@@ -34,6 +35,24 @@ class Aggregate:
         self.pending.append(
             event_type(aggregate_id=self.id, version=self.version, occurred_at=now, **fields)
         )
+
+    def change(
+        self,
+        changes: dict[str, Any],
+        rules: dict[str, v.Rule],
+        event_type: type[DomainEvent],
+        now: datetime,
+    ) -> bool:
+        """Validate ``changes``, apply the fields that differ and record ``event_type``
+        with them; False (and no event) when nothing changes."""
+        v.validate(changes, rules)
+        effective = {k: val for k, val in changes.items() if getattr(self, k) != val}
+        if not effective:
+            return False
+        for name, value in effective.items():
+            setattr(self, name, value)
+        self.record(event_type, now, changes=effective)
+        return True
 
     def check_version(self, expected: int) -> None:
         """0 means "don't check"; anything else must equal the current version."""

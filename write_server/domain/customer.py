@@ -47,14 +47,7 @@ class Customer(Aggregate):
         """Apply the fields that differ; False (and no event) when nothing changes."""
         if "email" in changes:
             changes = {**changes, "email": normalize_email(changes["email"])}
-        v.validate(changes, CUSTOMER_RULES)
-        effective = {k: val for k, val in changes.items() if getattr(self, k) != val}
-        if not effective:
-            return False
-        for name, value in effective.items():
-            setattr(self, name, value)
-        self.record(CustomerUpdated, now, changes=effective)
-        return True
+        return self.change(changes, CUSTOMER_RULES, CustomerUpdated, now)
 
     def delete(self, now: datetime) -> None:
         self.deleted = True

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
+from common.events import ORDER_ITEM_FIELDS
 from write_server.domain.aggregate import Aggregate
 from write_server.domain.customer import Customer
 from write_server.domain.errors import FailedPrecondition, IllegalTransition
@@ -55,13 +56,8 @@ class OrderLine:
         return self.quantity * self.unit_price_cents
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "product_id": self.product_id,
-            "name": self.name,
-            "quantity": self.quantity,
-            "unit_price_cents": self.unit_price_cents,
-            "line_total_cents": self.line_total_cents,
-        }
+        """The line as OrderPlaced carries it (and as order_items stores it)."""
+        return {f: getattr(self, f) for f in ORDER_ITEM_FIELDS}
 
 
 @dataclass(eq=False, kw_only=True)

@@ -47,14 +47,7 @@ class Product(Aggregate):
 
     def update(self, changes: dict[str, Any], now: datetime) -> bool:
         """Apply the fields that differ; False (and no event) when nothing changes."""
-        v.validate(changes, PRODUCT_RULES)
-        effective = {k: val for k, val in changes.items() if getattr(self, k) != val}
-        if not effective:
-            return False
-        for name, value in effective.items():
-            setattr(self, name, value)
-        self.record(ProductUpdated, now, changes=effective)
-        return True
+        return self.change(changes, PRODUCT_RULES, ProductUpdated, now)
 
     def reserve(self, quantity: int, order_id: str, now: datetime) -> None:
         if quantity > self.stock:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from common.events import CUSTOMER_FIELDS, PRODUCT_FIELDS
 from write_server.domain import commands as c
 from write_server.domain.aggregate import Aggregate
 from write_server.domain.customer import Customer
@@ -34,16 +35,7 @@ class Context:
 
 
 async def create_product(cmd: c.CreateProduct, uow: UnitOfWork, ctx: Context) -> Aggregate:
-    product = Product.create(
-        id=ctx.new_id(),
-        now=ctx.now,
-        name=cmd.name,
-        description=cmd.description,
-        price_cents=cmd.price_cents,
-        currency=cmd.currency,
-        category=cmd.category,
-        stock=cmd.stock,
-    )
+    product = Product.create(id=ctx.new_id(), now=ctx.now, **_fields(cmd, PRODUCT_FIELDS))
     uow.products.add(product)
     return product
 
@@ -63,16 +55,7 @@ async def delete_product(cmd: c.DeleteProduct, uow: UnitOfWork, ctx: Context) ->
 
 
 async def create_customer(cmd: c.CreateCustomer, uow: UnitOfWork, ctx: Context) -> Aggregate:
-    customer = Customer.create(
-        id=ctx.new_id(),
-        now=ctx.now,
-        name=cmd.name,
-        email=cmd.email,
-        address=cmd.address,
-        city=cmd.city,
-        postal_code=cmd.postal_code,
-        country=cmd.country,
-    )
+    customer = Customer.create(id=ctx.new_id(), now=ctx.now, **_fields(cmd, CUSTOMER_FIELDS))
     uow.customers.add(customer)
     return customer
 
@@ -139,6 +122,10 @@ async def _locked(uow: UnitOfWork, repo: Repository[A], ident: str, expected_ver
     aggregate = await repo.get(ident)
     aggregate.check_version(expected_version)
     return aggregate
+
+
+def _fields(cmd: c.Command, fields: tuple[str, ...]) -> dict[str, Any]:
+    return {f: getattr(cmd, f) for f in fields}
 
 
 def _target(ident: str, expected_version: int, changes: dict[str, Any] | None = None) -> str:

@@ -1,0 +1,23 @@
+-- One batch of a projection, all or nothing (compare-and-set on the checkpoint).
+-- KEYS: active, checkpoint, then the doc keys to SET, the doc keys to DEL, the index keys
+--   to ZREM from and the index keys to ZADD to.
+-- ARGV: required active generation ('' = don't check: a rebuild's unpublished copy),
+--   expected checkpoint, new checkpoint, #SET, #DEL, #ZREM, #ZADD, then the SET values,
+--   the ZREM members and the ZADD members.
+-- Returns {'ok', new} or, changing nothing, {'generation', active or ''} or
+-- {'checkpoint', found or ''} ('' = the generation has no checkpoint: it vanished).
+if ARGV[1] ~= '' then
+  local active = redis.call('GET', KEYS[1])
+  if active ~= ARGV[1] then return {'generation', active or ''} end
+end
+local cp = redis.call('GET', KEYS[2])
+if cp ~= ARGV[2] then return {'checkpoint', cp or ''} end
+local nset, ndel = tonumber(ARGV[4]), tonumber(ARGV[5])
+local nrem, nadd = tonumber(ARGV[6]), tonumber(ARGV[7])
+local k, a = 3, 8
+for _ = 1, nset do redis.call('SET', KEYS[k], ARGV[a]); k = k + 1; a = a + 1 end
+for _ = 1, ndel do redis.call('DEL', KEYS[k]); k = k + 1 end
+for _ = 1, nrem do redis.call('ZREM', KEYS[k], ARGV[a]); k = k + 1; a = a + 1 end
+for _ = 1, nadd do redis.call('ZADD', KEYS[k], 0, ARGV[a]); k = k + 1; a = a + 1 end
+redis.call('SET', KEYS[2], ARGV[3])
+return {'ok', ARGV[3]}

@@ -1,0 +1,16 @@
+-- Make a rebuilt generation active, unless it is behind the active one (so the live
+-- runner continues from a checkpoint at least as far as the one it had).
+-- KEYS[1]  {P}:{proj}:active      KEYS[2]  the new generation's checkpoint
+-- ARGV[1]  the new generation     ARGV[2]  {P}:{proj}
+-- Returns {'ok', previous generation or ''}, {'behind', the active checkpoint} or
+-- {'lost', ''} when the new generation has no checkpoint (it vanished).
+local active = redis.call('GET', KEYS[1])
+if active == ARGV[1] then return {'ok', ''} end
+local new_cp = redis.call('GET', KEYS[2])
+if not new_cp then return {'lost', ''} end
+if active then
+  local cur = redis.call('GET', ARGV[2] .. ':g' .. active .. ':checkpoint') or ''
+  if new_cp < cur then return {'behind', cur} end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return {'ok', active or ''}

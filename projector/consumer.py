@@ -1,0 +1,89 @@
+"""The port every consumer of the event log implements, for the runner, rebuild,
+status and verify alike.
+
+A consumer follows the log from its own checkpoint: projections (Redis and
+PostgreSQL read models), and later relays and dispatchers. The runner
+(:mod:`projector.runner`) reads batches in commit-safe order and hands them to
+:meth:`Consumer.apply`, which must move the checkpoint from ``batch.start`` to
+``batch.next`` atomically with its effects (a compare-and-set), or make its effects
+idempotent. Adding a consumer means writing one class that honours this port and
+registering it in :mod:`projector.bootstrap`.
+
+Copies: a rebuild (``cqrs projector rebuild``, or the runner healing a lost store)
+asks for :meth:`Consumer.new_copy` (empty, at the origin, invisible to readers),
+fills it with ``catch_up`` and then :meth:`Consumer.switch_to` it atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from google.protobuf.message import Message
+
+from common.positions import Position
+
+if TYPE_CHECKING:
+    from projector.outbox import Batch, Executor
+
+# Applies every event up to the current horizon to a consumer, reading the log through
+# the executor given (a connection inside a transaction, or ``None`` for the pool).
+CatchUp = Callable[["Consumer", "Executor | None"], Awaitable[Position]]
+
+# The write model as documents, per projection family (``products`` etc.), for verify.
+WriteModel = Mapping[str, Mapping[str, Message]]
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """What ``cqrs projector verify`` found in one consumer."""
+
+    documents: int  # how many it holds
+    differences: list[str]  # one line per difference from the write model
+
+
+class Consumer(Protocol):
+    """One follower of the event log with its own checkpoint."""
+
+    @property
+    def name(self) -> str:
+        """``backend:family``, e.g. ``redis:orders`` (leases, metrics, logs, failures);
+        ``cqrs projector rebuild --only`` selects by family."""
+        ...
+
+    @property
+    def consumes(self) -> tuple[str, ...]:
+        """The aggregate types whose events it reads."""
+        ...
+
+    async def checkpoint(self) -> Position:
+        """The stored checkpoint; :class:`~projector.errors.StoreLost` if there is none."""
+        ...
+
+    async def apply(self, batch: Batch) -> None:
+        """Apply ``batch.events`` and move the checkpoint from ``batch.start`` to
+        ``batch.next``, all or nothing. Raises ``CheckpointMoved`` (nothing changed:
+        reload), ``StoreLost`` (rebuild) or ``PoisonEvent`` (an event it cannot apply)."""
+        ...
+
+    async def new_copy(self) -> Consumer:
+        """An empty copy at the origin that readers do not see."""
+        ...
+
+    async def switch_to(self, copy: Consumer, catch_up: CatchUp) -> Position:
+        """Make ``copy`` the live one (catching it up first) atomically; its checkpoint."""
+        ...
+
+    async def discard(self) -> None:
+        """Remove this copy (an abandoned rebuild)."""
+        ...
+
+    async def describe(self) -> str:
+        """A short state for ``cqrs projector status`` (e.g. ``generation 3``)."""
+        ...
+
+    async def audit(self, write_model: WriteModel) -> Audit | None:
+        """How it differs from the write model; ``None`` if it holds nothing comparable
+        (e.g. a relay)."""
+        ...

@@ -1,0 +1,87 @@
+"""The projector process: one runner per consumer plus the NOTIFY listener."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import asyncpg
+
+from common.events import NOTIFY_CHANNEL
+from common.settings import Settings
+from projector.consumer import Consumer
+from projector.failures import FailureLog
+from projector.leadership import AdvisoryLease
+from projector.runner import ConsumerRunner, Outcome, RunnerConfig
+from projector.wakeup import NotifyListener, Wakeup
+
+log = logging.getLogger(__name__)
+
+
+def make_runner(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    failures: FailureLog,
+    consumer: Consumer,
+    wakeup: Wakeup,
+) -> ConsumerRunner:
+    """A runner for ``consumer``, configured from ``settings``."""
+    poll = settings.projector_poll_interval_ms / 1000
+    return ConsumerRunner(
+        consumer=consumer,
+        db=pool,
+        lease=AdvisoryLease(
+            settings.asyncpg_dsn,
+            consumer.name,
+            retry_interval=poll,
+            lease_timeout=settings.projector_lease_timeout_ms / 1000,
+        ),
+        failures=failures,
+        wakeup=wakeup,
+        config=RunnerConfig(batch_size=settings.projector_batch_size, poll_interval=poll),
+    )
+
+
+class Projector:
+    """Runs every consumer until stopped, woken early by NOTIFY."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        failures: FailureLog,
+        consumers: Sequence[Consumer],
+    ) -> None:
+        self.wakeup = Wakeup()
+        self.listener = NotifyListener(settings.asyncpg_dsn, NOTIFY_CHANNEL, self.wakeup)
+        self.runners = [make_runner(settings, pool, failures, c, self.wakeup) for c in consumers]
+
+    async def run(self, stop: asyncio.Event) -> dict[str, Outcome]:
+        """Run every runner until ``stop`` is set (or every one has failed)."""
+        listener = asyncio.create_task(self.listener.run(stop), name="projector-listen")
+        tasks = {
+            r.name: asyncio.create_task(r.run(stop), name=f"projector-{r.name}")
+            for r in self.runners
+        }
+        waker = asyncio.create_task(self._wake_on(stop))
+        try:
+            if tasks:
+                await asyncio.wait(tasks.values())
+        finally:
+            for task in (*tasks.values(), listener, waker):
+                task.cancel()
+            await asyncio.gather(*tasks.values(), listener, waker, return_exceptions=True)
+        outcomes: dict[str, Outcome] = {}
+        for name, task in tasks.items():
+            if task.cancelled() or task.exception() is not None:
+                if not task.cancelled():
+                    log.error("%s: runner crashed", name, exc_info=task.exception())
+                outcomes[name] = Outcome.STOPPED
+            else:
+                outcomes[name] = task.result()
+        return outcomes
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self.wakeup.fire()  # sleeping runners notice the stop at once

@@ -1,0 +1,93 @@
+"""A projection as a consumer of the event log: a kind's reducers over a store.
+
+Reducing a batch reads the documents it touches from the store; if one is missing
+or at the wrong version, that is a poison event only while the store is intact.
+A store emptied under the runner (Redis restarted) fails the same way, so before
+calling an event poison the projection checks the store's checkpoint again: a
+missing one is ``StoreLost`` (rebuild), a different one ``CheckpointMoved`` (reload).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from google.protobuf.message import Message
+
+from common.positions import Position
+from projector.batch import reduce_batch
+from projector.compare import diff_documents
+from projector.consumer import Audit, CatchUp, Consumer, WriteModel
+from projector.errors import CheckpointMoved, PoisonEvent, ReducerError
+from projector.outbox import Batch, Executor
+from projector.projections import ProjectionKind
+from projector.stores.port import ProjectionStore
+
+
+class Projection:
+    """The consumer that keeps ``store`` equal to the event log folded by ``kind``."""
+
+    def __init__(self, kind: ProjectionKind, store: ProjectionStore) -> None:
+        self.kind = kind
+        self.store = store
+
+    @property
+    def name(self) -> str:
+        return self.store.name
+
+    @property
+    def consumes(self) -> tuple[str, ...]:
+        return self.kind.consumes
+
+    async def checkpoint(self) -> Position:
+        return await self.store.checkpoint()
+
+    async def apply(self, batch: Batch) -> None:
+        try:
+            changes = await reduce_batch(self.kind, self.store, batch.events)
+        except ReducerError as exc:
+            found = await self.store.checkpoint()  # StoreLost if the store is gone
+            if found != batch.start:
+                raise CheckpointMoved(batch.start, found, "(while reducing)") from exc
+            raise PoisonEvent(exc.event, str(exc)) from exc
+        await self.store.commit(batch.start, batch.next, changes)
+
+    async def new_copy(self) -> Projection:
+        return Projection(self.kind, await self.store.new_copy())
+
+    async def switch_to(self, copy: Consumer, catch_up: CatchUp) -> Position:
+        if not isinstance(copy, Projection):
+            raise TypeError(f"cannot switch {self.name} to {copy.name}")
+
+        async def catch_up_store(store: ProjectionStore, db: Executor | None) -> Position:
+            return await catch_up(Projection(self.kind, store), db)
+
+        return await self.store.switch_to(copy.store, catch_up_store)
+
+    async def discard(self) -> None:
+        await self.store.discard()
+
+    async def describe(self) -> str:
+        return await self.store.describe()
+
+    async def audit(self, write_model: WriteModel) -> Audit:
+        expected = write_model[self.kind.name]
+        actual = await self.store.all_documents()
+        problems = await self.store.integrity_problems(expected)
+        return Audit(len(actual), compare_documents(expected, actual) + problems)
+
+
+def compare_documents(expected: Mapping[str, Message], actual: Mapping[str, Message]) -> list[str]:
+    """Missing, extra and differing documents, one line each."""
+    lines: list[str] = []
+    for doc_id in sorted(expected.keys() | actual.keys()):
+        want, got = expected.get(doc_id), actual.get(doc_id)
+        if got is None:
+            lines.append(f"{doc_id}: missing (exists in the write model)")
+        elif want is None:
+            lines.append(f"{doc_id}: extra (not in the write model)")
+        else:
+            lines += [
+                f"{doc_id}: {d.path}: projection={d.actual} write model={d.expected}"
+                for d in diff_documents(got, want)
+            ]
+    return lines

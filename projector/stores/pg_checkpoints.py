@@ -1,0 +1,66 @@
+"""``read.projection_checkpoints``: every statement on a checkpoint row, in one place.
+
+A row per PostgreSQL projection (and per rebuild's shadow copy), updated in the same
+transaction as the projection's rows. Positions are ``(xid, seq)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from common.positions import ORIGIN, Position
+
+TABLE = "read.projection_checkpoints"
+
+
+class _Db(Protocol):
+    async def fetchrow(self, query: str, *args: Any) -> Any: ...
+
+    async def execute(self, query: str, *args: Any) -> str: ...
+
+
+async def read(db: _Db, name: str) -> Position | None:
+    """The checkpoint of ``name``, ``None`` if it has no row."""
+    row = await db.fetchrow(f"SELECT xid, seq FROM {TABLE} WHERE projection = $1", name)
+    return Position(row["xid"], row["seq"]) if row else None
+
+
+async def lock(db: _Db, name: str) -> Position | None:
+    """Like :func:`read`, holding the row ``FOR UPDATE`` until the transaction ends."""
+    row = await db.fetchrow(f"SELECT xid, seq FROM {TABLE} WHERE projection = $1 FOR UPDATE", name)
+    return Position(row["xid"], row["seq"]) if row else None
+
+
+async def write(db: _Db, name: str, position: Position) -> None:
+    await db.execute(
+        f"UPDATE {TABLE} SET xid = $2, seq = $3, updated_at = now() WHERE projection = $1",
+        name,
+        position.xid,
+        position.seq,
+    )
+
+
+async def ensure(db: _Db, name: str) -> None:
+    """A row for ``name`` at the origin, unless it has one."""
+    await db.execute(
+        f"INSERT INTO {TABLE} (projection, xid, seq) VALUES ($1, $2, $3) "
+        "ON CONFLICT (projection) DO NOTHING",
+        name,
+        ORIGIN.xid,
+        ORIGIN.seq,
+    )
+
+
+async def reset(db: _Db, name: str) -> None:
+    """The row of ``name`` at the origin, whatever it held."""
+    await db.execute(
+        f"INSERT INTO {TABLE} (projection, xid, seq) VALUES ($1, $2, $3) ON CONFLICT "
+        "(projection) DO UPDATE SET xid = EXCLUDED.xid, seq = EXCLUDED.seq, updated_at = now()",
+        name,
+        ORIGIN.xid,
+        ORIGIN.seq,
+    )
+
+
+async def delete(db: _Db, name: str) -> None:
+    await db.execute(f"DELETE FROM {TABLE} WHERE projection = $1", name)

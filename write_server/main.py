@@ -1,5 +1,0 @@
-"""Entry point used by ``cqrs write-server``."""
-
-from write_server.server import serve
-
-__all__ = ["serve"]
