@@ -58,6 +58,11 @@ def is_outage(exc: BaseException) -> bool:
     if isinstance(cause, asyncpg.InterfaceError):
         # Only a closed connection or pool; "another operation is in progress" is a bug.
         return "closed" in str(cause) or "closing" in str(cause)
+    if isinstance(cause, asyncpg.exceptions.InternalClientError):
+        # asyncpg's protocol state broken by a server that went away mid-statement ("cannot
+        # switch to state 12; another operation is in progress", seen when PostgreSQL shuts
+        # down under load); we never share a connection between statements in flight.
+        return True
     return isinstance(cause, redis.exceptions.ResponseError) and str(cause).startswith(
         _REDIS_BUSY_REPLIES
     )

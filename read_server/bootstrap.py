@@ -20,6 +20,7 @@ from read_server.sources.postgres import (
 from read_server.sources.projection import ProjectionSource
 
 PG_CONNECT_TIMEOUT_S = 5.0
+CLOSE_TIMEOUT_S = 3.0
 
 
 @dataclass
@@ -36,7 +37,16 @@ class App:
         if self._closed:
             return
         self._closed = True
-        await asyncio.gather(self.pg_pool.close(), self.redis.aclose())
+        await asyncio.gather(_close_pool(self.pg_pool), self.redis.aclose())
+
+
+async def _close_pool(pool: asyncpg.Pool) -> None:
+    """Close gracefully, but never hang a shutdown on connections still busy."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await pool.close()
+    except TimeoutError:
+        pool.terminate()
 
 
 async def open_pg_pool(settings: Settings) -> asyncpg.Pool:

@@ -31,7 +31,7 @@ from common import errors
 from common.metrics import RPC_LATENCY, RPC_TOTAL
 from common.outages import is_outage
 from common.rpc.decoding import decode, message_name
-from common.rpc.status import code_for, status_for
+from common.rpc.status import clip, code_for, status_for
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,10 @@ class _Call:
         await self.run(context, drive)
 
     async def abort(self, context: grpc.aio.ServicerContext, exc: errors.AppError) -> None:
-        await context.abort_with_status(rpc_status.to_status(status_for(exc)))
+        if isinstance(exc, errors.InvalidArgument):  # the only one with details to carry
+            await context.abort_with_status(rpc_status.to_status(status_for(exc)))
+        # A plain status costs a fifth less; it matters when many calls give up at once.
+        await context.abort(code_for(exc), clip(exc.message))
 
     def _app_error(self, exc: BaseException) -> errors.AppError | None:
         if isinstance(exc, errors.AppError):

@@ -34,7 +34,7 @@ from common.documents import (
 )
 from common.positions import Position
 from read_server.sources.base import Freshness, OrderFilter, Page, PageRequest
-from read_server.sources.waiting import BEHIND, NotReady, Pending, poll_until_fresh
+from read_server.sources.waiting import BEHIND, CheckpointWatch, NotReady, Pending
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +85,7 @@ class PostgresSource:
         self._queries = queries
         self._checkpoints = dict(checkpoints or {})
         self._built: set[str] = set()  # projections seen built (they stay built)
+        self._watch = CheckpointWatch(self._checkpoint)
 
     async def get_product(self, product_id: str, freshness: Freshness) -> bytes | None:
         await self._ready("products", freshness)
@@ -128,15 +129,17 @@ class PostgresSource:
         wanted = freshness.position
 
         async def attempt() -> Pending | None:
-            row = await self._pool.fetchrow(_CHECKPOINT, projection)
-            if row is None:
+            checkpoint = await self._checkpoint(projection)
+            if checkpoint is None:
                 return _BEING_BUILT
             self._built.add(projection)
-            if wanted is None or Position(row["xid"], row["seq"]) >= wanted:
-                return None
-            return BEHIND
+            return None if wanted is None or checkpoint >= wanted else BEHIND
 
-        await poll_until_fresh(projection, freshness, attempt)
+        await self._watch.until_fresh(projection, freshness, attempt)
+
+    async def _checkpoint(self, projection: str) -> Position | None:
+        row = await self._pool.fetchrow(_CHECKPOINT, projection)
+        return None if row is None else Position(row["xid"], row["seq"])
 
     async def _get(self, query: EntityQuery, ident: str) -> bytes | None:
         where = [*query.conditions, f"{query.alias}id = $1"]

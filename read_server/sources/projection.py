@@ -18,9 +18,10 @@ from redis.commands.core import AsyncScript
 from common import redis_scripts
 from common.cursors import SortKey
 from common.errors import Unavailable
+from common.positions import Position
 from common.redis_keys import ALL, ProjectionKeys, category_index, order_index
 from read_server.sources.base import Freshness, OrderFilter, Page, PageRequest
-from read_server.sources.waiting import BEHIND, NotReady, Pending, poll_until_fresh
+from read_server.sources.waiting import BEHIND, CheckpointWatch, NotReady, Pending
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ class ProjectionSource:
         self._keys = {p: ProjectionKeys(prefix, p) for p in (PRODUCTS, CUSTOMERS, ORDERS)}
         self._get: AsyncScript = client.register_script(redis_scripts.script(*redis_scripts.GET))
         self._list: AsyncScript = client.register_script(redis_scripts.script(*redis_scripts.LIST))
+        self._active_checkpoint: AsyncScript = client.register_script(
+            redis_scripts.script(*redis_scripts.ACTIVE_CHECKPOINT)
+        )
+        self._watch = CheckpointWatch(self._checkpoint)
 
     async def get_product(self, product_id: str, freshness: Freshness) -> bytes | None:
         return await self._get_doc(PRODUCTS, product_id, freshness)
@@ -86,7 +91,7 @@ class ProjectionSource:
             doc = reply[1]
             return bytes(doc) if doc is not None else None
 
-        return await poll_until_fresh(f"redis:{projection}", freshness, attempt)
+        return await self._watch.until_fresh(f"redis:{projection}", freshness, attempt)
 
     async def _list_page(
         self, projection: str, index: str, page: PageRequest, freshness: Freshness
@@ -102,7 +107,13 @@ class ProjectionSource:
                 return pending
             return _to_page(projection, reply[1], reply[2], page.size)
 
-        return await poll_until_fresh(f"redis:{projection}", freshness, attempt)
+        return await self._watch.until_fresh(f"redis:{projection}", freshness, attempt)
+
+    async def _checkpoint(self, name: str) -> Position | None:
+        """The active generation's checkpoint of ``redis:<projection>``, if any."""
+        keys = self._keys[name.removeprefix("redis:")]
+        found = await self._active_checkpoint(keys=[keys.active], args=[keys.base])
+        return Position.from_checkpoint(found[1]) if found and found[1] else None
 
 
 def _required(freshness: Freshness) -> str:

@@ -1,9 +1,15 @@
 """Waiting for a projection to reach a consistency token's position.
 
-An attempt answers, or says the projection is :data:`BEHIND` the token, or that it
-is :class:`NotReady` at all (being built, lost). Without a token a projection that
-is not ready is UNAVAILABLE at once; with one, it is waited for like one that is
-behind (a projection being rebuilt will get there), within the same budget.
+An attempt (a source's read) answers, or says the projection is :data:`BEHIND` the
+token, or that it is :class:`NotReady` at all (being built, lost). Without a token
+a projection that is not ready is UNAVAILABLE at once; with one, it is waited for
+like one that is behind (a projection being rebuilt will get there), within the
+request's budget, after which the answer is UNAVAILABLE.
+
+Waiting is shared: a :class:`CheckpointWatch` keeps one poller per projection that
+reads its checkpoint while anyone waits and wakes the waiters it has reached, so a
+thousand waiting requests cost one small query per poll, not a thousand reads.
+After the wake-up the request reads again (the read itself re-checks the token).
 """
 
 from __future__ import annotations
@@ -15,13 +21,13 @@ from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from common.errors import Unavailable
+from common.positions import Position
 from read_server.sources.base import Freshness
 
 T = TypeVar("T")
 
-# Short first sleeps: a command's events are usually projected within a few ms.
-FIRST_DELAY_S = 0.002
-MAX_DELAY_S = 0.05
+# While anyone waits, each projection's checkpoint is read this often (seconds).
+POLL_INTERVAL_S = 0.01
 
 
 class Behind(enum.Enum):
@@ -42,6 +48,8 @@ class NotReady:
 
 
 Pending = Literal[Behind.BEHIND] | NotReady
+# Reads a projection's checkpoint (``None``: it has none now).
+CheckpointReader = Callable[[str], Awaitable[Position | None]]
 
 
 def not_caught_up(projection: str, freshness: Freshness) -> Unavailable:
@@ -52,40 +60,77 @@ def not_caught_up(projection: str, freshness: Freshness) -> Unavailable:
     )
 
 
-async def poll_until_fresh(
-    projection: str,
-    freshness: Freshness,
-    attempt: Callable[[], Awaitable[T | Pending]],
-) -> T:
-    """Call ``attempt`` until it answers, backing off between calls.
+class CheckpointWatch:
+    """Shared waiting for projection checkpoints; one per source (and process)."""
 
-    Gives up with ``Unavailable`` once ``freshness.max_wait_s`` has passed (never
-    earlier than after the first attempt). The budget bounds the retries themselves
-    too, so a slow store under load cannot stretch the wait past it.
-    """
-    loop = asyncio.get_running_loop()
-    give_up_at = loop.time() + freshness.max_wait_s
-    result = await attempt()
-    if not isinstance(result, Behind | NotReady):
-        return result
-    if freshness.position is None and isinstance(result, NotReady):
-        raise Unavailable(f"projection {projection} {result.why}")
-    delay = FIRST_DELAY_S
-    budget = asyncio.timeout_at(give_up_at)
-    try:
-        async with budget:
-            while True:
-                await asyncio.sleep(min(delay, max(0.0, give_up_at - loop.time())))
-                delay = min(delay * 2, MAX_DELAY_S)
-                result = await attempt()
-                if not isinstance(result, Behind | NotReady):
-                    return result
-    except TimeoutError:
-        if not budget.expired():
-            raise  # the store's own timeout, not the budget
-    if isinstance(result, NotReady):
-        waited_ms = max(0, round(freshness.max_wait_s * 1000))
-        raise Unavailable(
-            f"projection {projection} {result.why} (waited {waited_ms} ms for the token)"
-        )
-    raise not_caught_up(projection, freshness)
+    def __init__(self, read_checkpoint: CheckpointReader) -> None:
+        self._read = read_checkpoint
+        self._waiters: dict[str, list[tuple[Position, asyncio.Future[None]]]] = {}
+        self._pollers: dict[str, asyncio.Task[None]] = {}
+
+    async def until_fresh(
+        self,
+        projection: str,
+        freshness: Freshness,
+        attempt: Callable[[], Awaitable[T | Pending]],
+    ) -> T:
+        """Call ``attempt``; while it is pending, wait for the projection's checkpoint to
+        reach the token and try again, until ``freshness.max_wait_s`` is spent (never
+        giving up before the first attempt)."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + freshness.max_wait_s
+        result = await attempt()
+        if not isinstance(result, Behind | NotReady):
+            return result
+        position = freshness.position
+        if position is None:
+            assert isinstance(result, NotReady)  # without a token nothing is "behind"
+            raise Unavailable(f"projection {projection} {result.why}")
+        budget = asyncio.timeout_at(give_up_at)
+        try:
+            async with budget:
+                while True:
+                    await self._reached(projection, position)
+                    result = await attempt()
+                    if not isinstance(result, Behind | NotReady):
+                        return result
+                    await asyncio.sleep(POLL_INTERVAL_S)  # e.g. a generation just switched
+        except TimeoutError:
+            if not budget.expired():
+                raise  # the store's own timeout, not the budget
+        if isinstance(result, NotReady):
+            waited_ms = max(0, round(freshness.max_wait_s * 1000))
+            raise Unavailable(
+                f"projection {projection} {result.why} (waited {waited_ms} ms for the token)"
+            )
+        raise not_caught_up(projection, freshness)
+
+    async def _reached(self, projection: str, position: Position) -> None:
+        """Until the shared poller sees ``projection`` at ``position`` or beyond."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(projection, [])
+        entry = (position, waiter)
+        waiters.append(entry)
+        poller = self._pollers.get(projection)
+        if poller is None or poller.done():
+            self._pollers[projection] = asyncio.create_task(
+                self._poll(projection), name=f"watch-{projection}"
+            )
+        try:
+            await waiter
+        finally:
+            if entry in waiters:
+                waiters.remove(entry)
+
+    async def _poll(self, projection: str) -> None:
+        waiters = self._waiters[projection]
+        while waiters:
+            try:
+                checkpoint = await self._read(projection)
+            except Exception:  # an outage: the waiters' own reads will say so
+                checkpoint = None
+            if checkpoint is not None:
+                for position, waiter in list(waiters):
+                    if checkpoint >= position and not waiter.done():
+                        waiter.set_result(None)
+            await asyncio.sleep(POLL_INTERVAL_S)

@@ -13,8 +13,8 @@ from common.positions import ORIGIN
 from common.settings import Settings
 from projector.bootstrap import App
 from projector.errors import StoreLost
-from tests.integration.test_projector_runner import some_history
 from tests.support.events import Shop, eventually
+from tests.support.projector import some_history
 from tests.support.servers import env_for
 
 pytestmark = pytest.mark.integration

@@ -15,12 +15,12 @@ from projector.bootstrap import App
 from projector.leadership import lock_key
 from projector.projections import KINDS, PRODUCTS
 from projector.stores.redis_generations import active_generation, generations, new_generation
-from tests.integration.test_projector_runner import (
+from tests.support.events import NewEvent, Shop, append_events, now
+from tests.support.projector import (
     some_history,
     verify_quietly,
     wait_applied,
 )
-from tests.support.events import NewEvent, Shop, append_events, now
 
 pytestmark = pytest.mark.integration
 

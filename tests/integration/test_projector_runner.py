@@ -5,163 +5,42 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
-import itertools
 import os
 import signal
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
 from common import events as ev
 from common.pb.shop.v1 import shop_pb2
-from common.positions import ORIGIN, Position
+from common.positions import Position
 from projector import status as status_module
-from projector import verify as verify_module
 from projector.bootstrap import App
-from projector.errors import StoreLost
-from projector.outbox import Executor
-from projector.projection import Projection
 from projector.projections import ALL_PROJECTIONS
-from projector.rebuild import rebuild_one
 from projector.runner import ConsumerRunner, Outcome
-from projector.stores.port import Change, ProjectionStore, StoreCatchUp
 from projector.wakeup import Wakeup
 from tests.support.events import NewEvent, Shop, append_events, eventually, now
+from tests.support.projector import (
+    RecordingStore,
+    applied_total,
+    applied_up_to_now,
+    assert_chained,
+    build_while_empty,
+    last_event,
+    make_runner,
+    projection,
+    some_history,
+    verify_quietly,
+    wait_applied,
+)
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class RecordingStore:
-    """Wraps a real store and logs every successful commit as (runner tag, expected, new);
-    everything else goes straight to the real store."""
-
-    def __init__(
-        self, inner: ProjectionStore, log: list[tuple[str, Position, Position]], tag: str = ""
-    ) -> None:
-        self.inner = inner
-        self.log = log
-        self.tag = tag
-        self.delay = 0.0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    async def commit(self, expected: Position, new: Position, changes: Sequence[Change]) -> None:
-        await asyncio.sleep(self.delay)  # widens the window for crash tests
-        await self.inner.commit(expected, new, changes)
-        self.log.append((self.tag, expected, new))
-
-    # A projection starts as a copy that is built and switched in: record its commits too.
-
-    async def new_copy(self) -> RecordingStore:
-        return RecordingStore(await self.inner.new_copy(), self.log, self.tag)
-
-    async def switch_to(self, copy: ProjectionStore, catch_up: StoreCatchUp) -> Position:
-        assert isinstance(copy, RecordingStore)
-
-        async def recorded(store: ProjectionStore, db: Executor | None) -> Position:
-            inner = store.inner if isinstance(store, RecordingStore) else store
-            return await catch_up(RecordingStore(inner, self.log, self.tag), db)
-
-        return await self.inner.switch_to(copy.inner, recorded)
-
-
-def projection(app: App, name: str) -> Projection:
-    consumer = app.consumer(name)
-    assert isinstance(consumer, Projection)
-    return consumer
-
-
-def make_runner(app: App, name: str, wakeup: Wakeup, store: ProjectionStore) -> ConsumerRunner:
-    """A runner of projection ``name`` over ``store`` (e.g. a RecordingStore)."""
-    return app.runner(Projection(projection(app, name).kind, store), wakeup)
-
-
-def assert_chained(log: list[tuple[str, Position, Position]], start: Position = ORIGIN) -> None:
-    """Every commit starts where the previous one ended: no event applied twice or skipped."""
-    assert log, "nothing was committed"
-    assert log[0][1] == start
-    for (_, _, previous), (_, expected, _) in itertools.pairwise(log):
-        assert expected == previous
-
-
-async def last_event(app: App) -> Position:
-    row = await app.pool.fetchrow(
-        "SELECT xid::text::bigint AS xid, seq FROM events ORDER BY xid DESC, seq DESC LIMIT 1"
-    )
-    return Position(row["xid"], row["seq"]) if row else ORIGIN
-
-
-async def wait_applied(
-    app: App, projections: Sequence[str] = ALL_PROJECTIONS, within: float = 20
-) -> None:
-    """Until every projection's checkpoint covers the last event in the log."""
-    target = await last_event(app)
-
-    async def done() -> bool:
-        for p in projections:
-            try:
-                if await app.consumer(p).checkpoint() < target:
-                    return False
-            except StoreLost:  # not built yet
-                return False
-        return True
-
-    await eventually(done, within=within)
-
-
-async def applied_up_to_now(app: App, name: str) -> bool:
-    try:
-        return await app.consumer(name).checkpoint() >= await last_event(app)
-    except StoreLost:  # not built yet
-        return False
-
-
-async def build_while_empty(app: App, name: str) -> Position:
-    """Build a projection while the log holds none of its events; where it went live."""
-    rebuilt = await rebuild_one(app.consumer(name), app.pool, 10)
-    assert rebuilt.position.seq == 0 and rebuilt.poison is None
-    return rebuilt.position
-
-
-def applied_total(projection: str) -> float:
-    return (
-        REGISTRY.get_sample_value("cqrs_projection_events_total", {"projection": projection}) or 0
-    )
-
-
-async def some_history(shop: Shop, size: int = 3) -> None:
-    products = [await shop.create_product(category=c) for c in ("books", "games", "") * size]
-    customers = [await shop.create_customer() for _ in range(size)]
-    orders = [
-        await shop.place_order(customers[i % size], [(products[i], 1), (products[i + 1], 2)])
-        for i in range(size * 2)
-    ]
-    await shop.update_customer(customers[0], name="Renamed", email="renamed@example.com")
-    await shop.update_customer(customers[1], city="Elsewhere")
-    await shop.set_order_status(orders[0], "CONFIRMED")
-    await shop.set_order_status(orders[0], "SHIPPED")
-    await shop.set_order_status(orders[1], "CANCELLED")
-    await shop.delete_order(orders[2])
-    await shop.update_product(products[0], category="music", price_cents=1)
-    await shop.delete_product(products[-1])
-    await shop.delete_customer(customers[-1])
-
-
-async def verify_quietly(app: App) -> tuple[int, str]:
-    out = io.StringIO()
-    return await verify_module.verify(app.consumers, app.pool, out=out), out.getvalue()
 
 
 async def test_every_projection_follows_the_log_and_verifies(app: App) -> None:

@@ -150,3 +150,34 @@ async def test_full_lifecycle_then_delete(service: CommandService, store: InMemo
     assert deleted.version == 5
     assert store.orders[order.id].deleted
     assert store.products[p.id].stock == 9
+
+
+async def test_stock_has_a_ceiling_and_a_cancel_never_breaks_it(
+    service: CommandService, store: InMemoryStore
+) -> None:
+    """products.stock is 32-bit: no command may push it past 2**31 - 1 (found by fuzzing:
+    a cancel that returned stock overflowed the column and answered INTERNAL)."""
+    with pytest.raises(InvalidArgument) as info:
+        await service.execute(product(stock=2**31))
+    assert fields(info.value) == {"stock"}
+    cu = await service.execute(customer())
+    p = await service.execute(product(stock=10))
+    order = await service.execute(
+        c.PlaceOrder(customer_id=cu.id, items=(c.OrderItemRequest(p.id, 5),))
+    )
+    await service.execute(c.UpdateProduct(id=p.id, changes={"stock": 2**31 - 1}))
+    with pytest.raises(FailedPrecondition, match="lower its stock first"):
+        await service.execute(c.ChangeOrderStatus(id=order.id, action="cancel"))
+    assert store.orders[order.id].status == "PENDING"
+    assert store.products[p.id].stock == 2**31 - 1
+
+
+async def test_an_order_total_must_fit_64_bits(service: CommandService) -> None:
+    """Each line is bounded, their sum must be too (orders.total_cents is 64-bit)."""
+    cu = await service.execute(customer())
+    dear = [await service.execute(product(price_cents=10**13, stock=10_000)) for _ in range(93)]
+    items = tuple(c.OrderItemRequest(p.id, 10_000) for p in dear)
+    with pytest.raises(FailedPrecondition, match="order fewer items"):
+        await service.execute(c.PlaceOrder(customer_id=cu.id, items=items))
+    fits = await service.execute(c.PlaceOrder(customer_id=cu.id, items=items[:92]))
+    assert fits.version == 1

@@ -29,6 +29,10 @@ POSTGRES_OUTAGES = [
     asyncpg.exceptions.TooManyConnectionsError("full"),
     asyncpg.exceptions.QueryCanceledError("statement timeout"),
     asyncpg.exceptions.InterfaceError("connection is closed"),
+    # Seen when PostgreSQL was stopped under load (tests/faults/test_postgres_outage.py).
+    asyncpg.exceptions.InternalClientError(
+        "cannot switch to state 12; another operation (2) is in progress"
+    ),
     ConnectionRefusedError(111, "refused"),
     TimeoutError(),
 ]

@@ -82,10 +82,10 @@ async def test_last_page_has_no_token_and_empty_category_means_all() -> None:
     [
         (2000, None, 2.0),  # no deadline: the configured maximum
         (2000, 10.0, 2.0),
-        (2000, 1.6, 1.2),  # keeps a quarter of the time to answer before the deadline
-        (2000, 1.0, 0.75),
-        (2000, 0.04, 0.02),  # ...but at least 20 ms
-        (2000, 0.01, 0.0),
+        (2000, 0.9, 0.6),  # keeps a third of the time to answer before the deadline
+        (2000, 0.6, 0.4),
+        (2000, 0.25, 0.15),  # ...but at least 100 ms
+        (2000, 0.08, 0.0),
         (9000, 4.0, 3.5),  # ...and at most half a second
         (2000, 0.0, 0.0),
     ],

@@ -26,6 +26,7 @@ from write_server.domain.events import (
     OrderShipped,
 )
 from write_server.domain.product import Product
+from write_server.domain.validation import MAX_ORDER_TOTAL_CENTS
 
 PENDING, CONFIRMED, SHIPPED, DELIVERED, CANCELLED = (
     "PENDING",
@@ -90,6 +91,12 @@ class Order(Aggregate):
                 f"an order has one currency; these products use {', '.join(sorted(currencies))}"
             )
         lines = [OrderLine(p.id, p.name, qty, p.price_cents) for p, qty in items]
+        total = sum(line.line_total_cents for line in lines)
+        if total > MAX_ORDER_TOTAL_CENTS:
+            raise FailedPrecondition(
+                f"the order's total ({total} cents) would exceed the maximum of "
+                f"{MAX_ORDER_TOTAL_CENTS}; order fewer items"
+            )
         order = cls(
             id=id,
             order_number=order_number,

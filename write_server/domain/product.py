@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from write_server.domain import validation as v
 from write_server.domain.aggregate import Aggregate
-from write_server.domain.errors import InsufficientStock
+from write_server.domain.errors import FailedPrecondition, InsufficientStock
 from write_server.domain.events import (
     ProductCreated,
     ProductDeleted,
@@ -58,6 +58,11 @@ class Product(Aggregate):
         )
 
     def release(self, quantity: int, order_id: str, now: datetime) -> None:
+        if self.stock + quantity > v.MAX_STOCK:
+            raise FailedPrecondition(
+                f"returning {quantity} to product {self.id} would put its stock above "
+                f"{v.MAX_STOCK}; lower its stock first"
+            )
         self.stock += quantity
         self.record(
             ProductStockReleased, now, order_id=order_id, quantity=quantity, stock=self.stock

@@ -13,7 +13,10 @@ from write_server.domain.currencies import ISO_4217
 MAX_TEXT = 200
 MAX_DESCRIPTION = 5000
 MAX_PRICE_CENTS = 10**13
-MAX_STOCK = 2**31 - 1
+MAX_STOCK = 2**31 - 1  # products.stock and Product.stock are 32-bit
+# orders.total_cents and Order.total_cents are 64-bit; one line is at most
+# MAX_PRICE_CENTS * 10,000, so only the sum of many lines can exceed this.
+MAX_ORDER_TOTAL_CENTS = 2**63 - 1
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -40,7 +43,11 @@ def check_price(value: int) -> str | None:
 
 
 def check_stock(value: int) -> str | None:
-    return "must be >= 0" if value < 0 else None
+    if value < 0:
+        return "must be >= 0"
+    if value > MAX_STOCK:
+        return f"must be <= {MAX_STOCK}"
+    return None
 
 
 def check_currency(value: str) -> str | None:

@@ -1,0 +1,67 @@
+"""A token read whose deadline is shorter than the consistency wait answers UNAVAILABLE
+before the caller's own DEADLINE_EXCEEDED would, even with hundreds of such reads at
+once on one read-server process: the server keeps a reply margin of a third of the
+remaining time (50-500 ms), and waiting requests share one checkpoint poller per
+projection instead of each polling the store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from common.pb.shop.v1 import command_service_pb2 as cpb
+from common.pb.shop.v1 import command_service_pb2_grpc as cpb_grpc
+from common.pb.shop.v1 import query_service_pb2_grpc as qpb_grpc
+from common.positions import Position, decode_token, encode_token
+from common.settings import Settings
+from tests.faults.load import wait_visible
+from tests.support.servers import ROOT
+from tests.support.system import System
+
+pytestmark = pytest.mark.e2e
+
+CALLS, ROUNDS, DEADLINES = 300, 3, ("0.3", "0.6", "1.0")
+
+
+@pytest.fixture
+def system(settings: Settings, tmp_path: Path) -> Iterator[System]:
+    system = System(settings, tmp_path)
+    system.start_all()
+    try:
+        yield system
+    finally:
+        codes = system.stop_all()
+        assert set(codes.values()) == {0}, f"{codes}\n{system.log_tails()}"
+
+
+async def test_short_deadlines_get_unavailable_under_load(system: System) -> None:
+    async with (
+        grpc.aio.insecure_channel(system.write) as write_channel,
+        grpc.aio.insecure_channel(system.read) as read_channel,
+    ):
+        write = cpb_grpc.CommandServiceStub(write_channel)
+        created = await write.CreateProduct(
+            cpb.CreateProductRequest(name="p", price_cents=1, currency="EUR", stock=1)
+        )
+        await wait_visible(qpb_grpc.QueryServiceStub(read_channel), created.consistency_token)
+    now = decode_token(created.consistency_token)
+    assert now is not None
+    ahead = encode_token(Position(now.xid + 10**6, 0))  # a command nobody will make
+    # 300 reads in flight at once (projection and read model), three times, from a
+    # client process of its own, as a real client would be.
+    client = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.support.burst", system.read, created.id, ahead,
+        str(CALLS), str(ROUNDS), *DEADLINES,
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(client.communicate(), 120)
+    assert client.returncode == 0, err.decode()
+    codes = json.loads(out)
+    expected = {d: {"UNAVAILABLE": CALLS * ROUNDS // len(DEADLINES)} for d in DEADLINES}
+    assert codes == expected

@@ -1,0 +1,121 @@
+"""Processes dying or freezing under load.
+
+- The write server is SIGKILLed twice while commands flow (retried by request id):
+  no order is partial, every product's stock equals its events, every command
+  answered OK took effect once and a retry returns exactly its reply.
+- The leading projector is frozen (SIGSTOP) with a standby running: the standby
+  takes over within the lease timeout; when the old leader wakes it stands by, and
+  nothing is lost or applied twice (``verify`` is clean).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+
+from common.pb.shop.v1 import command_service_pb2_grpc as cpb_grpc
+from common.pb.shop.v1 import query_service_pb2_grpc as qpb_grpc
+from common.settings import Settings
+from projector.projections import ALL_PROJECTIONS
+from tests.faults.audit import (
+    assert_no_partial_order,
+    assert_ok_replies_took_effect_once,
+    assert_stock_equals_the_events,
+    settle,
+    verify,
+)
+from tests.faults.load import CommandLoad, seed, wait_visible
+from tests.support.system import System
+
+pytestmark = pytest.mark.faults
+
+LEASE_TIMEOUT_S = 2.0
+
+
+async def test_write_server_sigkilled_mid_load(settings: Settings, tmp_path: Path) -> None:
+    system = System(settings, tmp_path)
+    system.start_all()
+    try:
+        async with (
+            grpc.aio.insecure_channel(system.write) as write_channel,
+            grpc.aio.insecure_channel(system.read) as read_channel,
+        ):
+            write = cpb_grpc.CommandServiceStub(write_channel)
+            made = await seed(write, products=10, customers=10)
+            stop = asyncio.Event()
+            load = CommandLoad(write, made, rate=150, retry=True)
+            task = asyncio.create_task(load.run(stop))
+            for _ in range(2):
+                await asyncio.sleep(1.0)
+                system.kill("write")
+                await asyncio.sleep(0.3)
+                await asyncio.to_thread(system.start, "write")
+            await asyncio.sleep(1.0)
+            stop.set()
+            await task
+            assert set(load.codes()) == {"OK", "UNAVAILABLE"}, load.codes()
+            db = await asyncpg.connect(settings.asyncpg_dsn)
+            try:
+                await assert_no_partial_order(db)
+                await assert_stock_equals_the_events(db)
+                await assert_ok_replies_took_effect_once(db, write, load)
+            finally:
+                await db.close()
+            await settle(system, qpb_grpc.QueryServiceStub(read_channel), load.token)
+        verify(system)
+    finally:
+        codes = system.stop_all()
+        assert set(codes.values()) == {0}, f"{codes}\n{system.log_tails()}"
+
+
+async def test_frozen_leader_is_replaced_by_the_standby(settings: Settings, tmp_path: Path) -> None:
+    lease_ms = str(int(LEASE_TIMEOUT_S * 1000))
+    system = System(settings, tmp_path, {"CQRS_PROJECTOR_LEASE_TIMEOUT_MS": lease_ms})
+    system.start("write")
+    system.start("read")
+    system.start("projector", "leader")
+    try:
+        async with (
+            grpc.aio.insecure_channel(system.write) as write_channel,
+            grpc.aio.insecure_channel(system.read) as read_channel,
+        ):
+            write = cpb_grpc.CommandServiceStub(write_channel)
+            read = qpb_grpc.QueryServiceStub(read_channel)
+            made = await seed(write, products=10, customers=5)
+            await wait_visible(read, made.token)
+            system.start("projector", "standby")
+            await asyncio.sleep(1.0)  # the standby is polling for the leases
+
+            stop = asyncio.Event()
+            load = CommandLoad(write, made, rate=50)
+            task = asyncio.create_task(load.run(stop))
+            await asyncio.sleep(0.5)
+            system.signal("leader", signal.SIGSTOP)
+            frozen_at = time.monotonic()
+            await asyncio.sleep(0.3)
+            token = load.token  # written while the leader is frozen
+            await wait_visible(read, token, within=LEASE_TIMEOUT_S + 10)
+            took_over = time.monotonic() - frozen_at
+            print(f"\nthe standby took over {took_over:.2f} s after the leader froze")
+            assert took_over < LEASE_TIMEOUT_S + 5
+
+            system.signal("leader", signal.SIGCONT)  # wakes up to find its sessions gone
+            await asyncio.sleep(2.0)
+            stop.set()
+            await task
+            assert set(load.codes()) == {"OK"}, load.codes()
+            await settle(system, read, load.token)
+        verify(system)
+        assert "taking over" in system.processes["standby"].log()
+        leader = system.processes["leader"].log()
+        for name in ALL_PROJECTIONS:  # woken up, it found its leases gone and stood by
+            assert f"{name}: lost the runner lock; standing by" in leader, leader[-3000:]
+    finally:
+        codes = system.stop_all()
+        assert set(codes.values()) == {0}, f"{codes}\n{system.log_tails()}"

@@ -1,0 +1,94 @@
+"""The backend's three processes, started, stopped, killed and frozen one by one."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.settings import Settings
+from tests.support.servers import ROOT, Process, env_for, free_port, start, wait_serving
+
+_COMMANDS = {
+    "write": ["write-server"],
+    "read": ["read-server"],
+    "projector": ["projector", "run"],
+}
+
+
+@dataclass
+class System:
+    """``cqrs`` processes on ``settings``; each name may run several times (standbys)."""
+
+    settings: Settings
+    logs: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.write_port, self.read_port = free_port(), free_port()
+        self.env = env_for(
+            self.settings,
+            CQRS_WRITE_PORT=str(self.write_port),
+            CQRS_READ_PORT=str(self.read_port),
+            **self.extra_env,
+        )
+        self._started = 0
+
+    @property
+    def write(self) -> str:
+        return f"127.0.0.1:{self.write_port}"
+
+    @property
+    def read(self) -> str:
+        return f"127.0.0.1:{self.read_port}"
+
+    def start(self, kind: str, name: str | None = None) -> Process:
+        """Start a process of ``kind`` (write, read, projector) under ``name``."""
+        name = name or kind
+        self._started += 1
+        log = self.logs / f"{name}.{self._started}.log"
+        process = start(_COMMANDS[kind], self.env, log)
+        self.processes[name] = process
+        if kind in ("write", "read"):
+            wait_serving(self.write if kind == "write" else self.read, process)
+        return process
+
+    def start_all(self) -> None:
+        for kind in _COMMANDS:
+            self.start(kind)
+
+    def signal(self, name: str, sig: int) -> None:
+        self.processes[name].proc.send_signal(sig)
+
+    def kill(self, name: str) -> None:
+        self.processes[name].stop(signal.SIGKILL)
+
+    def stop_all(self) -> dict[str, int]:
+        """SIGTERM everything still running (resumed first if frozen); exit codes by name."""
+        codes: dict[str, int] = {}
+        for name, process in self.processes.items():
+            if process.proc.poll() is None:
+                process.proc.send_signal(signal.SIGCONT)
+            codes[name] = process.stop()
+        return codes
+
+    def cqrs(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run ``python -m cqrs <args>`` against this system."""
+        return subprocess.run(
+            [sys.executable, "-m", "cqrs", *args],
+            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+
+    def explain(self) -> str:
+        """``cqrs projector status`` and the logs' tails, for a failure message."""
+        status = self.cqrs("projector", "status", timeout=60)
+        return f"{status.stdout}{status.stderr}\n{self.log_tails()}"
+
+    def log_tails(self, lines: int = 40) -> str:
+        return "\n".join(
+            f"--- {name}\n" + "\n".join(p.log().splitlines()[-lines:])
+            for name, p in self.processes.items()
+        )
