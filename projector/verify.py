@@ -19,8 +19,7 @@ from typing import TextIO
 import asyncpg
 from google.protobuf.message import Message
 
-from common import documents
-from common import write_model_queries as q
+from common import documents, write_model_queries
 from projector.consumer import Consumer
 from projector.errors import StoreLost
 from projector.outbox import count_after
@@ -31,9 +30,21 @@ _LAG_CAP = 1_000_000
 async def write_model(pool: asyncpg.Pool) -> dict[str, dict[str, Message]]:
     """Documents of the write model per family (``products`` etc.) from one snapshot."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        products = await conn.fetch(q.all_live(q.PRODUCTS, q.PRODUCTS_LIVE))
-        customers = await conn.fetch(q.all_live(q.CUSTOMERS, q.CUSTOMERS_LIVE))
-        orders = await conn.fetch(q.all_live(q.ORDERS, q.ORDERS_LIVE))
+        products = await conn.fetch(
+            write_model_queries.all_live(
+                write_model_queries.PRODUCTS, write_model_queries.PRODUCTS_LIVE
+            )
+        )
+        customers = await conn.fetch(
+            write_model_queries.all_live(
+                write_model_queries.CUSTOMERS, write_model_queries.CUSTOMERS_LIVE
+            )
+        )
+        orders = await conn.fetch(
+            write_model_queries.all_live(
+                write_model_queries.ORDERS, write_model_queries.ORDERS_LIVE
+            )
+        )
     return {
         "products": {str(r["id"]): documents.product_from_row(r) for r in products},
         "customers": {str(r["id"]): documents.customer_from_row(r) for r in customers},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,12 +11,11 @@ from common.errors import AppError, Unavailable
 from common.metrics import start_metrics_server
 from common.outages import is_outage, sqlstate
 from common.pb.shop.v1 import query_service_pb2 as qs
-from common.rpc.server import BuiltServer, Service, build_server, serve_until_signalled
+from common.rpc.server import BuiltServer, Service, build_server, run_app
 from common.settings import Settings
 from read_server.bootstrap import App, bootstrap
 from read_server.servicer import QueryServicer
 
-log = logging.getLogger(__name__)
 SERVICE = qs.DESCRIPTOR.services_by_name["QueryService"]
 
 
@@ -44,12 +42,5 @@ async def serve(settings: Settings) -> None:
     """Run the read server until SIGTERM/SIGINT."""
     start_metrics_server(settings.read_metrics_port)
     app = await bootstrap(settings)
-    try:
-        built = create_server(app, f"{settings.read_host}:{settings.read_port}")
-        await built.start()
-        log.info(
-            "read server (shop.v1.QueryService) listening on %s:%d", settings.read_host, built.port
-        )
-        await serve_until_signalled(built)
-    finally:
-        await app.close()
+    built = create_server(app, f"{settings.read_host}:{settings.read_port}")
+    await run_app(app, built, f"read server ({SERVICE.full_name})", settings.read_host)

@@ -7,13 +7,15 @@ response (a stored document for gets, a concatenation for lists, see
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import grpc
 
 from common.cursors import SortKey, encode_page_token
 from common.errors import NotFound
 from common.pb.shop.v1 import query_service_pb2 as qs
 from read_server.requests import RequestParser
-from read_server.sources.base import OrderFilter, Page, SourceSet
+from read_server.sources.base import Freshness, OrderFilter, Page, SourceSet
 from read_server.wire import list_response
 
 # Part of the caller's remaining time kept back so that "not caught up" (UNAVAILABLE)
@@ -23,6 +25,9 @@ from read_server.wire import list_response
 REPLY_MARGIN_SHARE = 1 / 3
 REPLY_MARGIN_MIN_S = 0.1
 REPLY_MARGIN_MAX_S = 0.5
+
+
+_GetRequest = qs.GetProductRequest | qs.GetCustomerRequest | qs.GetOrderRequest
 
 
 def reply_margin(remaining: float) -> float:
@@ -43,15 +48,22 @@ class QueryServicer:
             budget = min(budget, remaining - reply_margin(remaining))
         return max(0.0, budget)
 
-    async def GetProduct(
-        self, request: qs.GetProductRequest, context: grpc.aio.ServicerContext
+    async def _get(
+        self, request: _GetRequest, context: grpc.aio.ServicerContext, kind: str
     ) -> bytes:
+        """GetProduct, GetCustomer, GetOrder: ``kind`` names the entity (and the getter)."""
         p = RequestParser()
         ident = p.entity_id(request.id)
         source = p.source(request.source, self._sources)
         freshness = p.freshness(request.consistency_token, self._wait_budget(context))
         p.done()
-        return _found(await source.get_product(ident, freshness), "product", ident)
+        getter: Callable[[str, Freshness], Awaitable[bytes | None]] = getattr(source, f"get_{kind}")
+        return _found(await getter(ident, freshness), kind, ident)
+
+    async def GetProduct(
+        self, request: qs.GetProductRequest, context: grpc.aio.ServicerContext
+    ) -> bytes:
+        return await self._get(request, context, "product")
 
     async def ListProducts(
         self, request: qs.ListProductsRequest, context: grpc.aio.ServicerContext
@@ -67,12 +79,7 @@ class QueryServicer:
     async def GetCustomer(
         self, request: qs.GetCustomerRequest, context: grpc.aio.ServicerContext
     ) -> bytes:
-        p = RequestParser()
-        ident = p.entity_id(request.id)
-        source = p.source(request.source, self._sources)
-        freshness = p.freshness(request.consistency_token, self._wait_budget(context))
-        p.done()
-        return _found(await source.get_customer(ident, freshness), "customer", ident)
+        return await self._get(request, context, "customer")
 
     async def ListCustomers(
         self, request: qs.ListCustomersRequest, context: grpc.aio.ServicerContext
@@ -87,12 +94,7 @@ class QueryServicer:
     async def GetOrder(
         self, request: qs.GetOrderRequest, context: grpc.aio.ServicerContext
     ) -> bytes:
-        p = RequestParser()
-        ident = p.entity_id(request.id)
-        source = p.source(request.source, self._sources)
-        freshness = p.freshness(request.consistency_token, self._wait_budget(context))
-        p.done()
-        return _found(await source.get_order(ident, freshness), "order", ident)
+        return await self._get(request, context, "order")
 
     async def ListOrders(
         self, request: qs.ListOrdersRequest, context: grpc.aio.ServicerContext

@@ -8,6 +8,7 @@ database is a cheap ``CREATE DATABASE … TEMPLATE`` copy of it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -29,10 +30,11 @@ async def template_database() -> AsyncIterator[str]:
         await drop_database(s.asyncpg_dsn)
 
 
-@pytest.fixture
-async def settings(template_database: str) -> AsyncIterator[Settings]:
-    """Settings pointing at a new migrated database and an unused Redis prefix."""
-    s = settings_for(unique_name("db"), unique_name("redis"))
+@asynccontextmanager
+async def fresh_settings(template_database: str, **overrides: object) -> AsyncIterator[Settings]:
+    """Settings on a new migrated database (a copy of the template) and an unused Redis
+    prefix; both are removed on exit."""
+    s = settings_for(unique_name("db"), unique_name("redis"), **overrides)
     admin_dsn, name = split_database(s.asyncpg_dsn)
     conn = await asyncpg.connect(admin_dsn)
     try:
@@ -44,6 +46,13 @@ async def settings(template_database: str) -> AsyncIterator[Settings]:
     finally:
         await drop_database(s.asyncpg_dsn)
         await delete_redis_prefix(s.redis_prefix)
+
+
+@pytest.fixture
+async def settings(template_database: str) -> AsyncIterator[Settings]:
+    """Settings pointing at a new migrated database and an unused Redis prefix."""
+    async with fresh_settings(template_database) as s:
+        yield s
 
 
 async def delete_redis_prefix(prefix: str) -> None:

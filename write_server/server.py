@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,12 +11,11 @@ from common import errors
 from common.metrics import start_metrics_server
 from common.outages import is_contention, is_outage
 from common.pb.shop.v1 import command_service_pb2 as pb
-from common.rpc.server import BuiltServer, Service, build_server, serve_until_signalled
+from common.rpc.server import BuiltServer, Service, build_server, run_app
 from common.settings import Settings
 from write_server.bootstrap import App, bootstrap
 from write_server.servicer import CommandServicer
 
-log = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["CommandService"]
 
 
@@ -48,14 +46,5 @@ async def serve(settings: Settings) -> None:
     """Run the write server until SIGTERM/SIGINT."""
     start_metrics_server(settings.write_metrics_port)
     app = await bootstrap(settings)
-    try:
-        built = create_server(app, f"{settings.write_host}:{settings.write_port}")
-        await built.start()
-        log.info(
-            "write server (shop.v1.CommandService) listening on %s:%d",
-            settings.write_host,
-            built.port,
-        )
-        await serve_until_signalled(built)
-    finally:
-        await app.close()
+    built = create_server(app, f"{settings.write_host}:{settings.write_port}")
+    await run_app(app, built, f"write server ({SERVICE.full_name})", settings.write_host)

@@ -8,7 +8,7 @@ import grpc
 
 from common.events import CUSTOMER_FIELDS, PRODUCT_FIELDS
 from common.pb.shop.v1 import command_service_pb2 as pb
-from write_server.domain import commands as c
+from write_server.domain import commands
 from write_server.service_layer.service import CommandResult, CommandService, RequestMeta
 
 
@@ -40,13 +40,15 @@ class CommandServicer:
     def __init__(self, service: CommandService) -> None:
         self._service = service
 
-    async def _run(self, command: c.Command, context: grpc.aio.ServicerContext) -> pb.CommandReply:
+    async def _run(
+        self, command: commands.Command, context: grpc.aio.ServicerContext
+    ) -> pb.CommandReply:
         return _reply(await self._service.execute(command, request_meta(context)))
 
     async def CreateProduct(
         self, request: pb.CreateProductRequest, context: grpc.aio.ServicerContext
     ) -> pb.CommandReply:
-        command = c.CreateProduct(
+        command = commands.CreateProduct(
             request_id=request.request_id, **{f: getattr(request, f) for f in PRODUCT_FIELDS}
         )
         return await self._run(command, context)
@@ -54,7 +56,7 @@ class CommandServicer:
     async def UpdateProduct(
         self, request: pb.UpdateProductRequest, context: grpc.aio.ServicerContext
     ) -> pb.CommandReply:
-        command = c.UpdateProduct(
+        command = commands.UpdateProduct(
             id=request.id,
             changes=_changes(request, PRODUCT_FIELDS),
             expected_version=request.expected_version,
@@ -65,7 +67,7 @@ class CommandServicer:
     async def DeleteProduct(
         self, request: pb.DeleteProductRequest, context: grpc.aio.ServicerContext
     ) -> pb.CommandReply:
-        command = c.DeleteProduct(
+        command = commands.DeleteProduct(
             id=request.id, expected_version=request.expected_version, request_id=request.request_id
         )
         return await self._run(command, context)
@@ -73,7 +75,7 @@ class CommandServicer:
     async def CreateCustomer(
         self, request: pb.CreateCustomerRequest, context: grpc.aio.ServicerContext
     ) -> pb.CommandReply:
-        command = c.CreateCustomer(
+        command = commands.CreateCustomer(
             request_id=request.request_id, **{f: getattr(request, f) for f in CUSTOMER_FIELDS}
         )
         return await self._run(command, context)
@@ -81,7 +83,7 @@ class CommandServicer:
     async def UpdateCustomer(
         self, request: pb.UpdateCustomerRequest, context: grpc.aio.ServicerContext
     ) -> pb.CommandReply:
-        command = c.UpdateCustomer(
+        command = commands.UpdateCustomer(
             id=request.id,
             changes=_changes(request, CUSTOMER_FIELDS),
             expected_version=request.expected_version,
@@ -92,7 +94,7 @@ class CommandServicer:
     async def DeleteCustomer(
         self, request: pb.DeleteCustomerRequest, context: grpc.aio.ServicerContext
     ) -> pb.CommandReply:
-        command = c.DeleteCustomer(
+        command = commands.DeleteCustomer(
             id=request.id, expected_version=request.expected_version, request_id=request.request_id
         )
         return await self._run(command, context)
@@ -100,9 +102,9 @@ class CommandServicer:
     async def PlaceOrder(
         self, request: pb.PlaceOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.CommandReply:
-        command = c.PlaceOrder(
+        command = commands.PlaceOrder(
             customer_id=request.customer_id,
-            items=tuple(c.OrderItemRequest(i.product_id, i.quantity) for i in request.items),
+            items=tuple(commands.OrderItemRequest(i.product_id, i.quantity) for i in request.items),
             request_id=request.request_id,
         )
         return await self._run(command, context)
@@ -110,7 +112,7 @@ class CommandServicer:
     async def _status(
         self, request: Any, action: str, context: grpc.aio.ServicerContext
     ) -> pb.CommandReply:
-        command = c.ChangeOrderStatus(
+        command = commands.ChangeOrderStatus(
             id=request.id,
             action=action,
             expected_version=request.expected_version,
@@ -141,7 +143,7 @@ class CommandServicer:
     async def DeleteOrder(
         self, request: pb.DeleteOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.CommandReply:
-        command = c.DeleteOrder(
+        command = commands.DeleteOrder(
             id=request.id, expected_version=request.expected_version, request_id=request.request_id
         )
         return await self._run(command, context)

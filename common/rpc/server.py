@@ -14,7 +14,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -107,6 +107,20 @@ class _Capture:
         self, name: str, handlers: dict[str, grpc.RpcMethodHandler]
     ) -> None:
         self.services[name] = dict(handlers)
+
+
+class Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+async def run_app(app: Closable, built: BuiltServer, what: str, host: str) -> None:
+    """Start ``built``, serve until SIGTERM/SIGINT, then close ``app`` (whatever happens)."""
+    try:
+        await built.start()
+        log.info("%s listening on %s:%d", what, host, built.port)
+        await serve_until_signalled(built)
+    finally:
+        await app.close()
 
 
 async def serve_until_signalled(

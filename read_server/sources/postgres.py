@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 from google.protobuf.message import Message
 
-from common import write_model_queries as wm
+from common import write_model_queries
 from common.cursors import sort_key
 from common.documents import (
     CUSTOMER_COLUMNS,
@@ -60,9 +60,18 @@ READ_MODEL = Queries(
     EntityQuery(f"SELECT {ORDER_COLUMNS} FROM read.order_read_model", order_from_row),
 )
 WRITE_MODEL = Queries(
-    EntityQuery(wm.PRODUCTS, product_from_row, "", (wm.PRODUCTS_LIVE,)),
-    EntityQuery(wm.CUSTOMERS, customer_from_row, "", (wm.CUSTOMERS_LIVE,)),
-    EntityQuery(wm.ORDERS, order_from_row, wm.ORDERS_ALIAS, (wm.ORDERS_LIVE,)),
+    EntityQuery(
+        write_model_queries.PRODUCTS, product_from_row, "", (write_model_queries.PRODUCTS_LIVE,)
+    ),
+    EntityQuery(
+        write_model_queries.CUSTOMERS, customer_from_row, "", (write_model_queries.CUSTOMERS_LIVE,)
+    ),
+    EntityQuery(
+        write_model_queries.ORDERS,
+        order_from_row,
+        write_model_queries.ORDERS_ALIAS,
+        (write_model_queries.ORDERS_LIVE,),
+    ),
 )
 # The projections behind READ_MODEL, per entity.
 READ_MODEL_CHECKPOINTS = {

@@ -20,11 +20,11 @@ from common.errors import (
     NotFound,
 )
 from common.positions import decode_token
-from write_server.domain import commands as c
+from write_server.domain import commands
 from write_server.service_layer.service import CommandService
 
 
-def product(**overrides: Any) -> c.CreateProduct:
+def product(**overrides: Any) -> commands.CreateProduct:
     values: dict[str, Any] = {
         "name": "Mug",
         "description": "Blue",
@@ -34,11 +34,11 @@ def product(**overrides: Any) -> c.CreateProduct:
         "stock": 10,
     }
     values.update(overrides)
-    return c.CreateProduct(**values)
+    return commands.CreateProduct(**values)
 
 
-def customer(email: str = "ann@example.org", **overrides: Any) -> c.CreateCustomer:
-    return c.CreateCustomer(name="Ann", email=email, city="Glasgow", **overrides)
+def customer(email: str = "ann@example.org", **overrides: Any) -> commands.CreateCustomer:
+    return commands.CreateCustomer(name="Ann", email=email, city="Glasgow", **overrides)
 
 
 class WriteModelContract:
@@ -65,15 +65,17 @@ class WriteModelContract:
     async def test_update_unknown_product_is_not_found(self) -> None:
         with pytest.raises(NotFound):
             await self.service.execute(
-                c.UpdateProduct(id="01a1ffba-0000-7000-8000-000000000000", changes={"name": "x"})
+                commands.UpdateProduct(
+                    id="01a1ffba-0000-7000-8000-000000000000", changes={"name": "x"}
+                )
             )
 
     async def test_stale_expected_version_is_a_conflict_and_changes_nothing(self) -> None:
         created = await self.service.execute(product())
-        await self.service.execute(c.UpdateProduct(id=created.id, changes={"stock": 3}))
+        await self.service.execute(commands.UpdateProduct(id=created.id, changes={"stock": 3}))
         with pytest.raises(ConcurrencyConflict):
             await self.service.execute(
-                c.UpdateProduct(id=created.id, changes={"stock": 4}, expected_version=1)
+                commands.UpdateProduct(id=created.id, changes={"stock": 4}, expected_version=1)
             )
         assert await self.stock_of(created.id) == 3
         assert await self.events_of(created.id) == ["ProductCreated", "ProductUpdated"]
@@ -83,7 +85,7 @@ class WriteModelContract:
         results = await asyncio.gather(
             *(
                 self.service.execute(
-                    c.UpdateProduct(id=created.id, changes={"stock": n}, expected_version=1)
+                    commands.UpdateProduct(id=created.id, changes={"stock": n}, expected_version=1)
                 )
                 for n in (1, 2)
             ),
@@ -99,7 +101,7 @@ class WriteModelContract:
 
     async def test_email_of_deleted_customer_can_be_reused(self) -> None:
         first = await self.service.execute(customer())
-        await self.service.execute(c.DeleteCustomer(id=first.id))
+        await self.service.execute(commands.DeleteCustomer(id=first.id))
         again = await self.service.execute(customer())
         assert again.id != first.id
 
@@ -108,17 +110,17 @@ class WriteModelContract:
         bob = await self.service.execute(customer(email="bob@example.org"))
         with pytest.raises(AlreadyExists):
             await self.service.execute(
-                c.UpdateCustomer(id=bob.id, changes={"email": "ann@example.org"})
+                commands.UpdateCustomer(id=bob.id, changes={"email": "ann@example.org"})
             )
 
     async def test_place_order_reserves_stock_and_cancel_returns_it(self) -> None:
         p = await self.service.execute(product(stock=5))
         cu = await self.service.execute(customer())
         order = await self.service.execute(
-            c.PlaceOrder(customer_id=cu.id, items=(c.OrderItemRequest(p.id, 3),))
+            commands.PlaceOrder(customer_id=cu.id, items=(commands.OrderItemRequest(p.id, 3),))
         )
         assert await self.stock_of(p.id) == 2
-        await self.service.execute(c.ChangeOrderStatus(id=order.id, action="cancel"))
+        await self.service.execute(commands.ChangeOrderStatus(id=order.id, action="cancel"))
         assert await self.stock_of(p.id) == 5
         assert await self.events_of(p.id) == [
             "ProductCreated",
@@ -132,7 +134,7 @@ class WriteModelContract:
         cu = await self.service.execute(customer())
         with pytest.raises(FailedPrecondition):
             await self.service.execute(
-                c.PlaceOrder(customer_id=cu.id, items=(c.OrderItemRequest(p.id, 2),))
+                commands.PlaceOrder(customer_id=cu.id, items=(commands.OrderItemRequest(p.id, 2),))
             )
         assert await self.stock_of(p.id) == 1
         assert await self.events_of(p.id) == ["ProductCreated"]
@@ -140,28 +142,30 @@ class WriteModelContract:
     async def test_order_for_deleted_product_or_customer_is_not_found(self) -> None:
         p = await self.service.execute(product())
         cu = await self.service.execute(customer())
-        await self.service.execute(c.DeleteProduct(id=p.id))
+        await self.service.execute(commands.DeleteProduct(id=p.id))
         with pytest.raises(NotFound):
             await self.service.execute(
-                c.PlaceOrder(customer_id=cu.id, items=(c.OrderItemRequest(p.id, 1),))
+                commands.PlaceOrder(customer_id=cu.id, items=(commands.OrderItemRequest(p.id, 1),))
             )
         p2 = await self.service.execute(product())
-        await self.service.execute(c.DeleteCustomer(id=cu.id))
+        await self.service.execute(commands.DeleteCustomer(id=cu.id))
         with pytest.raises(NotFound):
             await self.service.execute(
-                c.PlaceOrder(customer_id=cu.id, items=(c.OrderItemRequest(p2.id, 1),))
+                commands.PlaceOrder(customer_id=cu.id, items=(commands.OrderItemRequest(p2.id, 1),))
             )
 
     async def test_deleting_a_product_keeps_its_orders_working(self) -> None:
         p = await self.service.execute(product(stock=5))
         cu = await self.service.execute(customer())
         order = await self.service.execute(
-            c.PlaceOrder(customer_id=cu.id, items=(c.OrderItemRequest(p.id, 2),))
+            commands.PlaceOrder(customer_id=cu.id, items=(commands.OrderItemRequest(p.id, 2),))
         )
-        await self.service.execute(c.DeleteProduct(id=p.id))
-        cancelled = await self.service.execute(c.ChangeOrderStatus(id=order.id, action="cancel"))
+        await self.service.execute(commands.DeleteProduct(id=p.id))
+        cancelled = await self.service.execute(
+            commands.ChangeOrderStatus(id=order.id, action="cancel")
+        )
         assert cancelled.version == 2
-        await self.service.execute(c.DeleteOrder(id=order.id))
+        await self.service.execute(commands.DeleteOrder(id=order.id))
 
     async def test_idempotent_retry_returns_first_reply(self) -> None:
         command = product(request_id="req-1")
@@ -184,12 +188,12 @@ class WriteModelContract:
     async def test_failed_command_with_request_id_can_be_retried(self) -> None:
         cu = await self.service.execute(customer())
         p = await self.service.execute(product(stock=1))
-        order = c.PlaceOrder(
-            customer_id=cu.id, items=(c.OrderItemRequest(p.id, 2),), request_id="req-4"
+        order = commands.PlaceOrder(
+            customer_id=cu.id, items=(commands.OrderItemRequest(p.id, 2),), request_id="req-4"
         )
         with pytest.raises(FailedPrecondition):
             await self.service.execute(order)
-        await self.service.execute(c.UpdateProduct(id=p.id, changes={"stock": 2}))
+        await self.service.execute(commands.UpdateProduct(id=p.id, changes={"stock": 2}))
         placed = await self.service.execute(order)
         assert placed.version == 1
 
@@ -199,7 +203,9 @@ class WriteModelContract:
         results = await asyncio.gather(
             *(
                 self.service.execute(
-                    c.PlaceOrder(customer_id=cu.id, items=(c.OrderItemRequest(p.id, 1),))
+                    commands.PlaceOrder(
+                        customer_id=cu.id, items=(commands.OrderItemRequest(p.id, 1),)
+                    )
                 )
                 for _ in range(12)
             ),

@@ -33,7 +33,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import grpc
 import pytest
 from google.protobuf import message_factory
@@ -45,15 +44,13 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from common.cursors import MAX_MICROS
-from common.db import drop_database, split_database
 from common.pb.shop.v1 import command_service_pb2 as cpb
 from common.pb.shop.v1 import command_service_pb2_grpc as cpb_grpc
 from common.pb.shop.v1 import query_service_pb2 as qpb
 from common.pb.shop.v1 import query_service_pb2_grpc as qpb_grpc
 from common.pb.shop.v1 import shop_pb2
 from common.settings import Settings
-from tests.conftest import delete_redis_prefix
-from tests.support.env import settings_for, unique_name
+from tests.conftest import fresh_settings
 from tests.support.servers import (
     ROOT,
     Process,
@@ -238,20 +235,8 @@ async def module_settings(template_database: str) -> AsyncIterator[Settings]:
     """Like the ``settings`` fixture, for the whole module: starting three processes
     and seeding once keeps the module fast. The short consistency wait bounds how long
     a forged far-future token holds a request (see CONSISTENCY_WAIT_MS)."""
-    s = settings_for(
-        unique_name("db"), unique_name("redis"), consistency_wait_max_ms=CONSISTENCY_WAIT_MS
-    )
-    admin_dsn, name = split_database(s.asyncpg_dsn)
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    finally:
-        await conn.close()
-    try:
+    async with fresh_settings(template_database, consistency_wait_max_ms=CONSISTENCY_WAIT_MS) as s:
         yield s
-    finally:
-        await drop_database(s.asyncpg_dsn)
-        await delete_redis_prefix(s.redis_prefix)
 
 
 @pytest.fixture(scope="module")

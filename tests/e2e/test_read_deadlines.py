@@ -22,7 +22,7 @@ from common.positions import Position, decode_token, encode_token
 from common.settings import Settings
 from tests.faults.load import wait_visible
 from tests.support.servers import ROOT
-from tests.support.system import System
+from tests.support.system import System, running
 
 pytestmark = pytest.mark.e2e
 
@@ -31,13 +31,8 @@ CALLS, ROUNDS, DEADLINES = 300, 3, ("0.3", "0.6", "1.0")
 
 @pytest.fixture
 def system(settings: Settings, tmp_path: Path) -> Iterator[System]:
-    system = System(settings, tmp_path)
-    system.start_all()
-    try:
+    with running(settings, tmp_path) as system:
         yield system
-    finally:
-        codes = system.stop_all()
-        assert set(codes.values()) == {0}, f"{codes}\n{system.log_tails()}"
 
 
 async def test_short_deadlines_get_unavailable_under_load(system: System) -> None:

@@ -25,7 +25,7 @@ from common.settings import Settings
 from cqrs.instances import PrivateRedis
 from tests.faults.audit import settle, verify
 from tests.faults.load import CommandLoad, ReadProbe, Seed, seed, wait_visible
-from tests.support.system import System
+from tests.support.system import System, running
 
 pytestmark = pytest.mark.faults
 
@@ -44,19 +44,14 @@ class Running:
 @pytest.fixture
 def system(settings: Settings, private_redis: PrivateRedis, tmp_path: Path) -> Iterator[System]:
     on_private = dataclasses.replace(settings, redis_url=private_redis.url)
-    system = System(on_private, tmp_path)
-    system.start_all()
-    try:
+    with running(on_private, tmp_path) as system:
         yield system
-    finally:
-        codes = system.stop_all()
-        assert set(codes.values()) == {0}, f"{codes}\n{system.log_tails()}"
     log = system.processes["projector"].log()
     assert "STOPPED on poison" not in log, log[-3000:]
 
 
 @asynccontextmanager
-async def running(system: System) -> AsyncIterator[Running]:
+async def seeded(system: System) -> AsyncIterator[Running]:
     async with (
         grpc.aio.insecure_channel(system.write) as write_channel,
         grpc.aio.insecure_channel(system.read) as read_channel,
@@ -89,7 +84,7 @@ def assert_reads_honest(probe: ReadProbe) -> None:
 
 
 async def test_flushdb_under_load_heals_by_itself(system: System) -> None:
-    async with running(system) as run:
+    async with seeded(system) as run:
         async with under_load(run) as (load, probe):
             client = redis.Redis.from_url(system.settings.redis_url)
             flushed_at = time.monotonic()
@@ -110,7 +105,7 @@ async def test_flushdb_under_load_heals_by_itself(system: System) -> None:
 async def test_redis_killed_and_restarted_twice_in_a_row(
     system: System, private_redis: PrivateRedis
 ) -> None:
-    async with running(system) as run:
+    async with seeded(system) as run:
         async with under_load(run) as (load, probe):
             restarts: list[float] = []
             for pause in (1.0, 0.2):  # one outage, then a restart right after another

@@ -38,7 +38,7 @@ from projector.verify import verify
 from tests.support.projector import wait_applied
 from write_server.adapters.sqlalchemy_uow import SqlAlchemyUnitOfWork
 from write_server.bootstrap import create_engine
-from write_server.domain import commands as c
+from write_server.domain import commands
 from write_server.service_layer.service import CommandService
 
 pytestmark = pytest.mark.integration
@@ -52,22 +52,21 @@ EXPECTED_REFUSALS = (NotFound, FailedPrecondition, ConcurrencyConflict)
 async def _race(service: CommandService, products: list[str], n: int) -> Counter[str]:
     """One customer; its orders, a rename and (every other round) a delete, all at once."""
     created = await service.execute(
-        c.CreateCustomer(name=f"customer {n}", email=f"c{n}@example.com", city="Oslo")
+        commands.CreateCustomer(name=f"customer {n}", email=f"c{n}@example.com", city="Oslo")
     )
-    commands: list[c.Command] = [
-        c.PlaceOrder(customer_id=created.id, items=(c.OrderItemRequest(p, 1),)) for p in products
+    batch: list[commands.Command] = [
+        commands.PlaceOrder(customer_id=created.id, items=(commands.OrderItemRequest(p, 1),))
+        for p in products
     ]
-    commands.append(c.UpdateCustomer(id=created.id, changes={"name": f"customer {n} renamed"}))
+    batch.append(commands.UpdateCustomer(id=created.id, changes={"name": f"customer {n} renamed"}))
     if n % 2 == 0:
-        commands.append(c.DeleteCustomer(id=created.id))
+        batch.append(commands.DeleteCustomer(id=created.id))
     # Vary who starts first; each order has its own product, so orders never wait on
     # each other, only (with the customer locked) on the rename and the delete.
-    random.Random(n).shuffle(commands)
-    results = await asyncio.gather(
-        *(service.execute(cmd) for cmd in commands), return_exceptions=True
-    )
+    random.Random(n).shuffle(batch)
+    results = await asyncio.gather(*(service.execute(cmd) for cmd in batch), return_exceptions=True)
     outcomes: Counter[str] = Counter()
-    for cmd, result in zip(commands, results, strict=True):
+    for cmd, result in zip(batch, results, strict=True):
         if isinstance(result, BaseException) and not isinstance(result, EXPECTED_REFUSALS):
             raise result
         refused = "refused" if isinstance(result, BaseException) else "done"
@@ -116,7 +115,9 @@ async def test_orders_race_renames_and_deletes_of_their_customer(
         products = [
             (
                 await service.execute(
-                    c.CreateProduct(name=f"p{i}", price_cents=100, currency="EUR", stock=10**6)
+                    commands.CreateProduct(
+                        name=f"p{i}", price_cents=100, currency="EUR", stock=10**6
+                    )
                 )
             ).id
             for i in range(ORDERS_PER_ROUND)

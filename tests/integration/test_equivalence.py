@@ -34,7 +34,7 @@ from tests.support.events import all_built
 from tests.support.paging import PageGuard
 from write_server.adapters.sqlalchemy_uow import SqlAlchemyUnitOfWork
 from write_server.bootstrap import create_engine
-from write_server.domain import commands as c
+from write_server.domain import commands
 from write_server.service_layer.service import CommandService
 
 SOURCES = (qpb.SOURCE_PROJECTION, qpb.SOURCE_READ_MODEL, qpb.SOURCE_WRITE_MODEL)
@@ -76,15 +76,15 @@ def _pick(ids: list[str], n: int) -> str | None:
     return ids[n % len(ids)] if ids else None
 
 
-def to_command(op: tuple[Any, ...], world: World, serial: int) -> c.Command | None:
+def to_command(op: tuple[Any, ...], world: World, serial: int) -> commands.Command | None:
     kind = op[0]
     if kind == "create_product":
         _, category, price, stock, currency = op
-        return c.CreateProduct(
+        return commands.CreateProduct(
             name=f"p{serial}", price_cents=price, currency=currency, category=category, stock=stock
         )
     if kind == "create_customer":
-        return c.CreateCustomer(name=f"c{serial}", email=f"user{op[1]}@example.org")
+        return commands.CreateCustomer(name=f"c{serial}", email=f"user{op[1]}@example.org")
     targets = {
         "update_product": world.products,
         "delete_product": world.products,
@@ -99,28 +99,28 @@ def to_command(op: tuple[Any, ...], world: World, serial: int) -> c.Command | No
         changes: dict[str, Any] = {"category": op[2], "name": f"p{serial}"}
         if op[3] >= 0:
             changes["stock"] = op[3]
-        return c.UpdateProduct(id=target, changes=changes)
+        return commands.UpdateProduct(id=target, changes=changes)
     if kind == "delete_product":
-        return c.DeleteProduct(id=target)
+        return commands.DeleteProduct(id=target)
     if kind == "update_customer":
-        return c.UpdateCustomer(
+        return commands.UpdateCustomer(
             id=target, changes={"name": f"c{serial}", "email": f"user{op[2]}.{serial}@example.org"}
         )
     if kind == "delete_customer":
-        return c.DeleteCustomer(id=target)
+        return commands.DeleteCustomer(id=target)
     if kind == "place_order":
         items: dict[str, int] = {}
         for n, qty in op[2]:
             product = _pick(world.products, n)
             if product is not None:
                 items[product] = qty
-        return c.PlaceOrder(
+        return commands.PlaceOrder(
             customer_id=target,
-            items=tuple(c.OrderItemRequest(p, q) for p, q in items.items()),
+            items=tuple(commands.OrderItemRequest(p, q) for p, q in items.items()),
         )
     if kind == "order_status":
-        return c.ChangeOrderStatus(id=target, action=op[2])
-    return c.DeleteOrder(id=target)
+        return commands.ChangeOrderStatus(id=target, action=op[2])
+    return commands.DeleteOrder(id=target)
 
 
 @asynccontextmanager
@@ -202,11 +202,11 @@ async def run_example(settings: Settings, world: World, program: list[tuple[Any,
                 result = await service.execute(command)
             except AppError:
                 continue  # invalid commands are part of the program; they change nothing
-            if isinstance(command, c.CreateProduct):
+            if isinstance(command, commands.CreateProduct):
                 world.products.append(result.id)
-            elif isinstance(command, c.CreateCustomer):
+            elif isinstance(command, commands.CreateCustomer):
                 world.customers.append(result.id)
-            elif isinstance(command, c.PlaceOrder):
+            elif isinstance(command, commands.PlaceOrder):
                 world.orders.append(result.id)
             world.token = result.consistency_token or world.token
         results = [await answers(stub, world, s) for s in SOURCES]

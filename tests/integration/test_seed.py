@@ -10,7 +10,7 @@ from common.settings import Settings
 from cqrs.seed import seed
 from tests.contract.write_model import customer, product
 from write_server.adapters.memory import InMemoryStore, InMemoryUnitOfWork
-from write_server.domain import commands as c
+from write_server.domain import commands
 from write_server.service_layer.service import CommandService
 
 
@@ -19,7 +19,9 @@ async def _payload_keys_from_commands() -> dict[str, set[str]]:
     service = CommandService(lambda: InMemoryUnitOfWork(store))
     p = await service.execute(product())
     cu = await service.execute(customer())
-    await service.execute(c.PlaceOrder(customer_id=cu.id, items=(c.OrderItemRequest(p.id, 1),)))
+    await service.execute(
+        commands.PlaceOrder(customer_id=cu.id, items=(commands.OrderItemRequest(p.id, 1),))
+    )
     return {r.event.event_type: set(r.event.payload()) for r in store.events}
 
 

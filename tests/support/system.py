@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,3 +94,15 @@ class System:
             f"--- {name}\n" + "\n".join(p.log().splitlines()[-lines:])
             for name, p in self.processes.items()
         )
+
+
+@contextmanager
+def running(settings: Settings, logs: Path, **extra_env: str) -> Iterator[System]:
+    """The three processes started; on exit each must stop with status 0 on SIGTERM."""
+    system = System(settings, logs, dict(extra_env))
+    system.start_all()
+    try:
+        yield system
+    finally:
+        codes = system.stop_all()
+        assert set(codes.values()) == {0}, f"{codes}\n{system.log_tails()}"

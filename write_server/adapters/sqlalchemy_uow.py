@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from common.events import CUSTOMER_FIELDS, NOTIFY_CHANNEL, PRODUCT_FIELDS
 from common.positions import Position
-from write_server.adapters import tables as t
+from write_server.adapters import tables
 from write_server.domain.aggregate import Aggregate
 from write_server.domain.customer import Customer
 from write_server.domain.errors import ConcurrencyConflict, EmailTaken
@@ -56,25 +56,31 @@ class _SqlRepository(ports.Repository[A], Generic[A]):
 
 class SqlProductRepository(_SqlRepository[Product], ports.ProductRepository):
     async def _load_many(self, idents: list[str]) -> dict[str, Product]:
-        rows = await self._conn.execute(select(t.products).where(t.products.c.id.in_(idents)))
+        rows = await self._conn.execute(
+            select(tables.products).where(tables.products.c.id.in_(idents))
+        )
         return {str(r.id): _product(r._mapping) for r in rows}
 
 
 class SqlCustomerRepository(_SqlRepository[Customer], ports.CustomerRepository):
     async def _load_many(self, idents: list[str]) -> dict[str, Customer]:
-        rows = await self._conn.execute(select(t.customers).where(t.customers.c.id.in_(idents)))
+        rows = await self._conn.execute(
+            select(tables.customers).where(tables.customers.c.id.in_(idents))
+        )
         return {str(r.id): _customer(r._mapping) for r in rows}
 
 
 class SqlOrderRepository(_SqlRepository[Order], ports.OrderRepository):
     async def _load_many(self, idents: list[str]) -> dict[str, Order]:
-        rows = (await self._conn.execute(select(t.orders).where(t.orders.c.id.in_(idents)))).all()
+        rows = (
+            await self._conn.execute(select(tables.orders).where(tables.orders.c.id.in_(idents)))
+        ).all()
         if not rows:
             return {}
         items = await self._conn.execute(
-            select(t.order_items)
-            .where(t.order_items.c.order_id.in_(idents))
-            .order_by(t.order_items.c.order_id, t.order_items.c.line_no)
+            select(tables.order_items)
+            .where(tables.order_items.c.order_id.in_(idents))
+            .order_by(tables.order_items.c.order_id, tables.order_items.c.line_no)
         )
         lines: dict[str, list[OrderLine]] = {}
         for i in items:
@@ -95,7 +101,9 @@ class SqlRequestLog(ports.RequestLog):
     async def get(self, request_id: str) -> ports.StoredReply | None:
         row = (
             await self._conn.execute(
-                select(t.command_requests).where(t.command_requests.c.request_id == request_id)
+                select(tables.command_requests).where(
+                    tables.command_requests.c.request_id == request_id
+                )
             )
         ).first()
         if row is None:
@@ -104,7 +112,7 @@ class SqlRequestLog(ports.RequestLog):
 
     async def add(self, request_id: str, stored: ports.StoredReply) -> None:
         await self._conn.execute(
-            insert(t.command_requests).values(
+            insert(tables.command_requests).values(
                 request_id=request_id,
                 command=stored.command,
                 payload_hash=stored.fingerprint,
@@ -154,7 +162,9 @@ class SqlAlchemyUnitOfWork(ports.UnitOfWork):
             )
         try:
             result = await self._conn.execute(
-                insert(t.events).returning(t.events.c.seq, literal_column("xid::text::bigint")),
+                insert(tables.events).returning(
+                    tables.events.c.seq, literal_column("xid::text::bigint")
+                ),
                 rows,
             )
         except IntegrityError as exc:  # unique (aggregate_id, aggregate_version)
@@ -164,19 +174,19 @@ class SqlAlchemyUnitOfWork(ports.UnitOfWork):
 
     async def _save(self, aggregate: Aggregate) -> None:
         if isinstance(aggregate, Product):
-            await self._upsert(t.products, aggregate, _values(aggregate, PRODUCT_FIELDS))
+            await self._upsert(tables.products, aggregate, _values(aggregate, PRODUCT_FIELDS))
         elif isinstance(aggregate, Customer):
             try:
-                await self._upsert(t.customers, aggregate, _values(aggregate, CUSTOMER_FIELDS))
+                await self._upsert(tables.customers, aggregate, _values(aggregate, CUSTOMER_FIELDS))
             except IntegrityError as exc:
                 if "customers_email_unique" in str(exc.orig):
                     raise EmailTaken(aggregate.email) from exc
                 raise
         elif isinstance(aggregate, Order):
-            await self._upsert(t.orders, aggregate, _order_values(aggregate))
+            await self._upsert(tables.orders, aggregate, _order_values(aggregate))
             if aggregate.loaded_version == 0:
                 await self._conn.execute(
-                    insert(t.order_items),
+                    insert(tables.order_items),
                     [
                         {"order_id": aggregate.id, "line_no": n, **line.as_dict()}
                         for n, line in enumerate(aggregate.lines, start=1)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-from write_server.domain import validation as v
+from write_server.domain import validation
 from write_server.domain.errors import StaleVersion
 from write_server.domain.events import DomainEvent
 
@@ -39,13 +39,13 @@ class Aggregate:
     def change(
         self,
         changes: dict[str, Any],
-        rules: dict[str, v.Rule],
+        rules: dict[str, validation.Rule],
         event_type: type[DomainEvent],
         now: datetime,
     ) -> bool:
         """Validate ``changes``, apply the fields that differ and record ``event_type``
         with them; False (and no event) when nothing changes."""
-        v.validate(changes, rules)
+        validation.validate(changes, rules)
         effective = {k: val for k, val in changes.items() if getattr(self, k) != val}
         if not effective:
             return False

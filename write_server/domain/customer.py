@@ -6,17 +6,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from write_server.domain import validation as v
+from write_server.domain import validation
 from write_server.domain.aggregate import Aggregate
 from write_server.domain.events import CustomerCreated, CustomerDeleted, CustomerUpdated
 
-CUSTOMER_RULES: dict[str, v.Rule] = {
-    "name": v.check_name,
-    "email": v.check_email,
-    "address": v.check_text,
-    "city": v.check_text,
-    "postal_code": v.check_text,
-    "country": v.check_text,
+CUSTOMER_RULES: dict[str, validation.Rule] = {
+    "name": validation.check_name,
+    "email": validation.check_email,
+    "address": validation.check_text,
+    "city": validation.check_text,
+    "postal_code": validation.check_text,
+    "country": validation.check_text,
 }
 
 
@@ -38,7 +38,7 @@ class Customer(Aggregate):
     def create(cls, *, id: str, now: datetime, **fields: Any) -> Customer:
         """Validate ``fields`` (name, email, address, city, postal_code, country)."""
         fields = {**fields, "email": normalize_email(fields["email"])}
-        v.validate(fields, CUSTOMER_RULES)
+        validation.validate(fields, CUSTOMER_RULES)
         customer = cls(id=id, created_at=now, updated_at=now, **fields)
         customer.record(CustomerCreated, now, **fields)
         return customer

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from write_server.domain import validation as v
+from write_server.domain import validation
 from write_server.domain.aggregate import Aggregate
 from write_server.domain.errors import FailedPrecondition, InsufficientStock
 from write_server.domain.events import (
@@ -17,13 +17,13 @@ from write_server.domain.events import (
     ProductUpdated,
 )
 
-PRODUCT_RULES: dict[str, v.Rule] = {
-    "name": v.check_name,
-    "description": v.check_description,
-    "price_cents": v.check_price,
-    "currency": v.check_currency,
-    "category": v.check_text,
-    "stock": v.check_stock,
+PRODUCT_RULES: dict[str, validation.Rule] = {
+    "name": validation.check_name,
+    "description": validation.check_description,
+    "price_cents": validation.check_price,
+    "currency": validation.check_currency,
+    "category": validation.check_text,
+    "stock": validation.check_stock,
 }
 
 
@@ -40,7 +40,7 @@ class Product(Aggregate):
     @classmethod
     def create(cls, *, id: str, now: datetime, **fields: Any) -> Product:
         """Validate ``fields`` (name, description, price_cents, currency, category, stock)."""
-        v.validate(fields, PRODUCT_RULES)
+        validation.validate(fields, PRODUCT_RULES)
         product = cls(id=id, created_at=now, updated_at=now, **fields)
         product.record(ProductCreated, now, **fields)
         return product
@@ -58,10 +58,10 @@ class Product(Aggregate):
         )
 
     def release(self, quantity: int, order_id: str, now: datetime) -> None:
-        if self.stock + quantity > v.MAX_STOCK:
+        if self.stock + quantity > validation.MAX_STOCK:
             raise FailedPrecondition(
                 f"returning {quantity} to product {self.id} would put its stock above "
-                f"{v.MAX_STOCK}; lower its stock first"
+                f"{validation.MAX_STOCK}; lower its stock first"
             )
         self.stock += quantity
         self.record(

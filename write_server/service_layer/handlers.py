@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from common.events import CUSTOMER_FIELDS, PRODUCT_FIELDS
-from write_server.domain import commands as c
+from write_server.domain import commands
 from write_server.domain.aggregate import Aggregate
 from write_server.domain.customer import Customer
 from write_server.domain.errors import FieldViolation, InvalidArgument, NotFound
@@ -34,47 +34,47 @@ class Context:
     new_id: Callable[[], str]
 
 
-async def create_product(cmd: c.CreateProduct, uow: UnitOfWork, ctx: Context) -> Aggregate:
+async def create_product(cmd: commands.CreateProduct, uow: UnitOfWork, ctx: Context) -> Aggregate:
     product = Product.create(id=ctx.new_id(), now=ctx.now, **_fields(cmd, PRODUCT_FIELDS))
     uow.products.add(product)
     return product
 
 
-async def update_product(cmd: c.UpdateProduct, uow: UnitOfWork, ctx: Context) -> Aggregate:
+async def update_product(cmd: commands.UpdateProduct, uow: UnitOfWork, ctx: Context) -> Aggregate:
     ident = _target(cmd.id, cmd.expected_version, cmd.changes)
     product = await _locked(uow, uow.products, ident, cmd.expected_version)
     product.update(cmd.changes, ctx.now)
     return product
 
 
-async def delete_product(cmd: c.DeleteProduct, uow: UnitOfWork, ctx: Context) -> Aggregate:
+async def delete_product(cmd: commands.DeleteProduct, uow: UnitOfWork, ctx: Context) -> Aggregate:
     ident = _target(cmd.id, cmd.expected_version)
     product = await _locked(uow, uow.products, ident, cmd.expected_version)
     product.delete(ctx.now)
     return product
 
 
-async def create_customer(cmd: c.CreateCustomer, uow: UnitOfWork, ctx: Context) -> Aggregate:
+async def create_customer(cmd: commands.CreateCustomer, uow: UnitOfWork, ctx: Context) -> Aggregate:
     customer = Customer.create(id=ctx.new_id(), now=ctx.now, **_fields(cmd, CUSTOMER_FIELDS))
     uow.customers.add(customer)
     return customer
 
 
-async def update_customer(cmd: c.UpdateCustomer, uow: UnitOfWork, ctx: Context) -> Aggregate:
+async def update_customer(cmd: commands.UpdateCustomer, uow: UnitOfWork, ctx: Context) -> Aggregate:
     ident = _target(cmd.id, cmd.expected_version, cmd.changes)
     customer = await _locked(uow, uow.customers, ident, cmd.expected_version)
     customer.update(cmd.changes, ctx.now)
     return customer
 
 
-async def delete_customer(cmd: c.DeleteCustomer, uow: UnitOfWork, ctx: Context) -> Aggregate:
+async def delete_customer(cmd: commands.DeleteCustomer, uow: UnitOfWork, ctx: Context) -> Aggregate:
     ident = _target(cmd.id, cmd.expected_version)
     customer = await _locked(uow, uow.customers, ident, cmd.expected_version)
     customer.delete(ctx.now)
     return customer
 
 
-async def place_order(cmd: c.PlaceOrder, uow: UnitOfWork, ctx: Context) -> Aggregate:
+async def place_order(cmd: commands.PlaceOrder, uow: UnitOfWork, ctx: Context) -> Aggregate:
     customer_id = require_uuid("customer_id", cmd.customer_id)
     quantities = _validate_items(cmd.items)
     await uow.lock([customer_id, *quantities])
@@ -94,7 +94,9 @@ async def place_order(cmd: c.PlaceOrder, uow: UnitOfWork, ctx: Context) -> Aggre
     return order
 
 
-async def change_order_status(cmd: c.ChangeOrderStatus, uow: UnitOfWork, ctx: Context) -> Aggregate:
+async def change_order_status(
+    cmd: commands.ChangeOrderStatus, uow: UnitOfWork, ctx: Context
+) -> Aggregate:
     ident = _target(cmd.id, cmd.expected_version)
     order = await _locked(uow, uow.orders, ident, cmd.expected_version)
     order.transition(cmd.action, ctx.now)
@@ -109,7 +111,7 @@ async def change_order_status(cmd: c.ChangeOrderStatus, uow: UnitOfWork, ctx: Co
     return order
 
 
-async def delete_order(cmd: c.DeleteOrder, uow: UnitOfWork, ctx: Context) -> Aggregate:
+async def delete_order(cmd: commands.DeleteOrder, uow: UnitOfWork, ctx: Context) -> Aggregate:
     ident = _target(cmd.id, cmd.expected_version)
     order = await _locked(uow, uow.orders, ident, cmd.expected_version)
     order.delete(ctx.now)
@@ -124,7 +126,7 @@ async def _locked(uow: UnitOfWork, repo: Repository[A], ident: str, expected_ver
     return aggregate
 
 
-def _fields(cmd: c.Command, fields: tuple[str, ...]) -> dict[str, Any]:
+def _fields(cmd: commands.Command, fields: tuple[str, ...]) -> dict[str, Any]:
     return {f: getattr(cmd, f) for f in fields}
 
 
@@ -136,7 +138,7 @@ def _target(ident: str, expected_version: int, changes: dict[str, Any] | None = 
     return canonical
 
 
-def _validate_items(items: tuple[c.OrderItemRequest, ...]) -> dict[str, int]:
+def _validate_items(items: tuple[commands.OrderItemRequest, ...]) -> dict[str, int]:
     """product id -> quantity, in request order; every problem reported at once."""
     violations: list[FieldViolation] = []
     if not items:
@@ -166,14 +168,14 @@ def _validate_items(items: tuple[c.OrderItemRequest, ...]) -> dict[str, int]:
 
 Handler = Callable[[Any, UnitOfWork, Context], Awaitable[Aggregate]]
 
-HANDLERS: dict[type[c.Command], Handler] = {
-    c.CreateProduct: create_product,
-    c.UpdateProduct: update_product,
-    c.DeleteProduct: delete_product,
-    c.CreateCustomer: create_customer,
-    c.UpdateCustomer: update_customer,
-    c.DeleteCustomer: delete_customer,
-    c.PlaceOrder: place_order,
-    c.ChangeOrderStatus: change_order_status,
-    c.DeleteOrder: delete_order,
+HANDLERS: dict[type[commands.Command], Handler] = {
+    commands.CreateProduct: create_product,
+    commands.UpdateProduct: update_product,
+    commands.DeleteProduct: delete_product,
+    commands.CreateCustomer: create_customer,
+    commands.UpdateCustomer: update_customer,
+    commands.DeleteCustomer: delete_customer,
+    commands.PlaceOrder: place_order,
+    commands.ChangeOrderStatus: change_order_status,
+    commands.DeleteOrder: delete_order,
 }

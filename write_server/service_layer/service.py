@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from common.positions import encode_token
-from write_server.domain import commands as c
+from write_server.domain import commands
 from write_server.domain.errors import FieldViolation, InvalidArgument
 from write_server.service_layer.handlers import HANDLERS, Context
 from write_server.service_layer.ports import StoredReply, UnitOfWork
@@ -68,7 +68,9 @@ class CommandService:
         self._clock = clock
         self._new_id = new_id
 
-    async def execute(self, command: c.Command, meta: RequestMeta | None = None) -> CommandResult:
+    async def execute(
+        self, command: commands.Command, meta: RequestMeta | None = None
+    ) -> CommandResult:
         handler = HANDLERS[type(command)]
         request_id = command.request_id
         if len(request_id) > MAX_REQUEST_ID:
@@ -102,7 +104,7 @@ class CommandService:
             return result
 
 
-def _replay(stored: StoredReply, command: c.Command) -> CommandResult:
+def _replay(stored: StoredReply, command: commands.Command) -> CommandResult:
     if stored.command != type(command).__name__ or stored.fingerprint != command.fingerprint():
         raise InvalidArgument(
             FieldViolation(
