@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install proto proto-check migrate run test test-unit test-integration test-e2e lint format \
+.PHONY: install proto proto-check migrate run test test-unit test-integration test-e2e test-faults lint format \
         seed verify status rebuild-projections rebuild-products rebuild-customers rebuild-orders clean
 
 install: $(STAMP)
@@ -41,6 +41,9 @@ test-integration: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+test-faults: $(STAMP)
+	$(BIN)/pytest tests/faults $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
