@@ -5,9 +5,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: install proto proto-check migrate run test test-unit test-integration test-e2e test-faults lint format \
-        seed verify status rebuild-projections rebuild-products rebuild-customers rebuild-orders clean
+        seed verify status rebuild-projections rebuild-products rebuild-customers rebuild-orders \
+        bench bench-data clean
 
 install: $(STAMP)
 
@@ -53,6 +55,17 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Benchmarks: not part of `make test` (a smoke test is). Uses the system `make run` started,
+# or starts one; h2load (Debian's nghttp2-client) drives the reads when it can be installed.
+bench: $(STAMP)
+	@command -v h2load >/dev/null || (command -v apt-get >/dev/null && \
+		apt-get install -y -q nghttp2-client >/dev/null 2>&1) || \
+		echo "h2load not available: the built-in generator drives every scenario"
+	$(BIN)/cqrs bench --start $(BENCH_ARGS)
+
+bench-data: $(STAMP)
+	$(BIN)/cqrs bench data
 
 seed: $(STAMP)
 	$(BIN)/cqrs seed

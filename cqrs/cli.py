@@ -11,8 +11,10 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from common.settings import Settings, load_settings
 
@@ -36,7 +38,13 @@ def _parser() -> argparse.ArgumentParser:
 
     projector = sub.add_parser("projector", help="run, rebuild, verify or inspect projections")
     psub = projector.add_subparsers(dest="projector_command", required=True)
-    psub.add_parser("run", help="follow the event log and keep every projection up to date")
+    run = psub.add_parser("run", help="follow the event log and keep every projection up to date")
+    run.add_argument(
+        "--only",
+        action="append",
+        metavar="CONSUMER",
+        help="run only these consumers, e.g. redis:products (repeatable); default: all",
+    )
     rebuild = psub.add_parser(
         "rebuild", help="replay the event log into fresh projections, then switch"
     )
@@ -56,6 +64,35 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--random-seed", type=int, default=42)
 
     sub.add_parser("up", help="migrate, then run write server, read server and projector")
+
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks (ghz-compatible reports); `cqrs bench data` writes the request data",
+        description="Run benchmark scenarios (default: all) against the running system, or "
+        "`cqrs bench data` (request data files) or `cqrs bench configs` (bench/ghz/*.json).",
+    )
+    bench.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenarios or groups")
+    length = bench.add_mutually_exclusive_group()
+    length.add_argument("--duration", type=float, help="seconds per RPC scenario (default 8)")
+    length.add_argument("--total", type=int, help="calls per RPC scenario")
+    bench.add_argument("--concurrency", type=int, help="calls in flight (default: per scenario)")
+    bench.add_argument("--connections", type=int, default=4, help="connections (default 4)")
+    bench.add_argument(
+        "--driver", choices=["auto", "ghz", "h2load", "builtin"], default="auto",
+        help="load generator (auto: ghz, else h2load for reads, else the built-in one)",
+    )  # fmt: skip
+    bench.add_argument(
+        "--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
+        help="processes of the built-in generator (default: half the cores)",
+    )  # fmt: skip
+    bench.add_argument(
+        "--start", action="store_true", help="start the system (as `cqrs up`) if none answers"
+    )
+    bench.add_argument(
+        "--no-seed", action="store_true", help="use the data as it is (no `cqrs seed` first)"
+    )
+    bench.add_argument("--results", type=Path, help="where to write (default bench/results)")
+    bench.add_argument("--samples", type=int, default=1000, help="bench data: requests per file")
     return parser
 
 
@@ -105,7 +142,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         sub = args.projector_command
         if sub == "run":
-            return int(asyncio.run(projector_main.run(settings)))
+            return int(asyncio.run(projector_main.run(settings, args.only or None)))
         if sub == "rebuild":
             return int(asyncio.run(projector_main.rebuild(settings, args.only or None)))
         if sub == "verify":
@@ -129,7 +166,39 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from cqrs.up import up
 
         return up(settings)
+    if command == "bench":
+        return _bench(args, settings)
     raise AssertionError(command)
+
+
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from bench import catalogue, data
+    from bench import run as bench_run
+    from bench.rpc import Run
+
+    if args.scenarios == ["data"]:
+        written = asyncio.run(data.write_data_files(settings.asyncpg_dsn, args.samples))
+        print(f"wrote {len(written)} data files in {catalogue.DATA_DIR}")
+        return 0
+    if args.scenarios == ["configs"]:
+        written = catalogue.write_ghz_configs()
+        print(f"wrote {len(written)} ghz configs in {catalogue.GHZ_DIR}")
+        return 0
+    duration = args.duration if args.duration or args.total else catalogue.DEFAULT_DURATION_S
+    run = Run(
+        duration_s=duration,
+        total=args.total,
+        concurrency=args.concurrency,
+        connections=args.connections,
+        workers=args.workers,
+        driver=args.driver,
+    )
+    command = " ".join(["cqrs bench", *sys.argv[2:]])
+    plan = bench_run.Plan(
+        args.scenarios, run, args.start, seed=not args.no_seed, command=command,
+        results_root=args.results or catalogue.ROOT / "bench" / "results",
+    )  # fmt: skip
+    return bench_run.main(settings, plan)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 _STOP_GRACE_S = 10.0
 
 
-async def run(settings: Settings) -> int:
-    """Run every consumer until SIGTERM/SIGINT (current batches finish first).
+async def run(settings: Settings, only: list[str] | None = None) -> int:
+    """Run every consumer (or those named in ``only``) until SIGTERM/SIGINT (current
+    batches finish first).
 
     Returns the exit status: 0 after a signal, 1 when every consumer stopped on a
     poison event (so a supervisor sees the failure).
@@ -32,7 +33,7 @@ async def run(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with open_app(settings) as app:
-            task = asyncio.create_task(app.projector().run(stop))
+            task = asyncio.create_task(app.projector(only).run(stop))
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()

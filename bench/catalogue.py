@@ -1,0 +1,161 @@
+"""The benchmark scenarios, and the ghz config of each RPC scenario (``bench/ghz/*.json``).
+
+An :class:`RpcScenario` is one unary call driven at a fixed concurrency with request
+data drawn from the seeded database (``bench/data/<name>.json``, see
+:mod:`bench.data`). Its ghz config uses ghz's long option names and paths relative
+to the repository root, so ``ghz --config bench/ghz/get_product_projection.json``
+runs as-is from there against ``make run``'s default ports. The other scenarios
+(projector, freshness, scale-out) are not single calls and have no ghz config.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+GHZ_DIR = ROOT / "bench" / "ghz"
+DATA_DIR = ROOT / "bench" / "data"
+
+READ_HOST = "127.0.0.1:50052"
+WRITE_HOST = "127.0.0.1:50051"
+QUERY_PROTO = "protos/shop/v1/query_service.proto"
+COMMAND_PROTO = "protos/shop/v1/command_service.proto"
+HEALTH_PROTO = "bench/protos/grpc/health/v1/health.proto"
+
+SOURCES = {
+    "projection": "SOURCE_PROJECTION",
+    "read_model": "SOURCE_READ_MODEL",
+    "write_model": "SOURCE_WRITE_MODEL",
+}
+DEFAULT_DURATION_S = 8.0
+DEFAULT_CONCURRENCY = 50
+DEFAULT_CONNECTIONS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class RpcScenario:
+    """One unary RPC under load."""
+
+    name: str
+    group: str  # floor | reads | writes
+    server: str  # read | write
+    call: str  # ghz form: package.Service.Method
+    request: str  # what each data-file entry asks (for the data generator)
+    concurrency: int = DEFAULT_CONCURRENCY
+    source: str = ""  # reads: projection | read_model | write_model
+    entity: str = ""  # reads: products | customers | orders (a chart groups by it)
+
+    @property
+    def proto(self) -> str:
+        if self.call.startswith("grpc.health"):
+            return HEALTH_PROTO
+        return QUERY_PROTO if self.server == "read" else COMMAND_PROTO
+
+    @property
+    def path(self) -> str:
+        """The gRPC method path: ``/package.Service/Method``."""
+        service, _, method = self.call.rpartition(".")
+        return f"/{service}/{method}"
+
+    @property
+    def data_file(self) -> Path:
+        return DATA_DIR / f"{self.name}.json"
+
+    def ghz_config(self) -> dict[str, Any]:
+        """The ghz config (long option names, paths relative to the repository root)."""
+        return {
+            "name": self.name,
+            "proto": self.proto,
+            "import-paths": ["protos"],
+            "call": self.call,
+            "host": READ_HOST if self.server == "read" else WRITE_HOST,
+            "insecure": True,
+            "duration": f"{DEFAULT_DURATION_S:g}s",
+            "concurrency": self.concurrency,
+            "connections": DEFAULT_CONNECTIONS,
+            "data-file": str(self.data_file.relative_to(ROOT)),
+            "format": "json",
+            "output": f"bench/results/ghz/{self.name}.json",
+        }
+
+
+def _reads() -> list[RpcScenario]:
+    shapes = [
+        ("get_product", "products", "GetProduct", "get"),
+        ("list_products", "products", "ListProducts", "page"),
+        ("list_products_category", "products", "ListProducts", "category"),
+        ("get_customer", "customers", "GetCustomer", "get"),
+        ("list_customers", "customers", "ListCustomers", "page"),
+        ("get_order", "orders", "GetOrder", "get"),
+        ("list_orders", "orders", "ListOrders", "page"),
+        ("list_orders_customer", "orders", "ListOrders", "customer"),
+    ]
+    return [
+        RpcScenario(
+            f"{name}_{source}",
+            "reads",
+            "read",
+            f"shop.v1.QueryService.{method}",
+            request,
+            source=source,
+            entity=entity,
+        )
+        for name, entity, method, request in shapes
+        for source in SOURCES
+    ]
+
+
+def _writes() -> list[RpcScenario]:
+    return [
+        RpcScenario(
+            f"{name}_c{concurrency}",
+            "writes",
+            "write",
+            f"shop.v1.CommandService.{method}",
+            name,
+            concurrency=concurrency,
+        )
+        for name, method in (
+            ("create_product", "CreateProduct"),
+            ("update_product", "UpdateProduct"),
+            ("place_order", "PlaceOrder"),
+        )
+        for concurrency in (1, 16, 64)
+    ]
+
+
+FLOOR = RpcScenario("floor", "floor", "read", "grpc.health.v1.Health.Check", "health")
+RPC_SCENARIOS: dict[str, RpcScenario] = {s.name: s for s in [FLOOR, *_reads(), *_writes()]}
+# Scenarios that are not one RPC (their own modules run them).
+OTHER_SCENARIOS = ("projector", "freshness", "scale-out")
+GROUPS = ("floor", "reads", "writes", *OTHER_SCENARIOS)
+
+
+def select(names: list[str]) -> list[str]:
+    """Scenario names for the given scenario or group names (all groups if none)."""
+    wanted = names or list(GROUPS)
+    chosen: list[str] = []
+    for name in wanted:
+        if name in RPC_SCENARIOS or name in OTHER_SCENARIOS:
+            matched = [name]
+        else:
+            matched = [s.name for s in RPC_SCENARIOS.values() if s.group == name]
+        if not matched:
+            known = ", ".join([*GROUPS, *RPC_SCENARIOS])
+            raise ValueError(f"unknown scenario {name!r}; known: {known}")
+        chosen += [m for m in matched if m not in chosen]
+    return chosen
+
+
+def write_ghz_configs(directory: Path = GHZ_DIR) -> list[Path]:
+    """Write every RPC scenario's ghz config; returns the files written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for scenario in RPC_SCENARIOS.values():
+        path = directory / f"{scenario.name}.json"
+        path.write_text(json.dumps(scenario.ghz_config(), indent=2) + "\n")
+        written.append(path)
+    return written

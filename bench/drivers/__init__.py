@@ -1,0 +1,1 @@
+"""Load generators; each turns a :class:`~bench.drivers.builtin.Load` into measured calls."""

@@ -1,0 +1,320 @@
+"""Projector throughput: catch-up from zero (each projection, the Redis ones, all six),
+``cqrs projector rebuild``, and the projector's peak RSS.
+
+It works on a scratch database holding a copy of the event log (streamed with COPY,
+so the system under test may keep running) and a fresh Redis key prefix per run;
+each run is a real ``cqrs projector run`` (or ``rebuild``) process, timed from its
+start until every selected projection's checkpoint covers the log's head. Throughput
+is the log's events (those the projections read) per second of that wall time,
+process start-up included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from bench.catalogue import ROOT
+from common.db import drop_database, migrate, split_database
+from common.events import CUSTOMER, ORDER, PRODUCT
+from common.positions import Position
+from common.settings import Settings, to_environ
+
+# Which aggregate types each projection reads (projector/projections.py).
+CONSUMES = {"products": (PRODUCT,), "customers": (CUSTOMER,), "orders": (ORDER, CUSTOMER)}
+PROJECTIONS = [f"{b}:{k}" for b in ("redis", "pg") for k in CONSUMES]
+RUNS: dict[str, list[str]] = {
+    **{name: [name] for name in PROJECTIONS},
+    "redis (3)": [p for p in PROJECTIONS if p.startswith("redis:")],
+    "all six": PROJECTIONS,
+}
+_POLL_S = 0.05
+_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    run: str
+    events: int  # log events read by the projections of the run
+    seconds: float
+    peak_rss_mb: float
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+async def measure(settings: Settings, runs: list[str] | None = None) -> dict[str, Any]:
+    """Every catch-up run of ``runs`` (default: all), then a rebuild of everything."""
+    scratch = await _scratch_copy(settings)
+    try:
+        head, counts = await _log(scratch.asyncpg_dsn)
+        results = []
+        for name in runs or list(RUNS):
+            projections = RUNS[name]
+            seconds, rss = await _catch_up(scratch, projections, head)
+            results.append(Result(name, events_read(counts, projections), seconds, rss))
+            _say(f"  catch-up {name}: {results[-1].events_per_s:,.0f} events/s")
+        rebuild = await _rebuild(scratch, sum(counts.values()))
+        _say(f"  rebuild: {rebuild.events_per_s:,.0f} events/s")
+    finally:
+        await drop_database(scratch.asyncpg_dsn)
+    return {
+        "log_events": sum(counts.values()),
+        "catch_up": [_as_dict(r) for r in results],
+        "rebuild": _as_dict(rebuild),
+    }
+
+
+def _as_dict(result: Result) -> dict[str, Any]:
+    return {**dataclasses.asdict(result), "events_per_s": result.events_per_s}
+
+
+def events_read(counts: dict[str, int], projections: list[str]) -> int:
+    """How many log events ``projections`` read between them (each event once)."""
+    types = {t for p in projections for t in CONSUMES[p.split(":")[1]]}
+    return sum(n for t, n in counts.items() if t in types)
+
+
+async def _scratch_copy(settings: Settings) -> Settings:
+    """A migrated scratch database holding a copy of the event log."""
+    _, name = split_database(settings.asyncpg_dsn)
+    scratch_name = f"{name}_bench_projector"
+    base = settings.database_url.rsplit("/", 1)[0]
+    scratch = dataclasses.replace(settings, database_url=f"{base}/{scratch_name}")
+    await drop_database(scratch.asyncpg_dsn)
+    await migrate(scratch.asyncpg_dsn, scratch.sqlalchemy_url)
+    source = await asyncpg.connect(settings.asyncpg_dsn)
+    target = await asyncpg.connect(scratch.asyncpg_dsn)
+    try:
+        columns = "seq, xid, aggregate_type, aggregate_id, aggregate_version, event_type, " \
+            "payload, metadata, occurred_at"  # fmt: skip
+        reader, writer = os.pipe()
+        copy_out = source.copy_from_query(
+            f"SELECT {columns} FROM events ORDER BY seq", output=_Writer(writer), format="binary"
+        )
+        copy_in = target.copy_to_table(
+            "events", source=_Reader(reader), columns=columns.split(", "), format="binary"
+        )
+        await asyncio.gather(copy_out, copy_in)
+    finally:
+        await source.close()
+        await target.close()
+    return scratch
+
+
+class _Writer:
+    """An async sink writing COPY data into a pipe (closed at the end)."""
+
+    def __init__(self, fd: int) -> None:
+        self._file = os.fdopen(fd, "wb", buffering=0)
+
+    async def __call__(self, data: bytes) -> None:
+        await asyncio.to_thread(self._file.write, data)
+        if not data:
+            self._file.close()
+
+
+class _Reader:
+    """An async iterator reading COPY data from a pipe."""
+
+    def __init__(self, fd: int) -> None:
+        self._file = os.fdopen(fd, "rb", buffering=0)
+
+    def __aiter__(self) -> _Reader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await asyncio.to_thread(self._file.read, 1 << 16)
+        if not chunk:
+            self._file.close()
+            raise StopAsyncIteration
+        return bytes(chunk)
+
+
+async def _log(dsn: str) -> tuple[Position, dict[str, int]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT xid::text::bigint AS xid, seq FROM events ORDER BY xid DESC, seq DESC LIMIT 1"
+        )
+        counts = {
+            r["aggregate_type"]: r["n"]
+            for r in await conn.fetch("SELECT aggregate_type, count(*) AS n FROM events GROUP BY 1")
+        }
+    finally:
+        await conn.close()
+    if row is None:
+        raise RuntimeError("the event log is empty: seed first")
+    return Position(row["xid"], row["seq"]), counts
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        **to_environ(settings),
+        "CQRS_PROJECTOR_METRICS_PORT": "0",
+        "CQRS_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+async def _catch_up(
+    scratch: Settings, projections: list[str], head: Position
+) -> tuple[float, float]:
+    """Seconds until ``projections`` cover ``head`` from zero, and the peak RSS (MB)."""
+    settings = dataclasses.replace(scratch, redis_prefix=f"bench{uuid.uuid4().hex[:8]}")
+    await _reset_read_models(settings)
+    argv = ["projector", "run"]
+    for projection in projections:
+        argv += ["--only", projection]
+    process = await _Process.start(argv, settings)
+    try:
+        await _until_caught_up(settings, projections, head, process)
+    finally:
+        seconds = process.elapsed()
+        await process.stop()
+    await _drop_redis_prefix(settings)
+    return seconds, process.peak_rss_mb
+
+
+async def _rebuild(scratch: Settings, events: int) -> Result:
+    """``cqrs projector rebuild`` of everything on the scratch copy (each projection replays
+    the events it reads; throughput counts the log's events once, like the catch-up)."""
+    settings = dataclasses.replace(scratch, redis_prefix=f"bench{uuid.uuid4().hex[:8]}")
+    process = await _Process.start(["projector", "rebuild"], settings)
+    code = await process.finish()
+    await _drop_redis_prefix(settings)
+    if code != 0:
+        raise RuntimeError(f"rebuild failed with exit code {code}")
+    return Result("rebuild (all six)", events, process.elapsed(), process.peak_rss_mb)
+
+
+class _Process:
+    """A ``cqrs`` child process, timed from its start, its peak RSS sampled from /proc."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+        self._started = time.monotonic()
+        self._ended: float | None = None
+        self.peak_rss_mb = 0.0
+
+    @classmethod
+    async def start(cls, args: list[str], settings: Settings) -> _Process:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cqrs", *args, env=_env(settings), cwd=ROOT,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        return cls(process)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode
+
+    def elapsed(self) -> float:
+        return (self._ended or time.monotonic()) - self._started
+
+    def sample(self) -> None:
+        """Note the process's high-water mark of resident memory (VmHWM)."""
+        try:
+            with open(f"/proc/{self._process.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        self.peak_rss_mb = max(self.peak_rss_mb, int(line.split()[1]) / 1024)
+        except OSError:
+            pass  # it has exited
+
+    async def finish(self) -> int:
+        """Wait for it to exit by itself, sampling its memory; its exit code."""
+        while self._process.returncode is None:
+            self.sample()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_POLL_S):
+                    await self._process.wait()
+        self._ended = self._ended or time.monotonic()
+        return self._process.returncode
+
+    async def stop(self) -> None:
+        self.sample()
+        self._ended = self._ended or time.monotonic()
+        if self._process.returncode is None:
+            self._process.send_signal(signal.SIGTERM)
+        await self._process.wait()
+
+
+async def _until_caught_up(
+    settings: Settings, projections: list[str], head: Position, process: _Process
+) -> None:
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(settings.redis_url)
+    db = await asyncpg.connect(settings.asyncpg_dsn)
+    deadline = time.monotonic() + _TIMEOUT_S
+    try:
+        while True:
+            process.sample()
+            if process.returncode is not None:
+                raise RuntimeError(f"the projector exited with {process.returncode}")
+            positions = [await _checkpoint(p, settings, redis, db) for p in projections]
+            if all(p is not None and p >= head for p in positions):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{projections} did not catch up in {_TIMEOUT_S:.0f} s")
+            await asyncio.sleep(_POLL_S)
+    finally:
+        await redis.aclose()
+        await db.close()
+
+
+async def _checkpoint(
+    projection: str, settings: Settings, redis: Any, db: asyncpg.Connection
+) -> Position | None:
+    backend, family = projection.split(":")
+    if backend == "pg":
+        row = await db.fetchrow(
+            "SELECT xid, seq FROM read.projection_checkpoints WHERE projection = $1", projection
+        )
+        return Position(row["xid"], row["seq"]) if row else None
+    base = f"{settings.redis_prefix}:{family}"
+    gen = await redis.get(f"{base}:active")
+    if gen is None:
+        return None
+    raw = await redis.get(f"{base}:g{int(gen)}:checkpoint")
+    return Position.from_checkpoint(raw) if raw else None
+
+
+async def _reset_read_models(settings: Settings) -> None:
+    conn = await asyncpg.connect(settings.asyncpg_dsn)
+    try:
+        await conn.execute(
+            "TRUNCATE read.product_read_model, read.customer_read_model, read.order_read_model;"
+            "DELETE FROM read.projection_checkpoints"
+        )
+    finally:
+        await conn.close()
+
+
+async def _drop_redis_prefix(settings: Settings) -> None:
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        batch = [key async for key in redis.scan_iter(match=f"{settings.redis_prefix}:*")]
+        for start in range(0, len(batch), 500):
+            await redis.unlink(*batch[start : start + 500])
+    finally:
+        await redis.aclose()
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)

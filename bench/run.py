@@ -1,0 +1,255 @@
+"""``cqrs bench``: run scenarios against a system and write ``bench/results/<UTC time>/``.
+
+The system is the one answering at the configured addresses (``make run``), or, with
+``--start`` when none answers, one started here like ``cqrs up`` (stopped at the end).
+The dataset is ``cqrs seed``'s; it is seeded first when the database holds less.
+Ctrl-C stops the scenario under way, keeps its partial report and writes the summary
+of what ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench import data, freshness, projector, summary
+from bench.catalogue import ROOT, RPC_SCENARIOS, select
+from bench.rpc import Run, run_scenario
+from common.pb.shop.v1 import command_service_pb2 as cpb
+from common.pb.shop.v1 import command_service_pb2_grpc as cpb_grpc
+from common.pb.shop.v1 import query_service_pb2 as qpb
+from common.pb.shop.v1 import query_service_pb2_grpc as qpb_grpc
+from common.positions import Position, encode_token
+from common.settings import Settings, to_environ
+
+SEED_PRODUCTS = 10_000
+FRESHNESS_RATES = (200.0, 500.0)
+FRESHNESS_SECONDS = 8.0
+_START_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    scenarios: list[str]
+    run: Run
+    start: bool
+    seed: bool = True  # seed the demo dataset when the database holds less
+    results_root: Path = ROOT / "bench" / "results"
+    command: str = "cqrs bench"
+
+
+class _Interrupted:
+    """The first Ctrl-C stops gently (partial report, summary); a second one at once."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+        print("\ncqrs bench: stopping (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+
+    def __call__(self) -> bool:
+        return self.set
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
+def main(settings: Settings, plan: Plan) -> int:
+    """Run ``plan``; 0 if every scenario ran without a failed call."""
+    names = select(plan.scenarios)
+    results = plan.results_root / datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
+    results.mkdir(parents=True, exist_ok=True)
+    started_system = _ensure_system(settings, plan.start, results / "system.log")
+    interrupted = _Interrupted()
+    try:
+        asyncio.run(_ensure_dataset(settings, plan.seed))
+        asyncio.run(data.write_data_files(settings.asyncpg_dsn))
+        if any(RPC_SCENARIOS.get(n) and RPC_SCENARIOS[n].group == "writes" for n in names):
+            asyncio.run(_stock_up(settings))
+        outcomes = _run_all(settings, plan, names, results, interrupted)
+        machine = asyncio.run(summary.machine(settings))
+        text = summary.write(results, outcomes, machine, plan.command)
+        print(text)
+        print(f"cqrs bench: results in {results}", file=sys.stderr)
+        failed = sum(o.get("errors", 0) for o in outcomes.values() if isinstance(o, dict))
+        return 130 if interrupted() else (1 if failed else 0)
+    finally:
+        interrupted.restore()
+        if started_system is not None:
+            _stop(started_system)
+
+
+def _run_all(
+    settings: Settings,
+    plan: Plan,
+    names: list[str],
+    results: Path,
+    interrupted: _Interrupted,
+) -> dict[str, Any]:
+    read = f"127.0.0.1:{settings.read_port}"
+    write = f"127.0.0.1:{settings.write_port}"
+    metrics = (
+        f"http://127.0.0.1:{settings.read_metrics_port}/metrics"
+        if settings.read_metrics_port
+        else None
+    )
+    outcomes: dict[str, Any] = {}
+    for name in names:
+        if interrupted():
+            break
+        print(f"cqrs bench: {name}", file=sys.stderr, flush=True)
+        scenario = RPC_SCENARIOS.get(name)
+        if scenario is not None:
+            target = read if scenario.server == "read" else write
+            report = run_scenario(
+                scenario, plan.run, target, metrics, results / f"{name}.json", interrupted
+            )
+            outcomes[name] = summary.rpc_row(scenario, report)
+            continue
+        if name == "projector":
+            outcome: dict[str, Any] = asyncio.run(projector.measure(settings))
+        elif name == "freshness":
+            seconds = plan.run.duration_s or FRESHNESS_SECONDS
+            outcome = {
+                f"{rate:g}/s": asyncio.run(freshness.measure(write, read, rate, seconds))
+                for rate in FRESHNESS_RATES
+            }
+        else:  # scale-out
+            outcome = {"skipped": "the read server has no --workers option yet"}
+        (results / f"{name}.json").write_text(json.dumps(outcome, indent=2))
+        outcomes[name] = outcome
+    return outcomes
+
+
+# -- the system and its dataset ---------------------------------------------------------------
+
+
+def _serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _ensure_system(settings: Settings, start: bool, log: Path) -> subprocess.Popen[bytes] | None:
+    """The system under test: the running one, or one started here (returned; its output
+    goes to ``log``)."""
+    addresses = [f"127.0.0.1:{settings.write_port}", f"127.0.0.1:{settings.read_port}"]
+    if all(_serving(a) for a in addresses):
+        return None
+    if not start:
+        raise SystemExit(
+            f"cqrs bench: no system answers at {', '.join(addresses)}; "
+            "start one with `make run`, or pass --start"
+        )
+    print(f"cqrs bench: starting the system (cqrs up; output in {log})", file=sys.stderr)
+    env = {**os.environ, **to_environ(settings), "PYTHONUNBUFFERED": "1"}
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cqrs", "up"], env=env, cwd=ROOT,
+            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while not all(_serving(a) for a in addresses):
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop(process)
+            raise SystemExit("cqrs bench: `cqrs up` did not start (try it yourself)")
+        time.sleep(0.5)
+    return process
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def _ensure_dataset(settings: Settings, seed: bool) -> None:
+    """Seed the demo dataset unless the database holds it (or ``seed`` is off), then wait
+    for the projections to apply the whole log."""
+    conn = await asyncpg.connect(settings.asyncpg_dsn)
+    try:
+        products = await conn.fetchval("SELECT count(*) FROM products WHERE deleted_at IS NULL")
+    finally:
+        await conn.close()
+    if seed and products < SEED_PRODUCTS:
+        print("cqrs bench: seeding the demo dataset (cqrs seed)", file=sys.stderr, flush=True)
+        env = {**os.environ, **to_environ(settings)}
+        seeded = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cqrs", "seed", env=env, cwd=ROOT
+        )
+        if await seeded.wait() != 0:
+            raise SystemExit("cqrs bench: `cqrs seed` failed")
+    await _caught_up(settings)
+
+
+async def _caught_up(settings: Settings) -> None:
+    """Until every read source has applied the whole log (a consistency token of its head)."""
+    conn = await asyncpg.connect(settings.asyncpg_dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT xid::text::bigint AS xid, seq FROM events ORDER BY xid DESC, seq DESC LIMIT 1"
+        )
+    finally:
+        await conn.close()
+    token = encode_token(Position(row["xid"], row["seq"]))
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.read_port}") as channel:
+        stub = qpb_grpc.QueryServiceStub(channel)
+        for source in (qpb.SOURCE_PROJECTION, qpb.SOURCE_READ_MODEL):
+            for call, request in (
+                (stub.ListProducts, qpb.ListProductsRequest),
+                (stub.ListCustomers, qpb.ListCustomersRequest),
+                (stub.ListOrders, qpb.ListOrdersRequest),
+            ):
+                while True:
+                    try:
+                        await call(request(page_size=1, source=source, consistency_token=token))
+                        break
+                    except grpc.aio.AioRpcError as exc:
+                        if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                            raise
+                        if time.monotonic() > deadline:
+                            raise SystemExit(
+                                "cqrs bench: the projections did not catch up"
+                            ) from exc
+
+
+async def _stock_up(settings: Settings) -> None:
+    """Plenty of stock for the products the PlaceOrder data orders (through the write side)."""
+    ids = {
+        item["product_id"]
+        for scenario in RPC_SCENARIOS.values()
+        if scenario.request == "place_order"
+        for request in json.loads(scenario.data_file.read_text())
+        for item in request["items"]
+    }
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.write_port}") as channel:
+        stub = cpb_grpc.CommandServiceStub(channel)
+        for ident in sorted(ids):
+            await stub.UpdateProduct(cpb.UpdateProductRequest(id=ident, stock=1_000_000))

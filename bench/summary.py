@@ -1,0 +1,212 @@
+"""The run's summary: ``summary.md`` (tables) and ``chart.png`` (reads per source)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+
+from bench.catalogue import SOURCES, RpcScenario
+from common.settings import Settings
+
+_NS_PER_MS = 1e6
+
+
+def rpc_row(scenario: RpcScenario, report: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one RPC scenario's ghz report that the summary shows."""
+    latency = {d["percentage"]: d["latency"] for d in report["latencyDistribution"]}
+    statuses = report["statusCodeDistribution"]
+    return {
+        "kind": "rpc",
+        "group": scenario.group,
+        "entity": scenario.entity,
+        "source": scenario.source,
+        "shape": scenario.name.removesuffix(f"_{scenario.source}") if scenario.source else "",
+        "driver": report["options"].get("driver", "ghz"),
+        "concurrency": report["options"].get("concurrency"),
+        "rps": report["rps"],
+        "p50_ms": latency.get(50, 0) / _NS_PER_MS,
+        "p95_ms": latency.get(95, 0) / _NS_PER_MS,
+        "p99_ms": latency.get(99, 0) / _NS_PER_MS,
+        "errors": report["count"] - statuses.get("OK", 0),
+        "statuses": statuses,
+        "gen_cpu_per_1k": report.get("generatorCpuSecondsPer1000"),
+        "ended": report.get("endReason", "normal"),
+    }
+
+
+def _proc(path: str, key: str) -> str:
+    """The value of ``key`` in a ``/proc`` file of ``key: value`` lines ("" if absent)."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return ""
+    return next(
+        (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(key)), ""
+    )
+
+
+async def machine(settings: Settings) -> dict[str, str]:
+    """What the figures were measured on."""
+    model = _proc("/proc/cpuinfo", "model name") or "unknown CPU"
+    kb = _proc("/proc/meminfo", "MemTotal").split(" ")[0]
+    memory = f"{int(kb) / 1024 / 1024:.0f} GiB" if kb.isdigit() else ""
+    conn = await asyncpg.connect(settings.asyncpg_dsn)
+    try:
+        postgres = str(await conn.fetchval("SHOW server_version")).split()[0]
+    finally:
+        await conn.close()
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        redis_version = str((await redis.info("server"))["redis_version"])
+    finally:
+        await redis.aclose()
+    return {
+        "cpu": f"{os.cpu_count()} cores ({model})",
+        "memory": memory,
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "postgresql": postgres,
+        "redis": redis_version,
+    }
+
+
+def write(results: Path, outcomes: dict[str, Any], machine: dict[str, str], command: str) -> str:
+    """Write ``summary.md`` and ``chart.png`` into ``results``; the markdown."""
+    lines = [f"# cqrs bench, {results.name}", ""]
+    lines += [
+        f"Machine: {machine['cpu']}, {machine['memory']}, {machine['system']}; "
+        f"Python {machine['python']}, PostgreSQL {machine['postgresql']}, "
+        f"Redis {machine['redis']}. Command: `{command}`.",
+        "",
+    ]
+    rpc = {
+        name: o for name, o in outcomes.items() if isinstance(o, dict) and o.get("kind") == "rpc"
+    }
+    if rpc:
+        lines += _rpc_table(rpc)
+        lines += _ratios(rpc)
+    if "projector" in outcomes:
+        lines += _projector_table(outcomes["projector"])
+    if "freshness" in outcomes:
+        lines += _freshness_table(outcomes["freshness"])
+    if "scale-out" in outcomes:
+        lines += ["## Scale-out", "", f"Skipped: {outcomes['scale-out'].get('skipped')}.", ""]
+    text = "\n".join(lines)
+    (results / "summary.md").write_text(text)
+    if any(o["group"] == "reads" for o in rpc.values()):
+        _chart(rpc, results / "chart.png")
+    return text
+
+
+def _rpc_table(rpc: dict[str, dict[str, Any]]) -> list[str]:
+    floor = rpc.get("floor", {}).get("rps")
+    lines = [
+        "## RPCs",
+        "",
+        "| scenario | driver | concurrency | rps | p50 ms | p95 ms | p99 ms | errors "
+        "| x floor | generator CPU s / 1k calls |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, row in rpc.items():
+        of_floor = f"{row['rps'] / floor:.2f}" if floor and row["group"] != "writes" else ""
+        cpu = row["gen_cpu_per_1k"]
+        ended = "" if row["ended"] == "normal" else f" ({row['ended']})"
+        lines.append(
+            f"| {name}{ended} | {row['driver']} | {row['concurrency']} | {row['rps']:,.0f} "
+            f"| {row['p50_ms']:.2f} | {row['p95_ms']:.2f} | {row['p99_ms']:.2f} "
+            f"| {row['errors']} | {of_floor} | {'' if cpu is None else f'{cpu:.3f}'} |"
+        )
+    return [*lines, ""]
+
+
+def _ratios(rpc: dict[str, dict[str, Any]]) -> list[str]:
+    """Per read RPC: the projection and the read model against the write model."""
+    shapes: dict[str, dict[str, float]] = {}
+    for row in rpc.values():
+        if row["group"] == "reads":
+            shapes.setdefault(row["shape"], {})[row["source"]] = row["rps"]
+    if not shapes:
+        return []
+    lines = [
+        "## Projection vs read model vs write model (rps, and x the write model)",
+        "",
+        "| read | projection | read model | write model | projection x | read model x |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for shape, by_source in shapes.items():
+        base = by_source.get("write_model")
+        cells = [f"{by_source[s]:,.0f}" if s in by_source else "" for s in SOURCES]
+        ratios = [
+            f"{by_source[s] / base:.2f}" if base and s in by_source else ""
+            for s in ("projection", "read_model")
+        ]
+        lines.append(f"| {shape} | " + " | ".join(cells + ratios) + " |")
+    return [*lines, ""]
+
+
+def _projector_table(outcome: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Projector",
+        "",
+        f"The log holds {outcome['log_events']:,} events; each run starts from nothing.",
+        "",
+        "| run | events read | seconds | events/s | peak RSS MB |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for run in [*outcome["catch_up"], outcome["rebuild"]]:
+        lines.append(
+            f"| {run['run']} | {run['events']:,} | {run['seconds']:.1f} "
+            f"| {run['events_per_s']:,.0f} | {run['peak_rss_mb']:.0f} |"
+        )
+    return [*lines, ""]
+
+
+def _freshness_table(outcome: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Freshness (command reply -> visible in the source)",
+        "",
+        "| rate | achieved | source | samples | p50 ms | p99 ms | max ms |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for rate, run in outcome.items():
+        for source, s in run["sources"].items():
+            lines.append(
+                f"| {rate} | {run['rate_achieved']:,.0f}/s | {source} | {s['samples']} "
+                f"| {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['max_ms']:.1f} |"
+            )
+    return [*lines, ""]
+
+
+def _chart(rpc: dict[str, dict[str, Any]], path: Path) -> None:
+    """Grouped bars: every read RPC, one bar per source (requests per second)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes: dict[str, dict[str, float]] = {}
+    for row in rpc.values():
+        if row["group"] == "reads":
+            shapes.setdefault(row["shape"], {})[row["source"]] = row["rps"]
+    names = list(shapes)
+    width = 0.27
+    figure, axes = plt.subplots(figsize=(12, 5))
+    for i, source in enumerate(SOURCES):
+        values = [shapes[n].get(source, 0.0) for n in names]
+        positions = [x + (i - 1) * width for x in range(len(names))]
+        axes.bar(positions, values, width, label=source.replace("_", " "))
+    floor = rpc.get("floor", {}).get("rps")
+    if floor:
+        axes.axhline(floor, color="grey", linestyle="--", linewidth=1, label="floor (health check)")
+    axes.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names])
+    axes.set_ylabel("requests / s")
+    axes.set_title("Reads by source")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,119 @@
+"""Every benchmark scenario runs for about a second against a real system, so the suite
+cannot rot: every report has ghz's shape and no call failed. (Benchmarks themselves
+are not tests: `make bench`.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench import report
+from bench.catalogue import RPC_SCENARIOS
+from common.settings import Settings
+from tests.support.servers import ROOT, free_port
+from tests.support.system import System, running
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def system(settings: Settings, tmp_path: Path) -> Iterator[System]:
+    # h2load reads gRPC statuses from the read server's metrics: give it a port.
+    with running(settings, tmp_path, CQRS_READ_METRICS_PORT=str(free_port())) as system:
+        yield system
+
+
+async def cqrs(system: System, *args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cqrs", *args, env=system.env, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 600)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+def only_run(results: Path) -> Path:
+    (run,) = [p for p in results.iterdir() if p.is_dir()]
+    return run
+
+
+async def test_every_scenario_runs_and_reports_in_ghz_format(
+    system: System, tmp_path: Path
+) -> None:
+    code, out = await cqrs(system, "seed", "--products", "300", "--customers", "60")
+    assert code == 0, out
+    results = tmp_path / "results"
+    code, out = await cqrs(
+        system, "bench", "--no-seed", "--duration", "1", "--results", str(results)
+    )
+    assert code == 0, out
+    run = only_run(results)
+    for name in RPC_SCENARIOS:
+        written = json.loads((run / f"{name}.json").read_text())
+        assert report.problems(written) == [], name
+        assert written["count"] > 0, name
+        assert set(written["statusCodeDistribution"]) == {"OK"}, (name, written)
+    projector = json.loads((run / "projector.json").read_text())
+    assert len(projector["catch_up"]) == 8 and projector["rebuild"]["events_per_s"] > 0
+    freshness = json.loads((run / "freshness.json").read_text())
+    for rate in ("200/s", "500/s"):
+        for source in ("projection", "read_model", "write_model"):
+            assert freshness[rate]["sources"][source]["samples"] > 0, (rate, source)
+    assert "skipped" in json.loads((run / "scale-out.json").read_text())
+    summary = (run / "summary.md").read_text()
+    assert "| floor |" in summary and "## Projector" in summary and "## Freshness" in summary
+    assert (run / "chart.png").stat().st_size > 10_000
+
+
+async def test_the_builtin_driver_on_reads(system: System, tmp_path: Path) -> None:
+    """Where h2load is installed `auto` uses it for reads; the built-in one must work too."""
+    code, out = await cqrs(system, "seed", "--products", "100", "--customers", "20")
+    assert code == 0, out
+    results = tmp_path / "results"
+    code, out = await cqrs(
+        system, "bench", "floor", "get_product_projection", "list_orders_read_model",
+        "--no-seed", "--driver", "builtin", "--total", "200", "--results", str(results),
+    )  # fmt: skip
+    assert code == 0, out
+    run = only_run(results)
+    for name in ("floor", "get_product_projection", "list_orders_read_model"):
+        written = json.loads((run / f"{name}.json").read_text())
+        assert report.problems(written) == []
+        assert written["count"] == 200 and written["statusCodeDistribution"] == {"OK": 200}
+        assert written["options"]["driver"] == "builtin"
+        assert written["generatorCpuSecondsPer1000"] > 0
+
+
+async def test_ctrl_c_stops_with_a_partial_report(system: System, tmp_path: Path) -> None:
+    code, out = await cqrs(system, "seed", "--products", "50", "--customers", "10")
+    assert code == 0, out
+    results = tmp_path / "results"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cqrs", "bench", "floor", "get_product_projection", "--no-seed",
+        "--driver", "builtin", "--duration", "60", "--results", str(results),
+        env=system.env, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    seen = b""
+    while b"cqrs bench: floor" not in seen:  # the floor scenario has begun
+        line = await asyncio.wait_for(process.stdout.readline(), 60)
+        assert line, seen.decode()
+        seen += line
+    await asyncio.sleep(3)
+    process.send_signal(signal.SIGINT)
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 130, (seen + out).decode()
+    floor = only_run(results)
+    written = json.loads((floor / "floor.json").read_text())
+    assert written["endReason"] == "cancel"
+    assert report.problems(written) == [] and written["count"] > 0
+    assert not (floor / "get_product_projection.json").exists()  # never started
+    assert "| floor (cancel) |" in (floor / "summary.md").read_text()

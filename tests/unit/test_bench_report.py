@@ -1,0 +1,86 @@
+"""The benchmark's reports have ghz's JSON shape; the committed ghz configs are current."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from bench import report
+from bench.catalogue import GHZ_DIR, ROOT, RPC_SCENARIOS, select
+from bench.drivers import h2load
+from bench.report import Calls
+
+
+def a_report(latencies_ms: list[float], errors: int = 0) -> dict[str, object]:
+    calls = Calls(
+        ok_latencies_ns=[int(ms * 1e6) for ms in latencies_ms],
+        statuses=Counter({"OK": len(latencies_ms), **({"UNAVAILABLE": errors} if errors else {})}),
+        errors=Counter({"UNAVAILABLE: down": errors} if errors else {}),
+        total_ns=2_000_000_000,
+    )
+    return report.build("get_product_projection", calls, {"concurrency": 5})
+
+
+def test_a_report_has_ghz_shape() -> None:
+    built = a_report([float(n) for n in range(1, 101)], errors=3)
+    assert report.problems(built) == []
+    assert built["count"] == 103
+    assert built["rps"] == pytest.approx(103 / 2)
+    assert built["fastest"] == 1_000_000 and built["slowest"] == 100_000_000
+    assert built["average"] == 50_500_000  # successful calls only, as ghz does
+    assert [d["latency"] for d in built["latencyDistribution"]] == [
+        ms * 1_000_000 for ms in (10, 25, 50, 75, 90, 95, 99)
+    ]
+    assert built["statusCodeDistribution"] == {"OK": 100, "UNAVAILABLE": 3}
+    assert sum(b["count"] for b in built["histogram"]) == 100
+    assert json.loads(json.dumps(built)) == built  # plain JSON
+
+
+def test_an_empty_run_is_still_a_report() -> None:
+    assert report.problems(a_report([])) == []
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "complaint"),
+    [
+        ("total", 1.5, "total"),
+        ("date", "yesterday", "RFC 3339"),
+        ("latencyDistribution", [{"percentage": 50, "latency": 1}], "percentages"),
+        ("statusCodeDistribution", {"OK": 1}, "add up"),
+    ],
+)
+def test_departures_from_the_format_are_found(key: str, value: object, complaint: str) -> None:
+    broken = {**a_report([1.0, 2.0]), key: value}
+    assert any(complaint in p for p in report.problems(broken))
+
+
+def test_committed_ghz_configs_match_the_catalogue(tmp_path: object) -> None:
+    """`cqrs bench configs` regenerates bench/ghz; a stale committed config fails here."""
+    committed = {p.name: json.loads(p.read_text()) for p in GHZ_DIR.glob("*.json")}
+    expected = {f"{name}.json": s.ghz_config() for name, s in RPC_SCENARIOS.items()}
+    assert committed == expected
+    for config in expected.values():
+        assert (ROOT / str(config["proto"])).is_file()
+        assert config["data-file"] == f"bench/data/{config['name']}.json"
+        assert config["call"].count(".") >= 2  # package.Service.Method
+
+
+def test_scenario_selection() -> None:
+    assert select(["floor"]) == ["floor"]
+    reads = select(["reads"])
+    assert len(reads) == 24 and all("_" in r for r in reads)
+    assert select(["projector", "floor", "projector"]) == ["projector", "floor"]
+    everything = select([])
+    assert everything[0] == "floor" and everything[-1] == "scale-out"
+    with pytest.raises(ValueError, match="unknown scenario"):
+        select(["nope"])
+
+
+def test_h2load_log_and_frames() -> None:
+    log = "1700000000000000\t200\t1500\n1700000000000100\t200\t2500\n1700000000000200\t503\t10\n"
+    calls = h2load._from_log(log)
+    assert calls.ok_latencies_ns == [1_500_000, 2_500_000]
+    assert calls.errors == Counter({"HTTP 503": 1})
+    assert h2load.grpc_frame(b"\x0a\x01x") == b"\x00\x00\x00\x00\x03\x0a\x01x"
