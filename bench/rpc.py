@@ -85,19 +85,21 @@ def run_scenario(
         "warmup": f"{run.warmup_s:g}s",
         "data-file": str(scenario.data_file),
     }
+    counters = h2load.ServerCounters(metrics_url, scenario.path) if metrics_url else None
     if driver == "ghz":
         result = ghz.run(load, GHZ_DIR / f"{scenario.name}.json", output)
     else:
-        if driver == "h2load":
-            if metrics_url is None:
-                raise RuntimeError("h2load needs the server's metrics port for gRPC statuses")
-            counters = h2load.ServerCounters(metrics_url, scenario.path)
-            if run.warmup_s:
+        if driver == "h2load" and counters is None:
+            raise RuntimeError("h2load needs the server's metrics port for gRPC statuses")
+        if run.warmup_s:
+            if driver == "h2load" and counters is not None:
                 h2load.run(_warmup(load, run.warmup_s), counters)
+            else:
+                builtin.run(_warmup(load, run.warmup_s), stop=stop)
+        server_cpu_before = counters.snapshot()[1] if counters is not None else None
+        if driver == "h2load" and counters is not None:
             calls = h2load.run(load, counters)
         else:
-            if run.warmup_s:
-                builtin.run(_warmup(load, run.warmup_s), stop=stop)
             calls = builtin.run(load, on_progress=_progress(scenario.name), stop=stop)
             if sys.stderr.isatty():
                 sys.stderr.write("\n")
@@ -106,6 +108,9 @@ def run_scenario(
         result["generatorCpuSecondsPer1000"] = (
             calls.generator_cpu_s / calls.count * 1000 if calls.count else 0.0
         )
+        if counters is not None and server_cpu_before is not None and calls.count:
+            server_cpu = counters.snapshot()[1] - server_cpu_before
+            result["serverCpuSecondsPer1000"] = server_cpu / calls.count * 1000
         output.write_text(json.dumps(result, indent=2))
     return result
 

@@ -106,11 +106,10 @@ def _run_all(
 ) -> dict[str, Any]:
     read = f"127.0.0.1:{settings.read_port}"
     write = f"127.0.0.1:{settings.write_port}"
-    metrics = (
-        f"http://127.0.0.1:{settings.read_metrics_port}/metrics"
-        if settings.read_metrics_port
-        else None
-    )
+
+    def metrics(port: int) -> str | None:
+        return f"http://127.0.0.1:{port}/metrics" if port else None
+
     outcomes: dict[str, Any] = {}
     for name in names:
         if interrupted():
@@ -118,9 +117,11 @@ def _run_all(
         print(f"cqrs bench: {name}", file=sys.stderr, flush=True)
         scenario = RPC_SCENARIOS.get(name)
         if scenario is not None:
-            target = read if scenario.server == "read" else write
+            on_read = scenario.server == "read"
+            target = read if on_read else write
+            port = settings.read_metrics_port if on_read else settings.write_metrics_port
             report = run_scenario(
-                scenario, plan.run, target, metrics, results / f"{name}.json", interrupted
+                scenario, plan.run, target, metrics(port), results / f"{name}.json", interrupted
             )
             outcomes[name] = summary.rpc_row(scenario, report)
             continue

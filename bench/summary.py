@@ -35,6 +35,7 @@ def rpc_row(scenario: RpcScenario, report: dict[str, Any]) -> dict[str, Any]:
         "errors": report["count"] - statuses.get("OK", 0),
         "statuses": statuses,
         "gen_cpu_per_1k": report.get("generatorCpuSecondsPer1000"),
+        "server_cpu_per_1k": report.get("serverCpuSecondsPer1000"),
         "ended": report.get("endReason", "normal"),
     }
 
@@ -109,19 +110,23 @@ def _rpc_table(rpc: dict[str, dict[str, Any]]) -> list[str]:
         "## RPCs",
         "",
         "| scenario | driver | concurrency | rps | p50 ms | p95 ms | p99 ms | errors "
-        "| x floor | generator CPU s / 1k calls |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| x floor | server CPU s / 1k calls | generator CPU s / 1k calls |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, row in rpc.items():
         of_floor = f"{row['rps'] / floor:.2f}" if floor and row["group"] != "writes" else ""
-        cpu = row["gen_cpu_per_1k"]
         ended = "" if row["ended"] == "normal" else f" ({row['ended']})"
         lines.append(
             f"| {name}{ended} | {row['driver']} | {row['concurrency']} | {row['rps']:,.0f} "
             f"| {row['p50_ms']:.2f} | {row['p95_ms']:.2f} | {row['p99_ms']:.2f} "
-            f"| {row['errors']} | {of_floor} | {'' if cpu is None else f'{cpu:.3f}'} |"
+            f"| {row['errors']} | {of_floor} | {_cpu(row['server_cpu_per_1k'])} "
+            f"| {_cpu(row['gen_cpu_per_1k'])} |"
         )
     return [*lines, ""]
+
+
+def _cpu(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds:.3f}"
 
 
 def _ratios(rpc: dict[str, dict[str, Any]]) -> list[str]:

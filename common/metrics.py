@@ -25,6 +25,18 @@ PROJECTION_FAILED = Gauge(
     "cqrs_projection_failed", "1 while a projection is stopped on a poison event", ["projection"]
 )
 
+NEAR_CACHE_READS = Counter(
+    "cqrs_near_cache_reads_total",
+    "Projection reads by what the read server's near-cache did: hit, miss (then Redis), "
+    "bypass (not live, or behind the consistency token)",
+    ["projection", "outcome"],
+)
+NEAR_CACHE_FLUSHES = Counter(
+    "cqrs_near_cache_flushes_total",
+    "Times a near-cache dropped everything it held, by reason",
+    ["projection", "reason"],
+)
+
 
 def start_metrics_server(port: int, host: str = "127.0.0.1") -> None:
     """Expose /metrics on ``port`` (0 = disabled)."""

@@ -16,10 +16,11 @@ SOCKET_TIMEOUT_S = 2.0
 POOL_WAIT_S = 2.0
 
 
-def redis_client(url: str, max_connections: int) -> aioredis.Redis:
+def redis_client(url: str, max_connections: int, retries: int = 1) -> aioredis.Redis:
     """A client over a bounded pool that fails fast when Redis is down.
 
     Responses are not decoded: documents are bytes. Close it with ``aclose()``.
+    ``retries=0`` for a connection whose loss the caller must see (a subscription).
     """
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
@@ -27,6 +28,6 @@ def redis_client(url: str, max_connections: int) -> aioredis.Redis:
         timeout=POOL_WAIT_S,
         socket_timeout=SOCKET_TIMEOUT_S,
         socket_connect_timeout=SOCKET_TIMEOUT_S,
-        retry=Retry(NoBackoff(), 1),
+        retry=Retry(NoBackoff(), retries),
     )
     return aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool

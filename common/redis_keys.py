@@ -36,6 +36,11 @@ class ProjectionKeys:
     def next_gen(self) -> str:
         return f"{self.base}:next_gen"
 
+    @property
+    def changes(self) -> str:
+        """The pub/sub channel where every committed batch says what it changed."""
+        return f"{self.base}:changes"
+
     def generation(self, gen: int) -> str:
         """The common prefix of every key of generation ``gen`` (ends with ``:``)."""
         return f"{self.base}:g{gen}:"

@@ -35,6 +35,9 @@ class Settings:
     statement_timeout_ms: int = 10000
     # Upper bound on how long a query waits for a consistency token.
     consistency_wait_max_ms: int = 5000
+    # Documents each projection's near-cache in the read server may hold (a page of a
+    # list counts as its documents); 0 turns the near-cache off.
+    near_cache_documents: int = 50000
     projector_batch_size: int = 500
     # Polling is the truth; NOTIFY only wakes the loop earlier than this.
     projector_poll_interval_ms: int = 500
@@ -87,6 +90,7 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "CQRS_IDLE_IN_TRANSACTION_TIMEOUT_MS": ("idle_in_transaction_timeout_ms", int),
     "CQRS_STATEMENT_TIMEOUT_MS": ("statement_timeout_ms", int),
     "CQRS_CONSISTENCY_WAIT_MAX_MS": ("consistency_wait_max_ms", int),
+    "CQRS_NEAR_CACHE_DOCUMENTS": ("near_cache_documents", int),
     "CQRS_PROJECTOR_BATCH_SIZE": ("projector_batch_size", int),
     "CQRS_PROJECTOR_POLL_INTERVAL_MS": ("projector_poll_interval_ms", int),
     "CQRS_PROJECTOR_LEASE_TIMEOUT_MS": ("projector_lease_timeout_ms", int),

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from common import runtime
 from common.settings import Settings, load_settings
 
 
@@ -130,21 +131,21 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command == "write-server":
         from write_server.server import serve as serve_write
 
-        asyncio.run(serve_write(settings))
+        runtime.run(serve_write(settings))
         return 0
     if command == "read-server":
         from read_server.server import serve as serve_read
 
-        asyncio.run(serve_read(settings))
+        runtime.run(serve_read(settings))
         return 0
     if command == "projector":
         import projector.main as projector_main
 
         sub = args.projector_command
         if sub == "run":
-            return int(asyncio.run(projector_main.run(settings, args.only or None)))
+            return int(runtime.run(projector_main.run(settings, args.only or None)))
         if sub == "rebuild":
-            return int(asyncio.run(projector_main.rebuild(settings, args.only or None)))
+            return int(runtime.run(projector_main.rebuild(settings, args.only or None)))
         if sub == "verify":
             return int(asyncio.run(projector_main.verify(settings)))
         return int(asyncio.run(projector_main.status(settings)))

@@ -1,4 +1,5 @@
-"""Composition root of the read server: the pools and the three sources over them."""
+"""Composition root of the read server: the pools, the three sources over them, and
+the near-cache's change feed."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import redis.asyncio as aioredis
 from common.redis_client import redis_client
 from common.settings import Settings
 from read_server.sources.base import SourceSet
+from read_server.sources.change_feed import ChangeFeed
+from read_server.sources.near_cache import Shelf
 from read_server.sources.postgres import (
     READ_MODEL,
     READ_MODEL_CHECKPOINTS,
     WRITE_MODEL,
     PostgresSource,
 )
-from read_server.sources.projection import ProjectionSource
+from read_server.sources.projection import PROJECTIONS, ProjectionSource
 
 PG_CONNECT_TIMEOUT_S = 5.0
 CLOSE_TIMEOUT_S = 3.0
@@ -31,12 +34,15 @@ class App:
     pg_pool: asyncpg.Pool
     redis: aioredis.Redis
     sources: SourceSet
+    change_feed: ChangeFeed | None = None
     _closed: bool = field(default=False, repr=False)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self.change_feed is not None:
+            await self.change_feed.close()
         await asyncio.gather(_close_pool(self.pg_pool), self.redis.aclose())
 
 
@@ -73,9 +79,20 @@ async def bootstrap(settings: Settings) -> App:
     # The event loop serves many requests per connection; a few more than the
     # PostgreSQL pool is plenty.
     client = redis_client(settings.redis_url, max_connections=max(8, settings.db_pool_size * 2))
+    shelves = (
+        {name: Shelf(name, settings.near_cache_documents) for name in PROJECTIONS}
+        if settings.near_cache_documents > 0
+        else {}
+    )
+    projection = ProjectionSource(client, settings.redis_prefix, shelves)
+    feed = None
+    if shelves:
+        feed = ChangeFeed(settings.redis_url, client, settings.redis_prefix, shelves)
+        feed.listen(projection.heard)
+        feed.start()
     sources = SourceSet(
-        projection=ProjectionSource(client, settings.redis_prefix),
+        projection=projection,
         read_model=PostgresSource(pg_pool, READ_MODEL, READ_MODEL_CHECKPOINTS),
         write_model=PostgresSource(pg_pool, WRITE_MODEL),
     )
-    return App(settings, pg_pool, client, sources)
+    return App(settings, pg_pool, client, sources, feed)

@@ -1,5 +1,6 @@
 """Shared fixtures. Integration tests get a fresh, migrated database and a
-private Redis key prefix; both are removed afterwards.
+private Redis key prefix; both are removed afterwards. A test that must kill, freeze
+or empty Redis gets a ``private_redis`` server of its own.
 
 Migrations run once per session into a template database; each test's
 database is a cheap ``CREATE DATABASE … TEMPLATE`` copy of it.
@@ -7,8 +8,11 @@ database is a cheap ``CREATE DATABASE … TEMPLATE`` copy of it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -16,6 +20,7 @@ import redis.asyncio as aioredis
 
 from common.db import drop_database, migrate, split_database
 from common.settings import Settings
+from cqrs.instances import Lookup, PrivateRedis, find_redis_server, free_port
 from tests.support.env import REDIS_URL, settings_for, unique_name
 
 
@@ -68,3 +73,36 @@ async def delete_redis_prefix(prefix: str) -> None:
             await client.unlink(*batch)
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A directory other users can enter (PostgreSQL runs as ``postgres`` under root)."""
+    path = Path(tempfile.mkdtemp(prefix="cqrs-faults-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def private_redis(scratch: Path) -> Iterator[PrivateRedis]:
+    """A redis-server of our own that keeps nothing on disk, like the shared one."""
+    executable = find_redis_server(Lookup())
+    if executable is None:
+        pytest.skip("redis-server is not installed: the Redis fault tests need their own")
+    server = PrivateRedis(
+        executable,
+        scratch / "redis",
+        scratch / "redis.log",
+        "127.0.0.1",
+        free_port(),
+        persistent=False,
+    )
+    server.url = f"redis://127.0.0.1:{server.port}/0"
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

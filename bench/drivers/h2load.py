@@ -38,23 +38,30 @@ def grpc_frame(message: bytes) -> bytes:
 
 
 class ServerCounters:
-    """``cqrs_rpc_total`` of one method, scraped from a server's ``/metrics``."""
+    """What a server's ``/metrics`` says of one method: ``cqrs_rpc_total`` by code, and the
+    process's CPU seconds (``process_cpu_seconds_total``)."""
 
     def __init__(self, metrics_url: str, method: str) -> None:
         self._url = metrics_url
         self._method = method
 
     def read(self) -> Counter[str]:
+        return self.snapshot()[0]
+
+    def snapshot(self) -> tuple[Counter[str], float]:
         with urllib.request.urlopen(self._url, timeout=5) as response:
             text = response.read().decode()
         codes: Counter[str] = Counter()
+        cpu = 0.0
         for family in text_string_to_metric_families(text):
+            if family.name == "process_cpu_seconds":
+                cpu = sum(sample.value for sample in family.samples)
             if family.name != "cqrs_rpc":  # the parser drops the counter's _total suffix
                 continue
             for sample in family.samples:
                 if sample.name.endswith("_total") and sample.labels.get("method") == self._method:
                     codes[sample.labels["code"]] += int(sample.value)
-        return codes
+        return codes, cpu
 
 
 def run(load: Load, counters: ServerCounters) -> Calls:

@@ -2,10 +2,13 @@
 -- KEYS: active, checkpoint, then the doc keys to SET, the doc keys to DEL, the index keys
 --   to ZREM from and the index keys to ZADD to.
 -- ARGV: required active generation ('' = don't check: a rebuild's unpublished copy),
---   expected checkpoint, new checkpoint, #SET, #DEL, #ZREM, #ZADD, then the SET values,
---   the ZREM members and the ZADD members.
+--   expected checkpoint, new checkpoint, #SET, #DEL, #ZREM, #ZADD, the changes channel
+--   ('' = publish nothing), the change message, then the SET values, the ZREM members
+--   and the ZADD members.
 -- Returns {'ok', new} or, changing nothing, {'generation', active or ''} or
 -- {'checkpoint', found or ''} ('' = the generation has no checkpoint: it vanished).
+-- The change message is published in the same atomic step as the writes, so a subscriber
+-- (the read servers' near-caches) sees every change in commit order, right after it.
 if ARGV[1] ~= '' then
   local active = redis.call('GET', KEYS[1])
   if active ~= ARGV[1] then return {'generation', active or ''} end
@@ -14,10 +17,11 @@ local cp = redis.call('GET', KEYS[2])
 if cp ~= ARGV[2] then return {'checkpoint', cp or ''} end
 local nset, ndel = tonumber(ARGV[4]), tonumber(ARGV[5])
 local nrem, nadd = tonumber(ARGV[6]), tonumber(ARGV[7])
-local k, a = 3, 8
+local k, a = 3, 10
 for _ = 1, nset do redis.call('SET', KEYS[k], ARGV[a]); k = k + 1; a = a + 1 end
 for _ = 1, ndel do redis.call('DEL', KEYS[k]); k = k + 1 end
 for _ = 1, nrem do redis.call('ZREM', KEYS[k], ARGV[a]); k = k + 1; a = a + 1 end
 for _ = 1, nadd do redis.call('ZADD', KEYS[k], 0, ARGV[a]); k = k + 1; a = a + 1 end
 redis.call('SET', KEYS[2], ARGV[3])
+if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
 return {'ok', ARGV[3]}

@@ -2,6 +2,8 @@
 -- runner continues from a checkpoint at least as far as the one it had).
 -- KEYS[1]  {P}:{proj}:active      KEYS[2]  the new generation's checkpoint
 -- ARGV[1]  the new generation     ARGV[2]  {P}:{proj}
+-- ARGV[3]  the changes channel, told of the switch and the new checkpoint (near-caches
+--          drop what they hold)
 -- Returns {'ok', previous generation or ''}, {'behind', the active checkpoint} or
 -- {'lost', ''} when the new generation has no checkpoint (it vanished).
 local active = redis.call('GET', KEYS[1])
@@ -13,4 +15,5 @@ if active then
   if new_cp < cur then return {'behind', cur} end
 end
 redis.call('SET', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[3], '{"g": ' .. ARGV[1] .. ', "c": "' .. new_cp .. '", "switch": true}')
 return {'ok', active or ''}

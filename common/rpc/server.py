@@ -21,6 +21,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from common import runtime
 from common.rpc.handlers import Translator, service_handlers, wrap
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ async def run_app(app: Closable, built: BuiltServer, what: str, host: str) -> No
     """Start ``built``, serve until SIGTERM/SIGINT, then close ``app`` (whatever happens)."""
     try:
         await built.start()
-        log.info("%s listening on %s:%d", what, host, built.port)
+        log.info("%s listening on %s:%d (%s)", what, host, built.port, runtime.loop_name())
         await serve_until_signalled(built)
     finally:
         await app.close()

@@ -44,7 +44,7 @@ async def activate_generation(client: Redis, keys: ProjectionKeys, gen: int) -> 
     """Make ``gen`` active unless it is behind the active generation (one atomic script)."""
     script = client.register_script(redis_scripts.script(*redis_scripts.SWITCH_GENERATION))
     outcome, detail = await script(
-        keys=[keys.active, keys.checkpoint(gen)], args=[str(gen), keys.base]
+        keys=[keys.active, keys.checkpoint(gen)], args=[str(gen), keys.base, keys.changes]
     )
     if outcome == b"ok":
         return SwitchResult(True, int(detail) if detail else None, None)

@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from redis.asyncio import Redis
 
 from common import redis_scripts
+from common.changes import ChangeMessage
 from common.cursors import SortKey
 from common.positions import Position
 from common.redis_keys import ProjectionKeys, glob_escape, order_index
@@ -38,6 +39,23 @@ log = logging.getLogger(__name__)
 
 _SCAN_COUNT = 1000
 _MGET_CHUNK = 1000
+
+
+def change_message(
+    gen: int,
+    new: Position,
+    changes: Sequence[Change],
+    index_changes: Iterable[tuple[str, str]],
+    keys: ProjectionKeys,
+) -> bytes:
+    """What a committed batch publishes on ``keys.changes`` (see :mod:`common.changes`)."""
+    prefix = keys.generation(gen)
+    return ChangeMessage(
+        generation=gen,
+        checkpoint=new,
+        ids=frozenset(change.id for change in changes),
+        indexes=frozenset(key[len(prefix) :] for key, _ in index_changes),
+    ).encode()
 
 
 class RedisProjectionStore:
@@ -139,6 +157,9 @@ class RedisProjectionStore:
             str(len(dels)),
             str(len(rems)),
             str(len(adds)),
+            # A copy is not served: nobody needs to hear about it.
+            "" if self._fixed else self.keys.changes,
+            "" if self._fixed else change_message(gen, new, changes, rems + adds, self.keys),
         ]
         args += [v for _, v in sets] + [m for _, m in rems] + [m for _, m in adds]
         outcome, found = await self._apply(keys=keys, args=args)

@@ -1,6 +1,9 @@
 """SOURCE_PROJECTION: the Redis projections, one Lua call per get or list.
 
 Documents are stored as ``SerializeToString()`` bytes and returned untouched.
+With a near-cache (:mod:`read_server.sources.near_cache`), a read the cache can
+answer — fresh enough for its token — never reaches Redis; a miss reads Redis as
+below and leaves the answer on the shelf.
 Each call resolves the active generation, checks that it is whole (its checkpoint
 exists) and fresh enough for the consistency token, and reads, atomically (see
 ``common/lua``). A projection that is not there (never built, being rebuilt after
@@ -10,6 +13,7 @@ Redis lost it, or vanished) is UNAVAILABLE, never an empty answer.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -21,6 +25,7 @@ from common.errors import Unavailable
 from common.positions import Position
 from common.redis_keys import ALL, ProjectionKeys, category_index, order_index
 from read_server.sources.base import Freshness, OrderFilter, Page, PageRequest
+from read_server.sources.near_cache import MISS, PageKey, Shelf
 from read_server.sources.waiting import BEHIND, CheckpointWatch, NotReady, Pending
 
 log = logging.getLogger(__name__)
@@ -28,6 +33,7 @@ log = logging.getLogger(__name__)
 PRODUCTS = "products"
 CUSTOMERS = "customers"
 ORDERS = "orders"
+PROJECTIONS = (PRODUCTS, CUSTOMERS, ORDERS)
 
 _MISSING, _BEHIND = 0, 1
 _NOT_READY = {
@@ -46,14 +52,24 @@ class ProjectionSource:
     (EVALSHA, reloaded transparently after a Redis restart).
     """
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
-        self._keys = {p: ProjectionKeys(prefix, p) for p in (PRODUCTS, CUSTOMERS, ORDERS)}
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        shelves: Mapping[str, Shelf] | None = None,
+    ) -> None:
+        self._keys = {p: ProjectionKeys(prefix, p) for p in PROJECTIONS}
         self._get: AsyncScript = client.register_script(redis_scripts.script(*redis_scripts.GET))
         self._list: AsyncScript = client.register_script(redis_scripts.script(*redis_scripts.LIST))
         self._active_checkpoint: AsyncScript = client.register_script(
             redis_scripts.script(*redis_scripts.ACTIVE_CHECKPOINT)
         )
         self._watch = CheckpointWatch(self._checkpoint)
+        self._shelves = dict(shelves or {})
+
+    def heard(self, projection: str, checkpoint: Position) -> None:
+        """The change feed saw ``projection`` reach ``checkpoint``: wake token waiters."""
+        self._watch.advanced(f"redis:{projection}", checkpoint)
 
     async def get_product(self, product_id: str, freshness: Freshness) -> bytes | None:
         return await self._get_doc(PRODUCTS, product_id, freshness)
@@ -85,11 +101,18 @@ class ProjectionSource:
         args = [keys.base, _required(freshness), ident]
 
         async def attempt() -> bytes | Pending | None:
+            shelf = self._shelf(projection, freshness)
+            if shelf is not None:
+                if (cached := shelf.doc(ident)) is not MISS:
+                    return cached
+                since = shelf.epoch
             reply = await self._get(keys=script_keys, args=args)
             if (pending := _pending(reply)) is not None:
                 return pending
-            doc = reply[1]
-            return bytes(doc) if doc is not None else None
+            doc = bytes(reply[1]) if reply[1] is not None else None
+            if shelf is not None:
+                shelf.keep_doc(since, ident, doc)
+            return doc
 
         return await self._watch.until_fresh(f"redis:{projection}", freshness, attempt)
 
@@ -100,14 +123,28 @@ class ProjectionSource:
         script_keys = [keys.active, keys.next_gen]
         start = "+" if page.after is None else "(" + page.after.member()
         args: list[str | int] = [keys.base, _required(freshness), index, start, page.size + 1]
+        key: PageKey = (index, start, page.size)
 
         async def attempt() -> Page | Pending:
+            shelf = self._shelf(projection, freshness)
+            if shelf is not None:
+                if (cached := shelf.page(key)) is not MISS:
+                    return cached
+                since = shelf.epoch
             reply = await self._list(keys=script_keys, args=args)
             if (pending := _pending(reply)) is not None:
                 return pending
-            return _to_page(projection, reply[1], reply[2], page.size)
+            found = _to_page(projection, reply[1], reply[2], page.size)
+            if shelf is not None:
+                shelf.keep_page(since, key, found, _ids(reply[1], page.size))
+            return found
 
         return await self._watch.until_fresh(f"redis:{projection}", freshness, attempt)
+
+    def _shelf(self, projection: str, freshness: Freshness) -> Shelf | None:
+        """The near-cache shelf that may answer this read, if any."""
+        shelf = self._shelves.get(projection)
+        return shelf if shelf is not None and shelf.serves(freshness) else None
 
     async def _checkpoint(self, name: str) -> Position | None:
         """The active generation's checkpoint of ``redis:<projection>``, if any."""
@@ -141,3 +178,8 @@ def _to_page(projection: str, members: list[bytes], docs: list[bytes | None], si
             )
         items.append(bytes(doc))
     return Page(items, SortKey.from_member(members[-1]) if more else None)
+
+
+def _ids(members: list[bytes], size: int) -> tuple[str, ...]:
+    """The ids of the documents on a page (members are ``{created_us:016x}|{id}``)."""
+    return tuple(SortKey.from_member(m).id for m in members[:size])

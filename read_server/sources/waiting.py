@@ -9,7 +9,9 @@ request's budget, after which the answer is UNAVAILABLE.
 Waiting is shared: a :class:`CheckpointWatch` keeps one poller per projection that
 reads its checkpoint while anyone waits and wakes the waiters it has reached, so a
 thousand waiting requests cost one small query per poll, not a thousand reads.
-After the wake-up the request reads again (the read itself re-checks the token).
+After the wake-up the request reads again (the read itself re-checks the token). The
+near-cache's change feed also reports checkpoints as it hears them (:meth:`advanced`),
+which wakes waiters as soon as the projector's message arrives.
 """
 
 from __future__ import annotations
@@ -105,6 +107,13 @@ class CheckpointWatch:
             )
         raise not_caught_up(projection, freshness)
 
+    def advanced(self, projection: str, checkpoint: Position) -> None:
+        """Someone saw ``projection`` reach ``checkpoint`` (e.g. the change feed): wake the
+        waiters it satisfies now, without waiting for the next poll."""
+        for position, waiter in list(self._waiters.get(projection, ())):
+            if checkpoint >= position and not waiter.done():
+                waiter.set_result(None)
+
     async def _reached(self, projection: str, position: Position) -> None:
         """Until the shared poller sees ``projection`` at ``position`` or beyond."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -130,7 +139,5 @@ class CheckpointWatch:
             except Exception:  # an outage: the waiters' own reads will say so
                 checkpoint = None
             if checkpoint is not None:
-                for position, waiter in list(waiters):
-                    if checkpoint >= position and not waiter.done():
-                        waiter.set_result(None)
+                self.advanced(projection, checkpoint)
             await asyncio.sleep(POLL_INTERVAL_S)

@@ -2,14 +2,14 @@
 
 The shared PostgreSQL and Redis are never stopped, flushed or reconfigured: a test
 that must kill or empty a service gets its own instance here, started from the
-locally installed binaries (skipped with a clear message where there are none).
+locally installed binaries (skipped with a clear message where there are none);
+``scratch`` and ``private_redis`` live in ``tests/conftest.py`` (integration tests use
+them too).
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,46 +20,11 @@ from common.settings import Settings
 from cqrs.instances import (
     Lookup,
     PrivatePostgres,
-    PrivateRedis,
     find_postgres_bin,
-    find_redis_server,
     free_port,
 )
 
 pytestmark = pytest.mark.faults
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    """A directory other users can enter (PostgreSQL runs as ``postgres`` under root)."""
-    path = Path(tempfile.mkdtemp(prefix="cqrs-faults-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def private_redis(scratch: Path) -> Iterator[PrivateRedis]:
-    """A redis-server of our own that keeps nothing on disk, like the shared one."""
-    executable = find_redis_server(Lookup())
-    if executable is None:
-        pytest.skip("redis-server is not installed: the Redis fault tests need their own")
-    server = PrivateRedis(
-        executable,
-        scratch / "redis",
-        scratch / "redis.log",
-        "127.0.0.1",
-        free_port(),
-        persistent=False,
-    )
-    server.url = f"redis://127.0.0.1:{server.port}/0"
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Redis loses everything under load (FLUSHDB; SIGKILL and restart, twice): the projector
 notices on its own, rebuilds each projection into a new generation and switches it in.
 
-Meanwhile projection reads answer UNAVAILABLE, never NOT_FOUND for entities that
+Meanwhile projection reads answer UNAVAILABLE (or, from the read server's near-cache,
+what the projection held at its last checkpoint), never NOT_FOUND for entities that
 exist nor a half-built answer; they are back within 2 s of Redis answering again;
 commands are not affected; ``cqrs projector verify`` is clean afterwards.
 """
@@ -95,7 +96,10 @@ async def test_flushdb_under_load_heals_by_itself(system: System) -> None:
         print(f"\nreads back after FLUSHDB: {_seconds(back)}; answers {dict(probe.codes())}")
         assert all(s is not None and s <= RECOVERY_S for s in back.values()), back
         assert_reads_honest(probe)
-        assert probe.codes()["UNAVAILABLE"] > 0, "the flush was never noticed by a reader"
+        # Noticed by the read side: refused while empty, or the near-cache dropped what
+        # it held (it may answer, as of its last checkpoint, until the switch).
+        noticed = "near-cache" in system.processes["read"].log()
+        assert probe.codes()["UNAVAILABLE"] > 0 or noticed, "no reader noticed the flush"
         assert set(load.codes()) == {"OK"}, load.codes()
         await settle(system, run.read, load.token)
     verify(system)
