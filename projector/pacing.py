@@ -1,20 +1,13 @@
-"""How the runners wait after failures, and how they notice a swallowed cancellation.
+"""How the runners wait after failures.
 
 :class:`Backoff` starts short and doubles up to a cap, and starts over after every
 success, so recovery after an outage is quick however many outages came before.
 It also says when to log: the first failure of an incident, then every
 ``log_every_s``, so an outage is visible without flooding the log.
-
-:func:`raise_if_cancelled`: on Python 3.11, ``asyncio.wait_for`` (which redis-py
-uses to send commands) returns normally when a cancellation arrives just as the
-awaited call completes, swallowing it; the task then runs on as if never
-cancelled. The runner loops call this at every turn: a task whose cancellation
-was requested stops there (``Task.cancelling()`` still counts the request).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 
@@ -46,10 +39,3 @@ class Backoff:
             self._logged_at = now
             return True
         return False
-
-
-def raise_if_cancelled() -> None:
-    """Raise ``CancelledError`` if this task's cancellation was requested (and swallowed)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError

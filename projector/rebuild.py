@@ -30,6 +30,7 @@ from typing import Protocol, TextIO
 
 import asyncpg
 
+from common.cancellation import raise_if_cancelled
 from common.events import StoredEvent
 from common.positions import ORIGIN, Position
 from common.progress import Progress
@@ -37,7 +38,6 @@ from projector.consumer import Consumer
 from projector.errors import PoisonEvent
 from projector.leadership import lock_key
 from projector.outbox import Batch, Executor, count_after, read_batch
-from projector.pacing import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 

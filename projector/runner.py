@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from common.cancellation import raise_if_cancelled
 from common.events import StoredEvent
 from common.metrics import (
     PROJECTION_APPLIED,
@@ -54,7 +55,7 @@ from projector.errors import CheckpointMoved, LeadershipLost, PoisonEvent, Store
 from projector.failures import FailureLog
 from projector.leadership import AdvisoryLease
 from projector.outbox import Batch, count_after, read_batch
-from projector.pacing import Backoff, raise_if_cancelled
+from projector.pacing import Backoff
 from projector.rebuild import apply_before, rebuild_lock, rebuild_one
 from projector.wakeup import Wakeup, sleep_unless, wait_ticket
 

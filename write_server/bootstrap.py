@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+import asyncpg
 
 from common.settings import Settings
-from write_server.adapters.sqlalchemy_uow import SqlAlchemyUnitOfWork
-from write_server.service_layer.service import CommandService
+from write_server.adapters.postgres_uow import OrderNumbers, PostgresUnitOfWork, open_pool
+from write_server.service_layer.service import CommandService, utc_now
 
 
 @dataclass
@@ -17,27 +19,18 @@ class App:
 
     settings: Settings
     service: CommandService
-    engine: AsyncEngine
+    pool: asyncpg.Pool
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        await self.pool.close()
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    """The write pool. Idle-in-transaction sessions are killed: an open transaction
-    would hold back the projector's safe horizon (pg_snapshot_xmin)."""
-    return create_async_engine(
-        settings.sqlalchemy_url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
-        pool_timeout=5,
-        connect_args={
-            "timeout": 5,
-            "server_settings": settings.pg_session_settings("cqrs-write-server"),
-        },
-    )
+def command_service(pool: asyncpg.Pool, clock: Callable[[], datetime] = utc_now) -> CommandService:
+    """The service over ``pool`` (one unit of work per command)."""
+    numbers = OrderNumbers()
+    return CommandService(lambda: PostgresUnitOfWork(pool, numbers), clock=clock)
 
 
 async def bootstrap(settings: Settings) -> App:
-    engine = create_engine(settings)
-    return App(settings, CommandService(lambda: SqlAlchemyUnitOfWork(engine)), engine)
+    pool = await open_pool(settings)
+    return App(settings, command_service(pool), pool)

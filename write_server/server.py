@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import sqlalchemy.exc
-
 from common import errors
 from common.metrics import start_metrics_server
 from common.outages import is_contention, is_outage
@@ -23,10 +21,6 @@ def translate_db_error(exc: BaseException) -> errors.AppError | None:
     """A concurrent writer won: ABORTED (retry); PostgreSQL out: UNAVAILABLE."""
     if is_contention(exc):
         return errors.ConcurrencyConflict("concurrent change; retry")
-    if isinstance(exc, sqlalchemy.exc.TimeoutError):  # the pool is exhausted
-        return errors.Unavailable("the database is busy; retry")
-    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
-        return errors.Unavailable("lost the connection to the database; retry")
     if is_outage(exc):
         return errors.Unavailable("the database is unavailable; retry")
     return None

@@ -30,6 +30,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from common import redis_scripts
+from common.cancellation import raise_if_cancelled
 from common.changes import BadChangeMessage, ChangeMessage
 from common.positions import Position
 from common.redis_client import redis_client
@@ -95,12 +96,15 @@ class ChangeFeed:
     async def _run(self) -> None:
         retry_s = RETRY_FIRST_S
         while True:
+            raise_if_cancelled()
             subscriber = redis_client(self._url, max_connections=1, retries=0)
             self._confirmed = False
             try:
+                # _listen in the body, not a second child: on 3.11 a child failing after
+                # the body has ended leaves the task marked "cancelling" for good.
                 async with asyncio.TaskGroup() as group:
-                    group.create_task(self._listen(subscriber))
                     group.create_task(self._check_generations())
+                    await self._listen(subscriber)
             except* (RedisError, OSError, SubscriptionLost) as failed:
                 log.warning("near-cache feed: %s; retrying", failed.exceptions[0])
             finally:
@@ -116,6 +120,7 @@ class ChangeFeed:
             await pubsub.subscribe(*self._by_channel)
             heard = pinged = loop.time()
             while True:
+                raise_if_cancelled()
                 message = await pubsub.get_message(timeout=PING_INTERVAL_S)
                 now = loop.time()
                 if message is not None:
@@ -151,6 +156,7 @@ class ChangeFeed:
     async def _check_generations(self) -> None:
         """Flush a shelf whose projection Redis no longer has (or has another of)."""
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(CHECK_INTERVAL_S)
             for name, shelf in self._shelves.items():
                 keys = self._keys[name]

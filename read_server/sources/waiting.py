@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
+from common.cancellation import raise_if_cancelled
 from common.errors import Unavailable
 from common.positions import Position
 from read_server.sources.base import Freshness
@@ -92,6 +93,7 @@ class CheckpointWatch:
         try:
             async with budget:
                 while True:
+                    raise_if_cancelled()  # the budget's own cancel, if Redis swallowed it
                     await self._reached(projection, position)
                     result = await attempt()
                     if not isinstance(result, Behind | NotReady):

@@ -36,8 +36,8 @@ from common.settings import Settings
 from projector.bootstrap import App
 from projector.verify import verify
 from tests.support.projector import wait_applied
-from write_server.adapters.sqlalchemy_uow import SqlAlchemyUnitOfWork
-from write_server.bootstrap import create_engine
+from write_server.adapters.postgres_uow import open_pool
+from write_server.bootstrap import command_service
 from write_server.domain import commands
 from write_server.service_layer.service import CommandService
 
@@ -109,8 +109,8 @@ async def _contradictions(app: App) -> list[str]:
 async def test_orders_race_renames_and_deletes_of_their_customer(
     settings: Settings, app: App
 ) -> None:
-    engine = create_engine(settings)
-    service = CommandService(lambda: SqlAlchemyUnitOfWork(engine))
+    pool = await open_pool(settings)
+    service = command_service(pool)
     try:
         products = [
             (
@@ -126,7 +126,7 @@ async def test_orders_race_renames_and_deletes_of_their_customer(
         for n in range(ROUNDS):
             outcomes += await _race(service, products, n)
     finally:
-        await engine.dispose()
+        await pool.close()
     found = await _contradictions(app)
     assert not found, f"{len(found)} orders contradict the log:\n" + "\n".join(found[:10])
     # The premise: the commands really raced (orders both won and lost against a delete).

@@ -32,8 +32,8 @@ from read_server.bootstrap import bootstrap as open_reader
 from read_server.server import create_server
 from tests.support.events import all_built
 from tests.support.paging import PageGuard
-from write_server.adapters.sqlalchemy_uow import SqlAlchemyUnitOfWork
-from write_server.bootstrap import create_engine
+from write_server.adapters.postgres_uow import open_pool
+from write_server.bootstrap import command_service
 from write_server.domain import commands
 from write_server.service_layer.service import CommandService
 
@@ -125,8 +125,8 @@ def to_command(op: tuple[Any, ...], world: World, serial: int) -> commands.Comma
 
 @asynccontextmanager
 async def running_system(settings: Settings) -> AsyncIterator[tuple[CommandService, Any]]:
-    engine = create_engine(settings)
-    service = CommandService(lambda: SqlAlchemyUnitOfWork(engine), clock=coarse_clock)
+    pool = await open_pool(settings)
+    service = command_service(pool, clock=coarse_clock)
     stop = asyncio.Event()
     async with open_projector(settings) as projector_app:
         projector = asyncio.create_task(projector_app.projector().run(stop))
@@ -142,7 +142,7 @@ async def running_system(settings: Settings) -> AsyncIterator[tuple[CommandServi
             await reader.close()
             stop.set()
             await projector
-            await engine.dispose()
+            await pool.close()
 
 
 async def list_all(call: Any, request: Any, field_name: str) -> list[Any]:

@@ -37,10 +37,10 @@ from tests.support.projector import (
     verify_quietly,
     wait_applied,
 )
-from write_server.adapters.sqlalchemy_uow import SqlAlchemyUnitOfWork
-from write_server.bootstrap import create_engine
+from write_server.adapters.postgres_uow import OrderNumbers, PostgresUnitOfWork, open_pool
+from write_server.bootstrap import command_service
 from write_server.service_layer.handlers import Context, create_product
-from write_server.service_layer.service import CommandService, new_uuid, utc_now
+from write_server.service_layer.service import new_uuid, utc_now
 
 
 async def _checkpoints(conn: asyncpg.Connection) -> dict[str, tuple[int, int]]:
@@ -49,14 +49,14 @@ async def _checkpoints(conn: asyncpg.Connection) -> dict[str, tuple[int, int]]:
 
 
 async def test_held_open_write_is_applied_once_after_later_commits(settings: Settings) -> None:
-    engine = create_engine(settings)
-    service = CommandService(lambda: SqlAlchemyUnitOfWork(engine))
+    pool = await open_pool(settings)
+    service = command_service(pool)
     conn = await asyncpg.connect(settings.asyncpg_dsn)
     stop = asyncio.Event()
     try:
         async with open_app(settings) as app:
             running = asyncio.create_task(app.projector().run(stop))
-            held = SqlAlchemyUnitOfWork(engine)
+            held = PostgresUnitOfWork(pool, OrderNumbers())
             async with held:
                 slow = await create_product(
                     product(name="slow"), held, Context(utc_now(), new_uuid)
@@ -89,7 +89,7 @@ async def test_held_open_write_is_applied_once_after_later_commits(settings: Set
     finally:
         stop.set()
         await conn.close()
-        await engine.dispose()
+        await pool.close()
 
 
 # -- commit order that contradicts seq order ---------------------------------------------------

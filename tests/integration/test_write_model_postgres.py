@@ -1,4 +1,4 @@
-"""The write-model contract against PostgreSQL (SQLAlchemy adapter)."""
+"""The write-model contract against PostgreSQL (the asyncpg unit of work)."""
 
 from __future__ import annotations
 
@@ -41,9 +41,9 @@ class TestPostgresWriteModel(WriteModelContract):
 async def test_write_pool_sessions_kill_idle_transactions(settings: Settings) -> None:
     app = await bootstrap(settings)
     try:
-        async with app.engine.connect() as conn:
-            idle = (await conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout")).scalar()
-            statement = (await conn.exec_driver_sql("SHOW statement_timeout")).scalar()
+        async with app.pool.acquire() as conn:
+            idle = await conn.fetchval("SHOW idle_in_transaction_session_timeout")
+            statement = await conn.fetchval("SHOW statement_timeout")
     finally:
         await app.close()
     assert idle == f"{settings.idle_in_transaction_timeout_ms // 1000}s"

@@ -77,10 +77,19 @@ def test_write_server_answers_unavailable_when_postgres_is_out(exc: BaseExceptio
     assert isinstance(translate_write(exc), Unavailable)
 
 
-def test_an_invalidated_connection_says_so() -> None:
-    exc = sqlalchemy.exc.DBAPIError("SELECT 1", {}, Exception("x"), connection_invalidated=True)
+@pytest.mark.parametrize(
+    "exc",
+    [
+        asyncpg.exceptions.ConnectionDoesNotExistError("closed in the middle of operation"),
+        TimeoutError(),  # asyncpg's pool.acquire(timeout=...) waited in vain
+    ],
+    ids=repr,
+)
+def test_the_write_pool_losing_or_lacking_a_connection_is_unavailable(
+    exc: BaseException,
+) -> None:
     error = translate_write(exc)
-    assert isinstance(error, Unavailable) and "lost the connection" in error.message
+    assert isinstance(error, Unavailable) and "unavailable" in error.message
 
 
 @pytest.mark.parametrize(

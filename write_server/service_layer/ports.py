@@ -1,8 +1,8 @@
 """Ports of the write side: repositories, the idempotency log and the unit of work.
 
 Two adapters implement them with the same contract (same NotFound, conflict and
-uniqueness errors): ``adapters.memory`` (unit tests) and ``adapters.sqlalchemy``
-(PostgreSQL). ``tests/contract`` runs one suite against both.
+uniqueness errors): ``adapters.memory`` (unit tests) and ``adapters.postgres_uow``
+(PostgreSQL over asyncpg). ``tests/contract`` runs one suite against both.
 """
 
 from __future__ import annotations
