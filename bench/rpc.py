@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,11 +59,12 @@ def run_scenario(
     scenario: RpcScenario,
     run: Run,
     target: str,
-    metrics_url: str | None,
+    metrics_urls: Sequence[str],
     output: Path,
     stop: Any,
 ) -> dict[str, Any]:
-    """Drive ``scenario`` against ``target`` and write its ghz-format report to ``output``."""
+    """Drive ``scenario`` against ``target`` and write its ghz-format report to ``output``
+    (``metrics_urls``: the server's workers' ``/metrics``, for statuses and CPU)."""
     driver = choose_driver(run.driver, scenario)
     load = Load(
         target=target,
@@ -85,7 +87,7 @@ def run_scenario(
         "warmup": f"{run.warmup_s:g}s",
         "data-file": str(scenario.data_file),
     }
-    counters = h2load.ServerCounters(metrics_url, scenario.path) if metrics_url else None
+    counters = h2load.ServerCounters(metrics_urls, scenario.path) if metrics_urls else None
     if driver == "ghz":
         result = ghz.run(load, GHZ_DIR / f"{scenario.name}.json", output)
     else:

@@ -26,7 +26,7 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench import data, freshness, projector, summary
+from bench import data, freshness, projector, scale_out, summary
 from bench.catalogue import ROOT, RPC_SCENARIOS, select
 from bench.rpc import Run, run_scenario
 from common.pb.shop.v1 import command_service_pb2 as cpb
@@ -107,8 +107,8 @@ def _run_all(
     read = f"127.0.0.1:{settings.read_port}"
     write = f"127.0.0.1:{settings.write_port}"
 
-    def metrics(port: int) -> str | None:
-        return f"http://127.0.0.1:{port}/metrics" if port else None
+    def metrics(port: int) -> list[str]:
+        return [f"http://127.0.0.1:{port}/metrics"] if port else []
 
     outcomes: dict[str, Any] = {}
     for name in names:
@@ -134,7 +134,7 @@ def _run_all(
                 for rate in FRESHNESS_RATES
             }
         else:  # scale-out
-            outcome = {"skipped": "the read server has no --workers option yet"}
+            outcome = scale_out.measure(settings, plan.run, results, _serving, interrupted)
         (results / f"{name}.json").write_text(json.dumps(outcome, indent=2))
         outcomes[name] = outcome
     return outcomes

@@ -96,7 +96,7 @@ def write(results: Path, outcomes: dict[str, Any], machine: dict[str, str], comm
     if "freshness" in outcomes:
         lines += _freshness_table(outcomes["freshness"])
     if "scale-out" in outcomes:
-        lines += ["## Scale-out", "", f"Skipped: {outcomes['scale-out'].get('skipped')}.", ""]
+        lines += _scale_out_table(outcomes["scale-out"])
     text = "\n".join(lines)
     (results / "summary.md").write_text(text)
     if any(o["group"] == "reads" for o in rpc.values()):
@@ -185,6 +185,21 @@ def _freshness_table(outcome: dict[str, Any]) -> list[str]:
                 f"| {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['max_ms']:.1f} |"
             )
     return [*lines, ""]
+
+
+def _scale_out_table(outcome: dict[str, Any]) -> list[str]:
+    lines = [
+        f"## Scale-out (`{outcome['scenario']}`, read server `--workers N`)",
+        "",
+        "| workers | rps | p50 ms | p99 ms | errors |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, row in outcome["runs"].items():
+        lines.append(
+            f"| {name.split()[-1]} | {row['rps']:,.0f} | {row['p50_ms']:.2f} "
+            f"| {row['p99_ms']:.2f} | {row['errors']} |"
+        )
+    return [*lines, "", f"Ratio: {outcome['ratio']:.2f}x.", ""]
 
 
 def _chart(rpc: dict[str, dict[str, Any]], path: Path) -> None:

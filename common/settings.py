@@ -25,6 +25,9 @@ class Settings:
     write_port: int = 50051
     read_host: str = "127.0.0.1"
     read_port: int = 50052
+    # Processes serving each port (SO_REUSEPORT); see worker_metrics_port.
+    write_workers: int = 1
+    read_workers: int = 1
     # 0 disables the Prometheus endpoint of that process.
     write_metrics_port: int = 9101
     read_metrics_port: int = 9102
@@ -83,6 +86,8 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "CQRS_WRITE_PORT": ("write_port", int),
     "CQRS_READ_HOST": ("read_host", str),
     "CQRS_READ_PORT": ("read_port", int),
+    "CQRS_WRITE_WORKERS": ("write_workers", int),
+    "CQRS_READ_WORKERS": ("read_workers", int),
     "CQRS_WRITE_METRICS_PORT": ("write_metrics_port", int),
     "CQRS_READ_METRICS_PORT": ("read_metrics_port", int),
     "CQRS_PROJECTOR_METRICS_PORT": ("projector_metrics_port", int),
@@ -97,6 +102,15 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "CQRS_PROJECTOR_SWITCH_GRACE_MS": ("projector_switch_grace_ms", int),
     "CQRS_LOG_LEVEL": ("log_level", str),
 }
+
+
+WORKER_METRICS_PORT_STRIDE = 100
+
+
+def worker_metrics_port(base: int, index: int) -> int:
+    """Worker ``index``'s metrics port when a server runs ``--workers N`` (0 stays off);
+    the stride keeps clear of the other processes' neighbouring defaults."""
+    return base + WORKER_METRICS_PORT_STRIDE * index if base else 0
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

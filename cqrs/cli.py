@@ -32,10 +32,14 @@ def _parser() -> argparse.ArgumentParser:
     write = sub.add_parser("write-server", help="serve shop.v1.CommandService")
     write.add_argument("--host", dest="write_host")
     write.add_argument("--port", dest="write_port", type=int)
+    write.add_argument(
+        "--workers", dest="write_workers", type=int, help="processes sharing the port"
+    )
 
     read = sub.add_parser("read-server", help="serve shop.v1.QueryService")
     read.add_argument("--host", dest="read_host")
     read.add_argument("--port", dest="read_port", type=int)
+    read.add_argument("--workers", dest="read_workers", type=int, help="processes sharing the port")
 
     projector = sub.add_parser("projector", help="run, rebuild, verify or inspect projections")
     psub = projector.add_subparsers(dest="projector_command", required=True)
@@ -64,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--orders-per-customer", type=int, default=2)
     seed.add_argument("--random-seed", type=int, default=42)
 
-    sub.add_parser("up", help="migrate, then run write server, read server and projector")
+    up = sub.add_parser("up", help="migrate, then run write server, read server and projector")
+    up.add_argument("--workers", type=int, help="processes per server (sets both CQRS_*_WORKERS)")
 
     bench = sub.add_parser(
         "bench",
@@ -129,11 +134,15 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(f"migrated {settings.asyncpg_dsn}")
         return 0
     if command == "write-server":
+        if settings.write_workers > 1:
+            return _workers(settings, "write-server", settings.write_workers)
         from write_server.server import serve as serve_write
 
         runtime.run(serve_write(settings))
         return 0
     if command == "read-server":
+        if settings.read_workers > 1:
+            return _workers(settings, "read-server", settings.read_workers)
         from read_server.server import serve as serve_read
 
         runtime.run(serve_read(settings))
@@ -166,10 +175,20 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command == "up":
         from cqrs.up import up
 
+        if args.workers:
+            settings = dataclasses.replace(
+                settings, read_workers=args.workers, write_workers=args.workers
+            )
         return up(settings)
     if command == "bench":
         return _bench(args, settings)
     raise AssertionError(command)
+
+
+def _workers(settings: Settings, server: str, count: int) -> int:
+    from cqrs.workers import serve_workers
+
+    return serve_workers(settings, server, count)
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:

@@ -13,22 +13,17 @@ import dataclasses
 import os
 import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from urllib.parse import urlsplit
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from common.settings import Settings, to_environ
+from common.settings import Settings, to_environ, worker_metrics_port
+from cqrs.children import Child, say, stop_children, stop_on_signals
 from cqrs.instances import (
     InstanceError,
     Lookup,
@@ -38,8 +33,6 @@ from cqrs.instances import (
 )
 
 HEALTH_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 15.0  # the servers drain in-flight calls for up to 5 s
-_OUTPUT_LOCK = threading.Lock()
 _COMMANDS = "shop.v1.CommandService"
 _QUERIES = "shop.v1.QueryService"
 
@@ -50,19 +43,19 @@ def up(settings: Settings, data_dir: Path | None = None, lookup: Lookup | None =
     ``data_dir`` (default ``./.data``) holds private PostgreSQL/Redis instances;
     ``lookup`` says where to find their binaries (default: PATH and the usual places).
     """
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         try:
             data_dir = data_dir or Path.cwd() / ".data"
             settings, instances = ensure_services(settings, data_dir, lookup=lookup)
         except ServicesUnavailable as exc:
-            _say(str(exc), err=True)
+            say(str(exc), err=True)
             return 2
         except InstanceError as exc:
-            _say(f"cqrs up: {exc}", err=True)
+            say(f"cqrs up: {exc}", err=True)
             return 1
         try:
             for instance in instances:
-                _say(
+                say(
                     f"cqrs up: started private {instance.name} at {redact(instance.url)} "
                     f"(data in {instance.data_dir})"
                 )
@@ -70,7 +63,7 @@ def up(settings: Settings, data_dir: Path | None = None, lookup: Lookup | None =
         finally:
             for instance in reversed(instances):
                 instance.stop()
-                _say(f"cqrs up: stopped private {instance.name}")
+                say(f"cqrs up: stopped private {instance.name}")
 
 
 def _run(settings: Settings, stop: threading.Event) -> int:
@@ -81,7 +74,7 @@ def _run(settings: Settings, stop: threading.Event) -> int:
 
         asyncio.run(migrate(settings.asyncpg_dsn, settings.sqlalchemy_url))
     except Exception as exc:
-        _say(f"cqrs up: migrating {redact(settings.asyncpg_dsn)} failed: {exc!r}", err=True)
+        say(f"cqrs up: migrating {redact(settings.asyncpg_dsn)} failed: {exc!r}", err=True)
         return 1
     settings = with_concrete_ports(settings)
     env = {**os.environ, **to_environ(settings), "PYTHONUNBUFFERED": "1"}
@@ -110,7 +103,7 @@ def _supervise(settings: Settings, children: list[Child], stop: threading.Event)
             return _report_death(dead, "while starting")
         servers = {address for address in servers if not check_health(address)}
         if time.monotonic() > deadline:
-            _say(
+            say(
                 f"cqrs up: no SERVING health check from {', '.join(sorted(servers))} "
                 f"after {HEALTH_TIMEOUT_S:.0f} s",
                 err=True,
@@ -120,11 +113,11 @@ def _supervise(settings: Settings, children: list[Child], stop: threading.Event)
             stop.wait(0.2)
     if stop.is_set():
         return 0
-    _say(banner(settings, children))
+    say(banner(settings, children))
     while not stop.wait(0.5):
         if (dead := _first_dead(children)) is not None:
             return _report_death(dead, "unexpectedly")
-    _say("cqrs up: stopping")
+    say("cqrs up: stopping")
     return 0
 
 
@@ -134,86 +127,12 @@ def _first_dead(children: list[Child]) -> Child | None:
 
 def _report_death(child: Child, when: str) -> int:
     child.drain()
-    _say(
+    say(
         f"cqrs up: {child.name} exited {when} with code {child.process.returncode}; "
         f"its last output:\n{child.tail()}",
         err=True,
     )
     return 1
-
-
-# --- child processes -----------------------------------------------------------------------
-
-
-class Child:
-    """A child process whose output is echoed with a name prefix and kept for post-mortems."""
-
-    def __init__(self, name: str, argv: list[str], env: Mapping[str, str]) -> None:
-        self.name = name
-        self._lines: deque[str] = deque(maxlen=40)
-        self.process = subprocess.Popen(
-            argv,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            # Own session: Ctrl-C in the terminal reaches only `cqrs up`, which then stops
-            # the children in order instead of racing their own signal handlers.
-            start_new_session=True,
-        )
-        self._reader = threading.Thread(target=self._echo, name=f"echo-{name}", daemon=True)
-        self._reader.start()
-
-    def _echo(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            line = raw.decode(errors="replace").rstrip("\n")
-            self._lines.append(line)
-            _say(f"{self.name} | {line}")
-
-    def drain(self, timeout: float = 2.0) -> None:
-        """Wait for the output of an exited process to be read to the end."""
-        self._reader.join(timeout)
-
-    def tail(self) -> str:
-        """The last lines the process printed."""
-        return "\n".join(self._lines) or "(no output)"
-
-
-def stop_children(children: list[Child], timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM every running child, wait up to ``timeout`` in all, then SIGKILL the rest."""
-    for child in children:
-        if child.process.poll() is None:
-            child.process.terminate()
-    deadline = time.monotonic() + timeout
-    for child in children:
-        try:
-            child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            _say(f"cqrs up: {child.name} did not stop within {timeout:.0f} s; killing it", err=True)
-            child.process.kill()
-            child.process.wait()
-        child.drain()
-
-
-# --- helpers -------------------------------------------------------------------------------
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by SIGINT/SIGTERM/SIGHUP; the previous handlers come back afterwards."""
-    stop = threading.Event()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signals = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
-    previous = {sig: signal.signal(sig, handler) for sig in signals}
-    try:
-        yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def with_concrete_ports(settings: Settings) -> Settings:
@@ -278,8 +197,11 @@ def banner(settings: Settings, children: list[Child]) -> str:
     """Where everything listens, and how to try it."""
     pids = {child.name: child.process.pid for child in children}
 
-    def metrics(port: int) -> str:
-        return f"metrics :{port}/metrics" if port else "metrics off"
+    def metrics(port: int, workers: int = 1) -> str:
+        if not port:
+            return "metrics off"
+        ports = ",".join(str(worker_metrics_port(port, i)) for i in range(workers))
+        return f"metrics :{ports}/metrics"
 
     write = connect_address(settings.write_host, settings.write_port)
     read = connect_address(settings.read_host, settings.read_port)
@@ -289,9 +211,9 @@ def banner(settings: Settings, children: list[Child]) -> str:
         "",
         "cqrs up: ready",
         f"  write server  {write_at:<22} shop.v1.CommandService  "
-        f"{metrics(settings.write_metrics_port)}  pid {pids.get('write-server')}",
+        f"{metrics(settings.write_metrics_port, settings.write_workers)}  pid {pids.get('write-server')}",
         f"  read server   {read_at:<22} shop.v1.QueryService    "
-        f"{metrics(settings.read_metrics_port)}  pid {pids.get('read-server')}",
+        f"{metrics(settings.read_metrics_port, settings.read_workers)}  pid {pids.get('read-server')}",
         f"  projector     {'':<22} {'':<23} "
         f"{metrics(settings.projector_metrics_port)}  pid {pids.get('projector')}",
         f"  PostgreSQL    {redact(settings.asyncpg_dsn)}",
@@ -314,11 +236,3 @@ def redact(url: str) -> str:
     userinfo, _, hostport = parts.netloc.rpartition("@")
     user = userinfo.split(":", 1)[0]
     return parts._replace(netloc=f"{user}:***@{hostport}").geturl()
-
-
-def _say(text: str, *, err: bool = False) -> None:
-    """Print whole lines; the echo threads print concurrently."""
-    stream = sys.stderr if err else sys.stdout
-    with _OUTPUT_LOCK:
-        stream.write(text + "\n")
-        stream.flush()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncpg
+import orjson
 
 from common.events import StoredEvent
 from common.positions import Position
@@ -90,7 +91,10 @@ async def head(db: Executor) -> Position:
 
 
 def _event(row: asyncpg.Record) -> StoredEvent:
-    payload = json.loads(row["payload"])
+    try:
+        payload = orjson.loads(row["payload"])
+    except orjson.JSONDecodeError:  # e.g. an integer beyond 64 bits, which jsonb allows
+        payload = json.loads(row["payload"])
     return StoredEvent(
         seq=int(row["seq"]),
         xid=int(row["xid"]),

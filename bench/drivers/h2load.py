@@ -20,6 +20,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -39,17 +40,26 @@ def grpc_frame(message: bytes) -> bytes:
 
 class ServerCounters:
     """What a server's ``/metrics`` says of one method: ``cqrs_rpc_total`` by code, and the
-    process's CPU seconds (``process_cpu_seconds_total``)."""
+    process's CPU seconds (``process_cpu_seconds_total``), summed over its workers' URLs."""
 
-    def __init__(self, metrics_url: str, method: str) -> None:
-        self._url = metrics_url
+    def __init__(self, metrics_urls: Sequence[str], method: str) -> None:
+        self._urls = list(metrics_urls)
         self._method = method
 
     def read(self) -> Counter[str]:
         return self.snapshot()[0]
 
     def snapshot(self) -> tuple[Counter[str], float]:
-        with urllib.request.urlopen(self._url, timeout=5) as response:
+        codes: Counter[str] = Counter()
+        cpu = 0.0
+        for url in self._urls:
+            url_codes, url_cpu = self._scrape(url)
+            codes.update(url_codes)
+            cpu += url_cpu
+        return codes, cpu
+
+    def _scrape(self, url: str) -> tuple[Counter[str], float]:
+        with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
         codes: Counter[str] = Counter()
         cpu = 0.0

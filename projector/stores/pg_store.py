@@ -19,7 +19,7 @@ import operator
 import re
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -28,7 +28,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from common import documents
-from common.documents import items_to_json, status_name
+from common.documents import items_to_json, status_name, to_datetime
 from common.outages import is_transient
 from common.positions import Position
 from projector.errors import CheckpointMoved, StoreLost
@@ -47,7 +47,7 @@ FROM {table} WHERE items_count <> jsonb_array_length(items)
 
 
 def _ts(value: Timestamp) -> datetime:
-    return value.ToDatetime(tzinfo=UTC)
+    return to_datetime(value)
 
 
 @dataclass(frozen=True, slots=True)

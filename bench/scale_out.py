@@ -1,0 +1,117 @@
+"""Scale-out: the same projection read against a read server with ``--workers 1`` and
+with ``--workers 2`` (SO_REUSEPORT), side by side in one run.
+
+Each server is started here on a free port, on the system's database and Redis, so
+the running system is not disturbed; both use the same scenario and load settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import summary
+from bench.catalogue import ROOT, RPC_SCENARIOS
+from bench.rpc import Run, run_scenario
+from common.settings import Settings, to_environ, worker_metrics_port
+
+SCENARIO = "get_product_projection"
+WORKERS = (1, 2)
+_START_TIMEOUT_S = 60.0
+
+
+def measure(
+    settings: Settings,
+    run: Run,
+    results: Path,
+    serving: Callable[[str], bool],
+    interrupted: Any,
+) -> dict[str, Any]:
+    """rps (and latencies) of :data:`SCENARIO` per worker count, and the ratio."""
+    scenario = RPC_SCENARIOS[SCENARIO]
+    rows: dict[str, Any] = {}
+    for workers in WORKERS:
+        port, base = _free_port(), _free_metrics_base(workers)
+        log = results / f"scale-out-w{workers}.log"
+        server = _start(settings, port, base, workers, log)
+        try:
+            _wait(server, f"127.0.0.1:{port}", serving, log, workers)
+            urls = [
+                f"http://127.0.0.1:{worker_metrics_port(base, i)}/metrics" for i in range(workers)
+            ]
+            report = run_scenario(
+                scenario, run, f"127.0.0.1:{port}", urls,
+                results / f"scale-out-w{workers}.json", interrupted,
+            )  # fmt: skip
+        finally:
+            _stop(server)
+        rows[f"workers {workers}"] = summary.rpc_row(scenario, report)
+    first, last = (rows[f"workers {w}"]["rps"] for w in (WORKERS[0], WORKERS[-1]))
+    return {"scenario": SCENARIO, "runs": rows, "ratio": last / first if first else 0.0}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _free_metrics_base(workers: int) -> int:
+    """A port whose worker metrics ports (base + 100 i) are all free."""
+    for _ in range(50):
+        base = _free_port()
+        try:
+            for i in range(1, workers):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", worker_metrics_port(base, i)))
+        except OSError:
+            continue
+        return base
+    raise SystemExit("cqrs bench: no free metrics ports for the scale-out servers")
+
+
+def _start(
+    settings: Settings, port: int, metrics_base: int, workers: int, log: Path
+) -> subprocess.Popen[bytes]:
+    server_settings = dataclasses.replace(settings, read_metrics_port=metrics_base)
+    env = {**os.environ, **to_environ(server_settings), "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", "cqrs", "read-server", "--port", str(port)]
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [*argv, "--workers", str(workers)], env=env, cwd=ROOT,
+            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+
+def _wait(
+    server: subprocess.Popen[bytes],
+    address: str,
+    serving: Callable[[str], bool],
+    log: Path,
+    workers: int,
+) -> None:
+    """Until every worker listens (h2load connects once: a late worker would get none)."""
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while not serving(address) or log.read_text(errors="replace").count(" listening on ") < workers:
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"cqrs bench: the scale-out read server at {address} did not start")
+        time.sleep(0.2)
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    if server.poll() is None:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

@@ -1,0 +1,94 @@
+"""Child processes of a supervisor (``cqrs up``, ``--workers N``): started in their own
+session, their output echoed line by line with a name prefix and kept for post-mortems,
+stopped with SIGTERM then SIGKILL."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from types import FrameType
+
+STOP_TIMEOUT_S = 15.0  # the servers drain in-flight calls for up to 5 s
+_OUTPUT_LOCK = threading.Lock()
+
+
+class Child:
+    """A child process whose output is echoed with a name prefix and kept for post-mortems."""
+
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str]) -> None:
+        self.name = name
+        self._lines: deque[str] = deque(maxlen=40)
+        self.process = subprocess.Popen(
+            argv,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            # Own session: Ctrl-C in the terminal reaches only `cqrs up`, which then stops
+            # the children in order instead of racing their own signal handlers.
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._echo, name=f"echo-{name}", daemon=True)
+        self._reader.start()
+
+    def _echo(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            self._lines.append(line)
+            say(f"{self.name} | {line}")
+
+    def drain(self, timeout: float = 2.0) -> None:
+        """Wait for the output of an exited process to be read to the end."""
+        self._reader.join(timeout)
+
+    def tail(self) -> str:
+        """The last lines the process printed."""
+        return "\n".join(self._lines) or "(no output)"
+
+
+def stop_children(children: list[Child], timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM every running child, wait up to ``timeout`` in all, then SIGKILL the rest."""
+    for child in children:
+        if child.process.poll() is None:
+            child.process.terminate()
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            say(f"{child.name} did not stop within {timeout:.0f} s; killing it", err=True)
+            child.process.kill()
+            child.process.wait()
+        child.drain()
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT/SIGTERM/SIGHUP; the previous handlers come back afterwards."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signals = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def say(text: str, *, err: bool = False) -> None:
+    """Print whole lines; the echo threads print concurrently."""
+    stream = sys.stderr if err else sys.stdout
+    with _OUTPUT_LOCK:
+        stream.write(text + "\n")
+        stream.flush()
