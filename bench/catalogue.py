@@ -123,7 +123,7 @@ def _writes() -> list[RpcScenario]:
             ("update_product", "UpdateProduct"),
             ("place_order", "PlaceOrder"),
         )
-        for concurrency in (1, 32)
+        for concurrency in (1, 16, 32, 64)
     ]
 
 
