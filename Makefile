@@ -60,7 +60,8 @@ format: $(STAMP)
 # or starts one; h2load (Debian's nghttp2-client) drives the reads when it can be installed.
 bench: $(STAMP)
 	@command -v h2load >/dev/null || (command -v apt-get >/dev/null && \
-		apt-get install -y -q nghttp2-client >/dev/null 2>&1) || \
+		(apt-get install -y -q nghttp2-client >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nghttp2-client >/dev/null 2>&1))) || \
 		echo "h2load not available: the built-in generator drives every scenario"
 	$(BIN)/cqrs bench --start $(BENCH_ARGS)
 
