@@ -26,7 +26,7 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench import data, freshness, projector, scale_out, summary
+from bench import data, freshness, processes, projector, scale_out, summary
 from bench.catalogue import ROOT, RPC_SCENARIOS, select
 from bench.rpc import Run, run_scenario
 from common.pb.shop.v1 import command_service_pb2 as cpb
@@ -94,7 +94,7 @@ def main(settings: Settings, plan: Plan) -> int:
     finally:
         interrupted.restore()
         if started_system is not None:
-            _stop(started_system)
+            processes.stop(started_system, signal.SIGINT, timeout=60)
 
 
 def _run_all(
@@ -175,19 +175,10 @@ def _ensure_system(settings: Settings, start: bool, log: Path) -> subprocess.Pop
     deadline = time.monotonic() + _START_TIMEOUT_S
     while not all(_serving(a) for a in addresses):
         if process.poll() is not None or time.monotonic() > deadline:
-            _stop(process)
+            processes.stop(process, signal.SIGINT, timeout=60)
             raise SystemExit("cqrs bench: `cqrs up` did not start (try it yourself)")
         time.sleep(0.5)
     return process
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 async def _ensure_dataset(settings: Settings, seed: bool) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import summary
+from bench import processes, summary
 from bench.catalogue import ROOT, RPC_SCENARIOS
 from bench.rpc import Run, run_scenario
 from common.settings import Settings, to_environ, worker_metrics_port
@@ -52,7 +51,7 @@ def measure(
                 results / f"scale-out-w{workers}.json", interrupted,
             )  # fmt: skip
         finally:
-            _stop(server)
+            processes.stop(server)
         rows[f"workers {workers}"] = summary.rpc_row(scenario, report)
     first, last = (rows[f"workers {w}"]["rps"] for w in (WORKERS[0], WORKERS[-1]))
     return {"scenario": SCENARIO, "runs": rows, "ratio": last / first if first else 0.0}
@@ -105,13 +104,3 @@ def _wait(
         if server.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"cqrs bench: the scale-out read server at {address} did not start")
         time.sleep(0.2)
-
-
-def _stop(server: subprocess.Popen[bytes]) -> None:
-    if server.poll() is None:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
