@@ -12,6 +12,7 @@ aggregate always carries a larger xid: the order the projector relies on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
@@ -233,8 +234,15 @@ class PostgresUnitOfWork(ports.UnitOfWork):
             await self._session.conn.execute("COMMIT")
 
     async def rollback(self) -> None:
-        if self._session.begun and not self._session.conn.is_closed():
-            await self._session.conn.execute("ROLLBACK")
+        conn = self._session.conn
+        try:
+            if not self._session.begun or conn.is_closed():
+                return
+        except asyncpg.InterfaceError:
+            # asyncpg already took a connection lost mid-statement back (PostgreSQL shut
+            # down): nothing to roll back; the original error says what happened.
+            return
+        await conn.execute("ROLLBACK")
 
     async def __aexit__(self, *exc_info: object) -> None:
         conn = self._session.conn
@@ -244,10 +252,12 @@ class PostgresUnitOfWork(ports.UnitOfWork):
         except BaseException:
             # The connection's state is unknown (broken, or cancelled mid-statement):
             # never hand it to the next unit of work.
-            conn.terminate()
+            with contextlib.suppress(asyncpg.InterfaceError):  # already released
+                conn.terminate()
             raise
         finally:
-            await self._pool.release(conn)
+            with contextlib.suppress(asyncpg.InterfaceError):  # already released
+                await self._pool.release(conn)
 
 
 class _Writes:
