@@ -38,7 +38,7 @@ def measure(
     scenario = RPC_SCENARIOS[SCENARIO]
     rows: dict[str, Any] = {}
     for workers in WORKERS:
-        port, base = _free_port(), _free_metrics_base(workers)
+        port, base = _free_port(), free_metrics_base(workers)
         log = results / f"scale-out-w{workers}.log"
         server = _start(settings, port, base, workers, log)
         try:
@@ -64,8 +64,8 @@ def _free_port() -> int:
         return port
 
 
-def _free_metrics_base(workers: int) -> int:
-    """A port whose worker metrics ports (base + 100 i) are all free."""
+def free_metrics_base(workers: int) -> int:
+    """A metrics port whose ``workers`` worker ports (``worker_metrics_port``) are all free."""
     for _ in range(50):
         base = _free_port()
         try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.scale_out import free_metrics_base
 from common.pb.shop.v1 import command_service_pb2 as cpb
 from common.pb.shop.v1 import command_service_pb2_grpc as cpb_grpc
 from common.pb.shop.v1 import query_service_pb2 as qpb
@@ -23,19 +23,6 @@ from tests.e2e.test_up import _alive, _children
 from tests.support.servers import Process, env_for, free_port, start, wait_serving
 
 CHANNELS = 24  # the kernel spreads connections over the workers by their address hash
-
-
-def _free_metrics_base() -> int:
-    """A port p with p and p + 100 both free (worker 0 and worker 1)."""
-    for _ in range(50):
-        base = free_port()
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", worker_metrics_port(base, 1)))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no free metrics port pair")
 
 
 def _rpc_count(port: int, method: str) -> float:
@@ -72,7 +59,7 @@ def _serving_workers(address: str, metrics: list[int], process: Process) -> None
 def test_read_workers_share_the_port_and_one_killed_is_replaced(
     settings: Settings, tmp_path: Path
 ) -> None:
-    port, base = free_port(), _free_metrics_base()
+    port, base = free_port(), free_metrics_base(2)
     address = f"127.0.0.1:{port}"
     env = env_for(settings, CQRS_READ_METRICS_PORT=str(base))
     process = start(["read-server", "--port", str(port), "--workers", "2"], env, tmp_path / "r.log")
