@@ -77,9 +77,11 @@ def test_read_workers_share_the_port_and_one_killed_is_replaced(
         assert sum(counts) == CHANNELS and min(counts) > 0, counts
 
         os.kill(pids[0], signal.SIGKILL)
-        with grpc.insecure_channel(address) as channel:  # the other worker still answers
+        # The other worker still answers. Connections the kernel had already queued on the
+        # killed worker's socket are reset (SO_REUSEPORT): a client reconnects, as here.
+        with grpc.insecure_channel(address) as channel:
             health = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=5
+                health_pb2.HealthCheckRequest(), timeout=5, wait_for_ready=True
             )
             assert health.status == health_pb2.HealthCheckResponse.SERVING
         deadline = time.monotonic() + 30
