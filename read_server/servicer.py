@@ -21,9 +21,9 @@ from read_server.wire import list_response
 # Part of the caller's remaining time kept back so that "not caught up" (UNAVAILABLE)
 # reaches the client before its own DEADLINE_EXCEEDED would, even on a loaded server
 # where many waits end at once (each reply costs ~0.3 ms of CPU): a third of it, at
-# least 100 ms and at most half a second.
+# least 150 ms and at most half a second.
 REPLY_MARGIN_SHARE = 1 / 3
-REPLY_MARGIN_MIN_S = 0.1
+REPLY_MARGIN_MIN_S = 0.15
 REPLY_MARGIN_MAX_S = 0.5
 
 

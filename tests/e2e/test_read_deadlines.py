@@ -1,7 +1,7 @@
 """A token read whose deadline is shorter than the consistency wait answers UNAVAILABLE
 before the caller's own DEADLINE_EXCEEDED would, even with hundreds of such reads at
 once on one read-server process: the server keeps a reply margin of a third of the
-remaining time (50-500 ms), and waiting requests share one checkpoint poller per
+remaining time (150-500 ms), and waiting requests share one checkpoint poller per
 projection instead of each polling the store."""
 
 from __future__ import annotations
