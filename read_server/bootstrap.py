@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from common.redis_client import redis_client
 from common.settings import Settings
+from read_server.reads import Reads
 from read_server.sources.base import SourceSet
 from read_server.sources.change_feed import ChangeFeed
 from read_server.sources.near_cache import Shelf
@@ -34,6 +35,7 @@ class App:
     pg_pool: asyncpg.Pool
     redis: aioredis.Redis
     sources: SourceSet
+    reads: Reads
     change_feed: ChangeFeed | None = None
     _closed: bool = field(default=False, repr=False)
 
@@ -90,9 +92,10 @@ async def bootstrap(settings: Settings) -> App:
         feed = ChangeFeed(settings.redis_url, client, settings.redis_prefix, shelves)
         feed.listen(projection.heard)
         feed.start()
+    read_model = PostgresSource(pg_pool, READ_MODEL, READ_MODEL_CHECKPOINTS)
     sources = SourceSet(
         projection=projection,
-        read_model=PostgresSource(pg_pool, READ_MODEL, READ_MODEL_CHECKPOINTS),
+        read_model=read_model,
         write_model=PostgresSource(pg_pool, WRITE_MODEL),
     )
-    return App(settings, pg_pool, client, sources, feed)
+    return App(settings, pg_pool, client, sources, Reads(pg_pool, read_model), feed)

@@ -34,7 +34,7 @@ def create_server(
     app: App, address: str, *, options: Sequence[tuple[str, Any]] = ()
 ) -> BuiltServer:
     """QueryService (+ health, reflection) for ``app``, bound to ``address``; not started."""
-    servicer = QueryServicer(app.sources, app.settings.consistency_wait_max_ms)
+    servicer = QueryServicer(app.sources, app.settings.consistency_wait_max_ms, app.reads)
     return build_server(address, [Service(SERVICE, servicer)], translate=translate, options=options)
 
 

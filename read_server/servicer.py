@@ -14,39 +14,38 @@ import grpc
 from common.cursors import SortKey, encode_page_token
 from common.errors import NotFound
 from common.pb.shop.v1 import query_service_pb2 as qs
+from read_server.analytics.rpcs import AnalyticsRpcs
+from read_server.deadlines import wait_budget
+from read_server.history.rpcs import HistoryRpcs
+from read_server.reads import Reads
 from read_server.requests import RequestParser
+from read_server.search.rpcs import SearchRpcs
 from read_server.sources.base import Freshness, OrderFilter, Page, SourceSet
 from read_server.wire import list_response
-
-# Part of the caller's remaining time kept back so that "not caught up" (UNAVAILABLE)
-# reaches the client before its own DEADLINE_EXCEEDED would, even on a loaded server
-# where many waits end at once (each reply costs ~0.3 ms of CPU): a third of it, at
-# least 150 ms and at most half a second.
-REPLY_MARGIN_SHARE = 1 / 3
-REPLY_MARGIN_MIN_S = 0.15
-REPLY_MARGIN_MAX_S = 0.5
-
 
 _GetRequest = qs.GetProductRequest | qs.GetCustomerRequest | qs.GetOrderRequest
 
 
-def reply_margin(remaining: float) -> float:
-    return min(max(remaining * REPLY_MARGIN_SHARE, REPLY_MARGIN_MIN_S), REPLY_MARGIN_MAX_S)
+class QueryServicer(HistoryRpcs, AnalyticsRpcs, SearchRpcs):
+    """Thin async handlers: the entity reads here over a :class:`SourceSet`; the event
+    history, analytics and search RPCs come from their mixins (one module each)."""
 
-
-class QueryServicer:
-    """Thin async handlers over a :class:`SourceSet`."""
-
-    def __init__(self, sources: SourceSet, consistency_wait_max_ms: int) -> None:
+    def __init__(
+        self, sources: SourceSet, consistency_wait_max_ms: int, reads: Reads | None = None
+    ) -> None:
         self._sources = sources
         self._max_wait_s = consistency_wait_max_ms / 1000
+        # Only the entity reads work without ``reads`` (unit tests over fake sources).
+        self._maybe_reads = reads
+
+    @property
+    def _reads(self) -> Reads:
+        if self._maybe_reads is None:
+            raise RuntimeError("this servicer was built without PostgreSQL reads")
+        return self._maybe_reads
 
     def _wait_budget(self, context: grpc.aio.ServicerContext) -> float:
-        budget = self._max_wait_s
-        remaining = context.time_remaining()
-        if remaining is not None:
-            budget = min(budget, remaining - reply_margin(remaining))
-        return max(0.0, budget)
+        return wait_budget(context, self._max_wait_s)
 
     async def _get(
         self, request: _GetRequest, context: grpc.aio.ServicerContext, kind: str

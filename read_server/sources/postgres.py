@@ -78,6 +78,7 @@ READ_MODEL_CHECKPOINTS = {
     "products": "pg:products",
     "customers": "pg:customers",
     "orders": "pg:orders",
+    "analytics": "pg:analytics",
 }
 
 _CHECKPOINT = "SELECT xid, seq FROM read.projection_checkpoints WHERE projection = $1"
@@ -97,32 +98,32 @@ class PostgresSource:
         self._watch = CheckpointWatch(self._checkpoint)
 
     async def get_product(self, product_id: str, freshness: Freshness) -> bytes | None:
-        await self._ready("products", freshness)
+        await self.ready("products", freshness)
         return await self._get(self._queries.products, product_id)
 
     async def list_products(
         self, page: PageRequest, category: str | None, freshness: Freshness
     ) -> Page:
-        await self._ready("products", freshness)
+        await self.ready("products", freshness)
         filters = [] if category is None else [("category", category)]
         return await self._page(self._queries.products, page, filters)
 
     async def get_customer(self, customer_id: str, freshness: Freshness) -> bytes | None:
-        await self._ready("customers", freshness)
+        await self.ready("customers", freshness)
         return await self._get(self._queries.customers, customer_id)
 
     async def list_customers(self, page: PageRequest, freshness: Freshness) -> Page:
-        await self._ready("customers", freshness)
+        await self.ready("customers", freshness)
         return await self._page(self._queries.customers, page)
 
     async def get_order(self, order_id: str, freshness: Freshness) -> bytes | None:
-        await self._ready("orders", freshness)
+        await self.ready("orders", freshness)
         return await self._get(self._queries.orders, order_id)
 
     async def list_orders(
         self, page: PageRequest, order_filter: OrderFilter, freshness: Freshness
     ) -> Page:
-        await self._ready("orders", freshness)
+        await self.ready("orders", freshness)
         filters: list[tuple[str, object]] = []
         if order_filter.customer_id is not None:
             filters.append(("customer_id", uuid.UUID(order_filter.customer_id)))
@@ -130,8 +131,9 @@ class PostgresSource:
             filters.append(("status", order_filter.status))
         return await self._page(self._queries.orders, page, filters)
 
-    async def _ready(self, entity: str, freshness: Freshness) -> None:
-        """Once the projection is built (and has reached the token, if there is one)."""
+    async def ready(self, entity: str, freshness: Freshness) -> None:
+        """Once the projection behind ``entity`` (a key of the checkpoints given) is built,
+        and has reached the token if there is one; UNAVAILABLE when the wait is spent."""
         projection = self._checkpoints.get(entity)
         if projection is None or (freshness.position is None and projection in self._built):
             return

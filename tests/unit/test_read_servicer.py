@@ -84,8 +84,8 @@ async def test_last_page_has_no_token_and_empty_category_means_all() -> None:
         (2000, 10.0, 2.0),
         (2000, 0.9, 0.6),  # keeps a third of the time to answer before the deadline
         (2000, 0.6, 0.4),
-        (2000, 0.25, 0.15),  # ...but at least 100 ms
-        (2000, 0.08, 0.0),
+        (2000, 0.25, 0.1),  # ...but at least 150 ms
+        (2000, 0.12, 0.0),
         (9000, 4.0, 3.5),  # ...and at most half a second
         (2000, 0.0, 0.0),
     ],

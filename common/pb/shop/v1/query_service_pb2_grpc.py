@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from common.pb.shop.v1 import analytics_pb2 as shop_dot_v1_dot_analytics__pb2
 from common.pb.shop.v1 import query_service_pb2 as shop_dot_v1_dot_query__service__pb2
 from common.pb.shop.v1 import shop_pb2 as shop_dot_v1_dot_shop__pb2
 
@@ -65,6 +66,61 @@ class QueryServiceStub:
                 request_serializer=shop_dot_v1_dot_query__service__pb2.ListOrdersRequest.SerializeToString,
                 response_deserializer=shop_dot_v1_dot_query__service__pb2.ListOrdersResponse.FromString,
                 _registered_method=True)
+        self.GetAggregateHistory = channel.unary_unary(
+                '/shop.v1.QueryService/GetAggregateHistory',
+                request_serializer=shop_dot_v1_dot_query__service__pb2.GetAggregateHistoryRequest.SerializeToString,
+                response_deserializer=shop_dot_v1_dot_query__service__pb2.GetAggregateHistoryResponse.FromString,
+                _registered_method=True)
+        self.GetProductAsOf = channel.unary_unary(
+                '/shop.v1.QueryService/GetProductAsOf',
+                request_serializer=shop_dot_v1_dot_query__service__pb2.GetProductAsOfRequest.SerializeToString,
+                response_deserializer=shop_dot_v1_dot_shop__pb2.Product.FromString,
+                _registered_method=True)
+        self.GetCustomerAsOf = channel.unary_unary(
+                '/shop.v1.QueryService/GetCustomerAsOf',
+                request_serializer=shop_dot_v1_dot_query__service__pb2.GetCustomerAsOfRequest.SerializeToString,
+                response_deserializer=shop_dot_v1_dot_shop__pb2.Customer.FromString,
+                _registered_method=True)
+        self.GetOrderAsOf = channel.unary_unary(
+                '/shop.v1.QueryService/GetOrderAsOf',
+                request_serializer=shop_dot_v1_dot_query__service__pb2.GetOrderAsOfRequest.SerializeToString,
+                response_deserializer=shop_dot_v1_dot_shop__pb2.Order.FromString,
+                _registered_method=True)
+        self.GetCustomerStats = channel.unary_unary(
+                '/shop.v1.QueryService/GetCustomerStats',
+                request_serializer=shop_dot_v1_dot_query__service__pb2.GetCustomerStatsRequest.SerializeToString,
+                response_deserializer=shop_dot_v1_dot_analytics__pb2.CustomerStats.FromString,
+                _registered_method=True)
+        self.GetProductSalesStats = channel.unary_unary(
+                '/shop.v1.QueryService/GetProductSalesStats',
+                request_serializer=shop_dot_v1_dot_query__service__pb2.GetProductSalesStatsRequest.SerializeToString,
+                response_deserializer=shop_dot_v1_dot_analytics__pb2.ProductSalesStats.FromString,
+                _registered_method=True)
+        self.ListTopProducts = channel.unary_unary(
+                '/shop.v1.QueryService/ListTopProducts',
+                request_serializer=shop_dot_v1_dot_query__service__pb2.ListTopProductsRequest.SerializeToString,
+                response_deserializer=shop_dot_v1_dot_query__service__pb2.ListTopProductsResponse.FromString,
+                _registered_method=True)
+        self.ListTopCustomers = channel.unary_unary(
+                '/shop.v1.QueryService/ListTopCustomers',
+                request_serializer=shop_dot_v1_dot_query__service__pb2.ListTopCustomersRequest.SerializeToString,
+                response_deserializer=shop_dot_v1_dot_query__service__pb2.ListTopCustomersResponse.FromString,
+                _registered_method=True)
+        self.GetMonthlyRevenue = channel.unary_unary(
+                '/shop.v1.QueryService/GetMonthlyRevenue',
+                request_serializer=shop_dot_v1_dot_query__service__pb2.GetMonthlyRevenueRequest.SerializeToString,
+                response_deserializer=shop_dot_v1_dot_query__service__pb2.GetMonthlyRevenueResponse.FromString,
+                _registered_method=True)
+        self.SearchProducts = channel.unary_unary(
+                '/shop.v1.QueryService/SearchProducts',
+                request_serializer=shop_dot_v1_dot_query__service__pb2.SearchProductsRequest.SerializeToString,
+                response_deserializer=shop_dot_v1_dot_query__service__pb2.SearchProductsResponse.FromString,
+                _registered_method=True)
+        self.SearchCustomers = channel.unary_unary(
+                '/shop.v1.QueryService/SearchCustomers',
+                request_serializer=shop_dot_v1_dot_query__service__pb2.SearchCustomersRequest.SerializeToString,
+                response_deserializer=shop_dot_v1_dot_query__service__pb2.SearchCustomersResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -106,6 +162,77 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAggregateHistory(self, request, context):
+        """The event log: an aggregate's events, and its state as of an earlier instant
+        (rebuilt by replaying its events). Always read from the event table.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProductAsOf(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCustomerAsOf(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOrderAsOf(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCustomerStats(self, request, context):
+        """Analytics: SOURCE_READ_MODEL (materialized by the projector; the default) or
+        SOURCE_WRITE_MODEL (computed live from the write tables).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProductSalesStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTopProducts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTopCustomers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMonthlyRevenue(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchProducts(self, request, context):
+        """Full-text search on the PostgreSQL read models, best match first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchCustomers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -138,6 +265,61 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.ListOrders,
                     request_deserializer=shop_dot_v1_dot_query__service__pb2.ListOrdersRequest.FromString,
                     response_serializer=shop_dot_v1_dot_query__service__pb2.ListOrdersResponse.SerializeToString,
+            ),
+            'GetAggregateHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAggregateHistory,
+                    request_deserializer=shop_dot_v1_dot_query__service__pb2.GetAggregateHistoryRequest.FromString,
+                    response_serializer=shop_dot_v1_dot_query__service__pb2.GetAggregateHistoryResponse.SerializeToString,
+            ),
+            'GetProductAsOf': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProductAsOf,
+                    request_deserializer=shop_dot_v1_dot_query__service__pb2.GetProductAsOfRequest.FromString,
+                    response_serializer=shop_dot_v1_dot_shop__pb2.Product.SerializeToString,
+            ),
+            'GetCustomerAsOf': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCustomerAsOf,
+                    request_deserializer=shop_dot_v1_dot_query__service__pb2.GetCustomerAsOfRequest.FromString,
+                    response_serializer=shop_dot_v1_dot_shop__pb2.Customer.SerializeToString,
+            ),
+            'GetOrderAsOf': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOrderAsOf,
+                    request_deserializer=shop_dot_v1_dot_query__service__pb2.GetOrderAsOfRequest.FromString,
+                    response_serializer=shop_dot_v1_dot_shop__pb2.Order.SerializeToString,
+            ),
+            'GetCustomerStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCustomerStats,
+                    request_deserializer=shop_dot_v1_dot_query__service__pb2.GetCustomerStatsRequest.FromString,
+                    response_serializer=shop_dot_v1_dot_analytics__pb2.CustomerStats.SerializeToString,
+            ),
+            'GetProductSalesStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProductSalesStats,
+                    request_deserializer=shop_dot_v1_dot_query__service__pb2.GetProductSalesStatsRequest.FromString,
+                    response_serializer=shop_dot_v1_dot_analytics__pb2.ProductSalesStats.SerializeToString,
+            ),
+            'ListTopProducts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTopProducts,
+                    request_deserializer=shop_dot_v1_dot_query__service__pb2.ListTopProductsRequest.FromString,
+                    response_serializer=shop_dot_v1_dot_query__service__pb2.ListTopProductsResponse.SerializeToString,
+            ),
+            'ListTopCustomers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTopCustomers,
+                    request_deserializer=shop_dot_v1_dot_query__service__pb2.ListTopCustomersRequest.FromString,
+                    response_serializer=shop_dot_v1_dot_query__service__pb2.ListTopCustomersResponse.SerializeToString,
+            ),
+            'GetMonthlyRevenue': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMonthlyRevenue,
+                    request_deserializer=shop_dot_v1_dot_query__service__pb2.GetMonthlyRevenueRequest.FromString,
+                    response_serializer=shop_dot_v1_dot_query__service__pb2.GetMonthlyRevenueResponse.SerializeToString,
+            ),
+            'SearchProducts': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchProducts,
+                    request_deserializer=shop_dot_v1_dot_query__service__pb2.SearchProductsRequest.FromString,
+                    response_serializer=shop_dot_v1_dot_query__service__pb2.SearchProductsResponse.SerializeToString,
+            ),
+            'SearchCustomers': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchCustomers,
+                    request_deserializer=shop_dot_v1_dot_query__service__pb2.SearchCustomersRequest.FromString,
+                    response_serializer=shop_dot_v1_dot_query__service__pb2.SearchCustomersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -302,6 +484,303 @@ class QueryService:
             '/shop.v1.QueryService/ListOrders',
             shop_dot_v1_dot_query__service__pb2.ListOrdersRequest.SerializeToString,
             shop_dot_v1_dot_query__service__pb2.ListOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAggregateHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.v1.QueryService/GetAggregateHistory',
+            shop_dot_v1_dot_query__service__pb2.GetAggregateHistoryRequest.SerializeToString,
+            shop_dot_v1_dot_query__service__pb2.GetAggregateHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProductAsOf(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.v1.QueryService/GetProductAsOf',
+            shop_dot_v1_dot_query__service__pb2.GetProductAsOfRequest.SerializeToString,
+            shop_dot_v1_dot_shop__pb2.Product.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCustomerAsOf(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.v1.QueryService/GetCustomerAsOf',
+            shop_dot_v1_dot_query__service__pb2.GetCustomerAsOfRequest.SerializeToString,
+            shop_dot_v1_dot_shop__pb2.Customer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOrderAsOf(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.v1.QueryService/GetOrderAsOf',
+            shop_dot_v1_dot_query__service__pb2.GetOrderAsOfRequest.SerializeToString,
+            shop_dot_v1_dot_shop__pb2.Order.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCustomerStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.v1.QueryService/GetCustomerStats',
+            shop_dot_v1_dot_query__service__pb2.GetCustomerStatsRequest.SerializeToString,
+            shop_dot_v1_dot_analytics__pb2.CustomerStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProductSalesStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.v1.QueryService/GetProductSalesStats',
+            shop_dot_v1_dot_query__service__pb2.GetProductSalesStatsRequest.SerializeToString,
+            shop_dot_v1_dot_analytics__pb2.ProductSalesStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTopProducts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.v1.QueryService/ListTopProducts',
+            shop_dot_v1_dot_query__service__pb2.ListTopProductsRequest.SerializeToString,
+            shop_dot_v1_dot_query__service__pb2.ListTopProductsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTopCustomers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.v1.QueryService/ListTopCustomers',
+            shop_dot_v1_dot_query__service__pb2.ListTopCustomersRequest.SerializeToString,
+            shop_dot_v1_dot_query__service__pb2.ListTopCustomersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMonthlyRevenue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.v1.QueryService/GetMonthlyRevenue',
+            shop_dot_v1_dot_query__service__pb2.GetMonthlyRevenueRequest.SerializeToString,
+            shop_dot_v1_dot_query__service__pb2.GetMonthlyRevenueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchProducts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.v1.QueryService/SearchProducts',
+            shop_dot_v1_dot_query__service__pb2.SearchProductsRequest.SerializeToString,
+            shop_dot_v1_dot_query__service__pb2.SearchProductsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchCustomers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.v1.QueryService/SearchCustomers',
+            shop_dot_v1_dot_query__service__pb2.SearchCustomersRequest.SerializeToString,
+            shop_dot_v1_dot_query__service__pb2.SearchCustomersResponse.FromString,
             options,
             channel_credentials,
             insecure,
