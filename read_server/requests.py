@@ -29,6 +29,10 @@ class RequestParser:
     def _bad(self, field: str, description: str) -> None:
         self._violations.append(FieldViolation(field, description))
 
+    def bad(self, field: str, description: str) -> None:
+        """Record a violation found by a check of the caller's own."""
+        self._bad(field, description)
+
     def entity_id(self, value: str, field: str = "id") -> str:
         """A required UUID, canonicalized (lowercase, hyphenated) as every source keys it."""
         canonical = self.optional_id(value, field)
