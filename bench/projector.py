@@ -98,7 +98,7 @@ async def _scratch_copy(settings: Settings) -> Settings:
     target = await asyncpg.connect(scratch.asyncpg_dsn)
     try:
         columns = "seq, xid, aggregate_type, aggregate_id, aggregate_version, event_type, " \
-            "payload, metadata, occurred_at"  # fmt: skip
+            "schema_version, payload, metadata, occurred_at"  # fmt: skip
         reader, writer = os.pipe()
         copy_out = source.copy_from_query(
             f"SELECT {columns} FROM events ORDER BY seq", output=_Writer(writer), format="binary"

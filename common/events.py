@@ -15,19 +15,30 @@ Payloads (JSON objects; money in integer cents, ids as canonical UUID strings):
 - ``CustomerCreated``     {name, email, address, city, postal_code, country}
 - ``CustomerUpdated``     {changes: {<any of the CustomerCreated fields>: new value}}
 - ``CustomerDeleted``     {}
-- ``OrderPlaced``         {order_number, customer_id, customer_name, customer_email,
+- ``OrderPlaced`` (v2)    {order_number, customer: {id, name, email},
                            items: [{product_id, name, quantity, unit_price_cents,
                            line_total_cents}], total_cents, currency, status}
 - ``OrderConfirmed`` / ``OrderShipped`` / ``OrderDelivered`` / ``OrderCancelled``  {status}
 - ``OrderDeleted``        {}
 
 ``status`` is one of PENDING, CONFIRMED, SHIPPED, DELIVERED, CANCELLED.
+
+Schema versions. Every row stores the ``schema_version`` of its payload;
+:data:`SCHEMA_VERSIONS` is what the write side emits today. Readers never see an
+old shape: :func:`common.upcasting.upcast` lifts a stored payload to the current
+version, one step at a time. Earlier versions, kept here because the log holds them:
+
+- ``OrderPlaced`` v1      {order_number, customer_id, customer_name, customer_email,
+                           items, total_cents, currency, status} (the customer flat;
+                           v2 groups it as ``customer``)
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from common.positions import Position
@@ -59,11 +70,38 @@ ORDER_STATUSES = ("PENDING", "CONFIRMED", "SHIPPED", "DELIVERED", "CANCELLED")
 PRODUCT_FIELDS = ("name", "description", "price_cents", "currency", "category", "stock")
 CUSTOMER_FIELDS = ("name", "email", "address", "city", "postal_code", "country")
 ORDER_ITEM_FIELDS = ("product_id", "name", "quantity", "unit_price_cents", "line_total_cents")
-# OrderPlaced's payload (items are ORDER_ITEM_FIELDS objects).
+# An order document's own fields (items are ORDER_ITEM_FIELDS objects). OrderPlaced v1
+# carried exactly these; v2 carries customer_* as ``customer: {id, name, email}``.
 ORDER_FIELDS = (
     "order_number", "customer_id", "customer_name", "customer_email", "items", "total_cents",
     "currency", "status",
 )  # fmt: skip
+
+# The schema version each event type is written with today (see common/upcasting.py for
+# how older rows are read). Bump one only together with an upcaster from the old version.
+SCHEMA_VERSIONS: Mapping[str, int] = MappingProxyType(
+    {
+        PRODUCT_CREATED: 1,
+        PRODUCT_UPDATED: 1,
+        PRODUCT_STOCK_RESERVED: 1,
+        PRODUCT_STOCK_RELEASED: 1,
+        PRODUCT_DELETED: 1,
+        CUSTOMER_CREATED: 1,
+        CUSTOMER_UPDATED: 1,
+        CUSTOMER_DELETED: 1,
+        ORDER_PLACED: 2,
+        ORDER_CONFIRMED: 1,
+        ORDER_SHIPPED: 1,
+        ORDER_DELIVERED: 1,
+        ORDER_CANCELLED: 1,
+        ORDER_DELETED: 1,
+    }
+)
+
+# A payload its readers could not parse or upcast is replaced by {UNREADABLE_PAYLOAD: why}
+# (see common.event_log), so the reducers reject the event (a poison event to the
+# projector) instead of reading a shape they do not know.
+UNREADABLE_PAYLOAD = "__unreadable__"
 
 # The channel the write transaction NOTIFYs (last) after appending events.
 NOTIFY_CHANNEL = "cqrs_events"
@@ -71,7 +109,8 @@ NOTIFY_CHANNEL = "cqrs_events"
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
-    """One row of the event log as the projector reads it."""
+    """One row of the event log as its readers see it: ``payload`` is always in the
+    current schema of its type (upcast when the row holds an older one)."""
 
     seq: int
     xid: int

@@ -13,8 +13,8 @@ from google.protobuf.message import Message
 
 from common.events import StoredEvent
 from common.pb.shop.v1 import shop_pb2
+from common.reducers import apply_customer_contact, customer_contact, reduce_document
 from projector.projections import ProjectionKind
-from projector.reducers import apply_customer_contact, customer_contact, reduce_document
 from projector.stores.port import Change, ProjectionStore
 
 

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from common.events import StoredEvent
 from common.positions import ORIGIN, Position
+from common.reducers import ReducerError
 
-
-class ReducerError(Exception):
-    """An event cannot be applied to the document it targets."""
-
-    def __init__(self, event: StoredEvent, reason: str) -> None:
-        super().__init__(
-            f"{event.event_type} seq={event.seq} aggregate={event.aggregate_id} "
-            f"v{event.aggregate_version}: {reason}"
-        )
-        self.event = event
-        self.reason = reason
+__all__ = [
+    "CheckpointMoved",
+    "LeadershipLost",
+    "PoisonEvent",
+    "ReducerError",
+    "StoreLost",
+]
 
 
 class PoisonEvent(Exception):

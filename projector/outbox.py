@@ -4,26 +4,23 @@ One statement, hence one snapshot, returns both the horizon (the snapshot's
 ``xmin``: every transaction below it has finished) and the next events below it.
 Nothing can appear later below the horizon, so once a batch is not full the
 reader has seen everything up to ``(xmin, 0)`` and the checkpoint may jump there.
+Payloads come out upcast to their current schema (``common.event_log``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import asyncpg
-import orjson
-
+from common.event_log import EVENT_COLUMNS, stored_event
 from common.events import StoredEvent
 from common.positions import Position
 
-_READ = """
+_READ = f"""
 WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
 SELECT h.xmin::text::bigint AS horizon, e.* FROM h LEFT JOIN LATERAL (
-  SELECT v.seq, v.xid::text::bigint AS xid, v.aggregate_type, v.aggregate_id::text AS aggregate_id,
-         v.aggregate_version, v.event_type, v.payload::text AS payload, v.occurred_at
+  SELECT {EVENT_COLUMNS}
   FROM events v
   WHERE (v.xid, v.seq) > ($1::bigint::text::xid8, $2::bigint)
     AND v.xid < h.xmin AND v.aggregate_type = ANY($3::text[])
@@ -72,7 +69,7 @@ async def read_batch(db: Executor, after: Position, types: Sequence[str], limit:
         raise ValueError("limit must be positive")
     rows = await db.fetch(_READ, after.xid, after.seq, list(types), limit)
     horizon = int(rows[0]["horizon"])
-    events = [_event(r) for r in rows if r["seq"] is not None]
+    events = [stored_event(r) for r in rows if r["seq"] is not None]
     full = len(events) == limit
     nxt = events[-1].position if full else Position(horizon, 0)
     # The horizon never goes backwards, but a checkpoint written by another reader
@@ -88,21 +85,3 @@ async def count_after(db: Executor, after: Position, types: Sequence[str], cap: 
 async def head(db: Executor) -> Position:
     """The current horizon as a position: everything before it has committed or aborted."""
     return Position(int(await db.fetchval(_HEAD)), 0)
-
-
-def _event(row: asyncpg.Record) -> StoredEvent:
-    try:
-        payload = orjson.loads(row["payload"])
-    except orjson.JSONDecodeError:  # e.g. an integer beyond 64 bits, which jsonb allows
-        payload = json.loads(row["payload"])
-    return StoredEvent(
-        seq=int(row["seq"]),
-        xid=int(row["xid"]),
-        aggregate_type=row["aggregate_type"],
-        aggregate_id=row["aggregate_id"],
-        aggregate_version=int(row["aggregate_version"]),
-        event_type=row["event_type"],
-        # A non-object payload is kept visible to the reducers, which reject it.
-        payload=payload if isinstance(payload, dict) else {"__not_an_object__": payload},
-        occurred_at=row["occurred_at"],
-    )

@@ -95,12 +95,12 @@ async def _contradictions(app: App) -> list[str]:
         elif kind == ev.CUSTOMER_DELETED:
             deleted.add(row["id"])
         elif kind == ev.ORDER_PLACED:
-            customer = payload["customer_id"]
+            customer, name = payload["customer"]["id"], payload["customer"]["name"]
             if customer in deleted:
                 found.append(f"order {row['id']} at {at}: customer {customer} already deleted")
-            if payload["customer_name"] != names[customer]:
+            if name != names[customer]:
                 found.append(
-                    f"order {row['id']} at {at}: customer_name {payload['customer_name']!r}, "
+                    f"order {row['id']} at {at}: customer name {name!r}, "
                     f"but the customer was {names[customer]!r} by then"
                 )
     return found

@@ -32,6 +32,8 @@ class NewEvent:
     event_type: str
     payload: dict[str, Any]
     occurred_at: datetime
+    # The payload's schema; None = the current one of its type (what the write side emits).
+    schema_version: int | None = None
 
 
 def now() -> datetime:
@@ -46,7 +48,7 @@ async def append_events(
     for e in events:
         row = await conn.fetchrow(
             "INSERT INTO events (aggregate_type, aggregate_id, aggregate_version, event_type, "
-            "payload, occurred_at) VALUES ($1, $2, $3, $4, $5::jsonb, $6) "
+            "payload, occurred_at, schema_version) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7) "
             "RETURNING seq, xid::text::bigint AS xid",
             e.aggregate_type,
             uuid.UUID(e.aggregate_id),
@@ -54,6 +56,7 @@ async def append_events(
             e.event_type,
             json.dumps(e.payload),
             e.occurred_at,
+            e.schema_version or ev.SCHEMA_VERSIONS.get(e.event_type, 1),
         )
         positions.append(Position(row["xid"], row["seq"]))
     if notify:
@@ -242,9 +245,11 @@ class Shop:
                 )
             placed = {
                 "order_number": number,
-                "customer_id": customer_id,
-                "customer_name": customer["name"],
-                "customer_email": customer["email"],
+                "customer": {
+                    "id": customer_id,
+                    "name": customer["name"],
+                    "email": customer["email"],
+                },
                 "items": items,
                 "total_cents": total,
                 "currency": "EUR",

@@ -10,8 +10,8 @@ from common import events as ev
 from common.events import StoredEvent
 from common.pb.shop.v1 import shop_pb2
 from common.positions import ORIGIN, Position
+from common.reducers import ReducerError
 from projector.batch import reduce_batch
-from projector.errors import ReducerError
 from projector.projections import ORDERS, PRODUCTS, ProjectionKind
 from projector.stores.memory_store import MemoryProjectionStore
 from tests.contract.projection_store import as_it_is
@@ -115,7 +115,13 @@ async def test_placement_after_rename_in_the_same_batch_keeps_its_payload() -> N
         store,
         [
             rename(2, name="Ada L."),
-            e(ev.ORDER, OID, 1, ev.ORDER_PLACED, {**PLACED, "customer_name": "Ada L."}),
+            e(
+                ev.ORDER,
+                OID,
+                1,
+                ev.ORDER_PLACED,
+                {**PLACED, "customer": {**PLACED["customer"], "name": "Ada L."}},
+            ),
         ],
     )
     doc = (await store.load([OID]))[OID]

@@ -12,8 +12,8 @@ from common import events as ev
 from common.documents import timestamp
 from common.events import StoredEvent
 from common.pb.shop.v1 import shop_pb2
-from projector.errors import ReducerError
-from projector.reducers import (
+from common.reducers import (
+    ReducerError,
     apply_customer_contact,
     customer_contact,
     reduce_customer,
@@ -52,9 +52,7 @@ ITEM: dict[str, Any] = {
 }
 PLACED: dict[str, Any] = {
     "order_number": "ORD-000001",
-    "customer_id": CID,
-    "customer_name": "Ada",
-    "customer_email": "ada@example.com",
+    "customer": {"id": CID, "name": "Ada", "email": "ada@example.com"},
     "items": [ITEM],
     "total_cents": 3998,
     "currency": "EUR",

@@ -29,8 +29,8 @@ _ORDER_COLUMNS = (
 )  # fmt: skip
 _ITEM_COLUMNS = ("order_id", "line_no", *ORDER_ITEM_FIELDS)
 _EVENT_COLUMNS = (
-    "aggregate_type", "aggregate_id", "aggregate_version", "event_type", "payload",
-    "metadata", "occurred_at",
+    "aggregate_type", "aggregate_id", "aggregate_version", "event_type", "schema_version",
+    "payload", "metadata", "occurred_at",
 )  # fmt: skip
 
 
@@ -81,12 +81,12 @@ async def write_batch(
         if changed_products:
             await _update_stock(conn, changed_products)
         events = [
-            (e.aggregate_type, e.aggregate_id, e.version, e.event_type, json.dumps(e.payload()),
-             json.dumps(metadata), e.occurred_at)
+            (e.aggregate_type, e.aggregate_id, e.version, e.event_type, e.schema_version,
+             json.dumps(e.payload()), json.dumps(metadata), e.occurred_at)
             for a in (*changed_products, *new)
             for e in a.take_events()
         ]  # fmt: skip
-        events.sort(key=lambda e: e[6])  # occurred_at: the order the commands happened in
+        events.sort(key=lambda e: e[7])  # occurred_at: the order the commands happened in
         await conn.copy_records_to_table("events", columns=_EVENT_COLUMNS, records=events)
         await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
     for aggregate in (*new, *changed_products):

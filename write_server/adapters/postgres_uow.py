@@ -292,6 +292,7 @@ class _Writes:
                 e.aggregate_id,
                 e.version,
                 e.event_type,
+                e.schema_version,
                 orjson.dumps(e.payload()).decode(),
                 self._metadata,
                 e.occurred_at,

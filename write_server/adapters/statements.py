@@ -74,8 +74,8 @@ EVENTS = Columns(
     "events",
     (
         ("aggregate_type", "text"), ("aggregate_id", "uuid"), ("aggregate_version", "bigint"),
-        ("event_type", "text"), ("payload", "jsonb"), ("metadata", "jsonb"),
-        ("occurred_at", "timestamptz"),
+        ("event_type", "text"), ("schema_version", "smallint"), ("payload", "jsonb"),
+        ("metadata", "jsonb"), ("occurred_at", "timestamptz"),
     ),
 )  # fmt: skip
 

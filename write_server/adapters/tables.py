@@ -8,6 +8,7 @@ from sqlalchemy import (
     DateTime,
     Integer,
     MetaData,
+    SmallInteger,
     Table,
     Text,
 )
@@ -87,6 +88,7 @@ events = Table(
     Column("aggregate_id", UUID(as_uuid=False), nullable=False),
     Column("aggregate_version", BigInteger, nullable=False),
     Column("event_type", Text, nullable=False),
+    Column("schema_version", SmallInteger, nullable=False, server_default="1"),
     Column("payload", JSONB, nullable=False),
     Column("metadata", JSONB, nullable=False),
     _ts("occurred_at"),

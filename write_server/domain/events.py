@@ -23,6 +23,11 @@ class DomainEvent:
     def event_type(self) -> str:
         return type(self).__name__
 
+    @property
+    def schema_version(self) -> int:
+        """The payload schema this event is written with (stored on its row)."""
+        return contract.SCHEMA_VERSIONS[self.event_type]
+
     def payload(self) -> dict[str, Any]:
         base = {"aggregate_id", "version", "occurred_at"}
         return {
@@ -101,10 +106,10 @@ class OrderEvent(DomainEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class OrderPlaced(OrderEvent):
+    """Schema v2: the customer as one object ``{id, name, email}``."""
+
     order_number: str
-    customer_id: str
-    customer_name: str
-    customer_email: str
+    customer: dict[str, str]
     items: list[dict[str, Any]]
     total_cents: int
     currency: str

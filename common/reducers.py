@@ -9,8 +9,11 @@ message). Rules, shared by every event type:
   exactly the previous version (the event log has no gaps per aggregate), sets
   ``version`` and ``updated_at``;
 - ``*Deleted`` returns ``None`` (the document is removed);
-- anything else (unknown event, missing document, version gap, malformed payload)
-  raises :class:`~projector.errors.ReducerError`: a poison event.
+- anything else (unknown event, missing document, version gap, malformed or
+  unreadable payload) raises :class:`ReducerError` (to the projector: a poison event).
+
+Payloads are in the current schema (``common.events``): readers upcast rows first
+(``common.event_log``). The projector and the read server's time travel share them.
 
 :func:`apply_customer_contact` is the orders projection's fan-out of
 ``CustomerUpdated`` (the write model shows the live customer name/email on orders).
@@ -25,9 +28,8 @@ from google.protobuf.message import Message
 
 from common import events as ev
 from common.documents import order_item, status_value, timestamp
-from common.events import CUSTOMER_FIELDS, PRODUCT_FIELDS, StoredEvent
+from common.events import CUSTOMER_FIELDS, PRODUCT_FIELDS, UNREADABLE_PAYLOAD, StoredEvent
 from common.pb.shop.v1 import shop_pb2
-from projector.errors import ReducerError
 
 Product = shop_pb2.Product
 Customer = shop_pb2.Customer
@@ -36,6 +38,18 @@ Order = shop_pb2.Order
 CUSTOMER_CONTACT_FIELDS = {"name": "customer_name", "email": "customer_email"}
 
 D = TypeVar("D", Product, Customer, Order)
+
+
+class ReducerError(Exception):
+    """An event cannot be applied to the document it targets."""
+
+    def __init__(self, event: StoredEvent, reason: str) -> None:
+        super().__init__(
+            f"{event.event_type} seq={event.seq} aggregate={event.aggregate_id} "
+            f"v{event.aggregate_version}: {reason}"
+        )
+        self.event = event
+        self.reason = reason
 
 
 def reduce_product(doc: Product | None, event: StoredEvent) -> Product | None:
@@ -102,6 +116,8 @@ def _reduce(
 ) -> D | None:
     if doc is not None and event.aggregate_version <= doc.version:
         return doc  # already applied: replays are no-ops
+    if UNREADABLE_PAYLOAD in event.payload:
+        raise ReducerError(event, f"unreadable payload: {event.payload[UNREADABLE_PAYLOAD]}")
     kind = event.event_type
     if kind in (ev.PRODUCT_CREATED, ev.CUSTOMER_CREATED, ev.ORDER_PLACED):
         if doc is not None:
@@ -159,10 +175,11 @@ _ORDER_STATUS_EVENTS = {
 def _order_change(doc: Order, event: StoredEvent) -> None:
     kind, payload = event.event_type, event.payload
     if kind == ev.ORDER_PLACED:
+        customer = payload["customer"]
         doc.order_number = payload["order_number"]
-        doc.customer_id = _str(event, payload["customer_id"])
-        doc.customer_name = payload["customer_name"]
-        doc.customer_email = payload["customer_email"]
+        doc.customer_id = _str(event, customer["id"])
+        doc.customer_name = customer["name"]
+        doc.customer_email = customer["email"]
         doc.items.extend(order_item(item) for item in payload["items"])
         doc.total_cents = payload["total_cents"]
         doc.currency = payload["currency"]
