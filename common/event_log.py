@@ -1,15 +1,25 @@
-"""Reading rows of the ``events`` table: every reader goes through :func:`stored_event`,
-so every reader sees payloads in the current schema (``common.upcasting``)."""
+"""Reading rows of the ``events`` table: every reader goes through :func:`stored_event`
+(or :func:`logged_event`), so every reader sees payloads in the current schema
+(``common.upcasting``). Also the reads of one aggregate's events that the read
+server's history and time travel and the ``cqrs events`` CLI share, and the commit-safe
+tail of the log the CLI follows.
+
+These read the event table itself, the truth: no projection, no consistency token (a
+command's events are visible once it has replied).
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
 
 import orjson
 
 from common.events import UNREADABLE_PAYLOAD, StoredEvent
+from common.positions import Position
 from common.upcasting import UpcastError, upcast
 
 # The columns :func:`stored_event` needs, for a SELECT from ``events`` (alias ``v``).
@@ -18,6 +28,14 @@ EVENT_COLUMNS = (
     "v.aggregate_version, v.event_type, v.schema_version, v.payload::text AS payload, "
     "v.occurred_at"
 )
+
+
+class Executor(Protocol):
+    """asyncpg's query methods: a pool, or a connection (e.g. inside a transaction)."""
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
 
 
 def parse_json(text: str) -> Any:
@@ -54,3 +72,176 @@ def stored_event(row: Mapping[str, Any]) -> StoredEvent:
         ),
         occurred_at=row["occurred_at"],
     )
+
+
+# -- one aggregate's events (history, time travel, ``cqrs events show``) ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """An event with what only the history shows: the schema it was stored with, the
+    stored payload as parsed (for a payload that cannot be upcast) and its metadata."""
+
+    event: StoredEvent  # payload in the current schema
+    schema_version: int
+    stored_payload: Any
+    metadata: dict[str, Any]
+
+    @property
+    def readable(self) -> bool:
+        """Whether ``event.payload`` is the payload in the current schema."""
+        return UNREADABLE_PAYLOAD not in self.event.payload
+
+    def payload_json(self) -> str:
+        """Compact JSON of the payload in the current schema; of the stored one, as
+        stored, when it cannot be upcast (``schema_version`` then says which it is)."""
+        return compact_json(self.event.payload if self.readable else self.stored_payload)
+
+
+def compact_json(value: Any) -> str:
+    """``value`` as JSON without spaces, keys sorted (jsonb keeps no key order: sorted
+    reads better than jsonb's shortest-first)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:  # an integer beyond 64 bits
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def logged_event(row: Mapping[str, Any]) -> LoggedEvent:
+    """A row with :data:`EVENT_COLUMNS` plus ``metadata`` (text) as a :class:`LoggedEvent`."""
+    stored = parse_json(row["payload"])
+    schema_version = int(row["schema_version"])
+    event = StoredEvent(
+        seq=int(row["seq"]),
+        xid=int(row["xid"]),
+        aggregate_type=row["aggregate_type"],
+        aggregate_id=row["aggregate_id"],
+        aggregate_version=int(row["aggregate_version"]),
+        event_type=row["event_type"],
+        payload=current_payload(row["event_type"], schema_version, stored),
+        occurred_at=row["occurred_at"],
+    )
+    metadata = parse_json(row["metadata"]) if row["metadata"] is not None else {}
+    return LoggedEvent(
+        event, schema_version, stored, metadata if isinstance(metadata, dict) else {}
+    )
+
+
+_LOGGED_COLUMNS = f"{EVENT_COLUMNS}, v.metadata::text AS metadata"
+
+# The UNIQUE (aggregate_id, aggregate_version) index gives both the rows and their order.
+_HISTORY_PAGE = f"""
+SELECT {_LOGGED_COLUMNS} FROM events v
+WHERE v.aggregate_id = $1::uuid AND ($2::text IS NULL OR v.aggregate_type = $2::text)
+  AND v.aggregate_version > $3::bigint
+ORDER BY v.aggregate_version LIMIT $4
+"""
+
+# The aggregate as of $3: its events in version order up to (not including) the first
+# one that occurred later. Command clocks are read before the aggregate's lock is taken,
+# so occurred_at may step back by a little between versions; cutting at the first later
+# event keeps the prefix gapless, as the reducers need.
+_AS_OF = f"""
+SELECT {EVENT_COLUMNS} FROM events v
+WHERE v.aggregate_id = $1::uuid AND v.aggregate_type = $2::text
+  AND v.aggregate_version < coalesce(
+    (SELECT min(w.aggregate_version) FROM events w
+     WHERE w.aggregate_id = $1::uuid AND w.occurred_at > $3::timestamptz),
+    9223372036854775807)
+ORDER BY v.aggregate_version
+"""
+
+_FIRST_EVENT = """
+SELECT occurred_at FROM events
+WHERE aggregate_id = $1::uuid AND aggregate_type = $2::text AND aggregate_version = 1
+"""
+
+
+async def history_page(
+    db: Executor,
+    aggregate_id: str,
+    aggregate_type: str | None,
+    after_version: int,
+    limit: int,
+) -> list[LoggedEvent]:
+    """Up to ``limit`` events of one aggregate after ``after_version``, in version order
+    (``aggregate_type`` ``None``: whatever type the id has)."""
+    rows = await db.fetch(_HISTORY_PAGE, aggregate_id, aggregate_type, after_version, limit)
+    return [logged_event(r) for r in rows]
+
+
+async def events_as_of(
+    db: Executor, aggregate_type: str, aggregate_id: str, as_of: datetime
+) -> list[StoredEvent]:
+    """The events that make up the aggregate as it was at ``as_of``, in version order."""
+    return [stored_event(r) for r in await db.fetch(_AS_OF, aggregate_id, aggregate_type, as_of)]
+
+
+async def created_at(db: Executor, aggregate_type: str, aggregate_id: str) -> datetime | None:
+    """When the aggregate's first event occurred; ``None`` if it has none."""
+    found: datetime | None = await db.fetchval(_FIRST_EVENT, aggregate_id, aggregate_type)
+    return found
+
+
+# -- the tail of the whole log, in commit-safe order (``cqrs events tail``) ---------------------
+#
+# As the projector reads it (projector/outbox.py, docs/ARCHITECTURE.md): one statement takes
+# the snapshot's xmin, below which every transaction has finished, and the events below it
+# in (xid, seq) order, so a follower never skips an event that commits late.
+
+_FILTERS = """
+    ($1::text IS NULL OR v.event_type = $1::text OR v.aggregate_type = $1::text)
+    AND ($2::uuid IS NULL OR v.aggregate_id = $2::uuid)
+"""
+
+_NEWEST = f"""
+WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
+SELECT h.xmin::text::bigint AS horizon, e.* FROM h LEFT JOIN LATERAL (
+  SELECT {_LOGGED_COLUMNS} FROM events v
+  WHERE v.xid < h.xmin AND {_FILTERS}
+  ORDER BY v.xid DESC, v.seq DESC LIMIT $3) e ON true
+"""
+
+_AFTER = f"""
+WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
+SELECT h.xmin::text::bigint AS horizon, e.* FROM h LEFT JOIN LATERAL (
+  SELECT {_LOGGED_COLUMNS} FROM events v
+  WHERE (v.xid, v.seq) > ($4::bigint::text::xid8, $5::bigint) AND v.xid < h.xmin
+    AND {_FILTERS}
+  ORDER BY v.xid, v.seq LIMIT $3) e ON true
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class TailFilter:
+    """``type`` matches an event type (``OrderPlaced``) or an aggregate type (``Order``)."""
+
+    type: str | None = None
+    aggregate_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tail:
+    """Events in commit-safe order and the position to continue after."""
+
+    events: list[LoggedEvent]
+    next: Position
+
+
+async def newest(db: Executor, where: TailFilter, limit: int) -> Tail:
+    """The newest ``limit`` committed events matching ``where`` (oldest of them first);
+    ``next`` is the horizon: every later event is after it."""
+    rows = await db.fetch(_NEWEST, where.type, where.aggregate_id, limit)
+    events = [logged_event(r) for r in reversed(rows) if r["seq"] is not None]
+    return Tail(events, Position(int(rows[0]["horizon"]), 0))
+
+
+async def after(db: Executor, start: Position, where: TailFilter, limit: int) -> Tail:
+    """Up to ``limit`` events matching ``where`` after ``start``, below the horizon."""
+    rows = await db.fetch(_AFTER, where.type, where.aggregate_id, limit, start.xid, start.seq)
+    events = [logged_event(r) for r in rows if r["seq"] is not None]
+    if len(events) == limit:
+        nxt = events[-1].event.position
+    else:
+        nxt = Position(int(rows[0]["horizon"]), 0)
+    return Tail(events, max(nxt, start))

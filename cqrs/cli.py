@@ -62,6 +62,16 @@ def _parser() -> argparse.ArgumentParser:
     psub.add_parser("verify", help="compare every projection with the write model")
     psub.add_parser("status", help="checkpoints, lag and stopped projections")
 
+    events = sub.add_parser("events", help="print the event log: its tail, or one aggregate")
+    esub = events.add_subparsers(dest="events_command", required=True)
+    tail = esub.add_parser("tail", help="the newest events, oldest first (commit-safe order)")
+    tail.add_argument("--follow", "-f", action="store_true", help="then print new events")
+    tail.add_argument("--type", help="only this event type (OrderPlaced) or aggregate type (Order)")
+    tail.add_argument("--aggregate", metavar="ID", help="only this aggregate's events")
+    tail.add_argument("--limit", "-n", type=int, default=20, help="how many (default 20)")
+    show = esub.add_parser("show", help="one aggregate's history, with metadata")
+    show.add_argument("aggregate_id", metavar="AGGREGATE_ID")
+
     seed = sub.add_parser("seed", help="load the demo dataset through the write side")
     seed.add_argument("--products", type=int, default=10_000)
     seed.add_argument("--customers", type=int, default=5_000)
@@ -158,6 +168,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if sub == "verify":
             return int(asyncio.run(projector_main.verify(settings)))
         return int(asyncio.run(projector_main.status(settings)))
+    if command == "events":
+        from cqrs import events
+
+        if args.events_command == "show":
+            return int(asyncio.run(events.show(settings, args.aggregate_id)))
+        tail_args = events.TailArgs(args.follow, args.type, args.aggregate, args.limit)
+        return int(asyncio.run(events.tail(settings, tail_args)))
     if command == "seed":
         from cqrs.seed import seed
 
