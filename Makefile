@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .PHONY: install proto proto-check migrate run test test-unit test-integration test-e2e test-faults lint format \
-        seed verify status rebuild-projections rebuild-products rebuild-customers rebuild-orders \
+        seed verify status rebuild-projections rebuild-products rebuild-customers rebuild-orders rebuild-analytics \
         bench bench-data clean
 
 install: $(STAMP)
@@ -88,6 +88,9 @@ rebuild-customers: $(STAMP)
 
 rebuild-orders: $(STAMP)
 	$(BIN)/cqrs projector rebuild --only orders
+
+rebuild-analytics: $(STAMP)
+	$(BIN)/cqrs projector rebuild --only analytics
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from common.redis_client import redis_client
 from common.settings import Settings
+from projector.analytics.consumer import AnalyticsConsumer
 from projector.consumer import Consumer
 from projector.failures import FailureLog
 from projector.process import Projector, make_runner
@@ -85,11 +86,12 @@ def make_store(
 
 def make_consumers(settings: Settings, pool: asyncpg.Pool, redis: Redis) -> list[Consumer]:
     """Every consumer of the event log this process runs."""
-    return [
+    projections: list[Consumer] = [
         Projection(kind, make_store(settings, pool, redis, backend, kind))
         for backend in BACKENDS
         for kind in KINDS.values()
     ]
+    return [*projections, AnalyticsConsumer(pool)]
 
 
 async def bootstrap(settings: Settings) -> App:

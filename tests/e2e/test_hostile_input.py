@@ -38,17 +38,18 @@ import pytest
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, event, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from common.cursors import MAX_MICROS
+from common.pb.shop.v1 import analytics_pb2, history_pb2, shop_pb2
 from common.pb.shop.v1 import command_service_pb2 as cpb
 from common.pb.shop.v1 import command_service_pb2_grpc as cpb_grpc
 from common.pb.shop.v1 import query_service_pb2 as qpb
 from common.pb.shop.v1 import query_service_pb2_grpc as qpb_grpc
-from common.pb.shop.v1 import shop_pb2
 from common.settings import Settings
 from tests.conftest import fresh_settings
 from tests.support.servers import (
@@ -552,6 +553,13 @@ def _field_table(world: World) -> dict[str, FieldStrategies]:
         return FieldStrategies(st.sampled_from(real), ids(every))
 
     valid_sources = list(qpb.Source.values())
+    valid_aggregate_types = list(history_pb2.AggregateType.values())
+    valid_rankings = list(analytics_pb2.TopProductsBy.values())
+    months = st.one_of(
+        st.sampled_from(["2026-13", "2026-00", "0000-01", "9999-12", "26-01", "2026-1", "2026-01\n",
+                         "2026\u201301", "2026-01".translate(FULLWIDTH_DIGITS)]),
+        hostile_text,
+    )  # fmt: skip
     valid_statuses = list(shop_pb2.OrderStatus.values())
     item = message_strategy(cpb.PlaceOrderRequest.Item, world)
     item_class = cpb.PlaceOrderRequest.Item
@@ -617,6 +625,26 @@ def _field_table(world: World) -> dict[str, FieldStrategies]:
             consistency_tokens(world),
         ),
         "source": FieldStrategies(st.sampled_from(valid_sources), enum_numbers(valid_sources)),
+        # Event history and time travel.
+        "aggregate_type": FieldStrategies(
+            st.sampled_from(valid_aggregate_types), enum_numbers(valid_aggregate_types)
+        ),
+        "aggregate_id": entity(every),
+        "as_of": FieldStrategies(
+            st.integers(1_700_000_000, 1_900_000_000).map(lambda s: Timestamp(seconds=s)),
+            st.builds(
+                lambda s, n: Timestamp(seconds=s, nanos=n),
+                extreme_ints(*INT64, -62135596801, 253402300800),
+                extreme_ints(*INT32, 999_999_999, 1_000_000_000),
+            ),
+        ),
+        # Analytics.
+        "by": FieldStrategies(st.sampled_from(valid_rankings), enum_numbers(valid_rankings)),
+        "limit": FieldStrategies(st.integers(0, 10), extreme_ints(*INT32, 100, 101)),
+        "from_month": FieldStrategies(st.sampled_from(["2026-01", "2000-01"]), months),
+        "to_month": FieldStrategies(st.sampled_from(["2026-12", "2030-12"]), months),
+        # Search.
+        "query": FieldStrategies(plausible_text, hostile_text),
         "status": FieldStrategies(st.sampled_from(valid_statuses), enum_numbers(valid_statuses)),
         # grpc.health.v1.HealthCheckRequest
         "service": FieldStrategies(
@@ -784,7 +812,9 @@ def forged_token_requests(draw: st.DrawFn, world: World) -> tuple[Rpc, Message]:
     rpc = draw(st.sampled_from(QUERY_RPCS), label="rpc")
     fields = rpc.request_class.DESCRIPTOR.fields_by_name
     table = field_table(world)
-    values: dict[str, Any] = {"source": draw(st.sampled_from([0, *SOURCES]), label="source")}
+    values: dict[str, Any] = {}
+    if "source" in fields:
+        values["source"] = draw(st.sampled_from([0, *SOURCES]), label="source")
     if "id" in fields:
         values["id"] = draw(st.sampled_from(_entity_ids(rpc.request_class.DESCRIPTOR, world)))
     forged = draw(st.sampled_from(["page_token", "consistency_token", "both"]), label="forged")

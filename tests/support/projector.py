@@ -20,7 +20,6 @@ from projector.bootstrap import App
 from projector.errors import StoreLost
 from projector.outbox import Executor
 from projector.projection import Projection
-from projector.projections import ALL_PROJECTIONS
 from projector.rebuild import rebuild_one
 from projector.runner import ConsumerRunner
 from projector.stores.port import Change, ProjectionStore, StoreCatchUp
@@ -94,10 +93,12 @@ async def last_event(app: App) -> Position:
 
 
 async def wait_applied(
-    app: App, projections: Sequence[str] = ALL_PROJECTIONS, within: float = 20
+    app: App, projections: Sequence[str] | None = None, within: float = 20
 ) -> None:
-    """Until every projection's checkpoint covers the last event in the log."""
+    """Until every projection's (default: every consumer's) checkpoint covers the last
+    event in the log."""
     target = await last_event(app)
+    projections = app.names() if projections is None else projections
 
     async def done() -> bool:
         for p in projections:

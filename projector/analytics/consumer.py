@@ -1,0 +1,167 @@
+"""``pg:analytics``: the materialized analytics, a consumer of the event log.
+
+Each batch is one PostgreSQL transaction: lock and compare the checkpoint row, load
+what the batch needs (the facts of the orders it changes, the affected customers'
+first/last order times and months, the affected products' last sale), fold the
+events (:mod:`projector.analytics.fold`), write the changes as deltas, recompute the
+few times an uncounted order may have set, and move the checkpoint. So every event is
+applied exactly once, with the figures and the checkpoint always in step.
+
+A copy is the schema ``analytics__rebuild`` with a checkpoint row of its own;
+switching renames it to ``analytics`` in the transaction that holds the live
+checkpoint row, after catching it up to the horizon in there.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+import asyncpg
+
+from common import events as ev
+from common.outages import is_transient
+from common.positions import Position
+from projector.analytics.fold import (
+    AnalyticsError,
+    Loaded,
+    affected,
+    fold,
+    month_deltas,
+    referenced_orders,
+)
+from projector.analytics.tables import COPY, LIVE, AnalyticsTables
+from projector.consumer import Audit, CatchUp, Consumer, WriteModel
+from projector.errors import CheckpointMoved, PoisonEvent, StoreLost
+from projector.outbox import Batch
+from projector.stores import pg_checkpoints
+
+log = logging.getLogger(__name__)
+
+NAME = "pg:analytics"
+_SWAP_ATTEMPTS = 3
+
+
+class AnalyticsConsumer:
+    """The analytics tables of one schema (live or copy) and their checkpoint row.
+
+    ``db`` is the pool, or one connection inside a transaction (a copy being caught
+    up within the switch, see :meth:`switch_to`).
+    """
+
+    def __init__(self, db: asyncpg.Pool | asyncpg.Connection, schema: str = LIVE) -> None:
+        self._db = db
+        self._tables = AnalyticsTables(schema)
+        self._name = NAME if schema == LIVE else NAME + "__rebuild"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def consumes(self) -> tuple[str, ...]:
+        return (ev.PRODUCT, ev.CUSTOMER, ev.ORDER)
+
+    async def checkpoint(self) -> Position:
+        found = await pg_checkpoints.read(self._db, self._name)
+        if found is None:
+            raise StoreLost(self._name, "has no checkpoint row (never built)")
+        return found
+
+    async def apply(self, batch: Batch) -> None:
+        if isinstance(self._db, asyncpg.Pool):
+            async with self._db.acquire() as conn, conn.transaction():
+                await self._apply(conn, batch)
+        else:
+            async with self._db.transaction():  # a savepoint in the switch's transaction
+                await self._apply(self._db, batch)
+
+    async def _apply(self, conn: asyncpg.Connection, batch: Batch) -> None:
+        found = await pg_checkpoints.lock(conn, self._name)
+        if found is None:
+            raise StoreLost(self._name, "has no checkpoint row", batch.start)
+        if found != batch.start:
+            raise CheckpointMoved(batch.start, found)
+        t = self._tables
+        events = batch.events
+        try:
+            orders = await t.orders(conn, referenced_orders(events))
+            touched = affected(events, orders)
+            loaded = Loaded(
+                orders,
+                await t.customer_times(conn, touched.customers),
+                await t.last_sold(conn, touched.products),
+            )
+            months_before = await t.customer_months(conn, touched.customers)
+            changes = fold(events, loaded)
+        except AnalyticsError as exc:
+            raise PoisonEvent(exc.event, str(exc)) from exc
+        await t.write_facts(conn, changes)
+        times = dict(changes.customer_times)
+        times.update(await t.recompute_customer_times(conn, changes.recompute_customers))
+        last_sold: dict[str, datetime | None] = dict(changes.last_sold)
+        last_sold.update(await t.recompute_last_sold(conn, changes.recompute_products))
+        first_before = {c: loaded.customer_times[c].first_order_at for c in loaded.customer_times}
+        first_after = {c: x.first_order_at for c, x in times.items()}
+        await t.write_entities(conn, changes, times, last_sold)
+        new_returning = month_deltas(months_before, first_before, first_after, changes)
+        await t.write_sums(conn, changes, new_returning)
+        await pg_checkpoints.write(conn, self._name, batch.next)
+
+    # -- copies --------------------------------------------------------------------------------
+
+    async def new_copy(self) -> AnalyticsConsumer:
+        pool = self._pool()
+        async with pool.acquire() as conn, conn.transaction():
+            await AnalyticsTables.create_copy(conn)
+            await pg_checkpoints.reset(conn, NAME + "__rebuild")
+        return AnalyticsConsumer(pool, COPY)
+
+    async def switch_to(self, copy: Consumer, catch_up: CatchUp) -> Position:
+        if not isinstance(copy, AnalyticsConsumer) or copy.name == self._name:
+            raise TypeError(f"cannot switch {self._name} to {copy.name}")
+        pool = self._pool()
+        await catch_up(copy, None)
+        async with pool.acquire() as conn:
+            await copy._tables.analyze(conn)  # plans fit the new tables from the first read
+        for attempt in range(1, _SWAP_ATTEMPTS + 1):
+            try:
+                return await self._swap(pool, copy, catch_up)
+            except Exception as exc:
+                if not is_transient(exc) or attempt == _SWAP_ATTEMPTS:
+                    raise
+                log.warning("%s: swap failed (%s); retrying", self._name, exc)
+        raise AssertionError("unreachable")
+
+    async def _swap(
+        self, pool: asyncpg.Pool, copy: AnalyticsConsumer, catch_up: CatchUp
+    ) -> Position:
+        async with pool.acquire() as conn, conn.transaction():
+            await pg_checkpoints.ensure(conn, self._name)
+            live = await pg_checkpoints.lock(conn, self._name)
+            assert live is not None
+            # The live runner cannot commit now; bring the copy to the horizon in here.
+            position = await catch_up(AnalyticsConsumer(conn, COPY), conn)
+            if position < live:
+                raise RuntimeError(f"{copy.name} at {position} is behind {self._name} at {live}")
+            await AnalyticsTables.swap_in_copy(conn)
+            await pg_checkpoints.write(conn, self._name, position)
+            await pg_checkpoints.delete(conn, copy.name)
+            return position
+
+    async def discard(self) -> None:
+        async with self._pool().acquire() as conn, conn.transaction():
+            await AnalyticsTables.drop_copy(conn)
+            await pg_checkpoints.delete(conn, self._name)
+
+    async def describe(self) -> str:
+        await self.checkpoint()
+        return f"schema {self._tables.schema}"
+
+    async def audit(self, write_model: WriteModel) -> Audit | None:
+        return None
+
+    def _pool(self) -> asyncpg.Pool:
+        if not isinstance(self._db, asyncpg.Pool):
+            raise TypeError("copies are made and switched through the pool, not a connection")
+        return self._db
