@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     rebuild.add_argument(
         "--only",
         action="append",
-        choices=["products", "customers", "orders"],
+        choices=["products", "customers", "orders", "analytics"],
         help="rebuild only these (repeatable); default: all",
     )
     psub.add_parser("verify", help="compare every projection with the write model")
@@ -77,6 +77,15 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--customers", type=int, default=5_000)
     seed.add_argument("--orders-per-customer", type=int, default=2)
     seed.add_argument("--random-seed", type=int, default=42)
+    seed.add_argument(
+        "--months", type=int, default=0,
+        help="create products and customers at the start of this many calendar months and "
+        "spread the orders over them in ascending time (default 0: everything now)",
+    )  # fmt: skip
+    seed.add_argument(
+        "--usd-share", type=float, default=0.0,
+        help="fraction of the products priced in USD rather than EUR (default 0)",
+    )  # fmt: skip
 
     up = sub.add_parser("up", help="migrate, then run write server, read server and projector")
     up.add_argument("--workers", type=int, help="processes per server (sets both CQRS_*_WORKERS)")
@@ -107,6 +116,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--no-seed", action="store_true", help="use the data as it is (no `cqrs seed` first)"
     )
+    bench.add_argument(
+        "--analytics-orders", type=int, default=100_000,
+        help="analytics group: first top the orders up to this many with "
+        "`cqrs seed --months 24` (default 100000; 0: use the data as it is)",
+    )  # fmt: skip
     bench.add_argument("--results", type=Path, help="where to write (default bench/results)")
     bench.add_argument("--samples", type=int, default=1000, help="bench data: requests per file")
     return parser
@@ -186,6 +200,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                     args.customers,
                     args.orders_per_customer,
                     args.random_seed,
+                    months=args.months,
+                    usd_share=args.usd_share,
                 )
             )
         )
@@ -233,6 +249,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     command = " ".join(["cqrs bench", *sys.argv[2:]])
     plan = bench_run.Plan(
         args.scenarios, run, args.start, seed=not args.no_seed, command=command,
+        analytics_orders=args.analytics_orders,
         results_root=args.results or catalogue.ROOT / "bench" / "results",
     )  # fmt: skip
     return bench_run.main(settings, plan)

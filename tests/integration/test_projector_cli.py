@@ -56,6 +56,10 @@ async def test_rebuild_verify_status_commands(app: App) -> None:
     code, out = await cqrs(app.settings, "verify")
     assert code == 0, out
     assert "all projections match" in out
+    code, out = await cqrs(app.settings, "rebuild", "--only", "analytics")  # make rebuild-analytics
+    assert code == 0, out
+    assert "rebuild pg:analytics [" in out and "-> schema analytics live" in out
+    assert "pg:orders" not in out
 
 
 async def test_sigterm_stops_the_projector_gracefully(app: App) -> None:
