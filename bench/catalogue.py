@@ -5,7 +5,13 @@ data drawn from the seeded database (``bench/data/<name>.json``, see
 :mod:`bench.data`). Its ghz config uses ghz's long option names and paths relative
 to the repository root, so ``ghz --config bench/ghz/get_product_projection.json``
 runs as-is from there against ``make run``'s default ports. The other scenarios
-(projector, freshness, scale-out) are not single calls and have no ghz config.
+(projector, freshness, scale-out, analytics-projector) are not single calls and have
+no ghz config.
+
+The ``analytics`` group comes last: it grows the database (``cqrs bench`` seeds
+orders over past months until it holds ``--analytics-orders``), then drives each
+analytics RPC from the read model and from the write model, and measures the
+projector with the analytics consumer on the grown log.
 """
 
 from __future__ import annotations
@@ -30,6 +36,12 @@ SOURCES = {
     "read_model": "SOURCE_READ_MODEL",
     "write_model": "SOURCE_WRITE_MODEL",
 }
+# The analytics RPCs have two sources (no Redis projection).
+ANALYTICS_SOURCES = ("read_model", "write_model")
+# Analytics calls in flight: the write model's aggregates take hundreds of milliseconds at
+# 100,000 orders, so 50 in flight would only queue on the read server's pool (p50 of
+# seconds, the generator's 20 s deadline); both sources are driven alike.
+ANALYTICS_CONCURRENCY = 16
 DEFAULT_DURATION_S = 8.0
 DEFAULT_CONCURRENCY = 50
 DEFAULT_CONNECTIONS = 4
@@ -40,13 +52,18 @@ class RpcScenario:
     """One unary RPC under load."""
 
     name: str
-    group: str  # floor | reads | writes
+    group: str  # floor | reads | writes | analytics
     server: str  # read | write
     call: str  # ghz form: package.Service.Method
     request: str  # what each data-file entry asks (for the data generator)
     concurrency: int = DEFAULT_CONCURRENCY
-    source: str = ""  # reads: projection | read_model | write_model
+    source: str = ""  # reads, analytics: projection | read_model | write_model
     entity: str = ""  # reads: products | customers | orders (a chart groups by it)
+
+    @property
+    def shape(self) -> str:
+        """The call without its source: ``monthly_revenue_read_model`` -> ``monthly_revenue``."""
+        return self.name.removesuffix(f"_{self.source}") if self.source else self.name
 
     @property
     def proto(self) -> str:
@@ -127,11 +144,45 @@ def _writes() -> list[RpcScenario]:
     ]
 
 
+# The analytics RPCs (shape, method, request kind); ``request`` names the data maker.
+ANALYTICS_CALLS = (
+    ("customer_stats", "GetCustomerStats", "customer_stats"),
+    ("product_sales", "GetProductSalesStats", "product_sales"),
+    ("top_products", "ListTopProducts", "top_products"),
+    ("top_customers", "ListTopCustomers", "top_customers"),
+    ("monthly_revenue", "GetMonthlyRevenue", "monthly_revenue"),
+)
+
+
+def _analytics() -> list[RpcScenario]:
+    return [
+        RpcScenario(
+            f"{shape}_{source}",
+            "analytics",
+            "read",
+            f"shop.v1.QueryService.{method}",
+            request,
+            concurrency=ANALYTICS_CONCURRENCY,
+            source=source,
+        )
+        for shape, method, request in ANALYTICS_CALLS
+        for source in ANALYTICS_SOURCES
+    ]
+
+
 FLOOR = RpcScenario("floor", "floor", "read", "grpc.health.v1.Health.Check", "health")
-RPC_SCENARIOS: dict[str, RpcScenario] = {s.name: s for s in [FLOOR, *_reads(), *_writes()]}
-# Scenarios that are not one RPC (their own modules run them).
-OTHER_SCENARIOS = ("projector", "freshness", "scale-out")
-GROUPS = ("floor", "reads", "writes", *OTHER_SCENARIOS)
+RPC_SCENARIOS: dict[str, RpcScenario] = {
+    s.name: s for s in [FLOOR, *_reads(), *_writes(), *_analytics()]
+}
+# Scenarios that are not one RPC (their own modules run them), and their groups.
+OTHER_SCENARIOS: dict[str, str] = {
+    "projector": "projector",
+    "freshness": "freshness",
+    "scale-out": "scale-out",
+    "analytics-projector": "analytics",  # after the analytics RPCs, on the grown log
+}
+# In running order; analytics last, since it grows the database.
+GROUPS = ("floor", "reads", "writes", "projector", "freshness", "scale-out", "analytics")
 
 
 def select(names: list[str]) -> list[str]:
@@ -139,12 +190,12 @@ def select(names: list[str]) -> list[str]:
     wanted = names or list(GROUPS)
     chosen: list[str] = []
     for name in wanted:
-        if name in RPC_SCENARIOS or name in OTHER_SCENARIOS:
+        matched = [s.name for s in RPC_SCENARIOS.values() if s.group == name]
+        matched += [o for o, group in OTHER_SCENARIOS.items() if group == name]
+        if not matched and (name in RPC_SCENARIOS or name in OTHER_SCENARIOS):
             matched = [name]
-        else:
-            matched = [s.name for s in RPC_SCENARIOS.values() if s.group == name]
         if not matched:
-            known = ", ".join([*GROUPS, *RPC_SCENARIOS])
+            known = ", ".join(dict.fromkeys([*GROUPS, *OTHER_SCENARIOS, *RPC_SCENARIOS]))
             raise ValueError(f"unknown scenario {name!r}; known: {known}")
         chosen += [m for m in matched if m not in chosen]
     return chosen

@@ -1,5 +1,6 @@
-"""Projector throughput: catch-up from zero (each projection, the Redis ones, all six),
-``cqrs projector rebuild``, and the projector's peak RSS.
+"""Projector throughput: catch-up from zero (each projection, the analytics consumer
+``pg:analytics``, the Redis ones, all six, all seven), ``cqrs projector rebuild``, and
+the projector's peak RSS.
 
 It works on a scratch database holding a copy of the event log (streamed with COPY,
 so the system under test may keep running) and a fresh Redis key prefix per run;
@@ -30,14 +31,24 @@ from common.events import CUSTOMER, ORDER, PRODUCT
 from common.positions import Position
 from common.settings import Settings, to_environ
 
-# Which aggregate types each projection reads (projector/projections.py).
-CONSUMES = {"products": (PRODUCT,), "customers": (CUSTOMER,), "orders": (ORDER, CUSTOMER)}
-PROJECTIONS = [f"{b}:{k}" for b in ("redis", "pg") for k in CONSUMES]
+# Which aggregate types each consumer reads (projector/projections.py, projector/analytics).
+CONSUMES = {
+    "products": (PRODUCT,),
+    "customers": (CUSTOMER,),
+    "orders": (ORDER, CUSTOMER),
+    "analytics": (PRODUCT, CUSTOMER, ORDER),
+}
+PROJECTIONS = [f"{b}:{k}" for b in ("redis", "pg") for k in ("products", "customers", "orders")]
+ANALYTICS = "pg:analytics"
 RUNS: dict[str, list[str]] = {
     **{name: [name] for name in PROJECTIONS},
+    ANALYTICS: [ANALYTICS],
     "redis (3)": [p for p in PROJECTIONS if p.startswith("redis:")],
     "all six": PROJECTIONS,
+    "all seven": [*PROJECTIONS, ANALYTICS],
 }
+# The runs with the analytics consumer (the analytics group's projector scenario).
+ANALYTICS_RUNS = [ANALYTICS, "all seven"]
 _POLL_S = 0.05
 _TIMEOUT_S = 600.0
 
@@ -54,9 +65,13 @@ class Result:
         return self.events / self.seconds if self.seconds else 0.0
 
 
-async def measure(settings: Settings, runs: list[str] | None = None) -> dict[str, Any]:
-    """Every catch-up run of ``runs`` (default: all), then a rebuild of everything."""
+async def measure(
+    settings: Settings, runs: list[str] | None = None, rebuild: bool = True
+) -> dict[str, Any]:
+    """Every catch-up run of ``runs`` (default: all), then (if ``rebuild``) a rebuild of
+    everything; ``rebuild`` is None in the result without one."""
     scratch = await _scratch_copy(settings)
+    rebuilt: Result | None = None
     try:
         head, counts = await _log(scratch.asyncpg_dsn)
         results = []
@@ -65,14 +80,15 @@ async def measure(settings: Settings, runs: list[str] | None = None) -> dict[str
             seconds, rss = await _catch_up(scratch, projections, head)
             results.append(Result(name, events_read(counts, projections), seconds, rss))
             _say(f"  catch-up {name}: {results[-1].events_per_s:,.0f} events/s")
-        rebuild = await _rebuild(scratch, sum(counts.values()))
-        _say(f"  rebuild: {rebuild.events_per_s:,.0f} events/s")
+        if rebuild:
+            rebuilt = await _rebuild(scratch, sum(counts.values()))
+            _say(f"  rebuild: {rebuilt.events_per_s:,.0f} events/s")
     finally:
         await drop_database(scratch.asyncpg_dsn)
     return {
         "log_events": sum(counts.values()),
         "catch_up": [_as_dict(r) for r in results],
-        "rebuild": _as_dict(rebuild),
+        "rebuild": _as_dict(rebuilt) if rebuilt else None,
     }
 
 
@@ -197,7 +213,7 @@ async def _rebuild(scratch: Settings, events: int) -> Result:
     await _drop_redis_prefix(settings)
     if code != 0:
         raise RuntimeError(f"rebuild failed with exit code {code}")
-    return Result("rebuild (all six)", events, process.elapsed(), process.peak_rss_mb)
+    return Result("rebuild (all seven)", events, process.elapsed(), process.peak_rss_mb)
 
 
 class _Process:

@@ -50,7 +50,7 @@ def choose_driver(wanted: str, scenario: RpcScenario) -> str:
         return wanted
     if ghz.available():
         return "ghz"
-    if scenario.group in ("floor", "reads") and h2load.available():
+    if scenario.group in ("floor", "reads", "analytics") and h2load.available():
         return "h2load"
     return "builtin"
 

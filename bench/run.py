@@ -3,6 +3,8 @@
 The system is the one answering at the configured addresses (``make run``), or, with
 ``--start`` when none answers, one started here like ``cqrs up`` (stopped at the end).
 The dataset is ``cqrs seed``'s; it is seeded first when the database holds less.
+The analytics group (last) first tops the orders up to ``--analytics-orders`` with a
+``cqrs seed --months 24`` of its own and waits for ``pg:analytics`` to apply it.
 Ctrl-C stops the scenario under way, keeps its partial report and writes the summary
 of what ran.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import subprocess
@@ -27,7 +30,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench import data, freshness, processes, projector, scale_out, summary
-from bench.catalogue import ROOT, RPC_SCENARIOS, select
+from bench.catalogue import OTHER_SCENARIOS, ROOT, RPC_SCENARIOS, select
 from bench.rpc import Run, run_scenario
 from common.pb.shop.v1 import command_service_pb2 as cpb
 from common.pb.shop.v1 import command_service_pb2_grpc as cpb_grpc
@@ -40,6 +43,15 @@ SEED_PRODUCTS = 10_000
 FRESHNESS_RATES = (200.0, 500.0)
 FRESHNESS_SECONDS = 8.0
 _START_TIMEOUT_S = 120.0
+# The analytics dataset: orders over 24 months, 5 per customer, a tenth of the products in
+# USD; one product per 20 orders (so stock lasts), between 50 and 5,000.
+ANALYTICS_ORDERS = 100_000
+ANALYTICS_MONTHS = 24
+ANALYTICS_ORDERS_PER_CUSTOMER = 5
+ANALYTICS_ORDERS_PER_PRODUCT = 20
+ANALYTICS_PRODUCTS = (50, 5_000)
+ANALYTICS_USD_SHARE = 0.1
+_ANALYTICS_TIMEOUT_S = 1800.0  # for the projector to apply the analytics dataset
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +60,7 @@ class Plan:
     run: Run
     start: bool
     seed: bool = True  # seed the demo dataset when the database holds less
+    analytics_orders: int = ANALYTICS_ORDERS  # the analytics group tops orders up to this
     results_root: Path = ROOT / "bench" / "results"
     command: str = "cqrs bench"
 
@@ -114,6 +127,16 @@ def _run_all(
     for name in names:
         if interrupted():
             break
+        if group_of(name) == "analytics" and "analytics-dataset" not in outcomes:
+            dataset = asyncio.run(_ensure_analytics(settings, plan.analytics_orders))
+            chosen = [RPC_SCENARIOS[n] for n in names if n in RPC_SCENARIOS]
+            asyncio.run(
+                data.write_data_files(
+                    settings.asyncpg_dsn, scenarios=[s for s in chosen if s.group == "analytics"]
+                )
+            )
+            (results / "analytics-dataset.json").write_text(json.dumps(dataset, indent=2))
+            outcomes["analytics-dataset"] = dataset
         print(f"cqrs bench: {name}", file=sys.stderr, flush=True)
         scenario = RPC_SCENARIOS.get(name)
         if scenario is not None:
@@ -127,6 +150,10 @@ def _run_all(
             continue
         if name == "projector":
             outcome: dict[str, Any] = asyncio.run(projector.measure(settings))
+        elif name == "analytics-projector":
+            outcome = asyncio.run(
+                projector.measure(settings, projector.ANALYTICS_RUNS, rebuild=False)
+            )
         elif name == "freshness":
             seconds = plan.run.duration_s or FRESHNESS_SECONDS
             outcome = {
@@ -138,6 +165,12 @@ def _run_all(
         (results / f"{name}.json").write_text(json.dumps(outcome, indent=2))
         outcomes[name] = outcome
     return outcomes
+
+
+def group_of(name: str) -> str:
+    """The group of a scenario name."""
+    scenario = RPC_SCENARIOS.get(name)
+    return scenario.group if scenario is not None else OTHER_SCENARIOS[name]
 
 
 # -- the system and its dataset ---------------------------------------------------------------
@@ -191,17 +224,79 @@ async def _ensure_dataset(settings: Settings, seed: bool) -> None:
         await conn.close()
     if seed and products < SEED_PRODUCTS:
         print("cqrs bench: seeding the demo dataset (cqrs seed)", file=sys.stderr, flush=True)
-        env = {**os.environ, **to_environ(settings)}
-        seeded = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cqrs", "seed", env=env, cwd=ROOT
-        )
-        if await seeded.wait() != 0:
-            raise SystemExit("cqrs bench: `cqrs seed` failed")
+        await _seed(settings)
     await _caught_up(settings)
 
 
-async def _caught_up(settings: Settings) -> None:
-    """Until every read source has applied the whole log (a consistency token of its head)."""
+async def _seed(settings: Settings, *args: str) -> None:
+    env = {**os.environ, **to_environ(settings)}
+    seeded = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cqrs", "seed", *args, env=env, cwd=ROOT
+    )
+    if await seeded.wait() != 0:
+        raise SystemExit("cqrs bench: `cqrs seed` failed")
+
+
+def analytics_seed_args(orders: int) -> list[str]:
+    """``cqrs seed`` arguments adding at least ``orders`` orders spread over past months."""
+    customers = math.ceil(orders / ANALYTICS_ORDERS_PER_CUSTOMER)
+    low, high = ANALYTICS_PRODUCTS
+    products = min(high, max(low, math.ceil(orders / ANALYTICS_ORDERS_PER_PRODUCT)))
+    return [
+        "--products", str(products), "--customers", str(customers),
+        "--orders-per-customer", str(ANALYTICS_ORDERS_PER_CUSTOMER),
+        "--months", str(ANALYTICS_MONTHS), "--usd-share", f"{ANALYTICS_USD_SHARE:g}",
+    ]  # fmt: skip
+
+
+async def _ensure_analytics(settings: Settings, wanted: int) -> dict[str, Any]:
+    """Top the orders up to ``wanted`` (``cqrs seed --months``), wait until every source,
+    ``pg:analytics`` included, has applied the whole log; what the database then holds."""
+    have = await _count_orders(settings)
+    if have < wanted:
+        args = analytics_seed_args(wanted - have)
+        print(
+            f"cqrs bench: {have:,} orders; seeding {wanted - have:,} more for the analytics "
+            f"(cqrs seed {' '.join(args)})",
+            file=sys.stderr,
+            flush=True,
+        )
+        await _seed(settings, *args)
+    print("cqrs bench: waiting for the projections to apply the log", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    await _caught_up(settings, _ANALYTICS_TIMEOUT_S, analytics=True)
+    waited = time.monotonic() - started
+    conn = await asyncpg.connect(settings.asyncpg_dsn)
+    try:
+        row = await conn.fetchrow(
+            """SELECT (SELECT count(*) FROM orders) AS orders,
+                      (SELECT count(*) FROM order_items) AS order_items,
+                      (SELECT count(*) FROM customers) AS customers,
+                      (SELECT count(*) FROM products) AS products,
+                      (SELECT count(DISTINCT date_trunc('month', created_at AT TIME ZONE 'UTC'))
+                       FROM orders) AS months,
+                      (SELECT count(DISTINCT currency) FROM orders) AS currencies,
+                      (SELECT count(*) FROM events) AS events"""
+        )
+    finally:
+        await conn.close()
+    print(f"cqrs bench: the projections caught up in {waited:.0f} s", file=sys.stderr)
+    return {**dict(row), "seeded": max(0, wanted - have), "caught_up_s": waited}
+
+
+async def _count_orders(settings: Settings) -> int:
+    conn = await asyncpg.connect(settings.asyncpg_dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM orders"))
+    finally:
+        await conn.close()
+
+
+async def _caught_up(
+    settings: Settings, timeout_s: float = _START_TIMEOUT_S, analytics: bool = False
+) -> None:
+    """Until every read source (and, with ``analytics``, ``pg:analytics``) has applied the
+    whole log: calls with a consistency token of its head, retried while UNAVAILABLE."""
     conn = await asyncpg.connect(settings.asyncpg_dsn)
     try:
         row = await conn.fetchrow(
@@ -210,26 +305,35 @@ async def _caught_up(settings: Settings) -> None:
     finally:
         await conn.close()
     token = encode_token(Position(row["xid"], row["seq"]))
-    deadline = time.monotonic() + _START_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
+    month = datetime.now(UTC).strftime("%Y-%m")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.read_port}") as channel:
         stub = qpb_grpc.QueryServiceStub(channel)
-        for source in (qpb.SOURCE_PROJECTION, qpb.SOURCE_READ_MODEL):
+        calls: list[tuple[Any, Any]] = [
+            (call, request(page_size=1, source=source, consistency_token=token))
+            for source in (qpb.SOURCE_PROJECTION, qpb.SOURCE_READ_MODEL)
             for call, request in (
                 (stub.ListProducts, qpb.ListProductsRequest),
                 (stub.ListCustomers, qpb.ListCustomersRequest),
                 (stub.ListOrders, qpb.ListOrdersRequest),
-            ):
-                while True:
-                    try:
-                        await call(request(page_size=1, source=source, consistency_token=token))
-                        break
-                    except grpc.aio.AioRpcError as exc:
-                        if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                            raise
-                        if time.monotonic() > deadline:
-                            raise SystemExit(
-                                "cqrs bench: the projections did not catch up"
-                            ) from exc
+            )
+        ]
+        if analytics:
+            revenue = qpb.GetMonthlyRevenueRequest(
+                from_month=month, to_month=month,
+                source=qpb.SOURCE_READ_MODEL, consistency_token=token,
+            )  # fmt: skip
+            calls.append((stub.GetMonthlyRevenue, revenue))
+        for call, request in calls:
+            while True:
+                try:
+                    await call(request)
+                    break
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                        raise
+                    if time.monotonic() > deadline:
+                        raise SystemExit("cqrs bench: the projections did not catch up") from exc
 
 
 async def _stock_up(settings: Settings) -> None:

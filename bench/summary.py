@@ -10,10 +10,17 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
-from bench.catalogue import SOURCES, RpcScenario
+from bench.catalogue import ANALYTICS_CALLS, ANALYTICS_SOURCES, SOURCES, RpcScenario
+from bench.projector import ANALYTICS
 from common.settings import Settings
 
 _NS_PER_MS = 1e6
+# The analytics issue's targets: read model rps >= 100x the write model's for these, and
+# the projector >= 10,000 events/s with the analytics consumer among its projections.
+ANALYTICS_RATIO_TARGET = 100.0
+ANALYTICS_RATIO_SHAPES = ("monthly_revenue", "top_products")
+PROJECTOR_TARGET_EVENTS_S = 10_000.0
+PROJECTOR_TARGET_RUN = "all seven"
 
 
 def rpc_row(scenario: RpcScenario, report: dict[str, Any]) -> dict[str, Any]:
@@ -25,7 +32,7 @@ def rpc_row(scenario: RpcScenario, report: dict[str, Any]) -> dict[str, Any]:
         "group": scenario.group,
         "entity": scenario.entity,
         "source": scenario.source,
-        "shape": scenario.name.removesuffix(f"_{scenario.source}") if scenario.source else "",
+        "shape": scenario.shape if scenario.source else "",
         "driver": report["options"].get("driver", "ghz"),
         "concurrency": report["options"].get("concurrency"),
         "rps": report["rps"],
@@ -97,6 +104,7 @@ def write(results: Path, outcomes: dict[str, Any], machine: dict[str, str], comm
         lines += _freshness_table(outcomes["freshness"])
     if "scale-out" in outcomes:
         lines += _scale_out_table(outcomes["scale-out"])
+    lines += analytics_tables(rpc, outcomes)
     text = "\n".join(lines)
     (results / "summary.md").write_text(text)
     if any(o["group"] == "reads" for o in rpc.values()):
@@ -154,21 +162,22 @@ def _ratios(rpc: dict[str, dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def _projector_table(outcome: dict[str, Any]) -> list[str]:
+def _projector_table(outcome: dict[str, Any], title: str = "## Projector") -> list[str]:
     lines = [
-        "## Projector",
+        title,
         "",
         f"The log holds {outcome['log_events']:,} events; each run starts from nothing.",
         "",
         "| run | events read | seconds | events/s | peak RSS MB |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for run in [*outcome["catch_up"], outcome["rebuild"]]:
+    rebuild = [outcome["rebuild"]] if outcome.get("rebuild") else []
+    for run in [*outcome["catch_up"], *rebuild]:
         lines.append(
             f"| {run['run']} | {run['events']:,} | {run['seconds']:.1f} "
             f"| {run['events_per_s']:,.0f} | {run['peak_rss_mb']:.0f} |"
         )
-    return [*lines, ""]
+    return [*lines, "", *projector_target(outcome)]
 
 
 def _freshness_table(outcome: dict[str, Any]) -> list[str]:
@@ -200,6 +209,103 @@ def _scale_out_table(outcome: dict[str, Any]) -> list[str]:
             f"| {row['p99_ms']:.2f} | {row['errors']} |"
         )
     return [*lines, "", f"Ratio: {outcome['ratio']:.2f}x.", ""]
+
+
+def analytics_tables(rpc: dict[str, dict[str, Any]], outcomes: dict[str, Any]) -> list[str]:
+    """Each analytics RPC from the read model and from the write model, the ratio and the
+    targets; the analytics group's projector runs (on the grown log)."""
+    by_shape: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in rpc.values():
+        if row["group"] == "analytics":
+            by_shape.setdefault(row["shape"], {})[row["source"]] = row
+    lines: list[str] = []
+    if by_shape:
+        lines += ["## Analytics: read model vs write model", ""]
+        dataset = outcomes.get("analytics-dataset")
+        if dataset:
+            lines += [
+                f"The database holds {dataset['orders']:,} orders ({dataset['order_items']:,} "
+                f"lines) of {dataset['customers']:,} customers and {dataset['products']:,} "
+                f"products over {dataset['months']} months in {dataset['currencies']} "
+                f"currencies; {dataset['events']:,} events in the log.",
+                "",
+            ]
+        lines += [
+            "| RPC | read model rps | write model rps | read model p50 ms | read model p99 ms "
+            "| write model p50 ms | write model p99 ms | errors | read model x write model |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        ratios: dict[str, float | None] = {}
+        for shape, method, _ in ANALYTICS_CALLS:
+            rows = by_shape.get(shape)
+            if not rows:
+                continue
+            read, write = (rows.get(source) for source in ANALYTICS_SOURCES)
+            errors = sum(r["errors"] for r in rows.values())
+            # A side with failed calls measured something else: no ratio then.
+            ratio = (
+                read["rps"] / write["rps"]
+                if read and write and write["rps"] and not errors
+                else None
+            )
+            ratios[shape] = ratio
+            shown = "(failed calls)" if errors else "" if ratio is None else f"{ratio:,.1f}x"
+            lines.append(
+                f"| {method} | {_rps(read)} | {_rps(write)} | {_latency(read)} "
+                f"| {_latency(write)} | {errors} | {shown} |"
+            )
+        names = {shape: method for shape, method, _ in ANALYTICS_CALLS}
+        verdicts = [
+            f"{names[shape]} {_verdict(ratios[shape], ANALYTICS_RATIO_TARGET, 'x')}"
+            for shape in ANALYTICS_RATIO_SHAPES
+            if shape in ratios
+        ]
+        if verdicts:
+            target = f"{ANALYTICS_RATIO_TARGET:g}"
+            lines += [
+                "",
+                f"Target (read model >= {target}x the write model): " + "; ".join(verdicts) + ".",
+            ]
+        lines.append("")
+    if "analytics-projector" in outcomes:
+        outcome = outcomes["analytics-projector"]
+        lines += _projector_table(outcome, "## Projector with the analytics (on the grown log)")
+    return lines
+
+
+def projector_target(outcome: dict[str, Any]) -> list[str]:
+    """Whether the projector keeps the target rate with the analytics consumer enabled
+    (nothing if ``outcome`` has no run with it)."""
+    runs = {r["run"]: r for r in outcome["catch_up"]}
+    figures = [
+        f"{name} {_verdict(runs[name]['events_per_s'], PROJECTOR_TARGET_EVENTS_S, ' events/s')}"
+        if name == PROJECTOR_TARGET_RUN
+        else f"{name} alone {runs[name]['events_per_s']:,.0f} events/s"
+        for name in (PROJECTOR_TARGET_RUN, ANALYTICS)
+        if name in runs
+    ]
+    if not figures:
+        return []
+    return [
+        f"Target (>= {PROJECTOR_TARGET_EVENTS_S:,.0f} events/s with the analytics enabled, "
+        f"i.e. {PROJECTOR_TARGET_RUN}): " + "; ".join(figures) + ".",
+        "",
+    ]
+
+
+def _rps(row: dict[str, Any] | None) -> str:
+    return "" if row is None else f"{row['rps']:,.1f}"
+
+
+def _latency(row: dict[str, Any] | None) -> str:
+    return " | " if row is None else f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f}"
+
+
+def _verdict(value: float | None, target: float, unit: str) -> str:
+    if value is None:
+        return "not measured"
+    figure = f"{value:,.1f}{unit}" if unit == "x" else f"{value:,.0f}{unit}"
+    return f"{figure} ({'met' if value >= target else 'missed'})"
 
 
 def _chart(rpc: dict[str, dict[str, Any]], path: Path) -> None:

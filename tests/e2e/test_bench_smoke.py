@@ -50,9 +50,12 @@ async def test_every_scenario_runs_and_reports_in_ghz_format(
     code, out = await cqrs(system, "seed", "--products", "300", "--customers", "60")
     assert code == 0, out
     results = tmp_path / "results"
+    # A tiny analytics dataset: the writes will have placed more than 200 orders already
+    # (the top-up itself is tested with the built-in driver below).
     code, out = await cqrs(
-        system, "bench", "--no-seed", "--duration", "1", "--results", str(results)
-    )
+        system, "bench", "--no-seed", "--duration", "1", "--analytics-orders", "200",
+        "--results", str(results),
+    )  # fmt: skip
     assert code == 0, out
     run = only_run(results)
     for name in RPC_SCENARIOS:
@@ -61,7 +64,12 @@ async def test_every_scenario_runs_and_reports_in_ghz_format(
         assert written["count"] > 0, name
         assert set(written["statusCodeDistribution"]) == {"OK"}, (name, written)
     projector = json.loads((run / "projector.json").read_text())
-    assert len(projector["catch_up"]) == 8 and projector["rebuild"]["events_per_s"] > 0
+    assert len(projector["catch_up"]) == 10 and projector["rebuild"]["events_per_s"] > 0
+    analytics = json.loads((run / "analytics-projector.json").read_text())
+    assert [r["run"] for r in analytics["catch_up"]] == ["pg:analytics", "all seven"]
+    assert analytics["rebuild"] is None and analytics["catch_up"][1]["events_per_s"] > 0
+    dataset = json.loads((run / "analytics-dataset.json").read_text())
+    assert dataset["orders"] >= 200 and dataset["events"] > 0
     freshness = json.loads((run / "freshness.json").read_text())
     for rate in ("200/s", "500/s"):
         for source in ("projection", "read_model", "write_model"):
@@ -70,21 +78,30 @@ async def test_every_scenario_runs_and_reports_in_ghz_format(
     assert set(scale["runs"]) == {"workers 1", "workers 2"} and scale["ratio"] > 0
     summary = (run / "summary.md").read_text()
     assert "| floor |" in summary and "## Projector" in summary and "## Freshness" in summary
+    assert "## Analytics: read model vs write model" in summary
+    assert "| GetMonthlyRevenue |" in summary and "Target (read model >= 100x" in summary
     assert (run / "chart.png").stat().st_size > 10_000
 
 
 async def test_the_builtin_driver_on_reads(system: System, tmp_path: Path) -> None:
-    """Where h2load is installed `auto` uses it for reads; the built-in one must work too."""
+    """Where h2load is installed `auto` uses it for reads; the built-in one must work too.
+    An analytics scenario first tops the 40 orders up to 200 over 24 months."""
     code, out = await cqrs(system, "seed", "--products", "100", "--customers", "20")
     assert code == 0, out
     results = tmp_path / "results"
+    analytics = ["monthly_revenue_read_model", "monthly_revenue_write_model"]
     code, out = await cqrs(
-        system, "bench", "floor", "get_product_projection", "list_orders_read_model",
-        "--no-seed", "--driver", "builtin", "--total", "200", "--results", str(results),
+        system, "bench", "floor", "get_product_projection", "list_orders_read_model", *analytics,
+        "--no-seed", "--driver", "builtin", "--total", "200", "--analytics-orders", "200",
+        "--results", str(results),
     )  # fmt: skip
     assert code == 0, out
     run = only_run(results)
-    for name in ("floor", "get_product_projection", "list_orders_read_model"):
+    dataset = json.loads((run / "analytics-dataset.json").read_text())
+    assert (dataset["seeded"], dataset["orders"], dataset["months"]) == (160, 200, 24)
+    assert dataset["currencies"] == 2
+    assert "| GetMonthlyRevenue |" in (run / "summary.md").read_text()
+    for name in ("floor", "get_product_projection", "list_orders_read_model", *analytics):
         written = json.loads((run / f"{name}.json").read_text())
         assert report.problems(written) == []
         assert written["count"] == 200 and written["statusCodeDistribution"] == {"OK": 200}
