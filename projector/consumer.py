@@ -57,6 +57,12 @@ class Consumer(Protocol):
         """The aggregate types whose events it reads."""
         ...
 
+    @property
+    def event_types(self) -> tuple[str, ...] | None:
+        """Only these event types of those aggregates (``None``: all of them). The log
+        reader skips the others in SQL, so they cost a consumer nothing."""
+        ...
+
     async def checkpoint(self) -> Position:
         """The stored checkpoint; :class:`~projector.errors.StoreLost` if there is none."""
         ...

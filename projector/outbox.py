@@ -24,6 +24,7 @@ SELECT h.xmin::text::bigint AS horizon, e.* FROM h LEFT JOIN LATERAL (
   FROM events v
   WHERE (v.xid, v.seq) > ($1::bigint::text::xid8, $2::bigint)
     AND v.xid < h.xmin AND v.aggregate_type = ANY($3::text[])
+    AND ($5::text[] IS NULL OR v.event_type = ANY($5::text[]))
   -- The table's columns (not the bigint output alias), so the (xid, seq) index gives the order.
   ORDER BY v.xid, v.seq LIMIT $4) e ON true
 """
@@ -33,6 +34,7 @@ _COUNT_AFTER = """
 SELECT count(*) FROM (
   SELECT 1 FROM events
   WHERE (xid, seq) > ($1::bigint::text::xid8, $2::bigint) AND aggregate_type = ANY($3::text[])
+    AND ($5::text[] IS NULL OR event_type = ANY($5::text[]))
   LIMIT $4) e
 """
 
@@ -62,12 +64,20 @@ class Batch:
         return bool(self.events) or self.next != self.start
 
 
-async def read_batch(db: Executor, after: Position, types: Sequence[str], limit: int) -> Batch:
-    """Up to ``limit`` events of ``types`` after ``after`` in ``(xid, seq)`` order, below the
-    horizon. ``db`` is a pool or a connection (e.g. one inside a transaction)."""
+async def read_batch(
+    db: Executor,
+    after: Position,
+    types: Sequence[str],
+    limit: int,
+    event_types: Sequence[str] | None = None,
+) -> Batch:
+    """Up to ``limit`` events of ``types`` (aggregate types; only ``event_types`` of them if
+    given) after ``after`` in ``(xid, seq)`` order, below the horizon. ``db`` is a pool or a
+    connection (e.g. one inside a transaction)."""
     if limit < 1:
         raise ValueError("limit must be positive")
-    rows = await db.fetch(_READ, after.xid, after.seq, list(types), limit)
+    wanted = None if event_types is None else list(event_types)
+    rows = await db.fetch(_READ, after.xid, after.seq, list(types), limit, wanted)
     horizon = int(rows[0]["horizon"])
     events = [stored_event(r) for r in rows if r["seq"] is not None]
     full = len(events) == limit
@@ -77,9 +87,17 @@ async def read_batch(db: Executor, after: Position, types: Sequence[str], limit:
     return Batch(after, events, max(nxt, after), full)
 
 
-async def count_after(db: Executor, after: Position, types: Sequence[str], cap: int) -> int:
-    """Committed events of ``types`` after ``after`` (at most ``cap``)."""
-    return int(await db.fetchval(_COUNT_AFTER, after.xid, after.seq, list(types), cap))
+async def count_after(
+    db: Executor,
+    after: Position,
+    types: Sequence[str],
+    cap: int,
+    event_types: Sequence[str] | None = None,
+) -> int:
+    """Committed events of ``types`` (and ``event_types``, if given) after ``after`` (at
+    most ``cap``)."""
+    wanted = None if event_types is None else list(event_types)
+    return int(await db.fetchval(_COUNT_AFTER, after.xid, after.seq, list(types), cap, wanted))
 
 
 async def head(db: Executor) -> Position:

@@ -39,6 +39,10 @@ class Projection:
     def consumes(self) -> tuple[str, ...]:
         return self.kind.consumes
 
+    @property
+    def event_types(self) -> None:
+        return None  # the orders projection needs every Customer event (the contact fan-out)
+
     async def checkpoint(self) -> Position:
         return await self.store.checkpoint()
 

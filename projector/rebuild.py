@@ -73,7 +73,9 @@ async def catch_up(
     """
     checkpoint = await consumer.checkpoint()
     while True:
-        batch = await read_batch(db, checkpoint, consumer.consumes, batch_size)
+        batch = await read_batch(
+            db, checkpoint, consumer.consumes, batch_size, consumer.event_types
+        )
         if batch.moved:
             try:
                 await consumer.apply(batch)
@@ -193,7 +195,7 @@ async def _rebuild_reporting(
         if not locked:
             print(f"rebuild {consumer.name}: another rebuild is running", file=out)
             return False
-        total = await count_after(pool, ORIGIN, consumer.consumes, _COUNT_CAP)
+        total = await count_after(pool, ORIGIN, consumer.consumes, _COUNT_CAP, consumer.event_types)
         progress = Progress(f"rebuild {consumer.name}", total, out)
         try:
             rebuilt = await rebuild_one(consumer, pool, batch_size, progress)

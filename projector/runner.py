@@ -165,7 +165,9 @@ class ConsumerRunner:
             self._lease.check()
             careful = careful_until is not None and checkpoint < careful_until
             limit = 1 if careful else self._config.batch_size
-            batch = await read_batch(self._db, checkpoint, consumer.consumes, limit)
+            batch = await read_batch(
+                self._db, checkpoint, consumer.consumes, limit, consumer.event_types
+            )
             if batch.moved:
                 try:
                     await consumer.apply(batch)
@@ -256,7 +258,9 @@ class ConsumerRunner:
         elif time.monotonic() - self._lag_at >= _LAG_EVERY_S:
             # Counting a backlog costs O(backlog): sample it, don't do it every batch.
             self._lag_at = time.monotonic()
-            lag = await count_after(self._db, batch.next, self.consumer.consumes, _LAG_CAP)
+            lag = await count_after(
+                self._db, batch.next, self.consumer.consumes, _LAG_CAP, self.consumer.event_types
+            )
             PROJECTION_LAG.labels(self.name).set(lag)
 
     async def _poison(self, event: StoredEvent, exc: BaseException) -> None:

@@ -35,7 +35,9 @@ async def status(
             checkpoint, state = None, f"not built yet ({exc.why})"
         shown_checkpoint = checkpoint.to_checkpoint() if checkpoint else "-"
         behind = (
-            await count_after(pool, checkpoint, consumer.consumes, _LAG_CAP) if checkpoint else None
+            await count_after(pool, checkpoint, consumer.consumes, _LAG_CAP, consumer.event_types)
+            if checkpoint
+            else None
         )
         failure = stopped.get(consumer.name)
         if failure is not None:

@@ -72,7 +72,9 @@ async def verify(
             except StoreLost as exc:
                 print(f"note: {consumer.name} is not built ({exc.why})", file=out)
             else:
-                behind = await count_after(pool, checkpoint, consumer.consumes, _LAG_CAP)
+                behind = await count_after(
+                    pool, checkpoint, consumer.consumes, _LAG_CAP, consumer.event_types
+                )
                 if behind:
                     print(f"note: {consumer.name} is {behind} events behind the log", file=out)
         print(f"{consumer.name}: {audit.documents} documents, {len(lines)} differences", file=out)

@@ -23,6 +23,7 @@ from common import events as ev
 from common.outages import is_transient
 from common.positions import Position
 from projector.analytics.fold import (
+    EVENT_TYPES,
     AnalyticsError,
     Loaded,
     affected,
@@ -61,6 +62,10 @@ class AnalyticsConsumer:
     @property
     def consumes(self) -> tuple[str, ...]:
         return (ev.PRODUCT, ev.CUSTOMER, ev.ORDER)
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        return EVENT_TYPES
 
     async def checkpoint(self) -> Position:
         found = await pg_checkpoints.read(self._db, self._name)

@@ -7,9 +7,8 @@ the checkpoint; the sums are added as deltas (``x = x + EXCLUDED.x``).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Collection, Iterable, Sequence
-from datetime import date, datetime
+from datetime import datetime
 
 import asyncpg
 import orjson
@@ -26,8 +25,9 @@ TABLES = (
 _COUNTING = "NOT o.deleted AND o.status <> 'CANCELLED'"
 
 
-def _ids(values: Iterable[str]) -> list[uuid.UUID]:
-    return [uuid.UUID(v) for v in values]
+def _ids(values: Iterable[str]) -> list[str]:
+    # asyncpg encodes uuid parameters from their text (in C): no uuid.UUID objects needed.
+    return list(values)
 
 
 class AnalyticsTables:
@@ -265,7 +265,7 @@ class AnalyticsTables:
             return
         columns = [*keys, *sums]
         types = [_KEY_TYPES[k] for k in keys] + ["bigint"] * len(sums)
-        arrays = [[_key_value(k, row[0][i]) for row in rows] for i, k in enumerate(keys)] + [
+        arrays = [[row[0][i] for row in rows] for i in range(len(keys))] + [
             [row[1][i] for row in rows] for i in range(len(sums))
         ]
         params = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, 1))
@@ -305,12 +305,3 @@ class AnalyticsTables:
 _KEY_TYPES = {
     "customer_id": "uuid", "product_id": "uuid", "currency": "text", "month": "date",
 }  # fmt: skip
-
-
-def _key_value(key: str, value: object) -> object:
-    if _KEY_TYPES[key] == "uuid":
-        assert isinstance(value, str)
-        return uuid.UUID(value)
-    if key == "month":
-        assert isinstance(value, date)
-    return value
