@@ -89,3 +89,25 @@ SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xid,
        (SELECT seq FROM events ORDER BY seq DESC LIMIT 1) AS seq,
        now() AS current_to
 """
+
+# For `cqrs projector verify`: every live customer's and product's totals at once.
+ALL_CUSTOMER_TOTALS = """
+SELECT c.id::text AS id,
+       count(o.id) FILTER (WHERE o.status <> 'CANCELLED') AS total_orders,
+       count(o.id) FILTER (WHERE o.status = 'CANCELLED') AS cancelled_orders,
+       min(o.created_at) FILTER (WHERE o.status <> 'CANCELLED') AS first_order_at,
+       max(o.created_at) FILTER (WHERE o.status <> 'CANCELLED') AS last_order_at
+FROM customers c LEFT JOIN orders o ON o.customer_id = c.id AND o.deleted_at IS NULL
+WHERE c.deleted_at IS NULL GROUP BY c.id ORDER BY c.id
+"""
+
+ALL_PRODUCT_TOTALS = f"""
+SELECT p.id::text AS id, coalesce(s.units_sold, 0) AS units_sold,
+       coalesce(s.orders_count, 0) AS orders_count, s.last_sold_at
+FROM products p LEFT JOIN (
+  SELECT i.product_id, sum(i.quantity)::bigint AS units_sold,
+         count(DISTINCT o.id) AS orders_count, max(o.created_at) AS last_sold_at
+  FROM order_items i JOIN orders o ON o.id = i.order_id WHERE {COUNTING} GROUP BY i.product_id
+) s ON s.product_id = p.id
+WHERE p.deleted_at IS NULL ORDER BY p.id
+"""

@@ -14,13 +14,13 @@ checkpoint row, after catching it up to the horizon in there.
 
 from __future__ import annotations
 
-import logging
-from datetime import datetime
+from datetime import date, datetime
 
 import asyncpg
 
+from common import analytics_materialized as mat
+from common import analytics_queries as live
 from common import events as ev
-from common.outages import is_transient
 from common.positions import Position
 from projector.analytics.fold import (
     EVENT_TYPES,
@@ -35,12 +35,9 @@ from projector.analytics.tables import COPY, LIVE, AnalyticsTables
 from projector.consumer import Audit, CatchUp, Consumer, WriteModel
 from projector.errors import CheckpointMoved, PoisonEvent, StoreLost
 from projector.outbox import Batch
-from projector.stores import pg_checkpoints
-
-log = logging.getLogger(__name__)
+from projector.stores import pg_checkpoints, pg_switch
 
 NAME = "pg:analytics"
-_SWAP_ATTEMPTS = 3
 
 
 class AnalyticsConsumer:
@@ -129,30 +126,13 @@ class AnalyticsConsumer:
         await catch_up(copy, None)
         async with pool.acquire() as conn:
             await copy._tables.analyze(conn)  # plans fit the new tables from the first read
-        for attempt in range(1, _SWAP_ATTEMPTS + 1):
-            try:
-                return await self._swap(pool, copy, catch_up)
-            except Exception as exc:
-                if not is_transient(exc) or attempt == _SWAP_ATTEMPTS:
-                    raise
-                log.warning("%s: swap failed (%s); retrying", self._name, exc)
-        raise AssertionError("unreachable")
-
-    async def _swap(
-        self, pool: asyncpg.Pool, copy: AnalyticsConsumer, catch_up: CatchUp
-    ) -> Position:
-        async with pool.acquire() as conn, conn.transaction():
-            await pg_checkpoints.ensure(conn, self._name)
-            live = await pg_checkpoints.lock(conn, self._name)
-            assert live is not None
-            # The live runner cannot commit now; bring the copy to the horizon in here.
-            position = await catch_up(AnalyticsConsumer(conn, COPY), conn)
-            if position < live:
-                raise RuntimeError(f"{copy.name} at {position} is behind {self._name} at {live}")
-            await AnalyticsTables.swap_in_copy(conn)
-            await pg_checkpoints.write(conn, self._name, position)
-            await pg_checkpoints.delete(conn, copy.name)
-            return position
+        return await pg_switch.switch_in(
+            pool,
+            self._name,
+            copy.name,
+            lambda conn: catch_up(AnalyticsConsumer(conn, COPY), conn),
+            AnalyticsTables.swap_in_copy,
+        )
 
     async def discard(self) -> None:
         async with self._pool().acquire() as conn, conn.transaction():
@@ -163,10 +143,53 @@ class AnalyticsConsumer:
         await self.checkpoint()
         return f"schema {self._tables.schema}"
 
-    async def audit(self, write_model: WriteModel) -> Audit | None:
-        return None
+    async def audit(self, write_model: WriteModel) -> Audit:
+        """Every figure family against the same figures computed live from the write tables
+        (``write_model``, the documents, is not needed: the write tables are read here)."""
+        pool = self._pool()
+        checks = _audit_queries()
+        compared = 0
+        lines: list[str] = []
+        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            for name, (live_sql, mat_sql, args) in checks.items():
+                want = [tuple(r) for r in await conn.fetch(live_sql, *args)]
+                got = [tuple(r) for r in await conn.fetch(mat_sql, *args)]
+                compared += len(want)
+                lines += _differences(name, want, got)
+        return Audit(compared, lines)
 
     def _pool(self) -> asyncpg.Pool:
         if not isinstance(self._db, asyncpg.Pool):
             raise TypeError("copies are made and switched through the pool, not a connection")
         return self._db
+
+
+_EVERYTHING = 2**31 - 1  # a LIMIT that keeps every row
+
+
+def _audit_queries() -> dict[str, tuple[str, str, tuple[object, ...]]]:
+    """(live SQL, materialized SQL, arguments) per figure family."""
+    months = (date(1, 1, 1), date(9999, 12, 1), None)
+    return {
+        "months": (live.MONTHS, mat.MONTHS, months),
+        "top products": (
+            live.TOP_PRODUCTS.format(order="revenue_cents"),
+            mat.TOP_PRODUCTS_BY_REVENUE,
+            (_EVERYTHING, None),
+        ),
+        "top customers": (live.TOP_CUSTOMERS, mat.TOP_CUSTOMERS, (_EVERYTHING, None)),
+        "customers": (live.ALL_CUSTOMER_TOTALS, mat.ALL_CUSTOMER_TOTALS, ()),
+        "products": (live.ALL_PRODUCT_TOTALS, mat.ALL_PRODUCT_TOTALS, ()),
+    }
+
+
+def _differences(
+    name: str, want: list[tuple[object, ...]], got: list[tuple[object, ...]]
+) -> list[str]:
+    """One line per row only one side has (rows are compared whole)."""
+    wanted, found = set(want), set(got)
+    missing = [r for r in want if r not in found]
+    extra = [r for r in got if r not in wanted]
+    return [f"{name}: {r}: missing (the write model has it)" for r in missing] + [
+        f"{name}: {r}: extra (not in the write model)" for r in extra
+    ]

@@ -14,7 +14,6 @@ the horizon inside that transaction.
 from __future__ import annotations
 
 import contextlib
-import logging
 import operator
 import re
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
@@ -29,17 +28,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from common import documents
 from common.documents import items_to_json, status_name, to_datetime
-from common.outages import is_transient
 from common.positions import Position
 from projector.errors import CheckpointMoved, StoreLost
 from projector.projections import PG, ProjectionKind, projection_name
-from projector.stores import pg_checkpoints, pg_shadow
+from projector.stores import pg_checkpoints, pg_shadow, pg_switch
 from projector.stores.port import Change, ProjectionStore, StoreCatchUp
 
-log = logging.getLogger(__name__)
-
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
-_SWAP_ATTEMPTS = 3
 _BAD_ITEMS_COUNT = """
 SELECT id, items_count, jsonb_array_length(items) AS actual
 FROM {table} WHERE items_count <> jsonb_array_length(items)
@@ -227,30 +222,14 @@ class PgProjectionStore:
         await catch_up(copy, None)
         # Fresh statistics, so queries plan well on the new table from the first read.
         await pool.execute(f"ANALYZE {copy.table}")
-        for attempt in range(1, _SWAP_ATTEMPTS + 1):
-            try:
-                return await self._swap(pool, copy, catch_up)
-            except Exception as exc:
-                if not is_transient(exc) or attempt == _SWAP_ATTEMPTS:
-                    raise
-                log.warning("%s: swap failed (%s); retrying", self._name, exc)
-        raise AssertionError("unreachable")
-
-    async def _swap(
-        self, pool: asyncpg.Pool, copy: PgProjectionStore, catch_up: StoreCatchUp
-    ) -> Position:
-        async with pool.acquire() as conn, conn.transaction():
-            await pg_checkpoints.ensure(conn, self._name)
-            live = await pg_checkpoints.lock(conn, self._name)
-            assert live is not None
-            # The live runner cannot commit now; bring the copy to the horizon in here.
-            position = await catch_up(copy.bound(conn), conn)
-            if position < live:
-                raise RuntimeError(f"{copy.name} at {position} is behind {self._name} at {live}")
-            await pg_shadow.swap_in_shadow(conn, self.kind.table)
-            await pg_checkpoints.write(conn, self._name, position)
-            await pg_checkpoints.delete(conn, copy.name)
-            return position
+        table = self.kind.table
+        return await pg_switch.switch_in(
+            pool,
+            self._name,
+            copy.name,
+            lambda conn: catch_up(copy.bound(conn), conn),
+            lambda conn: pg_shadow.swap_in_shadow(conn, table),
+        )
 
     async def discard(self) -> None:
         await pg_shadow.drop_shadow(self._pool(), self.kind.table, self._name)

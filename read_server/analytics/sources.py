@@ -15,11 +15,11 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from common import analytics_materialized as mat
 from common import analytics_queries as live
 from common.documents import timestamp
 from common.pb.shop.v1 import analytics_pb2 as an
 from common.positions import Position, encode_token
-from read_server.analytics import materialized as mat
 
 Row = Any  # asyncpg.Record
 

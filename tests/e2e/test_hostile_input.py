@@ -351,6 +351,8 @@ def _wait_projected(system: System, token: str, timeout_s: float = 60) -> None:
             (query.ListProducts, qpb.ListProductsRequest(source=source, consistency_token=token)),
             (query.ListCustomers, qpb.ListCustomersRequest(source=source, consistency_token=token)),
             (query.ListOrders, qpb.ListOrdersRequest(source=source, consistency_token=token)),
+            # pg:analytics (read model only; SOURCE_PROJECTION is refused there)
+            (query.ListTopCustomers, qpb.ListTopCustomersRequest(consistency_token=token)),
         ):
             while True:
                 code, details, _ = outcome(lambda c=call, r=request: c(r, timeout=CALL_TIMEOUT_S))

@@ -129,6 +129,9 @@ async def test_sigkilled_projector_loses_and_doubles_nothing(servers: Servers) -
                 await read.ListCustomers(
                     qpb.ListCustomersRequest(source=source, consistency_token=token), timeout=30
                 )
+            await read.ListTopCustomers(  # pg:analytics too
+                qpb.ListTopCustomersRequest(consistency_token=token), timeout=30
+            )
         verified = cqrs(servers.env, "projector", "verify")
         assert verified.returncode == 0, verified.stdout + verified.stderr
     finally:

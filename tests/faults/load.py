@@ -73,12 +73,16 @@ async def seed(write: cpb_grpc.CommandServiceStub, products: int, customers: int
 async def wait_visible(read: qpb_grpc.QueryServiceStub, token: str, within: float = 60) -> None:
     """Until every source of every entity type has applied ``token``."""
     deadline = time.monotonic() + within
+    analytics = (read.ListTopCustomers, qpb.ListTopCustomersRequest(limit=1))  # pg:analytics
     for source in (qpb.SOURCE_PROJECTION, qpb.SOURCE_READ_MODEL):
-        for call, request in (
+        calls: list[tuple[Any, Any]] = [
             (read.ListProducts, qpb.ListProductsRequest(page_size=1)),
             (read.ListCustomers, qpb.ListCustomersRequest(page_size=1)),
             (read.ListOrders, qpb.ListOrdersRequest(page_size=1)),
-        ):
+        ]
+        if source == qpb.SOURCE_READ_MODEL:
+            calls.append(analytics)
+        for call, request in calls:
             request.source = source
             request.consistency_token = token
             while True:

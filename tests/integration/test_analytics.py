@@ -116,6 +116,19 @@ async def test_a_known_story_from_both_sources_and_after_a_rebuild(settings: Set
         story.token = token
         assert await figures(stub, story, qpb.SOURCE_READ_MODEL, a, b, p1, p2, p3) == expected
 
+    # `cqrs projector verify` compares every figure family with the live aggregates.
+    async with open_app(settings) as app:
+        analytics = app.consumer("pg:analytics")
+        audit = await analytics.audit({})
+        assert audit is not None and audit.differences == [] and audit.documents > 0
+        await app.pool.execute(
+            "UPDATE analytics.months SET revenue_cents = revenue_cents + 1"
+            " WHERE month = '2026-02-01'"
+        )
+        audit = await analytics.audit({})
+        assert audit is not None and len(audit.differences) == 2, audit.differences
+        assert all(line.startswith("months: ") for line in audit.differences)
+
 
 def expected_figures(story: Story, a: str, b: str, p1: str, p2: str, p3: str) -> dict[str, Any]:
     t = story.times

@@ -186,5 +186,5 @@ async def test_events_whose_xid_order_contradicts_seq_order_are_applied_once_eac
         # Each commit starts where the previous one ended: no event applied twice or skipped.
         assert_chained(logs[name], built_at[name])
         assert applied_total(name) - before[name] == 2 * pairs, f"{name}: events applied"
-    differences, report = await verify_quietly(app)
+    differences, report = await verify_quietly(app, PRODUCT_PROJECTIONS)
     assert differences == 0, report

@@ -80,7 +80,11 @@ async def test_fresh_install_rebuild_builds_and_activates(app: App) -> None:
     assert active is not None and active != abandoned
     assert await generations(app.redis, keys) == {active}
     checkpoints = await app.pool.fetch("SELECT projection FROM read.projection_checkpoints")
-    assert {r["projection"] for r in checkpoints} == {"pg:products", "pg:customers", "pg:orders"}
+    assert {r["projection"] for r in checkpoints} == {
+        "pg:products", "pg:customers", "pg:orders", "pg:analytics"
+    }  # fmt: skip
+    copies = "SELECT count(*) FROM pg_namespace WHERE nspname = 'analytics__rebuild'"
+    assert await app.pool.fetchval(copies) == 0
 
 
 async def test_rebuild_switches_under_a_live_projector_and_readers(
@@ -138,7 +142,7 @@ async def test_rebuild_switches_under_a_live_projector_and_readers(
         await asyncio.gather(*workers)
         assert code == 0, report
         await wait_applied(app, projections)
-        differences, diff_report = await verify_quietly(app)
+        differences, diff_report = await verify_quietly(app, projections)
         assert differences == 0, diff_report
     finally:
         done.set()

@@ -150,6 +150,8 @@ async def some_history(shop: Shop, size: int = 3) -> None:
     await shop.delete_customer(customers[-1])
 
 
-async def verify_quietly(app: App) -> tuple[int, str]:
+async def verify_quietly(app: App, names: Sequence[str] | None = None) -> tuple[int, str]:
+    """``cqrs projector verify`` of every consumer (or those named): differences, report."""
     out = io.StringIO()
-    return await verify_module.verify(app.consumers, app.pool, out=out), out.getvalue()
+    consumers = app.consumers if names is None else [app.consumer(n) for n in names]
+    return await verify_module.verify(consumers, app.pool, out=out), out.getvalue()

@@ -1,4 +1,5 @@
-"""SQL over the ``analytics`` schema (kept by the projector's ``pg:analytics``): each
+"""SQL over the ``analytics`` schema (kept by the projector's ``pg:analytics``; read by the
+read server's SOURCE_READ_MODEL and by ``cqrs projector verify``): each
 figure is a key lookup or a walk down an index, whatever the number of orders."""
 
 from __future__ import annotations
@@ -65,4 +66,14 @@ SELECT month, currency, orders, revenue_cents, new_customers, returning_customer
 FROM analytics.months
 WHERE month BETWEEN $1 AND $2 AND orders > 0 AND ($3::text IS NULL OR currency = $3)
 ORDER BY month, currency
+"""
+
+ALL_CUSTOMER_TOTALS = """
+SELECT customer_id::text AS id, total_orders, cancelled_orders, first_order_at, last_order_at
+FROM analytics.customers WHERE NOT deleted ORDER BY customer_id
+"""
+
+ALL_PRODUCT_TOTALS = """
+SELECT product_id::text AS id, units_sold, orders_count, last_sold_at
+FROM analytics.products WHERE NOT deleted ORDER BY product_id
 """
