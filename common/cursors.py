@@ -24,6 +24,20 @@ _MEMBER = re.compile(
 _MAX_TOKEN = 80
 
 
+def to_token(text: str) -> str:
+    """ASCII ``text`` as an opaque token: unpadded URL-safe base64 (page tokens of every
+    kind are made this way)."""
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def from_token(token: str) -> str:
+    """The ASCII text a :func:`to_token` token carries; ``ValueError`` if it carries none."""
+    try:
+        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+    except (ValueError, binascii.Error) as exc:
+        raise ValueError("not a token") from exc
+
+
 class InvalidPageToken(ValueError):
     """The page token was not issued by this server."""
 
@@ -63,7 +77,7 @@ def sort_key(created_at: datetime, ident: str | uuid.UUID) -> SortKey:
 
 
 def encode_page_token(key: SortKey) -> str:
-    return base64.urlsafe_b64encode(key.member().encode()).decode().rstrip("=")
+    return to_token(key.member())
 
 
 def decode_page_token(token: str) -> SortKey | None:
@@ -74,8 +88,8 @@ def decode_page_token(token: str) -> SortKey | None:
     if len(token) > _MAX_TOKEN:
         raise InvalidPageToken("page_token is not valid")
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
-    except (ValueError, binascii.Error) as exc:
+        raw = from_token(token)
+    except ValueError as exc:
         raise InvalidPageToken("page_token is not valid") from exc
     match = _MEMBER.fullmatch(raw)
     if match is None:

@@ -60,6 +60,10 @@ def current_payload(event_type: str, schema_version: int, stored: Any) -> dict[s
 
 def stored_event(row: Mapping[str, Any]) -> StoredEvent:
     """A row with :data:`EVENT_COLUMNS` as a :class:`StoredEvent` (payload upcast)."""
+    return _event(row, parse_json(row["payload"]))
+
+
+def _event(row: Mapping[str, Any], stored_payload: Any) -> StoredEvent:
     return StoredEvent(
         seq=int(row["seq"]),
         xid=int(row["xid"]),
@@ -67,9 +71,7 @@ def stored_event(row: Mapping[str, Any]) -> StoredEvent:
         aggregate_id=row["aggregate_id"],
         aggregate_version=int(row["aggregate_version"]),
         event_type=row["event_type"],
-        payload=current_payload(
-            row["event_type"], int(row["schema_version"]), parse_json(row["payload"])
-        ),
+        payload=current_payload(row["event_type"], int(row["schema_version"]), stored_payload),
         occurred_at=row["occurred_at"],
     )
 
@@ -111,16 +113,7 @@ def logged_event(row: Mapping[str, Any]) -> LoggedEvent:
     """A row with :data:`EVENT_COLUMNS` plus ``metadata`` (text) as a :class:`LoggedEvent`."""
     stored = parse_json(row["payload"])
     schema_version = int(row["schema_version"])
-    event = StoredEvent(
-        seq=int(row["seq"]),
-        xid=int(row["xid"]),
-        aggregate_type=row["aggregate_type"],
-        aggregate_id=row["aggregate_id"],
-        aggregate_version=int(row["aggregate_version"]),
-        event_type=row["event_type"],
-        payload=current_payload(row["event_type"], schema_version, stored),
-        occurred_at=row["occurred_at"],
-    )
+    event = _event(row, stored)
     metadata = parse_json(row["metadata"]) if row["metadata"] is not None else {}
     return LoggedEvent(
         event, schema_version, stored, metadata if isinstance(metadata, dict) else {}

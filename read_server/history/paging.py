@@ -9,9 +9,9 @@ rejected rather than silently restarting or skipping.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
+
+from common.cursors import from_token, to_token
 
 _PREFIX = "h1"
 _TOKEN = re.compile(
@@ -28,7 +28,7 @@ class InvalidHistoryToken(ValueError):
 def encode_history_token(aggregate_id: str, version: int) -> str:
     """The token of the page after ``version`` of ``aggregate_id`` (a canonical UUID)."""
     raw = f"{_PREFIX}|{aggregate_id}|{version}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return to_token(raw)
 
 
 def decode_history_token(token: str, aggregate_id: str) -> int:
@@ -38,8 +38,8 @@ def decode_history_token(token: str, aggregate_id: str) -> int:
     if len(token) > _MAX_TOKEN:
         raise InvalidHistoryToken("too long")
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
-    except (ValueError, binascii.Error) as exc:
+        raw = from_token(token)
+    except ValueError as exc:
         raise InvalidHistoryToken("not base64") from exc
     match = _TOKEN.fullmatch(raw)
     if match is None or int(match[2]) > _MAX_VERSION:

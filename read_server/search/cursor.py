@@ -10,13 +10,12 @@ the entity and the query's ``tsquery`` text: a token presented with another quer
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import math
 import re
 from dataclasses import dataclass
 
+from common.cursors import from_token, to_token
 from read_server.search.query import SearchQuery
 
 _DIGEST_CHARS = 16
@@ -49,7 +48,7 @@ def query_digest(entity: str, query: SearchQuery) -> str:
 def encode_search_token(digest: str, cursor: SearchCursor) -> str:
     """The opaque token of the page after ``cursor``."""
     raw = f"{digest}|{cursor.rank.hex()}|{cursor.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return to_token(raw)
 
 
 def decode_search_token(token: str) -> tuple[str, SearchCursor] | None:
@@ -60,12 +59,12 @@ def decode_search_token(token: str) -> tuple[str, SearchCursor] | None:
     if len(token) > _MAX_TOKEN:
         raise InvalidSearchToken("is not a page token issued by this server")
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+        raw = from_token(token)
         match = _TOKEN.fullmatch(raw)
         if match is None:
             raise ValueError(raw)
         rank = float.fromhex(match[2])
-    except (ValueError, binascii.Error, OverflowError) as exc:
+    except (ValueError, OverflowError) as exc:
         raise InvalidSearchToken("is not a page token issued by this server") from exc
     cursor = SearchCursor(rank, match[3])
     # Canonical form only: every token has one spelling, and no NaN or infinity
