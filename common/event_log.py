@@ -11,7 +11,7 @@ command's events are visible once it has replied).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -176,33 +176,63 @@ async def created_at(db: Executor, aggregate_type: str, aggregate_id: str) -> da
     return found
 
 
-# -- the tail of the whole log, in commit-safe order (``cqrs events tail``) ---------------------
+# -- following the log in commit-safe order (the projector, ``cqrs events tail``) -------------
 #
-# As the projector reads it (projector/outbox.py, docs/ARCHITECTURE.md): one statement takes
-# the snapshot's xmin, below which every transaction has finished, and the events below it
-# in (xid, seq) order, so a follower never skips an event that commits late.
+# One statement takes the snapshot's xmin, below which every transaction has finished, and
+# the events below it in (xid, seq) order, so a follower never skips an event that commits
+# late (docs/ARCHITECTURE.md, "Commit-safe order").
 
-_FILTERS = """
-    ($1::text IS NULL OR v.event_type = $1::text OR v.aggregate_type = $1::text)
-    AND ($2::uuid IS NULL OR v.aggregate_id = $2::uuid)
+
+def commit_safe_read(columns: str, filters: str) -> str:
+    """The statement every follower of the log reads with (the projector's batches, the
+    tail): the snapshot's horizon, and the next events of the ``filters`` after position
+    ``($1, $2)`` and below that horizon, in ``(xid, seq)`` order, at most ``$3``. One
+    statement, hence one snapshot, so nothing can appear later below the horizon.
+    ``columns`` and ``filters`` use the alias ``v``; filter parameters start at ``$4``."""
+    return f"""
+WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
+SELECT h.xmin::text::bigint AS horizon, e.* FROM h LEFT JOIN LATERAL (
+  SELECT {columns} FROM events v
+  WHERE (v.xid, v.seq) > ($1::bigint::text::xid8, $2::bigint) AND v.xid < h.xmin
+    AND {filters}
+  -- The table's columns (not the bigint output alias), so the (xid, seq) index gives the order.
+  ORDER BY v.xid, v.seq LIMIT $3) e ON true
 """
+
+
+def continue_at(
+    start: Position, events: Sequence[StoredEvent], limit: int, horizon: int
+) -> Position:
+    """Where a reader continues after a :func:`commit_safe_read`: after the last event of a
+    full read, else at the horizon (everything below it has been seen). Never behind
+    ``start``: the horizon never goes backwards, but a checkpoint written by another
+    reader (e.g. a rebuild) may be ahead of this snapshot."""
+    nxt = events[-1].position if len(events) == limit else Position(horizon, 0)
+    return max(nxt, start)
+
+
+# -- the tail of the whole log (``cqrs events tail``) -------------------------------------------
+
+
+def _tail_filters(first: int) -> str:
+    """A :class:`TailFilter` as SQL: its type is parameter ``$first``, its id the next."""
+    t, i = f"${first}", f"${first + 1}"
+    return (
+        f"({t}::text IS NULL OR v.event_type = {t}::text OR v.aggregate_type = {t}::text)"
+        f" AND ({i}::uuid IS NULL OR v.aggregate_id = {i}::uuid)"
+    )
+
 
 _NEWEST = f"""
 WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
 SELECT h.xmin::text::bigint AS horizon, e.* FROM h LEFT JOIN LATERAL (
   SELECT {_LOGGED_COLUMNS} FROM events v
-  WHERE v.xid < h.xmin AND {_FILTERS}
-  ORDER BY v.xid DESC, v.seq DESC LIMIT $3) e ON true
+  WHERE v.xid < h.xmin AND {_tail_filters(2)}
+  ORDER BY v.xid DESC, v.seq DESC LIMIT $1) e ON true
 """
 
-_AFTER = f"""
-WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
-SELECT h.xmin::text::bigint AS horizon, e.* FROM h LEFT JOIN LATERAL (
-  SELECT {_LOGGED_COLUMNS} FROM events v
-  WHERE (v.xid, v.seq) > ($4::bigint::text::xid8, $5::bigint) AND v.xid < h.xmin
-    AND {_FILTERS}
-  ORDER BY v.xid, v.seq LIMIT $3) e ON true
-"""
+
+_AFTER = commit_safe_read(_LOGGED_COLUMNS, _tail_filters(4))
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,17 +254,14 @@ class Tail:
 async def newest(db: Executor, where: TailFilter, limit: int) -> Tail:
     """The newest ``limit`` committed events matching ``where`` (oldest of them first);
     ``next`` is the horizon: every later event is after it."""
-    rows = await db.fetch(_NEWEST, where.type, where.aggregate_id, limit)
+    rows = await db.fetch(_NEWEST, limit, where.type, where.aggregate_id)
     events = [logged_event(r) for r in reversed(rows) if r["seq"] is not None]
     return Tail(events, Position(int(rows[0]["horizon"]), 0))
 
 
 async def after(db: Executor, start: Position, where: TailFilter, limit: int) -> Tail:
     """Up to ``limit`` events matching ``where`` after ``start``, below the horizon."""
-    rows = await db.fetch(_AFTER, where.type, where.aggregate_id, limit, start.xid, start.seq)
+    rows = await db.fetch(_AFTER, start.xid, start.seq, limit, where.type, where.aggregate_id)
     events = [logged_event(r) for r in rows if r["seq"] is not None]
-    if len(events) == limit:
-        nxt = events[-1].event.position
-    else:
-        nxt = Position(int(rows[0]["horizon"]), 0)
-    return Tail(events, max(nxt, start))
+    nxt = continue_at(start, [e.event for e in events], limit, int(rows[0]["horizon"]))
+    return Tail(events, nxt)

@@ -25,7 +25,8 @@ from google.protobuf.message import Message
 from common.positions import Position
 
 if TYPE_CHECKING:
-    from projector.outbox import Batch, Executor
+    from common.event_log import Executor
+    from projector.outbox import Batch
 
 # Applies every event up to the current horizon to a consumer, reading the log through
 # the executor given (a connection inside a transaction, or ``None`` for the pool).

@@ -11,42 +11,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
 
-from common.event_log import EVENT_COLUMNS, stored_event
+from common.event_log import EVENT_COLUMNS, Executor, commit_safe_read, continue_at, stored_event
 from common.events import StoredEvent
 from common.positions import Position
 
-_READ = f"""
-WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
-SELECT h.xmin::text::bigint AS horizon, e.* FROM h LEFT JOIN LATERAL (
-  SELECT {EVENT_COLUMNS}
-  FROM events v
-  WHERE (v.xid, v.seq) > ($1::bigint::text::xid8, $2::bigint)
-    AND v.xid < h.xmin AND v.aggregate_type = ANY($3::text[])
-    AND ($5::text[] IS NULL OR v.event_type = ANY($5::text[]))
-  -- The table's columns (not the bigint output alias), so the (xid, seq) index gives the order.
-  ORDER BY v.xid, v.seq LIMIT $4) e ON true
-"""
+# A consumer's events: of the aggregate types $4, and only the event types $5 unless NULL.
+_CONSUMED = (
+    "v.aggregate_type = ANY($4::text[]) AND ($5::text[] IS NULL OR v.event_type = ANY($5::text[]))"
+)
+_READ = commit_safe_read(EVENT_COLUMNS, _CONSUMED)
 
 # Committed (visible) events after a position; LIMIT bounds the cost of a huge backlog.
-_COUNT_AFTER = """
+_COUNT_AFTER = f"""
 SELECT count(*) FROM (
-  SELECT 1 FROM events
-  WHERE (xid, seq) > ($1::bigint::text::xid8, $2::bigint) AND aggregate_type = ANY($3::text[])
-    AND ($5::text[] IS NULL OR event_type = ANY($5::text[]))
-  LIMIT $4) e
+  SELECT 1 FROM events v
+  WHERE (v.xid, v.seq) > ($1::bigint::text::xid8, $2::bigint) AND {_CONSUMED}
+  LIMIT $3) e
 """
 
 _HEAD = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
-
-
-class Executor(Protocol):
-    """asyncpg's query methods: a pool, or a connection (e.g. inside a transaction)."""
-
-    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
-
-    async def fetchval(self, query: str, *args: Any) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,14 +61,10 @@ async def read_batch(
     if limit < 1:
         raise ValueError("limit must be positive")
     wanted = None if event_types is None else list(event_types)
-    rows = await db.fetch(_READ, after.xid, after.seq, list(types), limit, wanted)
-    horizon = int(rows[0]["horizon"])
+    rows = await db.fetch(_READ, after.xid, after.seq, limit, list(types), wanted)
     events = [stored_event(r) for r in rows if r["seq"] is not None]
-    full = len(events) == limit
-    nxt = events[-1].position if full else Position(horizon, 0)
-    # The horizon never goes backwards, but a checkpoint written by another reader
-    # (e.g. a rebuild) may be ahead of this snapshot: never move behind it.
-    return Batch(after, events, max(nxt, after), full)
+    nxt = continue_at(after, events, limit, int(rows[0]["horizon"]))
+    return Batch(after, events, nxt, len(events) == limit)
 
 
 async def count_after(
@@ -97,7 +77,7 @@ async def count_after(
     """Committed events of ``types`` (and ``event_types``, if given) after ``after`` (at
     most ``cap``)."""
     wanted = None if event_types is None else list(event_types)
-    return int(await db.fetchval(_COUNT_AFTER, after.xid, after.seq, list(types), cap, wanted))
+    return int(await db.fetchval(_COUNT_AFTER, after.xid, after.seq, cap, list(types), wanted))
 
 
 async def head(db: Executor) -> Position:

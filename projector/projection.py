@@ -13,13 +13,14 @@ from collections.abc import Mapping
 
 from google.protobuf.message import Message
 
+from common.event_log import Executor
 from common.positions import Position
 from common.reducers import ReducerError
 from projector.batch import reduce_batch
 from projector.compare import diff_documents
 from projector.consumer import Audit, CatchUp, Consumer, WriteModel
 from projector.errors import CheckpointMoved, PoisonEvent
-from projector.outbox import Batch, Executor
+from projector.outbox import Batch
 from projector.projections import ProjectionKind
 from projector.stores.port import ProjectionStore
 

@@ -31,13 +31,14 @@ from typing import Protocol, TextIO
 import asyncpg
 
 from common.cancellation import raise_if_cancelled
+from common.event_log import Executor
 from common.events import StoredEvent
 from common.positions import ORIGIN, Position
 from common.progress import Progress
 from projector.consumer import Consumer
 from projector.errors import PoisonEvent
 from projector.leadership import lock_key
-from projector.outbox import Batch, Executor, count_after, read_batch
+from projector.outbox import Batch, count_after, read_batch
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 from common.positions import Position
 
 if TYPE_CHECKING:
-    from projector.outbox import Executor
+    from common.event_log import Executor
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from common.documents import timestamp
+from common.event_log import Executor
 from common.pb.shop.v1 import shop_pb2
 from common.positions import ORIGIN, Position
 from projector.errors import CheckpointMoved, StoreLost
-from projector.outbox import Executor
 from projector.projections import ORDERS, PRODUCTS, ProjectionKind
 from projector.stores.port import Change, ProjectionStore
 

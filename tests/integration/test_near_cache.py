@@ -18,11 +18,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from common.errors import Unavailable
+from common.event_log import Executor
 from common.pb.shop.v1 import shop_pb2
 from common.positions import ORIGIN, Position
 from common.redis_client import redis_client
 from cqrs.instances import PrivateRedis
-from projector.outbox import Executor
 from projector.projections import PRODUCTS
 from projector.stores.port import ProjectionStore
 from projector.stores.redis_store import RedisProjectionStore

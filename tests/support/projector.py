@@ -14,11 +14,11 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
+from common.event_log import Executor
 from common.positions import ORIGIN, Position
 from projector import verify as verify_module
 from projector.bootstrap import App
 from projector.errors import StoreLost
-from projector.outbox import Executor
 from projector.projection import Projection
 from projector.rebuild import rebuild_one
 from projector.runner import ConsumerRunner
