@@ -29,6 +29,7 @@ from projector.analytics.fold import (
     affected,
     fold,
     month_deltas,
+    placed_orders,
     referenced_orders,
 )
 from projector.analytics.tables import COPY, LIVE, AnalyticsTables
@@ -87,12 +88,14 @@ class AnalyticsConsumer:
         t = self._tables
         events = batch.events
         try:
-            orders = await t.orders(conn, referenced_orders(events))
-            touched = affected(events, orders)
+            placed = placed_orders(events)
+            orders = await t.orders(conn, referenced_orders(events, placed))
+            touched = affected([*orders.values(), *placed.values()])
             loaded = Loaded(
                 orders,
                 await t.customer_times(conn, touched.customers),
                 await t.last_sold(conn, touched.products),
+                placed,
             )
             months_before = await t.customer_months(conn, touched.customers)
             changes = fold(events, loaded)

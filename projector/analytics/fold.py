@@ -96,13 +96,15 @@ class CustomerTimes:
 
 @dataclass(slots=True)
 class Loaded:
-    """What the store read for a batch: the orders its events refer to (placed
-    earlier), and the customers' stored first/last order times and the product's
-    last sale (only for those whose counting orders change)."""
+    """What a batch needs besides its events: the facts of the orders it places
+    (:func:`placed_orders`, each payload parsed once) and of those it refers to (placed
+    earlier, read by the store), and the customers' stored first/last order times and
+    the products' last sale (only for those whose counting orders change)."""
 
     orders: dict[str, OrderFact]
     customer_times: dict[str, CustomerTimes] = field(default_factory=dict)
     last_sold: dict[str, datetime | None] = field(default_factory=dict)
+    placed: dict[str, OrderFact] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -151,24 +153,26 @@ def _three() -> list[int]:
     return [0, 0, 0]
 
 
-def referenced_orders(events: Iterable[StoredEvent]) -> set[str]:
-    """Orders the batch changes that it did not place (their facts must be loaded)."""
-    placed: set[str] = set()
-    wanted: set[str] = set()
-    for e in events:
-        if e.aggregate_type != ev.ORDER:
-            continue
-        if e.event_type == ev.ORDER_PLACED:
-            placed.add(e.aggregate_id)
-        elif e.aggregate_id not in placed:
-            wanted.add(e.aggregate_id)
-    return wanted
+def placed_orders(events: Iterable[StoredEvent]) -> dict[str, OrderFact]:
+    """The facts of the orders the batch places; :class:`AnalyticsError` for a payload
+    that is not an order."""
+    return {e.aggregate_id: _placed(e) for e in events if e.event_type == ev.ORDER_PLACED}
+
+
+def referenced_orders(events: Iterable[StoredEvent], placed: Mapping[str, OrderFact]) -> set[str]:
+    """Orders the batch changes that it does not place (their facts must be loaded)."""
+    return {
+        e.aggregate_id
+        for e in events
+        if e.aggregate_type == ev.ORDER and e.aggregate_id not in placed
+    }
 
 
 def fold(events: Iterable[StoredEvent], loaded: Loaded) -> Changes:
     """The changes ``events`` make, given the facts in ``loaded``.
 
-    ``loaded.customer_times``/``last_sold`` must hold every customer and product whose
+    ``loaded.placed`` must hold the batch's :func:`placed_orders`, and
+    ``loaded.customer_times``/``last_sold`` every customer and product whose
     counting orders the batch changes (see :func:`affected`); the fold extends them for
     new orders and marks for recomputation those an uncounted order may have set.
     Raises :class:`AnalyticsError` for an event it cannot apply.
@@ -176,20 +180,12 @@ def fold(events: Iterable[StoredEvent], loaded: Loaded) -> Changes:
     return _Folder(loaded).run(events)
 
 
-def affected(events: Iterable[StoredEvent], orders: Mapping[str, OrderFact]) -> Affected:
-    """The customers and products whose counting orders ``events`` may change, given the
-    loaded facts of the orders placed before the batch."""
+def affected(orders: Iterable[OrderFact]) -> Affected:
+    """The customers and products whose counting orders a batch may change: those of the
+    orders it places or refers to."""
     customers: set[str] = set()
     products: set[str] = set()
-    for e in events:
-        if e.aggregate_type != ev.ORDER:
-            continue
-        if e.event_type == ev.ORDER_PLACED:
-            fact = _placed(e)
-        elif e.aggregate_id in orders:
-            fact = orders[e.aggregate_id]
-        else:
-            continue  # placed in this batch: its placing event named them already
+    for fact in orders:
         customers.add(fact.customer_id)
         products.update(line.product_id for line in fact.lines)
     return Affected(customers, products)
@@ -207,6 +203,7 @@ class _Folder:
         self.orders = dict(loaded.orders)
         self.times = dict(loaded.customer_times)
         self.last_sold = dict(loaded.last_sold)
+        self.placed = loaded.placed
 
     def run(self, events: Iterable[StoredEvent]) -> Changes:
         changes = self.changes
@@ -239,7 +236,7 @@ class _Folder:
         if kind == ev.ORDER_PLACED:
             if e.aggregate_id in self.orders:
                 raise AnalyticsError(e, "order placed twice")
-            fact = _placed(e)
+            fact = self.placed[e.aggregate_id]
             self.orders[fact.order_id] = fact
             changes.new_orders.add(fact.order_id)
             self._count(fact, +1)

@@ -19,6 +19,7 @@ from projector.analytics.fold import (
     fold,
     month_deltas,
     month_of,
+    placed_orders,
     referenced_orders,
 )
 
@@ -47,7 +48,8 @@ def test_months_are_utc_calendar_months() -> None:
 
 def test_placing_adds_every_sum_and_extends_the_times() -> None:
     o = str(uuid.uuid4())
-    changes = fold([placed(o, FEB, 1)], Loaded({}, {C: CustomerTimes(JAN, JAN)}))
+    batch = [placed(o, FEB, 1)]
+    changes = fold(batch, Loaded({}, {C: CustomerTimes(JAN, JAN)}, placed=placed_orders(batch)))
     assert changes.customer_delta[C] == [1, 0]
     assert changes.customer_currency_delta[(C, "EUR")] == [1, 300]
     assert changes.product_currency_delta[(P, "EUR")] == [3, 1, 300]
@@ -59,7 +61,7 @@ def test_placing_adds_every_sum_and_extends_the_times() -> None:
 def test_placed_and_cancelled_in_one_batch_nets_to_nothing_but_a_cancellation() -> None:
     o = str(uuid.uuid4())
     batch = [placed(o, FEB, 1), event(ev.ORDER_CANCELLED, o, FEB, 2, status="CANCELLED")]
-    changes = fold(batch, Loaded({}))
+    changes = fold(batch, Loaded({}, placed=placed_orders(batch)))
     assert changes.customer_delta[C] == [0, 1]
     assert changes.month_delta[(date(2026, 2, 1), "EUR")] == [0, 0]
     assert changes.recompute_customers == {C} and changes.recompute_products == {P}
@@ -78,16 +80,17 @@ def test_events_without_their_order_or_with_a_bad_payload_are_poison() -> None:
     with pytest.raises(AnalyticsError, match="no OrderPlaced"):
         fold([event(ev.ORDER_SHIPPED, str(uuid.uuid4()), FEB, 1)], Loaded({}))
     with pytest.raises(AnalyticsError, match="bad payload"):
-        fold([event(ev.ORDER_PLACED, str(uuid.uuid4()), FEB, 1, currency="EUR")], Loaded({}))
+        placed_orders([event(ev.ORDER_PLACED, str(uuid.uuid4()), FEB, 1, currency="EUR")])
 
 
 def test_what_a_batch_must_load() -> None:
     old, new = str(uuid.uuid4()), str(uuid.uuid4())
     batch = [placed(new, FEB, 1), event(ev.ORDER_CANCELLED, new, FEB, 2),
              event(ev.ORDER_SHIPPED, old, FEB, 3)]  # fmt: skip
-    assert referenced_orders(batch) == {old}
+    new_facts = placed_orders(batch)
+    assert referenced_orders(batch, new_facts) == {old}
     facts = {old: OrderFact(old, "other", "EUR", 1, JAN, "CONFIRMED", False, [Line("q", 1, 1)])}
-    touched = affected(batch, facts)
+    touched = affected([*facts.values(), *new_facts.values()])
     assert touched.customers == {C, "other"} and touched.products == {P, "q"}
 
 
