@@ -67,7 +67,3 @@ class ConcurrencyConflict(AppError):
 
 class Unavailable(AppError):
     """A backing service (PostgreSQL, Redis) cannot be reached, or a wait timed out."""
-
-
-class Unimplemented(AppError):
-    """The server has no behaviour for the method called."""

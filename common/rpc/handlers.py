@@ -43,16 +43,6 @@ def serialize(response: Any) -> bytes:
     return response if isinstance(response, bytes) else bytes(response.SerializeToString())
 
 
-def _unimplemented(name: str) -> Callable[[Any, Any], Awaitable[Any]]:
-    """What generated servicer base classes do for a method nobody wrote yet (every method
-    of ours is implemented: ``tests/unit/test_servicers_complete.py``)."""
-
-    async def behaviour(request: Any, context: Any) -> Any:
-        raise errors.Unimplemented(f"{name} is not implemented by this server")
-
-    return behaviour
-
-
 def service_handlers(
     descriptor: ServiceDescriptor, servicer: object, translate: Translator | None
 ) -> dict[str, grpc.RpcMethodHandler]:
@@ -62,7 +52,7 @@ def service_handlers(
         if method.client_streaming or method.server_streaming:
             raise TypeError(f"{method.full_name}: only unary methods are supported")
         request_type = _message_class(method.input_type)
-        behaviour = getattr(servicer, method.name, None) or _unimplemented(method.full_name)
+        behaviour = getattr(servicer, method.name)
         handler = grpc.unary_unary_rpc_method_handler(
             behaviour, request_deserializer=request_type.FromString, response_serializer=serialize
         )

@@ -24,7 +24,6 @@ _CODES: list[tuple[type[errors.AppError], grpc.StatusCode]] = [
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ConcurrencyConflict, grpc.StatusCode.ABORTED),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
-    (errors.Unimplemented, grpc.StatusCode.UNIMPLEMENTED),
 ]
 
 

@@ -1,5 +1,5 @@
-"""Every RPC of our services has a behaviour: a missing one would only answer
-UNIMPLEMENTED at run time (common.rpc.handlers), so it is caught here."""
+"""Every RPC of our services has a behaviour: a missing one would only fail when the
+server is built (common.rpc.handlers), so it is caught here, in milliseconds."""
 
 from __future__ import annotations
 
