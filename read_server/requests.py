@@ -51,12 +51,16 @@ class RequestParser:
             self._bad(field, "must be a UUID")
             return ""
 
-    def page(self, page_size: int, page_token: str) -> PageRequest:
-        size = 1
+    def page_size(self, value: int) -> int:
+        """The page size asked for (0: the default), within the maximum."""
         try:
-            size = resolve_page_size(page_size)
+            return resolve_page_size(value)
         except ValueError as exc:
             self._bad("page_size", str(exc))
+            return 1
+
+    def page(self, page_size: int, page_token: str) -> PageRequest:
+        size = self.page_size(page_size)
         try:
             after = decode_page_token(page_token)
         except InvalidPageToken:

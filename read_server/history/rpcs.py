@@ -12,7 +12,6 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from common import events as ev
-from common.cursors import resolve_page_size
 from common.documents import to_datetime
 from common.errors import NotFound
 from common.event_log import created_at, history_page
@@ -50,11 +49,7 @@ class HistoryRpcs(RpcMixin):
         p = RequestParser()
         kind = aggregate_type(p, request.aggregate_type)
         ident = p.entity_id(request.aggregate_id, "aggregate_id")
-        size = 1
-        try:
-            size = resolve_page_size(request.page_size)
-        except ValueError as exc:
-            p.bad("page_size", str(exc))
+        size = p.page_size(request.page_size)
         after = 0
         try:
             after = decode_history_token(request.page_token, ident)

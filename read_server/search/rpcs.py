@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import grpc
 
-from common.cursors import resolve_page_size
 from common.pb.shop.v1 import query_service_pb2 as qs
 from read_server.reads import RpcMixin
 from read_server.requests import RequestParser
@@ -44,7 +43,7 @@ class SearchRpcs(RpcMixin):
     ) -> bytes:
         p = RequestParser()
         query = _query(p, request.query)
-        size = _page_size(p, request.page_size)
+        size = p.page_size(request.page_size)
         after = _cursor(p, target, query, request.page_token)
         freshness = p.freshness(request.consistency_token, self._wait_budget(context))
         p.done()
@@ -63,14 +62,6 @@ def _query(p: RequestParser, text: str) -> SearchQuery | None:
     except InvalidQuery as exc:
         p.bad("query", str(exc))
         return None
-
-
-def _page_size(p: RequestParser, page_size: int) -> int:
-    try:
-        return resolve_page_size(page_size)
-    except ValueError as exc:
-        p.bad("page_size", str(exc))
-        return 1
 
 
 def _cursor(
