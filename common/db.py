@@ -67,4 +67,21 @@ async def migrate(dsn: str, sqlalchemy_url: str) -> None:
     import asyncio
 
     await create_database_if_missing(dsn)
+    before = await schema_revision(dsn)
     await asyncio.to_thread(upgrade_schema, sqlalchemy_url)
+    after = await schema_revision(dsn)
+    # Alembic's own "Running upgrade" lines are INFO of a third party (hidden by default).
+    if before == after:
+        log.info("schema already at revision %s", after)
+    else:
+        log.info("schema upgraded from revision %s to %s", before or "(none)", after)
+
+
+async def schema_revision(dsn: str) -> str | None:
+    """The Alembic revision the database is at (None before the first migration)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        exists = await conn.fetchval("SELECT to_regclass('public.alembic_version') IS NOT NULL")
+        return await conn.fetchval("SELECT version_num FROM alembic_version") if exists else None
+    finally:
+        await conn.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
+
+from common.ops_http import OpsServer, start_ops_server
 
 RPC_TOTAL = Counter("cqrs_rpc_total", "RPCs handled", ["method", "code"])
 RPC_LATENCY = Histogram(
@@ -38,7 +40,7 @@ NEAR_CACHE_FLUSHES = Counter(
 )
 
 
-def start_metrics_server(port: int, host: str = "127.0.0.1") -> None:
-    """Expose /metrics on ``port`` (0 = disabled)."""
-    if port:
-        start_http_server(port, addr=host)
+def start_metrics_server(port: int, host: str = "127.0.0.1") -> OpsServer | None:
+    """Expose /metrics (and /healthz, /livez: :mod:`common.ops_http`) on ``port``
+    (0 = disabled: None)."""
+    return start_ops_server(port, host)

@@ -50,6 +50,17 @@ class Settings:
     # and readers mid-call on it finish first.
     projector_switch_grace_ms: int = 2000
     log_level: str = "INFO"
+    # auto: JSON lines when stderr is not a terminal, text on one; or json / text.
+    log_format: str = "auto"
+    # Level of other libraries' loggers (alembic, grpc, asyncio, asyncpg, ...); empty:
+    # WARNING, or log_level when that is higher.
+    log_level_third_party: str = ""
+    # Per-logger levels, e.g. "alembic=INFO,common.rpc.access=DEBUG"; they win.
+    log_levels: str = ""
+    # SIGTERM: health turns NOT_SERVING, new calls are still taken for drain_ms (so a
+    # balancer polling health moves away), then in-flight calls get grace_ms to finish.
+    shutdown_drain_ms: int = 0
+    shutdown_grace_ms: int = 5000
 
     def pg_session_settings(self, application_name: str) -> dict[str, str]:
         """Server settings for every pool's sessions. An idle-in-transaction session
@@ -101,6 +112,11 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "CQRS_PROJECTOR_LEASE_TIMEOUT_MS": ("projector_lease_timeout_ms", int),
     "CQRS_PROJECTOR_SWITCH_GRACE_MS": ("projector_switch_grace_ms", int),
     "CQRS_LOG_LEVEL": ("log_level", str),
+    "CQRS_LOG_FORMAT": ("log_format", str),
+    "CQRS_LOG_LEVEL_THIRD_PARTY": ("log_level_third_party", str),
+    "CQRS_LOG_LEVELS": ("log_levels", str),
+    "CQRS_SHUTDOWN_DRAIN_MS": ("shutdown_drain_ms", int),
+    "CQRS_SHUTDOWN_GRACE_MS": ("shutdown_grace_ms", int),
 }
 
 

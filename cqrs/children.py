@@ -1,6 +1,13 @@
 """Child processes of a supervisor (``cqrs up``, ``--workers N``): started in their own
-session, their output echoed line by line with a name prefix and kept for post-mortems,
-stopped with SIGTERM then SIGKILL."""
+session, their output echoed line by line and kept for post-mortems, stopped with
+SIGTERM then SIGKILL.
+
+Children log in the supervisor's own format (``CQRS_LOG_FORMAT`` is set to it, since
+their stderr is a pipe and ``auto`` would make them JSON): as text, each line is echoed
+with a ``name | `` prefix; as JSON, a child's JSON lines pass through untouched (each
+names its process and pid) and anything else it prints is wrapped in a JSON line, so
+the supervisor's whole output stays one object per line.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +21,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
 
-STOP_TIMEOUT_S = 15.0  # the servers drain in-flight calls for up to 5 s
+from common import logs
+from common.settings import Settings
+
+STOP_TIMEOUT_S = 15.0  # at least; see stop_timeout
 _OUTPUT_LOCK = threading.Lock()
 
 
@@ -24,9 +34,10 @@ class Child:
     def __init__(self, name: str, argv: list[str], env: Mapping[str, str]) -> None:
         self.name = name
         self._lines: deque[str] = deque(maxlen=40)
+        self._json = logs.active_format() == "json"
         self.process = subprocess.Popen(
             argv,
-            env=dict(env),
+            env={**env, "CQRS_LOG_FORMAT": logs.active_format()},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -42,7 +53,12 @@ class Child:
         for raw in self.process.stdout:
             line = raw.decode(errors="replace").rstrip("\n")
             self._lines.append(line)
-            say(f"{self.name} | {line}")
+            if not self._json:
+                say(f"{self.name} | {line}")
+            elif line.startswith("{") and line.endswith("}"):
+                say(line, raw=True)
+            else:
+                say(logs.json_line(line, process=self.name, logger="stdout"), raw=True)
 
     def drain(self, timeout: float = 2.0) -> None:
         """Wait for the output of an exited process to be read to the end."""
@@ -51,6 +67,14 @@ class Child:
     def tail(self) -> str:
         """The last lines the process printed."""
         return "\n".join(self._lines) or "(no output)"
+
+
+def stop_timeout(settings: Settings) -> float:
+    """How long a child may take to stop after SIGTERM: the servers' drain and grace
+    periods (CQRS_SHUTDOWN_DRAIN_MS, CQRS_SHUTDOWN_GRACE_MS) and a margin."""
+    return max(
+        STOP_TIMEOUT_S, (settings.shutdown_drain_ms + settings.shutdown_grace_ms) / 1000 + 10
+    )
 
 
 def stop_children(children: list[Child], timeout: float = STOP_TIMEOUT_S) -> None:
@@ -86,8 +110,11 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
-def say(text: str, *, err: bool = False) -> None:
-    """Print whole lines; the echo threads print concurrently."""
+def say(text: str, *, err: bool = False, raw: bool = False) -> None:
+    """Print whole lines; the echo threads print concurrently. With JSON logs, ``text``
+    becomes one JSON line unless ``raw`` (it is one already)."""
+    if not raw and logs.active_format() == "json":
+        text = logs.json_line(text, level="ERROR" if err else "INFO", logger="cqrs.supervisor")
     stream = sys.stderr if err else sys.stdout
     with _OUTPUT_LOCK:
         stream.write(text + "\n")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -87,6 +86,18 @@ def _parser() -> argparse.ArgumentParser:
         help="fraction of the products priced in USD rather than EUR (default 0)",
     )  # fmt: skip
 
+    probe = sub.add_parser(
+        "probe",
+        help="one health check (gRPC health of a server, /healthz of the projector); exit 0/1",
+    )
+    probe.add_argument("target", choices=["write", "read", "projector"])
+    probe.add_argument(
+        "--address",
+        help="host:port (projector: host:port or URL) instead of the one from the settings",
+    )
+    probe.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    probe.add_argument("--live", action="store_true", help="projector: /livez, not /healthz")
+
     up = sub.add_parser("up", help="migrate, then run write server, read server and projector")
     up.add_argument("--workers", type=int, help="processes per server (sets both CQRS_*_WORKERS)")
 
@@ -139,14 +150,36 @@ def _settings(args: argparse.Namespace) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = _settings(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        _configure_logs(args, settings)
+    except ValueError as exc:
+        print(f"cqrs: {exc}", file=sys.stderr)
+        return 2
     try:
         return _dispatch(args, settings)
     except KeyboardInterrupt:
         return 130
+
+
+def _configure_logs(args: argparse.Namespace, settings: Settings) -> None:
+    """Structured logs (common.logs) named for the command this process runs."""
+    from common import logs
+
+    process = args.command
+    if command_detail := getattr(args, "projector_command", None):
+        process = "projector" if command_detail == "run" else f"projector-{command_detail}"
+    fmt = settings.log_format
+    if process == "up" and fmt.strip().lower() in ("", "auto"):
+        # `cqrs up` is the one-terminal tool: text (and text from its children) even when
+        # piped; CQRS_LOG_FORMAT=json asks for JSON lines.
+        fmt = "text"
+    logs.configure(
+        process,
+        level=settings.log_level,
+        fmt=fmt,
+        third_party=settings.log_level_third_party,
+        levels=settings.log_levels,
+    )
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -204,6 +237,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                     usd_share=args.usd_share,
                 )
             )
+        )
+    if command == "probe":
+        from cqrs.probe import probe
+
+        return probe(
+            settings, args.target, address=args.address, timeout=args.timeout, live=args.live
         )
     if command == "up":
         from cqrs.up import up

@@ -23,7 +23,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.settings import Settings, to_environ, worker_metrics_port
-from cqrs.children import Child, say, stop_children, stop_on_signals
+from cqrs.children import Child, say, stop_children, stop_on_signals, stop_timeout
 from cqrs.instances import (
     InstanceError,
     Lookup,
@@ -89,7 +89,7 @@ def _run(settings: Settings, stop: threading.Event) -> int:
             children.append(Child(name, [sys.executable, "-m", "cqrs", *args], env))
         return _supervise(settings, children, stop)
     finally:
-        stop_children(children)
+        stop_children(children, stop_timeout(settings))
 
 
 def _supervise(settings: Settings, children: list[Child], stop: threading.Event) -> int:

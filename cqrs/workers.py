@@ -20,7 +20,7 @@ import sys
 import time
 
 from common.settings import Settings, to_environ, worker_metrics_port
-from cqrs.children import Child, say, stop_children, stop_on_signals
+from cqrs.children import Child, say, stop_children, stop_on_signals, stop_timeout
 
 RESTART_FIRST_S = 0.5
 RESTART_MAX_S = 10.0
@@ -73,7 +73,7 @@ def serve_workers(settings: Settings, server: str, count: int) -> int:
                     workers[i] = _start(settings, server, i)
                     started[i] = time.monotonic()
         finally:
-            stop_children(workers)
+            stop_children(workers, stop_timeout(settings))
     return 0
 
 

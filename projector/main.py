@@ -12,37 +12,48 @@ from projector import rebuild as rebuilding
 from projector import status as statusing
 from projector import verify as verifying
 from projector.bootstrap import open_app
+from projector.health import ProjectorHealth
 from projector.runner import Outcome
 
 log = logging.getLogger(__name__)
 
-_STOP_GRACE_S = 10.0
-
 
 async def run(settings: Settings, only: list[str] | None = None) -> int:
-    """Run every consumer (or those named in ``only``) until SIGTERM/SIGINT (current
-    batches finish first).
+    """Run every consumer (or those named in ``only``) until SIGTERM/SIGINT.
 
+    On the signal ``/healthz`` turns 503 ("stopping"), every runner finishes (commits)
+    its current batch and releases its lease, so a standby takes over at once; after
+    ``shutdown_grace_ms`` what still runs is cancelled (its transaction rolls back).
     Returns the exit status: 0 after a signal, 1 when every consumer stopped on a
     poison event (so a supervisor sees the failure).
     """
-    start_metrics_server(settings.projector_metrics_port)
+    ops = start_metrics_server(settings.projector_metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         async with open_app(settings) as app:
-            task = asyncio.create_task(app.projector(only).run(stop))
+            projector = app.projector(only)
+            if ops is not None:
+                health = ProjectorHealth(loop, app.pool, projector.runners, stop)
+                ops.health, ops.live = health.readiness, health.liveness
+            task = asyncio.create_task(projector.run(stop))
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
             if not task.done():
-                log.info("stopping: letting current batches finish")
-                _, pending = await asyncio.wait({task}, timeout=_STOP_GRACE_S)
+                grace = settings.shutdown_grace_ms / 1000
+                log.info(
+                    "stopping: current batches finish, leases are released (grace %.1fs)", grace
+                )
+                _, pending = await asyncio.wait({task}, timeout=grace)
                 if pending:
+                    log.warning("stopping: still busy after %.1fs; cancelling", grace)
                     task.cancel()
             outcomes = (await asyncio.gather(task, return_exceptions=True))[0]
+            if stop.is_set():
+                log.info("stopped; every lease released")
             if isinstance(outcomes, dict) and not stop.is_set():
                 failed = [name for name, o in outcomes.items() if o is Outcome.FAILED]
                 log.error("every projection stopped on a failure: %s", ", ".join(failed))
@@ -51,6 +62,8 @@ async def run(settings: Settings, only: list[str] | None = None) -> int:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if ops is not None:
+            ops.close()
 
 
 async def rebuild(settings: Settings, only: list[str] | None) -> int:

@@ -102,6 +102,14 @@ class ConsumerRunner:
         self._config = config
         self._lag_at = 0.0
         self.checkpoint: Position | None = None  # last committed/loaded (observability)
+        # For /healthz (projector.health): what the runner does now, the last lag counted.
+        self.state = "standby"  # following, rebuilding, retrying, stopped-on-poison, stopped
+        self.lag_events: int | None = None
+
+    @property
+    def leading(self) -> bool:
+        """True while this runner holds its consumer's lease."""
+        return self._lease.held
 
     async def run(self, stop: asyncio.Event) -> Outcome:
         """Lead (or stand by) and follow the log until ``stop`` is set or a poison event."""
@@ -116,7 +124,10 @@ class ConsumerRunner:
                 log.warning("%s: lost the runner lock; standing by", self.name)
             finally:
                 await self._lease.release()
+                if self.state != "stopped-on-poison":
+                    self.state = "standby"
             raise_if_cancelled()
+        self.state = "stopped"
         return Outcome.STOPPED
 
     async def _lead(self, stop: asyncio.Event) -> bool:
@@ -143,6 +154,7 @@ class ConsumerRunner:
                     await sleep_unless(stop, delay)
             except Exception as exc:
                 raise_if_cancelled()
+                self.state = "retrying"
                 delay = backoff.failure()
                 if backoff.should_log():
                     if is_transient(exc):
@@ -159,6 +171,7 @@ class ConsumerRunner:
         backoff.success()
         failure_pending = await self._failures.get(self.name) is not None
         careful_until: Position | None = None  # retry one event at a time up to here
+        self.state = "following"
         log.info("%s: following from %s", self.name, checkpoint)
         while not stop.is_set():
             ticket = self._wakeup.ticket()
@@ -212,6 +225,7 @@ class ConsumerRunner:
         # after we had followed it: its store lost its data (WARNING).
         level = logging.WARNING if self.checkpoint is not None else logging.INFO
         log.log(level, "%s: %s; building it from the event log", self.name, lost.why)
+        self.state = "rebuilding"
         started = time.monotonic()
         async with rebuild_lock(self._db, self.name, wait_until=stop) as locked:
             if not locked:
@@ -254,6 +268,7 @@ class ConsumerRunner:
             PROJECTION_APPLIED.labels(self.name).inc(len(batch.events))
             PROJECTION_POSITION.labels(self.name).set(max(e.seq for e in batch.events))
         if not batch.full:
+            self.lag_events = 0
             PROJECTION_LAG.labels(self.name).set(0)
         elif time.monotonic() - self._lag_at >= _LAG_EVERY_S:
             # Counting a backlog costs O(backlog): sample it, don't do it every batch.
@@ -261,6 +276,7 @@ class ConsumerRunner:
             lag = await count_after(
                 self._db, batch.next, self.consumer.consumes, _LAG_CAP, self.consumer.event_types
             )
+            self.lag_events = lag
             PROJECTION_LAG.labels(self.name).set(lag)
 
     async def _poison(self, event: StoredEvent, exc: BaseException) -> None:
@@ -275,6 +291,7 @@ class ConsumerRunner:
             exc_info=exc,
         )
         PROJECTION_FAILED.labels(self.name).set(1)
+        self.state = "stopped-on-poison"
         try:
             await self._failures.record(
                 self.name, event.seq, event.event_type, f"{type(exc).__name__}: {exc}"

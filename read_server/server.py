@@ -11,7 +11,7 @@ from common.errors import AppError, Unavailable
 from common.metrics import start_metrics_server
 from common.outages import is_outage, sqlstate
 from common.pb.shop.v1 import query_service_pb2 as qs
-from common.rpc.server import BuiltServer, Service, build_server, run_app
+from common.rpc.server import BuiltServer, Service, build_server, grpc_health, run_app
 from common.settings import Settings
 from read_server.bootstrap import App, bootstrap
 from read_server.servicer import QueryServicer
@@ -40,7 +40,20 @@ def create_server(
 
 async def serve(settings: Settings) -> None:
     """Run the read server until SIGTERM/SIGINT."""
-    start_metrics_server(settings.read_metrics_port)
+    ops = start_metrics_server(settings.read_metrics_port)
     app = await bootstrap(settings)
     built = create_server(app, f"{settings.read_host}:{settings.read_port}")
-    await run_app(app, built, f"read server ({SERVICE.full_name})", settings.read_host)
+    if ops is not None:
+        ops.health = grpc_health(built)
+    try:
+        await run_app(
+            app,
+            built,
+            f"read server ({SERVICE.full_name})",
+            settings.read_host,
+            grace_seconds=settings.shutdown_grace_ms / 1000,
+            drain_seconds=settings.shutdown_drain_ms / 1000,
+        )
+    finally:
+        if ops is not None:
+            ops.close()

@@ -30,6 +30,7 @@ from grpc_status import rpc_status
 from common import errors
 from common.metrics import RPC_LATENCY, RPC_TOTAL
 from common.outages import is_outage
+from common.rpc import call_log
 from common.rpc.decoding import decode, message_name
 from common.rpc.status import clip, code_for, status_for
 
@@ -72,7 +73,7 @@ def wrap(
     """``handler`` decoding its own requests, with error mapping and metrics."""
     deserializer = handler.request_deserializer
     name = message_name(deserializer) if deserializer else "message"
-    call = _Call(method, translate)
+    call = _Call(method, translate, call_log.body_request_id(deserializer))
 
     def decoded(raw: Any) -> Any:
         return decode(deserializer, raw, name) if deserializer is not None else raw
@@ -81,7 +82,7 @@ def wrap(
         unary = handler.unary_unary
 
         async def unary_unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-            return await call.run(context, lambda: unary(decoded(raw), context))
+            return await call.run(context, lambda: unary(decoded(raw), context), raw)
 
         return grpc.unary_unary_rpc_method_handler(
             unary_unary, response_serializer=handler.response_serializer
@@ -90,7 +91,7 @@ def wrap(
         stream = handler.unary_stream
 
         async def unary_stream(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-            return await call.run_streaming(context, lambda: stream(decoded(raw), context))
+            return await call.run_streaming(context, lambda: stream(decoded(raw), context), raw)
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream, response_serializer=handler.response_serializer
@@ -124,17 +125,29 @@ def wrap(
 
 
 class _Call:
-    """Runs one method's behaviour: statuses for errors, and the metrics."""
+    """Runs one method's behaviour: statuses for errors, the metrics, the access log."""
 
-    def __init__(self, method: str, translate: Translator | None) -> None:
+    def __init__(
+        self,
+        method: str,
+        translate: Translator | None,
+        request_ids: call_log.RequestIdReader | None = None,
+    ) -> None:
         self.method = method
         self._translate = translate
+        self._request_ids = request_ids
+        self._access = call_log.access_enabled()  # decided once: nothing per call when off
         self._ok = RPC_TOTAL.labels(method, "OK")
         self._latency = RPC_LATENCY.labels(method)
 
     async def run(
-        self, context: grpc.aio.ServicerContext, behaviour: Callable[[], Awaitable[Any]]
+        self,
+        context: grpc.aio.ServicerContext,
+        behaviour: Callable[[], Awaitable[Any]],
+        raw: object = None,
     ) -> Any:
+        """Await ``behaviour``; ``raw`` (the request's bytes) is read only to name the
+        call's request id in a log line."""
         started = time.perf_counter()
         code = "OK"
         try:
@@ -149,7 +162,16 @@ class _Call:
             app_error = self._app_error(exc)
             if app_error is None:
                 ref = uuid.uuid4().hex[:12]
-                log.exception("unhandled error in %s (ref %s)", self.method, ref)
+                rid = call_log.request_id(context, raw, self._request_ids)
+                log.exception(
+                    "unhandled error in %s (ref %s)",
+                    self.method,
+                    ref,
+                    extra={
+                        "ref": ref,
+                        **call_log.call_fields(self.method, "INTERNAL", started, rid),
+                    },
+                )
                 code = "INTERNAL"
                 await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref})")
             else:
@@ -164,9 +186,20 @@ class _Call:
             else:
                 RPC_TOTAL.labels(self.method, code).inc()
             self._latency.observe(time.perf_counter() - started)
+            if self._access:
+                self._log_access(context, raw, code, started)
+
+    def _log_access(
+        self, context: grpc.aio.ServicerContext, raw: object, code: str, started: float
+    ) -> None:
+        rid = call_log.request_id(context, raw, self._request_ids)
+        fields = call_log.call_fields(self.method, code, started, rid)
+        call_log.ACCESS.debug(
+            "%s %s %.2fms", self.method, code, fields["duration_ms"], extra=fields
+        )
 
     async def run_streaming(
-        self, context: grpc.aio.ServicerContext, behaviour: Callable[[], Any]
+        self, context: grpc.aio.ServicerContext, behaviour: Callable[[], Any], raw: object = None
     ) -> None:
         """A server-streaming behaviour: an async generator, or a coroutine that writes."""
 
@@ -178,7 +211,7 @@ class _Call:
             else:
                 await result
 
-        await self.run(context, drive)
+        await self.run(context, drive, raw)
 
     async def abort(self, context: grpc.aio.ServicerContext, exc: errors.AppError) -> None:
         if isinstance(exc, errors.InvalidArgument):  # the only one with details to carry

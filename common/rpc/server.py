@@ -4,7 +4,9 @@
 (health and reflection too, so no method answers UNKNOWN to undecodable bytes),
 binds ``address`` (port 0 picks a free port) and returns the server unstarted.
 ``serve_until_signalled`` runs a started server until SIGTERM/SIGINT: health
-turns NOT_SERVING first, then in-flight calls get a grace period.
+turns NOT_SERVING first (Watch streams are told and end), new calls are still taken
+for the drain period (a balancer polling health moves away meanwhile), then the
+listener closes, new calls are refused and in-flight calls get the grace period.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from typing import Any, Protocol
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from common import runtime
+from common.ops_http import Health, HealthCheck
 from common.rpc.handlers import Translator, service_handlers, wrap
+from common.rpc.health import SERVING, HealthServicer
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +49,14 @@ class BuiltServer:
 
     server: grpc.aio.Server
     port: int
-    health: health.aio.HealthServicer
+    health: HealthServicer
     service_names: tuple[str, ...]
 
     async def start(self) -> None:
         """Start serving and report every service SERVING."""
         await self.server.start()
         for name in ("", *self.service_names):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self.health.set(name, SERVING)
 
 
 def build_server(
@@ -68,7 +72,7 @@ def build_server(
         _add(
             server, service.name, service_handlers(service.descriptor, service.servicer, translate)
         )
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     names = [s.name for s in services]
     for add_to_server, servicer in (
         (health_pb2_grpc.add_HealthServicer_to_server, health_servicer),
@@ -87,6 +91,16 @@ def build_server(
     if port == 0:
         raise OSError(f"could not bind {address}")
     return BuiltServer(server, port, health_servicer, tuple(names))
+
+
+def grpc_health(built: BuiltServer) -> HealthCheck:
+    """A ``/healthz`` check (:mod:`common.ops_http`) mirroring the gRPC health status."""
+
+    def check() -> Health:
+        serving = built.health.serving
+        return Health(serving, {"status": "SERVING" if serving else "NOT_SERVING"})
+
+    return check
 
 
 def _add(server: grpc.aio.Server, name: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
@@ -114,12 +128,20 @@ class Closable(Protocol):
     async def close(self) -> None: ...
 
 
-async def run_app(app: Closable, built: BuiltServer, what: str, host: str) -> None:
+async def run_app(
+    app: Closable,
+    built: BuiltServer,
+    what: str,
+    host: str,
+    *,
+    grace_seconds: float = 5.0,
+    drain_seconds: float = 0.0,
+) -> None:
     """Start ``built``, serve until SIGTERM/SIGINT, then close ``app`` (whatever happens)."""
     try:
         await built.start()
         log.info("%s listening on %s:%d (%s)", what, host, built.port, runtime.loop_name())
-        await serve_until_signalled(built)
+        await serve_until_signalled(built, grace_seconds=grace_seconds, drain_seconds=drain_seconds)
     finally:
         await app.close()
 
@@ -128,9 +150,11 @@ async def serve_until_signalled(
     built: BuiltServer,
     *,
     grace_seconds: float = 5.0,
+    drain_seconds: float = 0.0,
     on_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT, then report NOT_SERVING, stop accepting calls and drain."""
+    """Run until SIGTERM/SIGINT, then report NOT_SERVING, keep taking calls for
+    ``drain_seconds``, stop accepting calls and give in-flight ones ``grace_seconds``."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -140,8 +164,16 @@ async def serve_until_signalled(
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-    log.info("shutting down (grace %.1fs)", grace_seconds)
+    log.info(
+        "shutting down: health NOT_SERVING, drain %.1fs, then grace %.1fs for calls in flight",
+        drain_seconds,
+        grace_seconds,
+    )
     await built.health.enter_graceful_shutdown()
+    if drain_seconds > 0:
+        await asyncio.sleep(drain_seconds)
+    started = loop.time()
     await built.server.stop(grace_seconds)
+    log.info("stopped serving after %.2fs", loop.time() - started)
     if on_stop is not None:
         await on_stop()
