@@ -100,6 +100,7 @@ def _handler_for(ops: OpsServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "cqrs-ops"
         protocol_version = "HTTP/1.1"
+        timeout = 30  # seconds: an idle or trickling client does not keep its thread
 
         def do_GET(self) -> None:
             self._answer(head=False)
@@ -143,5 +144,6 @@ def start_ops_server(port: int, host: str = "127.0.0.1") -> OpsServer | None:
     if not port:
         return None
     server = OpsServer(host, port)
-    log.info("metrics and health on http://%s:%d (/metrics /healthz /livez)", host, server.port)
+    where = f"[{host}]" if ":" in host else host
+    log.info("metrics and health on http://%s:%d (/metrics /healthz /livez)", where, server.port)
     return server
