@@ -6,6 +6,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# e.g. `make run RUN_ARGS=--prometheus`
+RUN_ARGS ?=
 
 .PHONY: install proto proto-check migrate run test test-unit test-integration test-e2e test-faults lint format \
         seed verify status rebuild-projections rebuild-products rebuild-customers rebuild-orders rebuild-analytics \
@@ -30,9 +32,17 @@ migrate: $(STAMP)
 	$(BIN)/cqrs migrate
 
 run: $(STAMP)
-	$(BIN)/cqrs up
+	$(BIN)/cqrs up $(RUN_ARGS)
+
+# Debian's prometheus (promtool + a real Prometheus for the observability e2e test); tests
+# skip with a clear reason where it cannot be installed.
+PROMETHEUS_INSTALL = command -v prometheus >/dev/null || (command -v apt-get >/dev/null && \
+	(apt-get install -y -q prometheus >/dev/null 2>&1 || \
+	(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q prometheus >/dev/null 2>&1))) || \
+	echo "prometheus not available: its tests are skipped"
 
 test: $(STAMP)
+	@$(PROMETHEUS_INSTALL)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
@@ -42,6 +52,7 @@ test-integration: $(STAMP)
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 test-e2e: $(STAMP)
+	@$(PROMETHEUS_INSTALL)
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 test-faults: $(STAMP)

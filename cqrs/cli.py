@@ -100,6 +100,19 @@ def _parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="migrate, then run write server, read server and projector")
     up.add_argument("--workers", type=int, help="processes per server (sets both CQRS_*_WORKERS)")
+    up.add_argument(
+        "--prometheus", nargs="?", type=int, const=9090, metavar="PORT",
+        help="also run Prometheus (when installed) scraping the three processes with the "
+        "alert rules of deploy/prometheus, on PORT (default 9090; 0: any free port)",
+    )  # fmt: skip
+
+    png = sub.add_parser(
+        "dashboard-png",
+        help="draw the Grafana dashboard's panels from a Prometheus' data into a PNG",
+    )
+    png.add_argument("--prometheus", default="http://127.0.0.1:9090", help="its base URL")
+    png.add_argument("--minutes", type=float, default=15, help="the last N minutes (default 15)")
+    png.add_argument("--out", type=Path, default=Path("docs/dashboard.png"))
 
     bench = sub.add_parser(
         "bench",
@@ -251,7 +264,15 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             settings = dataclasses.replace(
                 settings, read_workers=args.workers, write_workers=args.workers
             )
-        return up(settings)
+        return up(settings, prometheus_port=args.prometheus)
+    if command == "dashboard-png":
+        import time
+
+        from cqrs.dashboard import render
+
+        out = render(args.prometheus, args.out, start=time.time() - 60 * args.minutes)
+        print(f"wrote {out}")
+        return 0
     if command == "bench":
         return _bench(args, settings)
     raise AssertionError(command)

@@ -23,6 +23,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.settings import Settings, to_environ, worker_metrics_port
+from cqrs import prometheus
 from cqrs.children import Child, say, stop_children, stop_on_signals, stop_timeout
 from cqrs.instances import (
     InstanceError,
@@ -37,11 +38,19 @@ _COMMANDS = "shop.v1.CommandService"
 _QUERIES = "shop.v1.QueryService"
 
 
-def up(settings: Settings, data_dir: Path | None = None, lookup: Lookup | None = None) -> int:
+def up(
+    settings: Settings,
+    data_dir: Path | None = None,
+    lookup: Lookup | None = None,
+    *,
+    prometheus_port: int | None = None,
+) -> int:
     """Run everything until interrupted; the exit code for ``cqrs up``.
 
-    ``data_dir`` (default ``./.data``) holds private PostgreSQL/Redis instances;
-    ``lookup`` says where to find their binaries (default: PATH and the usual places).
+    ``data_dir`` (default ``./.data``) holds private PostgreSQL/Redis instances (and the
+    Prometheus data); ``lookup`` says where to find their binaries (default: PATH and the
+    usual places); ``prometheus_port`` (0: any free port) also runs a Prometheus scraping
+    the three processes with the committed alert rules.
     """
     with stop_on_signals() as stop:
         try:
@@ -59,14 +68,16 @@ def up(settings: Settings, data_dir: Path | None = None, lookup: Lookup | None =
                     f"cqrs up: started private {instance.name} at {redact(instance.url)} "
                     f"(data in {instance.data_dir})"
                 )
-            return _run(settings, stop)
+            return _run(settings, stop, data_dir, prometheus_port)
         finally:
             for instance in reversed(instances):
                 instance.stop()
                 say(f"cqrs up: stopped private {instance.name}")
 
 
-def _run(settings: Settings, stop: threading.Event) -> int:
+def _run(
+    settings: Settings, stop: threading.Event, data_dir: Path, prometheus_port: int | None
+) -> int:
     if stop.is_set():
         return 0
     try:
@@ -84,15 +95,36 @@ def _run(settings: Settings, stop: threading.Event) -> int:
         "projector": ["projector", "run"],
     }
     children: list[Child] = []
+    watcher: prometheus.Running | None = None
     try:
         for name, args in commands.items():
             children.append(Child(name, [sys.executable, "-m", "cqrs", *args], env))
-        return _supervise(settings, children, stop)
+        if prometheus_port is not None:
+            watcher = _start_prometheus(settings, data_dir, prometheus_port)
+        return _supervise(settings, children, stop, watcher)
     finally:
+        if watcher is not None:
+            watcher.stop()
         stop_children(children, stop_timeout(settings))
 
 
-def _supervise(settings: Settings, children: list[Child], stop: threading.Event) -> int:
+def _start_prometheus(settings: Settings, data_dir: Path, port: int) -> prometheus.Running | None:
+    """Prometheus beside the system, or None (with a note) when it cannot run here."""
+    try:
+        return prometheus.start(
+            prometheus.local_config(settings), data_dir / "prometheus", port or free_port()
+        )
+    except RuntimeError as exc:
+        say(f"cqrs up: no Prometheus: {exc}", err=True)
+        return None
+
+
+def _supervise(
+    settings: Settings,
+    children: list[Child],
+    stop: threading.Event,
+    watcher: prometheus.Running | None = None,
+) -> int:
     servers = {
         connect_address(settings.write_host, settings.write_port),
         connect_address(settings.read_host, settings.read_port),
@@ -113,7 +145,7 @@ def _supervise(settings: Settings, children: list[Child], stop: threading.Event)
             stop.wait(0.2)
     if stop.is_set():
         return 0
-    say(banner(settings, children))
+    say(banner(settings, children, watcher.url if watcher else None))
     while not stop.wait(0.5):
         if (dead := _first_dead(children)) is not None:
             return _report_death(dead, "unexpectedly")
@@ -193,7 +225,7 @@ def grpcurl_examples(settings: Settings) -> list[str]:
     ]
 
 
-def banner(settings: Settings, children: list[Child]) -> str:
+def banner(settings: Settings, children: list[Child], prometheus_url: str | None = None) -> str:
     """Where everything listens, and how to try it."""
     pids = {child.name: child.process.pid for child in children}
 
@@ -218,6 +250,11 @@ def banner(settings: Settings, children: list[Child]) -> str:
         f"{metrics(settings.projector_metrics_port)}  pid {pids.get('projector')}",
         f"  PostgreSQL    {redact(settings.asyncpg_dsn)}",
         f"  Redis         {redact(settings.redis_url)} (key prefix {settings.redis_prefix!r})",
+        *(
+            [f"  Prometheus    {prometheus_url} (alerts: {prometheus_url}/alerts)"]
+            if prometheus_url
+            else []
+        ),
         "",
         f"Try it (reflection is on; {write} writes, {read} reads):",
         *("  " + command for command in grpcurl_examples(settings)),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -22,6 +23,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.db import drop_database
+from cqrs import prometheus
 from cqrs.instances import free_port
 from tests.conftest import delete_redis_prefix
 from tests.support.env import ADMIN_DSN, REDIS_URL, unique_name
@@ -43,8 +45,9 @@ class Running:
 
 
 @pytest.fixture
-def running_up() -> Iterator[Running]:
-    """`python -m cqrs up` on a fresh database, Redis prefix and free ports; cleaned up after."""
+def running_up(request: pytest.FixtureRequest) -> Iterator[Running]:
+    """`python -m cqrs up` on a fresh database, Redis prefix and free ports; cleaned up after.
+    Parametrized indirectly, the parameter is a list of extra arguments."""
     database = unique_name("up")
     prefix = unique_name("up")
     dsn = f"{ADMIN_DSN.rsplit('/', 1)[0]}/{database}"
@@ -68,7 +71,7 @@ def running_up() -> Iterator[Running]:
     output = workdir / "up.log"
     with output.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cqrs", "up"],
+            [sys.executable, "-m", "cqrs", "up", *getattr(request, "param", [])],
             cwd=workdir,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -109,6 +112,33 @@ def test_up_serves_until_interrupted(running_up: Running) -> None:
             break
         time.sleep(0.2)
     assert "Coffee mug" in listed.stdout
+
+    up.process.send_signal(signal.SIGINT)
+    assert up.process.wait(timeout=60) == 0, up.text()
+    for pid in children:
+        assert not _alive(pid), f"child {pid} survived `cqrs up`"
+
+
+@pytest.mark.skipif(prometheus.binary() is None, reason="prometheus is not installed")
+@pytest.mark.parametrize("running_up", [["--prometheus", "0"]], indirect=True)
+def test_up_with_prometheus_scrapes_every_process(running_up: Running) -> None:
+    up = running_up
+    _wait_until_serving(up)
+    found = re.search(r"Prometheus\s+(http://\S+)", up.text())
+    assert found, up.text()
+    url = found.group(1)
+    deadline = time.monotonic() + 30
+    while True:
+        targets = prometheus.api(url, "/api/v1/targets")["activeTargets"]
+        health = {t["labels"]["job"]: t["health"] for t in targets}
+        if health == {"write-server": "up", "read-server": "up", "projector": "up"}:
+            break
+        assert time.monotonic() < deadline, f"targets: {health}\n{up.text()}"
+        time.sleep(0.5)
+    rules = prometheus.api(url, "/api/v1/rules")["groups"]
+    assert any(rule["name"] == "CqrsProcessDown" for g in rules for rule in g["rules"])
+    children = _children(up.process.pid)
+    assert len(children) == 4, up.text()  # three processes and Prometheus
 
     up.process.send_signal(signal.SIGINT)
     assert up.process.wait(timeout=60) == 0, up.text()

@@ -1,0 +1,88 @@
+"""deploy/prometheus: promtool accepts the config and the rules, and the config that
+`cqrs up --prometheus` and the tests generate scrapes the same jobs as the committed one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from common.settings import Settings
+from cqrs import prometheus
+
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool is not installed (apt-get install prometheus)"
+)
+COMMITTED = prometheus.DEPLOY / "prometheus" / "prometheus.yml"
+
+
+def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL is not None
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60)
+
+
+@needs_promtool
+def test_promtool_checks_the_committed_config_and_rules() -> None:
+    config = _promtool("check", "config", str(COMMITTED))
+    assert config.returncode == 0, config.stdout + config.stderr
+    rules = _promtool("check", "rules", str(prometheus.ALERTS))
+    assert rules.returncode == 0, rules.stdout + rules.stderr
+    assert "7 rules found" in rules.stdout
+
+
+@needs_promtool
+def test_promtool_catches_a_broken_rule(tmp_path: Path) -> None:
+    broken = tmp_path / "alerts.yml"
+    broken.write_text(prometheus.ALERTS.read_text().replace("== 1", "== = 1", 1))
+    assert _promtool("check", "rules", str(broken)).returncode != 0
+
+
+@needs_promtool
+def test_generated_config_is_valid_and_scrapes_the_committed_jobs(tmp_path: Path) -> None:
+    settings = Settings(write_workers=2)
+    generated = prometheus.local_config(settings)
+    path = tmp_path / "prometheus.yml"
+    path.write_text(json.dumps(generated))
+    checked = _promtool("check", "config", str(path))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    committed = yaml.safe_load(COMMITTED.read_text())
+    assert [j["job_name"] for j in generated["scrape_configs"]] == [
+        j["job_name"] for j in committed["scrape_configs"]
+    ]
+    targets = {
+        j["job_name"]: j["static_configs"][0]["targets"] for j in generated["scrape_configs"]
+    }
+    assert targets == {
+        "write-server": ["127.0.0.1:9101", "127.0.0.1:9201"],
+        "read-server": ["127.0.0.1:9102"],
+        "projector": ["127.0.0.1:9103"],
+    }
+    # Compose's targets are the service names at the same default ports.
+    ports = {
+        j["job_name"]: [t.split(":")[1] for t in j["static_configs"][0]["targets"]]
+        for j in committed["scrape_configs"]
+    }
+    assert ports == {"write-server": ["9101"], "read-server": ["9102"], "projector": ["9103"]}
+    assert generated["rule_files"] == [str(prometheus.ALERTS)]
+
+
+def test_dashboard_panels_each_have_queries_and_a_datasource_uid() -> None:
+    board = json.loads(prometheus.DASHBOARD.read_text())
+    datasource = yaml.safe_load(
+        (prometheus.DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text()
+    )["datasources"][0]
+    panels = [p for p in board["panels"] if p["type"] != "row"]
+    assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
+    for panel in panels:
+        assert panel["targets"], panel["title"]
+        assert panel["datasource"]["uid"] == datasource["uid"]
+        assert {t["refId"] for t in panel["targets"]} == {
+            chr(65 + i) for i in range(len(panel["targets"]))
+        }
+    assert len(prometheus.dashboard_targets()) >= 15
