@@ -200,6 +200,30 @@ SELECT h.xmin::text::bigint AS horizon, e.* FROM h LEFT JOIN LATERAL (
 """
 
 
+# How far anything counts committed events (projector lag, status, the write server's
+# backlog): counting costs O(backlog), so a huge one is shown as "at least this".
+COUNT_CAP = 10_000_000
+
+
+def count_after_statement(filters: str) -> str:
+    """Counting the committed events of ``filters`` after position ``($1, $2)``, at most
+    ``$3`` (filters use the alias ``v``; their parameters start at ``$4``)."""
+    return f"""
+SELECT count(*) FROM (
+  SELECT 1 FROM events v
+  WHERE (v.xid, v.seq) > ($1::bigint::text::xid8, $2::bigint) AND {filters}
+  LIMIT $3) e
+"""
+
+
+_COUNT_ALL_AFTER = count_after_statement("true")
+
+
+async def count_all_after(db: Executor, after: Position, cap: int = COUNT_CAP) -> int:
+    """Committed events of every type after ``after`` (at most ``cap``)."""
+    return int(await db.fetchval(_COUNT_ALL_AFTER, after.xid, after.seq, cap))
+
+
 def continue_at(
     start: Position, events: Sequence[StoredEvent], limit: int, horizon: int
 ) -> Position:

@@ -26,6 +26,51 @@ PROJECTION_REBUILDS = Counter(
 PROJECTION_FAILED = Gauge(
     "cqrs_projection_failed", "1 while a projection is stopped on a poison event", ["projection"]
 )
+# Applied batches (the runner's, not a rebuild's): how many events, how long the apply took.
+PROJECTION_BATCH_EVENTS = Histogram(
+    "cqrs_projection_batch_events",
+    "Events per applied batch",
+    ["projection"],
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
+)
+PROJECTION_BATCH_SECONDS = Histogram(
+    "cqrs_projection_batch_seconds",
+    "Time to apply one batch (store writes and checkpoint)",
+    ["projection"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+PROJECTION_LAG_SECONDS = Gauge(
+    "cqrs_projection_lag_seconds",
+    "Age (from events.recorded_at) of the oldest committed event not yet applied; 0 caught up",
+    ["projection"],
+)
+PROJECTION_DELAY = Histogram(
+    "cqrs_projection_delay_seconds",
+    "Freshness: from recorded_at of a batch's newest event to its application",
+    ["projection"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+PROJECTION_REBUILDING = Gauge(
+    "cqrs_projection_rebuilding", "1 while this process rebuilds the projection", ["projection"]
+)
+PROJECTION_REBUILD_PROGRESS = Gauge(
+    "cqrs_projection_rebuild_progress",
+    "Events copied / events to copy by the current (or last) rebuild, 0..1",
+    ["projection"],
+)
+PROJECTION_LEADER = Gauge(
+    "cqrs_projection_leader", "1 while this process holds the projection's lease", ["projection"]
+)
+OUTBOX_BACKLOG = Gauge(
+    "cqrs_outbox_backlog_events",
+    "Committed events the slowest projection has not applied yet (capped at 10 million)",
+)
+
+# Connection pools, read at scrape time by common.pool_metrics (labels: pool, state).
+DB_POOL_CONNECTIONS = "cqrs_db_pool_connections"
+DB_POOL_MAX = "cqrs_db_pool_max"
+REDIS_POOL_CONNECTIONS = "cqrs_redis_pool_connections"
+REDIS_POOL_MAX = "cqrs_redis_pool_max"
 
 NEAR_CACHE_READS = Counter(
     "cqrs_near_cache_reads_total",

@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=["products", "customers", "orders", "analytics"],
         help="rebuild only these (repeatable); default: all",
     )
+    rebuild.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve /metrics (rebuild progress) on this port while rebuilding; default: none",
+    )
     psub.add_parser("verify", help="compare every projection with the write model")
     psub.add_parser("status", help="checkpoints, lag and stopped projections")
 
@@ -224,7 +230,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if sub == "run":
             return int(runtime.run(projector_main.run(settings, args.only or None)))
         if sub == "rebuild":
-            return int(runtime.run(projector_main.rebuild(settings, args.only or None)))
+            return int(
+                runtime.run(projector_main.rebuild(settings, args.only or None, args.metrics_port))
+            )
         if sub == "verify":
             return int(asyncio.run(projector_main.verify(settings)))
         return int(asyncio.run(projector_main.status(settings)))

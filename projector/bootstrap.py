@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import asyncpg
 from redis.asyncio import Redis
 
+from common.pool_metrics import PoolWatch, watch_pools
 from common.redis_client import redis_client
 from common.settings import Settings
 from projector.analytics.consumer import AnalyticsConsumer
@@ -39,6 +40,7 @@ class App:
     redis: Redis
     failures: FailureLog
     consumers: list[Consumer]
+    pools: PoolWatch | None = None
 
     def consumer(self, name: str) -> Consumer:
         """The consumer called ``name`` (e.g. ``redis:orders``)."""
@@ -69,6 +71,9 @@ class App:
         return make_runner(self.settings, self.pool, self.failures, consumer, wakeup)
 
     async def close(self) -> None:
+        if self.pools is not None:
+            self.pools.close()
+            self.pools = None
         await self.redis.aclose()
         await self.pool.close()
 
@@ -102,7 +107,10 @@ async def bootstrap(settings: Settings) -> App:
         server_settings=settings.pg_session_settings("cqrs-projector"),
     )
     redis = redis_client(settings.redis_url, max_connections=max(settings.db_pool_size, 8))
-    return App(settings, pool, redis, FailureLog(pool), make_consumers(settings, pool, redis))
+    pools = watch_pools(pg={"projector": pool}, redis={"projector": redis})
+    return App(
+        settings, pool, redis, FailureLog(pool), make_consumers(settings, pool, redis), pools
+    )
 
 
 @contextlib.asynccontextmanager

@@ -24,6 +24,7 @@ import time
 
 import asyncpg
 
+from common.metrics import PROJECTION_LEADER
 from projector.errors import LeadershipLost
 from projector.wakeup import sleep_unless
 
@@ -77,7 +78,22 @@ class AdvisoryLease:
         self._conn: asyncpg.Connection | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._beat_at = 0.0
-        self.held = False
+        # cqrs_projection_leader: this process' leases of the consumer held (0 or 1; two
+        # runners of one consumer in one process only happen in tests).
+        self._leader = PROJECTION_LEADER.labels(name)
+        self._leader.inc(0)  # the series exists (0) in a standby too
+        self._held = False
+
+    @property
+    def held(self) -> bool:
+        """Whether this runner holds the lock (as far as it knows: see :meth:`check`)."""
+        return self._held
+
+    @held.setter
+    def held(self, value: bool) -> None:
+        if value != self._held:
+            self._leader.inc(1 if value else -1)
+        self._held = value
 
     @property
     def backend_pid(self) -> int | None:

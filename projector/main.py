@@ -66,12 +66,19 @@ async def run(settings: Settings, only: list[str] | None = None) -> int:
             ops.close()
 
 
-async def rebuild(settings: Settings, only: list[str] | None) -> int:
-    """Rebuild the consumers of the families in ``only`` (default: all)."""
-    async with open_app(settings) as app:
-        return await rebuilding.rebuild(
-            app.select(only), app.pool, batch_size=settings.projector_batch_size
-        )
+async def rebuild(settings: Settings, only: list[str] | None, metrics_port: int = 0) -> int:
+    """Rebuild the consumers of the families in ``only`` (default: all); with a
+    ``metrics_port``, ``/metrics`` shows the rebuild gauges meanwhile (the running
+    projector has its own port)."""
+    ops = start_metrics_server(metrics_port)
+    try:
+        async with open_app(settings) as app:
+            return await rebuilding.rebuild(
+                app.select(only), app.pool, batch_size=settings.projector_batch_size
+            )
+    finally:
+        if ops is not None:
+            ops.close()
 
 
 async def verify(settings: Settings) -> int:

@@ -5,14 +5,26 @@ One statement, hence one snapshot, returns both the horizon (the snapshot's
 Nothing can appear later below the horizon, so once a batch is not full the
 reader has seen everything up to ``(xmin, 0)`` and the checkpoint may jump there.
 Payloads come out upcast to their current schema (``common.event_log``).
+
+How far behind a consumer is (:func:`behind`) is measured in events and in seconds
+from ``recorded_at`` (when the write side stored the event, database clock), never from
+``occurred_at``, which is application time (back-dated by the seeder).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from common.event_log import EVENT_COLUMNS, Executor, commit_safe_read, continue_at, stored_event
+from common.event_log import (
+    EVENT_COLUMNS,
+    Executor,
+    commit_safe_read,
+    continue_at,
+    count_after_statement,
+    stored_event,
+)
 from common.events import StoredEvent
 from common.positions import Position
 
@@ -20,14 +32,19 @@ from common.positions import Position
 _CONSUMED = (
     "v.aggregate_type = ANY($4::text[]) AND ($5::text[] IS NULL OR v.event_type = ANY($5::text[]))"
 )
-_READ = commit_safe_read(EVENT_COLUMNS, _CONSUMED)
+_READ = commit_safe_read(f"{EVENT_COLUMNS}, v.recorded_at", _CONSUMED)
 
 # Committed (visible) events after a position; LIMIT bounds the cost of a huge backlog.
-_COUNT_AFTER = f"""
-SELECT count(*) FROM (
-  SELECT 1 FROM events v
+_COUNT_AFTER = count_after_statement(_CONSUMED)
+
+# The same count, and the age of the first of those events in commit-safe order (both
+# on the database's clock, like recorded_at): one round trip.
+_BEHIND = f"""
+SELECT ({_COUNT_AFTER}) AS events, (
+  SELECT greatest(extract(epoch FROM clock_timestamp() - v.recorded_at), 0)::float8
+  FROM events v
   WHERE (v.xid, v.seq) > ($1::bigint::text::xid8, $2::bigint) AND {_CONSUMED}
-  LIMIT $3) e
+  ORDER BY v.xid, v.seq LIMIT 1) AS seconds
 """
 
 _HEAD = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
@@ -41,6 +58,7 @@ class Batch:
     events: list[StoredEvent]
     next: Position
     full: bool  # more events may follow right away
+    recorded_at: datetime | None = None  # when its newest event was stored (None: no events)
 
     @property
     def moved(self) -> bool:
@@ -62,9 +80,11 @@ async def read_batch(
         raise ValueError("limit must be positive")
     wanted = None if event_types is None else list(event_types)
     rows = await db.fetch(_READ, after.xid, after.seq, limit, list(types), wanted)
-    events = [stored_event(r) for r in rows if r["seq"] is not None]
+    found = [r for r in rows if r["seq"] is not None]
+    events = [stored_event(r) for r in found]
     nxt = continue_at(after, events, limit, int(rows[0]["horizon"]))
-    return Batch(after, events, nxt, len(events) == limit)
+    newest = max((r["recorded_at"] for r in found), default=None)
+    return Batch(after, events, nxt, len(events) == limit, newest)
 
 
 async def count_after(
@@ -78,6 +98,28 @@ async def count_after(
     most ``cap``)."""
     wanted = None if event_types is None else list(event_types)
     return int(await db.fetchval(_COUNT_AFTER, after.xid, after.seq, cap, list(types), wanted))
+
+
+@dataclass(frozen=True, slots=True)
+class Behind:
+    """How far a consumer at some position is behind the log."""
+
+    events: int  # committed events after it (at most the cap)
+    seconds: float  # age of the first of them (recorded_at); 0 when there is none
+
+
+async def behind(
+    db: Executor,
+    after: Position,
+    types: Sequence[str],
+    cap: int,
+    event_types: Sequence[str] | None = None,
+) -> Behind:
+    """:func:`count_after`, and how long ago the first event after ``after`` (in
+    commit-safe order) was recorded."""
+    wanted = None if event_types is None else list(event_types)
+    (row,) = await db.fetch(_BEHIND, after.xid, after.seq, cap, list(types), wanted)
+    return Behind(int(row["events"]), float(row["seconds"] or 0.0))
 
 
 async def head(db: Executor) -> Position:

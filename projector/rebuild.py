@@ -16,6 +16,9 @@ none, while readers are told the projection is being built), then switched in:
   (indexes too), and set the live checkpoint to the shadow's.
 
 One rebuild per consumer at a time (a PostgreSQL advisory lock, ``rebuild:<name>``).
+While it runs, ``cqrs_projection_rebuilding`` is 1 and ``cqrs_projection_rebuild_progress``
+goes from 0 to 1 (events copied / events to copy) in the rebuilding process
+(:func:`tracked`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
@@ -33,6 +36,7 @@ import asyncpg
 from common.cancellation import raise_if_cancelled
 from common.event_log import Executor
 from common.events import StoredEvent
+from common.metrics import PROJECTION_REBUILD_PROGRESS, PROJECTION_REBUILDING
 from common.positions import ORIGIN, Position
 from common.progress import Progress
 from projector.consumer import Consumer
@@ -50,6 +54,45 @@ class Advance(Protocol):
     """Told how many events each batch applied (a progress bar, a metric)."""
 
     def advance(self, n: int) -> None: ...
+
+
+class _Tracked:
+    """Passes each advance on and keeps the rebuild-progress gauge current."""
+
+    def __init__(self, name: str, total: int, inner: Advance | None) -> None:
+        self._progress = PROJECTION_REBUILD_PROGRESS.labels(name)
+        self._total = total
+        self._inner = inner
+        self.done = 0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        # Events committed meanwhile are copied too: never past 1.
+        self._progress.set(self.done / max(self._total, self.done, 1))
+        if self._inner is not None:
+            self._inner.advance(n)
+
+
+@contextlib.contextmanager
+def tracked(name: str, total: int, inner: Advance | None = None) -> Iterator[Advance]:
+    """The rebuild gauges of consumer ``name`` around a rebuild of ``total`` events:
+    rebuilding 1 and progress 0 on entry, rebuilding 0 on exit and progress 1 if it
+    completed (it stays where it stopped otherwise). Yields the :class:`Advance` to give
+    :func:`rebuild_one` (each advance is passed on to ``inner``)."""
+    rebuilding = PROJECTION_REBUILDING.labels(name)
+    progress = PROJECTION_REBUILD_PROGRESS.labels(name)
+    progress.set(0)
+    rebuilding.set(1)
+    try:
+        yield _Tracked(name, total, inner)
+        progress.set(1)
+    finally:
+        rebuilding.set(0)
+
+
+async def events_to_copy(consumer: Consumer, db: Executor) -> int:
+    """How many events a rebuild of ``consumer`` reads (those committed now)."""
+    return await count_after(db, ORIGIN, consumer.consumes, _COUNT_CAP, consumer.event_types)
 
 
 class RebuildFailed(Exception):
@@ -196,10 +239,11 @@ async def _rebuild_reporting(
         if not locked:
             print(f"rebuild {consumer.name}: another rebuild is running", file=out)
             return False
-        total = await count_after(pool, ORIGIN, consumer.consumes, _COUNT_CAP, consumer.event_types)
+        total = await events_to_copy(consumer, pool)
         progress = Progress(f"rebuild {consumer.name}", total, out)
         try:
-            rebuilt = await rebuild_one(consumer, pool, batch_size, progress)
+            with tracked(consumer.name, total, progress) as advance:
+                rebuilt = await rebuild_one(consumer, pool, batch_size, advance)
         except RebuildFailed as exc:
             progress.finish("aborted")
             print(f"rebuild {consumer.name}: FAILED: {exc}", file=out)

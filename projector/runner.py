@@ -32,20 +32,28 @@ Failures:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 
 from common.cancellation import raise_if_cancelled
+from common.event_log import COUNT_CAP
 from common.events import StoredEvent
 from common.metrics import (
     PROJECTION_APPLIED,
+    PROJECTION_BATCH_EVENTS,
+    PROJECTION_BATCH_SECONDS,
+    PROJECTION_DELAY,
     PROJECTION_FAILED,
     PROJECTION_LAG,
+    PROJECTION_LAG_SECONDS,
     PROJECTION_POSITION,
+    PROJECTION_REBUILDING,
     PROJECTION_REBUILDS,
 )
 from common.outages import is_transient
@@ -54,15 +62,14 @@ from projector.consumer import Consumer
 from projector.errors import CheckpointMoved, LeadershipLost, PoisonEvent, StoreLost
 from projector.failures import FailureLog
 from projector.leadership import AdvisoryLease
-from projector.outbox import Batch, count_after, read_batch
+from projector.outbox import Batch, behind, read_batch
 from projector.pacing import Backoff
-from projector.rebuild import apply_before, rebuild_lock, rebuild_one
+from projector.rebuild import apply_before, events_to_copy, rebuild_lock, rebuild_one, tracked
 from projector.wakeup import Wakeup, sleep_unless, wait_ticket
 
 log = logging.getLogger(__name__)
 
 _LAG_EVERY_S = 1.0
-_LAG_CAP = 10_000_000
 
 
 class Outcome(enum.Enum):
@@ -105,6 +112,10 @@ class ConsumerRunner:
         # For /healthz (projector.health): what the runner does now, the last lag counted.
         self.state = "standby"  # following, rebuilding, retrying, stopped-on-poison, stopped
         self.lag_events: int | None = None
+        self._batch_events = PROJECTION_BATCH_EVENTS.labels(self.name)
+        self._batch_seconds = PROJECTION_BATCH_SECONDS.labels(self.name)
+        self._delay = PROJECTION_DELAY.labels(self.name)
+        PROJECTION_REBUILDING.labels(self.name).set(0)
 
     @property
     def leading(self) -> bool:
@@ -124,6 +135,7 @@ class ConsumerRunner:
                 log.warning("%s: lost the runner lock; standing by", self.name)
             finally:
                 await self._lease.release()
+                self._forget_lag()
                 if self.state != "stopped-on-poison":
                     self.state = "standby"
             raise_if_cancelled()
@@ -182,6 +194,7 @@ class ConsumerRunner:
                 self._db, checkpoint, consumer.consumes, limit, consumer.event_types
             )
             if batch.moved:
+                started = time.perf_counter()
                 try:
                     await consumer.apply(batch)
                 except StoreLost:
@@ -212,7 +225,7 @@ class ConsumerRunner:
                     failure_pending = False
                     await self._failures.clear(self.name)
                     log.info("%s: recovered from the recorded failure", self.name)
-                await self._observe(batch)
+                await self._observe(batch, time.perf_counter() - started)
             backoff.success()
             if not batch.full:
                 await wait_ticket(ticket, self._config.poll_interval)
@@ -236,13 +249,15 @@ class ConsumerRunner:
                 return False
             except StoreLost:
                 pass
-            rebuilt = await rebuild_one(
-                self.consumer,
-                self._db,
-                self._config.batch_size,
-                _Applied(self.name),
-                keep_before_poison=True,
-            )
+            total = await events_to_copy(self.consumer, self._db)
+            with tracked(self.name, total, _Applied(self.name)) as advance:
+                rebuilt = await rebuild_one(
+                    self.consumer,
+                    self._db,
+                    self._config.batch_size,
+                    advance,
+                    keep_before_poison=True,
+                )
         PROJECTION_REBUILDS.labels(self.name).inc()
         log.log(
             level,
@@ -258,26 +273,43 @@ class ConsumerRunner:
         return False
 
     async def _apply_before(self, batch: Batch, poison: StoredEvent) -> None:
+        started = time.perf_counter()
         applied = await apply_before(self.consumer, batch, poison)
         if applied is not None:
             self.checkpoint = applied.next
-            await self._observe(applied)
+            await self._observe(applied, time.perf_counter() - started)
 
-    async def _observe(self, batch: Batch) -> None:
+    async def _observe(self, batch: Batch, seconds: float) -> None:
+        """The metrics of a committed batch that took ``seconds`` to apply."""
         if batch.events:
             PROJECTION_APPLIED.labels(self.name).inc(len(batch.events))
             PROJECTION_POSITION.labels(self.name).set(max(e.seq for e in batch.events))
+            self._batch_events.observe(len(batch.events))
+            self._batch_seconds.observe(seconds)
+            if batch.recorded_at is not None:
+                # Freshness, on this host's clock against the database's (keep them synced).
+                age = (datetime.now(UTC) - batch.recorded_at).total_seconds()
+                self._delay.observe(max(age, 0.0))
         if not batch.full:
             self.lag_events = 0
             PROJECTION_LAG.labels(self.name).set(0)
+            PROJECTION_LAG_SECONDS.labels(self.name).set(0)
         elif time.monotonic() - self._lag_at >= _LAG_EVERY_S:
             # Counting a backlog costs O(backlog): sample it, don't do it every batch.
             self._lag_at = time.monotonic()
-            lag = await count_after(
-                self._db, batch.next, self.consumer.consumes, _LAG_CAP, self.consumer.event_types
+            lag = await behind(
+                self._db, batch.next, self.consumer.consumes, COUNT_CAP, self.consumer.event_types
             )
-            self.lag_events = lag
-            PROJECTION_LAG.labels(self.name).set(lag)
+            self.lag_events = lag.events
+            PROJECTION_LAG.labels(self.name).set(lag.events)
+            PROJECTION_LAG_SECONDS.labels(self.name).set(lag.seconds)
+
+    def _forget_lag(self) -> None:
+        """Out of leadership this process no longer knows the lag: drop its series, so a
+        stale figure never outlives the lease (the leader's process exports the lag)."""
+        for gauge in (PROJECTION_LAG, PROJECTION_LAG_SECONDS):
+            with contextlib.suppress(KeyError):
+                gauge.remove(self.name)
 
     async def _poison(self, event: StoredEvent, exc: BaseException) -> None:
         log.error(

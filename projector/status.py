@@ -8,12 +8,11 @@ from typing import TextIO
 
 import asyncpg
 
+from common.event_log import COUNT_CAP
 from projector.consumer import Consumer
 from projector.errors import StoreLost
 from projector.failures import FailureLog
 from projector.outbox import count_after
-
-_LAG_CAP = 10_000_000
 
 
 async def status(
@@ -35,7 +34,7 @@ async def status(
             checkpoint, state = None, f"not built yet ({exc.why})"
         shown_checkpoint = checkpoint.to_checkpoint() if checkpoint else "-"
         behind = (
-            await count_after(pool, checkpoint, consumer.consumes, _LAG_CAP, consumer.event_types)
+            await count_after(pool, checkpoint, consumer.consumes, COUNT_CAP, consumer.event_types)
             if checkpoint
             else None
         )
@@ -45,6 +44,6 @@ async def status(
                 f"STOPPED at event seq={failure.event_seq} ({failure.event_type}) since "
                 f"{failure.failed_at.isoformat(timespec='seconds')}: {failure.error}"
             )
-        shown = "-" if behind is None else f">={behind}" if behind >= _LAG_CAP else str(behind)
+        shown = "-" if behind is None else f">={behind}" if behind >= COUNT_CAP else str(behind)
         print(f"{consumer.name:<16} {shown_checkpoint:<42} {shown:>8}  {state}", file=out)
     return 1 if stopped else 0

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import redis.asyncio as aioredis
 
+from common.pool_metrics import PoolWatch, watch_pools
 from common.redis_client import redis_client
 from common.settings import Settings
 from read_server.reads import Reads
@@ -37,12 +38,15 @@ class App:
     sources: SourceSet
     reads: Reads
     change_feed: ChangeFeed | None = None
+    pools: PoolWatch | None = None
     _closed: bool = field(default=False, repr=False)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self.pools is not None:
+            self.pools.close()
         if self.change_feed is not None:
             await self.change_feed.close()
         await asyncio.gather(_close_pool(self.pg_pool), self.redis.aclose())
@@ -98,4 +102,5 @@ async def bootstrap(settings: Settings) -> App:
         read_model=read_model,
         write_model=PostgresSource(pg_pool, WRITE_MODEL),
     )
-    return App(settings, pg_pool, client, sources, Reads(pg_pool, read_model), feed)
+    pools = watch_pools(pg={"read": pg_pool}, redis={"read": client})
+    return App(settings, pg_pool, client, sources, Reads(pg_pool, read_model), feed, pools)
