@@ -1,28 +1,44 @@
-"""Composition root of the write server: the pool, the unit of work, the service."""
+"""Composition root of the write server: the pool, the unit of work, the service, and
+the outbox backlog it reports (its only use of Redis: projection checkpoints)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
+from redis.asyncio import Redis
 
+from common.pool_metrics import PoolWatch, watch_pools
+from common.projection_checkpoints import RedisCheckpoints
+from common.redis_client import redis_client
 from common.settings import Settings
 from write_server.adapters.postgres_uow import OrderNumbers, PostgresUnitOfWork, open_pool
+from write_server.backlog import Backlog
 from write_server.service_layer.service import CommandService, utc_now
 
 
 @dataclass
 class App:
-    """What the write server holds open; :meth:`close` releases it."""
+    """What the write server holds open; :meth:`close` releases it (idempotent)."""
 
     settings: Settings
     service: CommandService
     pool: asyncpg.Pool
+    redis: Redis
+    backlog: Backlog
+    pools: PoolWatch
+    _closed: bool = field(default=False, repr=False)
 
     async def close(self) -> None:
-        await self.pool.close()
+        if self._closed:
+            return
+        self._closed = True
+        await self.backlog.close()
+        self.pools.close()
+        await asyncio.gather(self.pool.close(), self.redis.aclose())
 
 
 def command_service(pool: asyncpg.Pool, clock: Callable[[], datetime] = utc_now) -> CommandService:
@@ -32,5 +48,11 @@ def command_service(pool: asyncpg.Pool, clock: Callable[[], datetime] = utc_now)
 
 
 async def bootstrap(settings: Settings) -> App:
+    """Open the pool (lazily connecting) and start counting the outbox backlog."""
     pool = await open_pool(settings)
-    return App(settings, command_service(pool), pool)
+    # One connection is plenty: the backlog reads three keys every few seconds.
+    redis = redis_client(settings.redis_url, max_connections=1)
+    backlog = Backlog(pool, RedisCheckpoints(redis, settings.redis_prefix))
+    pools = watch_pools(pg={"write": pool}, redis={"write": redis})
+    backlog.start()
+    return App(settings, command_service(pool), pool, redis, backlog, pools)

@@ -13,9 +13,10 @@ import re
 
 import asyncpg
 
+# Re-exported: the stores name their copies with it.
+from common.projection_checkpoints import SHADOW_SUFFIX as SHADOW_SUFFIX
 from projector.stores import pg_checkpoints
 
-SHADOW_SUFFIX = "__rebuild"
 _INDEXDEF = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON (?:ONLY )?\S+ (.*)$")
 
 _INDEXES = """

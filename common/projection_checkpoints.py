@@ -1,0 +1,56 @@
+"""Where every live projection stands: its checkpoint, read the way its readers read it.
+
+PostgreSQL projections keep a row in ``read.projection_checkpoints`` (rebuild copies
+have their own rows, named with :data:`SHADOW_SUFFIX`); Redis projections keep the
+checkpoint of their active generation (``common/lua/active_checkpoint.lua``, as the
+read server and the projector read it). The write server's outbox backlog reads them
+all; a projection that was never built has no checkpoint and is left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+
+from common import redis_scripts
+from common.event_log import Executor
+from common.positions import Position
+from common.redis_keys import ProjectionKeys
+
+# A rebuild's copy of consumer ``X`` is ``X`` + this (its shadow table and checkpoint row).
+SHADOW_SUFFIX = "__rebuild"
+# The Redis projections (``redis:<family>``), each under ``P:<family>``.
+REDIS_FAMILIES: tuple[str, ...] = ("products", "customers", "orders")
+
+_PG_LIVE = """
+SELECT projection, xid, seq FROM read.projection_checkpoints
+WHERE right(projection, length($1::text)) <> $1::text
+"""
+
+
+async def pg_checkpoints(db: Executor) -> dict[str, Position]:
+    """The checkpoint of every live PostgreSQL projection (``pg:products`` ...)."""
+    rows = await db.fetch(_PG_LIVE, SHADOW_SUFFIX)
+    return {r["projection"]: Position(int(r["xid"]), int(r["seq"])) for r in rows}
+
+
+class RedisCheckpoints:
+    """Reads the active generation's checkpoint of Redis projections."""
+
+    def __init__(
+        self, client: Redis, prefix: str, families: Sequence[str] = REDIS_FAMILIES
+    ) -> None:
+        self._keys = {f"redis:{f}": ProjectionKeys(prefix, f) for f in families}
+        self._script = client.register_script(
+            redis_scripts.script(*redis_scripts.ACTIVE_CHECKPOINT)
+        )
+
+    async def read(self) -> dict[str, Position]:
+        """Every built Redis projection's checkpoint (by consumer name)."""
+        found: dict[str, Position] = {}
+        for name, keys in self._keys.items():
+            reply = await self._script(keys=[keys.active], args=[keys.base])
+            if reply and reply[1]:
+                found[name] = Position.from_checkpoint(reply[1])
+        return found
