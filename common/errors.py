@@ -67,3 +67,11 @@ class ConcurrencyConflict(AppError):
 
 class Unavailable(AppError):
     """A backing service (PostgreSQL, Redis) cannot be reached, or a wait timed out."""
+
+
+class Unauthenticated(AppError):
+    """No valid credentials: a missing, malformed or unknown API token."""
+
+
+class PermissionDenied(AppError):
+    """Valid credentials that do not allow this call (a read token on the write server)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/cqrs"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -61,6 +61,24 @@ class Settings:
     # balancer polling health moves away), then in-flight calls get grace_ms to finish.
     shutdown_drain_ms: int = 0
     shutdown_grace_ms: int = 5000
+    # API tokens (common/rpc/auth.py): "subject:token" pairs, comma-separated, inline or in
+    # a file; kept out of repr so no log or traceback shows them.
+    write_tokens: str = field(default="", repr=False)
+    write_tokens_file: str = ""
+    read_tokens: str = field(default="", repr=False)
+    read_tokens_file: str = ""
+    # Reachable without a token: "health", "reflection" or full service names.
+    auth_public_services: str = "health,reflection"
+    # Server TLS (PEM paths); a client CA makes it mutual TLS (common/rpc/tls.py).
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    # How this package's own clients (cqrs up, cqrs probe) reach the servers: the CA that
+    # signed their certificates, a client certificate for mutual TLS, a token.
+    tls_ca: str = ""
+    tls_client_cert: str = ""
+    tls_client_key: str = ""
+    client_token: str = field(default="", repr=False)
 
     def pg_session_settings(self, application_name: str) -> dict[str, str]:
         """Server settings for every pool's sessions. An idle-in-transaction session
@@ -117,6 +135,18 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "CQRS_LOG_LEVELS": ("log_levels", str),
     "CQRS_SHUTDOWN_DRAIN_MS": ("shutdown_drain_ms", int),
     "CQRS_SHUTDOWN_GRACE_MS": ("shutdown_grace_ms", int),
+    "CQRS_WRITE_TOKENS": ("write_tokens", str),
+    "CQRS_WRITE_TOKENS_FILE": ("write_tokens_file", str),
+    "CQRS_READ_TOKENS": ("read_tokens", str),
+    "CQRS_READ_TOKENS_FILE": ("read_tokens_file", str),
+    "CQRS_AUTH_PUBLIC_SERVICES": ("auth_public_services", str),
+    "CQRS_TLS_CERT": ("tls_cert", str),
+    "CQRS_TLS_KEY": ("tls_key", str),
+    "CQRS_TLS_CLIENT_CA": ("tls_client_ca", str),
+    "CQRS_TLS_CA": ("tls_ca", str),
+    "CQRS_TLS_CLIENT_CERT": ("tls_client_cert", str),
+    "CQRS_TLS_CLIENT_KEY": ("tls_client_key", str),
+    "CQRS_CLIENT_TOKEN": ("client_token", str),
 }
 
 
@@ -133,12 +163,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build :class:`Settings` from ``environ`` (default: ``os.environ``)."""
     env = os.environ if environ is None else environ
     values: dict[str, object] = {}
-    for var, (field, kind) in _ENV_FIELDS.items():
+    for var, (name, kind) in _ENV_FIELDS.items():
         raw = env.get(var)
         if raw is None or raw == "":
             continue
         try:
-            values[field] = kind(raw)
+            values[name] = kind(raw)
         except ValueError as exc:
             raise ValueError(f"{var}={raw!r} is not a valid {kind.__name__}") from exc
     return Settings(**values)  # type: ignore[arg-type]

@@ -171,6 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = _settings(args)
     try:
         _configure_logs(args, settings)
+        if args.command in ("write-server", "read-server", "up"):
+            # Tokens and certificates are checked before anything starts: a typo in them
+            # is a clear message and exit 2, not a server that is open or dies later.
+            from common.rpc.security import security_for
+
+            security_for(settings, "write")
+            security_for(settings, "read")
     except ValueError as exc:
         print(f"cqrs: {exc}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ import urllib.request
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from common.rpc import tls
 from common.settings import Settings
 from cqrs.up import connect_address
 
@@ -47,10 +48,14 @@ def _server(
             address = connect_address(settings.write_host, settings.write_port)
         else:
             address = connect_address(settings.read_host, settings.read_port)
-    with grpc.insecure_channel(address) as channel:
+    with tls.channel(settings, address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            reply = stub.Check(
+                health_pb2.HealthCheckRequest(service=""),
+                timeout=timeout,
+                metadata=tls.call_metadata(settings),
+            )
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
             name = code.name if code is not None else "error"

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from common.rpc import tls
 from common.settings import Settings, to_environ, worker_metrics_port
 from cqrs import prometheus
 from cqrs.children import Child, say, stop_children, stop_on_signals, stop_timeout
@@ -133,7 +134,7 @@ def _supervise(
     while servers and not stop.is_set():
         if (dead := _first_dead(children)) is not None:
             return _report_death(dead, "while starting")
-        servers = {address for address in servers if not check_health(address)}
+        servers = {address for address in servers if not check_health(address, settings)}
         if time.monotonic() > deadline:
             say(
                 f"cqrs up: no SERVING health check from {', '.join(sorted(servers))} "
@@ -193,13 +194,18 @@ def connect_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def check_health(address: str, timeout: float = 1.0) -> bool:
-    """True if ``address`` answers grpc.health.v1 Check("") with SERVING."""
+def check_health(address: str, settings: Settings, timeout: float = 1.0) -> bool:
+    """True if ``address`` answers grpc.health.v1 Check("") with SERVING (over TLS and
+    with the client token when ``settings`` ask for them)."""
     # A fresh channel per attempt: a reused one would back off between reconnects.
-    with grpc.insecure_channel(address) as channel:
+    with tls.channel(settings, address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            reply = stub.Check(
+                health_pb2.HealthCheckRequest(service=""),
+                timeout=timeout,
+                metadata=tls.call_metadata(settings),
+            )
         except grpc.RpcError:
             return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
@@ -219,10 +225,25 @@ def grpcurl_examples(settings: Settings) -> list[str]:
     create = '{"name": "Coffee mug", "price_cents": 1299, "currency": "EUR", "stock": 10}'
     write = connect_address(settings.write_host, settings.write_port)
     read = connect_address(settings.read_host, settings.read_port)
+    flags = " ".join(_grpcurl_flags(settings))
     return [
-        f"{grpcurl} -plaintext -d {shlex.quote(create)} {write} {_COMMANDS}/CreateProduct",
-        f"{grpcurl} -plaintext -d '{{}}' {read} {_QUERIES}/ListProducts",
+        f"{grpcurl} {flags} -d {shlex.quote(create)} {write} {_COMMANDS}/CreateProduct",
+        f"{grpcurl} {flags} -d '{{}}' {read} {_QUERIES}/ListProducts",
     ]
+
+
+def _grpcurl_flags(settings: Settings) -> list[str]:
+    """How grpcurl reaches the servers as configured (the token stays in the environment)."""
+    if not tls.uses_tls(settings):
+        flags = ["-plaintext"]
+    else:
+        flags = [f"-cacert {shlex.quote(settings.tls_ca)}"] if settings.tls_ca else []
+        if settings.tls_client_cert and settings.tls_client_key:
+            flags.append(f"-cert {shlex.quote(settings.tls_client_cert)}")
+            flags.append(f"-key {shlex.quote(settings.tls_client_key)}")
+    if settings.write_tokens or settings.write_tokens_file or settings.read_tokens:
+        flags.append('-H "authorization: Bearer $CQRS_CLIENT_TOKEN"')
+    return flags
 
 
 def banner(settings: Settings, children: list[Child], prometheus_url: str | None = None) -> str:

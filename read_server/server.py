@@ -11,6 +11,7 @@ from common.errors import AppError, Unavailable
 from common.metrics import start_metrics_server
 from common.outages import is_outage, sqlstate
 from common.pb.shop.v1 import query_service_pb2 as qs
+from common.rpc.security import security_for
 from common.rpc.server import BuiltServer, Service, build_server, grpc_health, run_app
 from common.settings import Settings
 from read_server.bootstrap import App, bootstrap
@@ -35,7 +36,13 @@ def create_server(
 ) -> BuiltServer:
     """QueryService (+ health, reflection) for ``app``, bound to ``address``; not started."""
     servicer = QueryServicer(app.sources, app.settings.consistency_wait_max_ms, app.reads)
-    return build_server(address, [Service(SERVICE, servicer)], translate=translate, options=options)
+    return build_server(
+        address,
+        [Service(SERVICE, servicer)],
+        translate=translate,
+        options=options,
+        security=security_for(app.settings, "read"),
+    )
 
 
 async def serve(settings: Settings) -> None:

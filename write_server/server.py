@@ -9,6 +9,7 @@ from common import errors
 from common.metrics import start_metrics_server
 from common.outages import is_contention, is_outage
 from common.pb.shop.v1 import command_service_pb2 as pb
+from common.rpc.security import security_for
 from common.rpc.server import BuiltServer, Service, build_server, grpc_health, run_app
 from common.settings import Settings
 from write_server.bootstrap import App, bootstrap
@@ -32,7 +33,11 @@ def create_server(
     """CommandService (+ health, reflection) for ``app``, bound to ``address``; not started."""
     servicer = CommandServicer(app.service)
     return build_server(
-        address, [Service(SERVICE, servicer)], translate=translate_db_error, options=options
+        address,
+        [Service(SERVICE, servicer)],
+        translate=translate_db_error,
+        options=options,
+        security=security_for(app.settings, "write"),
     )
 
 

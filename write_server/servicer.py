@@ -8,6 +8,7 @@ import grpc
 
 from common.events import CUSTOMER_FIELDS, PRODUCT_FIELDS
 from common.pb.shop.v1 import command_service_pb2 as pb
+from common.rpc.auth import current_subject
 from write_server.domain import commands
 from write_server.service_layer.service import CommandResult, CommandService, RequestMeta
 
@@ -19,12 +20,10 @@ def _changes(request: Any, fields: tuple[str, ...]) -> dict[str, Any]:
 
 def request_meta(context: grpc.aio.ServicerContext) -> RequestMeta:
     metadata = dict(context.invocation_metadata() or ())
-    auth = context.auth_context() or {}
-    subject = b",".join(auth.get("x509_common_name", [])).decode(errors="replace")
     return RequestMeta(
         peer=context.peer() or "",
         user_agent=str(metadata.get("user-agent", "")),
-        auth_subject=subject,
+        auth_subject=current_subject(context),
     )
 
 

@@ -37,6 +37,8 @@ from common.rpc.status import clip, code_for, status_for
 log = logging.getLogger(__name__)
 
 Translator = Callable[[BaseException], errors.AppError | None]
+# Raises an AppError (UNAUTHENTICATED, PERMISSION_DENIED) to refuse a call.
+Admit = Callable[[grpc.aio.ServicerContext], None]
 
 
 def serialize(response: Any) -> bytes:
@@ -45,7 +47,10 @@ def serialize(response: Any) -> bytes:
 
 
 def service_handlers(
-    descriptor: ServiceDescriptor, servicer: object, translate: Translator | None
+    descriptor: ServiceDescriptor,
+    servicer: object,
+    translate: Translator | None,
+    admit: Admit | None = None,
 ) -> dict[str, grpc.RpcMethodHandler]:
     """Handlers for every method of ``descriptor`` (unary only), from ``servicer``."""
     handlers: dict[str, grpc.RpcMethodHandler] = {}
@@ -57,7 +62,9 @@ def service_handlers(
         handler = grpc.unary_unary_rpc_method_handler(
             behaviour, request_deserializer=request_type.FromString, response_serializer=serialize
         )
-        handlers[method.name] = wrap(f"/{descriptor.full_name}/{method.name}", handler, translate)
+        handlers[method.name] = wrap(
+            f"/{descriptor.full_name}/{method.name}", handler, translate, admit
+        )
     return handlers
 
 
@@ -68,21 +75,35 @@ def _message_class(descriptor: Any) -> Any:
 
 
 def wrap(
-    method: str, handler: grpc.RpcMethodHandler, translate: Translator | None
+    method: str,
+    handler: grpc.RpcMethodHandler,
+    translate: Translator | None,
+    admit: Admit | None = None,
 ) -> grpc.RpcMethodHandler:
-    """``handler`` decoding its own requests, with error mapping and metrics."""
+    """``handler`` decoding its own requests, with error mapping and metrics; ``admit``
+    (an API-token check, :mod:`common.rpc.auth`) runs before a request is decoded."""
     deserializer = handler.request_deserializer
     name = message_name(deserializer) if deserializer else "message"
     call = _Call(method, translate, call_log.body_request_id(deserializer))
 
-    def decoded(raw: Any) -> Any:
-        return decode(deserializer, raw, name) if deserializer is not None else raw
+    # Chosen here, once: an open server's calls take the path without the check.
+    if admit is None:
+
+        def decoded(raw: Any, context: grpc.aio.ServicerContext) -> Any:
+            return decode(deserializer, raw, name) if deserializer is not None else raw
+
+    else:
+        guard = admit
+
+        def decoded(raw: Any, context: grpc.aio.ServicerContext) -> Any:
+            guard(context)
+            return decode(deserializer, raw, name) if deserializer is not None else raw
 
     if handler.unary_unary is not None:
         unary = handler.unary_unary
 
         async def unary_unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-            return await call.run(context, lambda: unary(decoded(raw), context), raw)
+            return await call.run(context, lambda: unary(decoded(raw, context), context), raw)
 
         return grpc.unary_unary_rpc_method_handler(
             unary_unary, response_serializer=handler.response_serializer
@@ -91,7 +112,9 @@ def wrap(
         stream = handler.unary_stream
 
         async def unary_stream(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-            return await call.run_streaming(context, lambda: stream(decoded(raw), context), raw)
+            return await call.run_streaming(
+                context, lambda: stream(decoded(raw, context), context), raw
+            )
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream, response_serializer=handler.response_serializer
@@ -102,7 +125,7 @@ def wrap(
     async def requests(raw: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
         async for item in raw:
             try:
-                yield decoded(item)
+                yield decoded(item, context)
             except errors.AppError as exc:
                 await call.abort(context, exc)
 

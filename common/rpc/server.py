@@ -25,10 +25,13 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from common import runtime
 from common.ops_http import Health, HealthCheck
-from common.rpc.handlers import Translator, service_handlers, wrap
+from common.rpc.handlers import Admit, Translator, service_handlers, wrap
 from common.rpc.health import SERVING, HealthServicer
+from common.rpc.security import Security
 
 log = logging.getLogger(__name__)
+
+OPEN = Security()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +68,21 @@ def build_server(
     *,
     translate: Translator | None = None,
     options: Sequence[tuple[str, Any]] = (),
+    security: Security = OPEN,
 ) -> BuiltServer:
-    """``services`` plus health and reflection, bound to ``address``; not started."""
+    """``services`` plus health and reflection, bound to ``address``; not started; with
+    the API-token checks and TLS of ``security`` (default: open, plaintext)."""
     server = grpc.aio.server(options=list(options))
+    guard = security.guard
+
+    def admit(name: str) -> Admit | None:
+        return guard.admit if guard is not None and name not in security.public else None
+
     for service in services:
-        _add(
-            server, service.name, service_handlers(service.descriptor, service.servicer, translate)
+        handlers = service_handlers(
+            service.descriptor, service.servicer, translate, admit(service.name)
         )
+        _add(server, service.name, handlers)
     health_servicer = HealthServicer()
     names = [s.name for s in services]
     for add_to_server, servicer in (
@@ -86,8 +97,14 @@ def build_server(
         captured = _Capture()
         add_to_server(servicer, captured)
         for name, handlers in captured.services.items():
-            _add(server, name, {m: wrap(f"/{name}/{m}", h, translate) for m, h in handlers.items()})
-    port = server.add_insecure_port(address)
+            wrapped = {
+                m: wrap(f"/{name}/{m}", h, translate, admit(name)) for m, h in handlers.items()
+            }
+            _add(server, name, wrapped)
+    if security.credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, security.credentials)
     if port == 0:
         raise OSError(f"could not bind {address}")
     return BuiltServer(server, port, health_servicer, tuple(names))
