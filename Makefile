@@ -62,6 +62,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/buf lint
+	$(BIN)/buf breaking protos --against '.git#branch=main,subdir=protos'
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
