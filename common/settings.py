@@ -32,6 +32,9 @@ class Settings:
     write_metrics_port: int = 9101
     read_metrics_port: int = 9102
     projector_metrics_port: int = 9103
+    # Where /metrics, /healthz and /livez listen; 0.0.0.0 in containers, so Prometheus
+    # in another one can scrape.
+    metrics_host: str = "127.0.0.1"
     db_pool_size: int = 10
     # Idle-in-transaction sessions hold back the projector's safe horizon: kill them.
     idle_in_transaction_timeout_ms: int = 5000
@@ -120,6 +123,7 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "CQRS_WRITE_METRICS_PORT": ("write_metrics_port", int),
     "CQRS_READ_METRICS_PORT": ("read_metrics_port", int),
     "CQRS_PROJECTOR_METRICS_PORT": ("projector_metrics_port", int),
+    "CQRS_METRICS_HOST": ("metrics_host", str),
     "CQRS_DB_POOL_SIZE": ("db_pool_size", int),
     "CQRS_IDLE_IN_TRANSACTION_TIMEOUT_MS": ("idle_in_transaction_timeout_ms", int),
     "CQRS_STATEMENT_TIMEOUT_MS": ("statement_timeout_ms", int),

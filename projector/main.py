@@ -27,7 +27,7 @@ async def run(settings: Settings, only: list[str] | None = None) -> int:
     Returns the exit status: 0 after a signal, 1 when every consumer stopped on a
     poison event (so a supervisor sees the failure).
     """
-    ops = start_metrics_server(settings.projector_metrics_port)
+    ops = start_metrics_server(settings.projector_metrics_port, settings.metrics_host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -70,7 +70,7 @@ async def rebuild(settings: Settings, only: list[str] | None, metrics_port: int 
     """Rebuild the consumers of the families in ``only`` (default: all); with a
     ``metrics_port``, ``/metrics`` shows the rebuild gauges meanwhile (the running
     projector has its own port)."""
-    ops = start_metrics_server(metrics_port)
+    ops = start_metrics_server(metrics_port, settings.metrics_host)
     try:
         async with open_app(settings) as app:
             return await rebuilding.rebuild(

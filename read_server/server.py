@@ -47,7 +47,7 @@ def create_server(
 
 async def serve(settings: Settings) -> None:
     """Run the read server until SIGTERM/SIGINT."""
-    ops = start_metrics_server(settings.read_metrics_port)
+    ops = start_metrics_server(settings.read_metrics_port, settings.metrics_host)
     app = await bootstrap(settings)
     built = create_server(app, f"{settings.read_host}:{settings.read_port}")
     if ops is not None:

@@ -43,7 +43,7 @@ def create_server(
 
 async def serve(settings: Settings) -> None:
     """Run the write server until SIGTERM/SIGINT."""
-    ops = start_metrics_server(settings.write_metrics_port)
+    ops = start_metrics_server(settings.write_metrics_port, settings.metrics_host)
     app = await bootstrap(settings)
     built = create_server(app, f"{settings.write_host}:{settings.write_port}")
     if ops is not None:
