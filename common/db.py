@@ -8,6 +8,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from common.roles import ensure_roles
+
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -63,13 +65,19 @@ def upgrade_schema(sqlalchemy_url: str, revision: str = "head") -> None:
 
 
 async def migrate(dsn: str, sqlalchemy_url: str) -> None:
-    """Create the database if missing, then apply every migration."""
+    """Create the database if missing, apply every migration, then set up the
+    least-privilege roles (common/roles.py)."""
     import asyncio
 
     await create_database_if_missing(dsn)
     before = await schema_revision(dsn)
     await asyncio.to_thread(upgrade_schema, sqlalchemy_url)
     after = await schema_revision(dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await ensure_roles(conn)
+    finally:
+        await conn.close()
     # Alembic's own "Running upgrade" lines are INFO of a third party (hidden by default).
     if before == after:
         log.info("schema already at revision %s", after)
