@@ -14,11 +14,10 @@ import urllib.error
 import urllib.request
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
-from common.rpc import tls
 from common.settings import Settings
-from cqrs.up import connect_address
+from cqrs.up import connect_address, health_status
 
 TARGETS = ("write", "read", "projector")
 
@@ -48,23 +47,14 @@ def _server(
             address = connect_address(settings.write_host, settings.write_port)
         else:
             address = connect_address(settings.read_host, settings.read_port)
-    with tls.channel(settings, address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            reply = stub.Check(
-                health_pb2.HealthCheckRequest(service=""),
-                timeout=timeout,
-                metadata=tls.call_metadata(settings),
-            )
-        except grpc.RpcError as exc:
-            code = exc.code() if isinstance(exc, grpc.Call) else None
-            name = code.name if code is not None else "error"
-            return (
-                False,
-                f"{address} {name}: {exc.details() if isinstance(exc, grpc.Call) else exc}",
-            )
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    return reply.status == health_pb2.HealthCheckResponse.SERVING, f"{address} {status}"
+    try:
+        status = health_status(address, settings, timeout)
+    except grpc.RpcError as exc:
+        code = exc.code() if isinstance(exc, grpc.Call) else None
+        name = code.name if code is not None else "error"
+        return False, f"{address} {name}: {exc.details() if isinstance(exc, grpc.Call) else exc}"
+    serving = status == health_pb2.HealthCheckResponse.SERVING
+    return serving, f"{address} {health_pb2.HealthCheckResponse.ServingStatus.Name(status)}"
 
 
 def _projector(

@@ -194,21 +194,26 @@ def connect_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def check_health(address: str, settings: Settings, timeout: float = 1.0) -> bool:
-    """True if ``address`` answers grpc.health.v1 Check("") with SERVING (over TLS and
-    with the client token when ``settings`` ask for them)."""
+def health_status(address: str, settings: Settings, timeout: float) -> int:
+    """``address``'s grpc.health.v1 Check("") status (over TLS and with the client token
+    when ``settings`` ask for them); raises grpc.RpcError when it does not answer."""
     # A fresh channel per attempt: a reused one would back off between reconnects.
     with tls.channel(settings, address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            reply = stub.Check(
-                health_pb2.HealthCheckRequest(service=""),
-                timeout=timeout,
-                metadata=tls.call_metadata(settings),
-            )
-        except grpc.RpcError:
-            return False
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""),
+            timeout=timeout,
+            metadata=tls.call_metadata(settings),
+        )
+    return int(reply.status)
+
+
+def check_health(address: str, settings: Settings, timeout: float = 1.0) -> bool:
+    """True if ``address`` answers its health check with SERVING."""
+    try:
+        status = health_status(address, settings, timeout)
+    except grpc.RpcError:
+        return False
+    return bool(status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def grpcurl_binary() -> str:

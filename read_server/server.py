@@ -8,11 +8,10 @@ from typing import Any
 import redis.exceptions
 
 from common.errors import AppError, Unavailable
-from common.metrics import start_metrics_server
 from common.outages import is_outage, sqlstate
 from common.pb.shop.v1 import query_service_pb2 as qs
 from common.rpc.security import security_for
-from common.rpc.server import BuiltServer, Service, build_server, grpc_health, run_app
+from common.rpc.server import BuiltServer, Service, build_server, serve_process
 from common.settings import Settings
 from read_server.bootstrap import App, bootstrap
 from read_server.servicer import QueryServicer
@@ -47,20 +46,12 @@ def create_server(
 
 async def serve(settings: Settings) -> None:
     """Run the read server until SIGTERM/SIGINT."""
-    ops = start_metrics_server(settings.read_metrics_port, settings.metrics_host)
-    app = await bootstrap(settings)
-    built = create_server(app, f"{settings.read_host}:{settings.read_port}")
-    if ops is not None:
-        ops.health = grpc_health(built)
-    try:
-        await run_app(
-            app,
-            built,
-            f"read server ({SERVICE.full_name})",
-            settings.read_host,
-            grace_seconds=settings.shutdown_grace_ms / 1000,
-            drain_seconds=settings.shutdown_drain_ms / 1000,
-        )
-    finally:
-        if ops is not None:
-            ops.close()
+    await serve_process(
+        settings,
+        what=f"read server ({SERVICE.full_name})",
+        host=settings.read_host,
+        port=settings.read_port,
+        metrics_port=settings.read_metrics_port,
+        bootstrap=bootstrap,
+        create=create_server,
+    )

@@ -6,11 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from common import errors
-from common.metrics import start_metrics_server
 from common.outages import is_contention, is_outage
 from common.pb.shop.v1 import command_service_pb2 as pb
 from common.rpc.security import security_for
-from common.rpc.server import BuiltServer, Service, build_server, grpc_health, run_app
+from common.rpc.server import BuiltServer, Service, build_server, serve_process
 from common.settings import Settings
 from write_server.bootstrap import App, bootstrap
 from write_server.servicer import CommandServicer
@@ -43,20 +42,12 @@ def create_server(
 
 async def serve(settings: Settings) -> None:
     """Run the write server until SIGTERM/SIGINT."""
-    ops = start_metrics_server(settings.write_metrics_port, settings.metrics_host)
-    app = await bootstrap(settings)
-    built = create_server(app, f"{settings.write_host}:{settings.write_port}")
-    if ops is not None:
-        ops.health = grpc_health(built)
-    try:
-        await run_app(
-            app,
-            built,
-            f"write server ({SERVICE.full_name})",
-            settings.write_host,
-            grace_seconds=settings.shutdown_grace_ms / 1000,
-            drain_seconds=settings.shutdown_drain_ms / 1000,
-        )
-    finally:
-        if ops is not None:
-            ops.close()
+    await serve_process(
+        settings,
+        what=f"write server ({SERVICE.full_name})",
+        host=settings.write_host,
+        port=settings.write_port,
+        metrics_port=settings.write_metrics_port,
+        bootstrap=bootstrap,
+        create=create_server,
+    )

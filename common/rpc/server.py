@@ -16,7 +16,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -24,10 +24,12 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from common import runtime
+from common.metrics import start_metrics_server
 from common.ops_http import Health, HealthCheck
 from common.rpc.handlers import Admit, Translator, service_handlers, wrap
 from common.rpc.health import SERVING, HealthServicer
 from common.rpc.security import Security
+from common.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,40 @@ class _Capture:
 
 class Closable(Protocol):
     async def close(self) -> None: ...
+
+
+AppT = TypeVar("AppT", bound=Closable)
+
+
+async def serve_process(
+    settings: Settings,
+    *,
+    what: str,
+    host: str,
+    port: int,
+    metrics_port: int,
+    bootstrap: Callable[[Settings], Awaitable[AppT]],
+    create: Callable[[AppT, str], BuiltServer],
+) -> None:
+    """A server process: its ops endpoint (/metrics, /healthz mirroring gRPC health) from
+    the start, its app and server, then :func:`run_app` until SIGTERM/SIGINT."""
+    ops = start_metrics_server(metrics_port, settings.metrics_host)
+    try:
+        app = await bootstrap(settings)
+        built = create(app, f"{host}:{port}")
+        if ops is not None:
+            ops.health = grpc_health(built)
+        await run_app(
+            app,
+            built,
+            what,
+            host,
+            grace_seconds=settings.shutdown_grace_ms / 1000,
+            drain_seconds=settings.shutdown_drain_ms / 1000,
+        )
+    finally:
+        if ops is not None:
+            ops.close()
 
 
 async def run_app(

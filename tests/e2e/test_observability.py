@@ -13,13 +13,13 @@ killed read server is a process down.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,13 @@ import asyncpg
 import grpc
 import pytest
 
-from common import events as ev
 from common.pb.shop.v1 import command_service_pb2 as cpb
 from common.pb.shop.v1 import command_service_pb2_grpc as cpb_grpc
 from common.pb.shop.v1 import query_service_pb2 as qpb
 from common.pb.shop.v1 import query_service_pb2_grpc as qpb_grpc
 from common.settings import Settings
 from cqrs import prometheus
-from tests.support.events import NewEvent, append_events
+from tests.support.events import append_poison_update
 from tests.support.servers import free_port
 from tests.support.system import System
 
@@ -181,25 +180,12 @@ def _expect_error(call: Callable[[], object]) -> None:
 
 def _poison_product(settings: Settings, product_id: str) -> None:
     """An update event of ``product_id`` whose payload no reducer accepts."""
-    import asyncio
 
     async def append() -> None:
         conn = await asyncpg.connect(settings.asyncpg_dsn)
         try:
             async with conn.transaction():
-                version = await conn.fetchval(
-                    "UPDATE products SET version = version + 1 WHERE id = $1 RETURNING version",
-                    uuid.UUID(product_id),
-                )
-                event = NewEvent(
-                    ev.PRODUCT,
-                    product_id,
-                    version,
-                    ev.PRODUCT_UPDATED,
-                    {"changes": {"stock": "lots"}},
-                    datetime.now(UTC),
-                )
-                await append_events(conn, [event])
+                await append_poison_update(conn, product_id)
         finally:
             await conn.close()
 

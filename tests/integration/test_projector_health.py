@@ -10,7 +10,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,12 +17,15 @@ from typing import Any
 import asyncpg
 import pytest
 
-from common import events as ev
 from common.ops_http import OpsServer
 from projector.bootstrap import App
 from projector.health import CHECK_TIMEOUT_S, ProjectorHealth
 from projector.process import Projector
-from tests.support.events import NewEvent, Shop, append_events, eventually, now
+from tests.support.events import (
+    Shop,
+    append_poison_update,
+    eventually,
+)
 from tests.support.projector import wait_applied
 from tests.support.servers import free_port
 
@@ -163,25 +165,5 @@ async def test_a_stuck_event_loop_fails_liveness(app: App) -> None:
 
 
 async def _poison_product_update(app: App, product_id: str) -> int:
-    """An update event whose payload no reducer accepts (a poison event)."""
-    at = now()
     async with app.pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            "UPDATE products SET version = 2, updated_at = $2 WHERE id = $1",
-            uuid.UUID(product_id),
-            at,
-        )
-        (position,) = await append_events(
-            conn,
-            [
-                NewEvent(
-                    ev.PRODUCT,
-                    product_id,
-                    2,
-                    ev.PRODUCT_UPDATED,
-                    {"changes": {"stock": "lots"}},
-                    at,
-                )
-            ],
-        )
-    return position.seq
+        return await append_poison_update(conn, product_id)

@@ -23,7 +23,14 @@ from projector.bootstrap import App
 from projector.projections import ALL_PROJECTIONS
 from projector.runner import ConsumerRunner, Outcome
 from projector.wakeup import Wakeup
-from tests.support.events import NewEvent, Shop, append_events, eventually, now
+from tests.support.events import (
+    NewEvent,
+    Shop,
+    append_events,
+    append_poison_update,
+    eventually,
+    now,
+)
 from tests.support.projector import (
     RecordingStore,
     applied_total,
@@ -325,27 +332,8 @@ def _no_failures(app: App) -> Callable[[], Awaitable[bool]]:
 
 
 async def _poison_product_update(app: App, product_id: str) -> int:
-    at = now()
     async with app.pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            "UPDATE products SET version = 2, updated_at = $2 WHERE id = $1",
-            uuid.UUID(product_id),
-            at,
-        )
-        (position,) = await append_events(
-            conn,
-            [
-                NewEvent(
-                    ev.PRODUCT,
-                    product_id,
-                    2,
-                    ev.PRODUCT_UPDATED,
-                    {"changes": {"stock": "lots"}},
-                    at,
-                )
-            ],
-        )
-    return position.seq
+        return await append_poison_update(conn, product_id)
 
 
 def _gauge(metric: str, projection: str) -> float | None:

@@ -339,3 +339,20 @@ class Shop:
                 at,
             )
             await append_events(conn, [NewEvent(aggregate, ident, version, event_type, {}, at)])
+
+
+async def append_poison_update(conn: asyncpg.Connection, product_id: str) -> int:
+    """In the connection's transaction: the next version of ``product_id`` as an update
+    event whose payload no reducer accepts (a poison event); its seq."""
+    at = now()
+    version = await conn.fetchval(
+        "UPDATE products SET version = version + 1, updated_at = $2 WHERE id = $1 "
+        "RETURNING version",
+        uuid.UUID(product_id),
+        at,
+    )
+    event = NewEvent(
+        ev.PRODUCT, product_id, version, ev.PRODUCT_UPDATED, {"changes": {"stock": "lots"}}, at
+    )
+    (position,) = await append_events(conn, [event])
+    return position.seq
