@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 import grpc
 from grpc_health.v1 import health_pb2
 
+from common.rpc.status import clip
+
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
@@ -41,7 +43,10 @@ class HealthServicer:
     ) -> health_pb2.HealthCheckResponse:
         status = self._status.get(request.service)
         if status is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+            # Clipped: the name is the caller's, and a long one would overflow the trailers.
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, clip(f"unknown service {request.service!r}")
+            )
             raise AssertionError("unreachable: abort() raises")
         return health_pb2.HealthCheckResponse(status=status)
 
