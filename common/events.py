@@ -20,6 +20,9 @@ Payloads (JSON objects; money in integer cents, ids as canonical UUID strings):
                            line_total_cents}], total_cents, currency, status}
 - ``OrderConfirmed`` / ``OrderShipped`` / ``OrderDelivered`` / ``OrderCancelled``  {status}
 - ``OrderDeleted``        {}
+- ``WebhookSubscriptionCreated`` {url, event_types: [event type], description}
+- ``WebhookSubscriptionDisabled`` / ``WebhookSecretRotated`` {}  (the secret itself is
+  never in the log: it lives in the ``webhook_subscriptions`` write table only)
 
 ``status`` is one of PENDING, CONFIRMED, SHIPPED, DELIVERED, CANCELLED.
 
@@ -46,6 +49,9 @@ from common.positions import Position
 PRODUCT = "Product"
 CUSTOMER = "Customer"
 ORDER = "Order"
+WEBHOOK_SUBSCRIPTION = "WebhookSubscription"
+# Every aggregate type in the log (relays publish them all).
+AGGREGATE_TYPES = (PRODUCT, CUSTOMER, ORDER, WEBHOOK_SUBSCRIPTION)
 
 PRODUCT_CREATED = "ProductCreated"
 PRODUCT_UPDATED = "ProductUpdated"
@@ -61,6 +67,9 @@ ORDER_SHIPPED = "OrderShipped"
 ORDER_DELIVERED = "OrderDelivered"
 ORDER_CANCELLED = "OrderCancelled"
 ORDER_DELETED = "OrderDeleted"
+WEBHOOK_SUBSCRIPTION_CREATED = "WebhookSubscriptionCreated"
+WEBHOOK_SUBSCRIPTION_DISABLED = "WebhookSubscriptionDisabled"
+WEBHOOK_SECRET_ROTATED = "WebhookSecretRotated"
 
 ORDER_STATUSES = ("PENDING", "CONFIRMED", "SHIPPED", "DELIVERED", "CANCELLED")
 
@@ -75,6 +84,14 @@ ORDER_ITEM_FIELDS = ("product_id", "name", "quantity", "unit_price_cents", "line
 ORDER_FIELDS = (
     "order_number", "customer_id", "customer_name", "customer_email", "items", "total_cents",
     "currency", "status",
+)  # fmt: skip
+
+# The event types a webhook can subscribe to: the shop's own (a subscription's events are
+# configuration, never delivered).
+SUBSCRIBABLE_EVENT_TYPES = (
+    PRODUCT_CREATED, PRODUCT_UPDATED, PRODUCT_STOCK_RESERVED, PRODUCT_STOCK_RELEASED,
+    PRODUCT_DELETED, CUSTOMER_CREATED, CUSTOMER_UPDATED, CUSTOMER_DELETED, ORDER_PLACED,
+    ORDER_CONFIRMED, ORDER_SHIPPED, ORDER_DELIVERED, ORDER_CANCELLED, ORDER_DELETED,
 )  # fmt: skip
 
 # The schema version each event type is written with today (see common/upcasting.py for
@@ -95,6 +112,9 @@ SCHEMA_VERSIONS: Mapping[str, int] = MappingProxyType(
         ORDER_DELIVERED: 1,
         ORDER_CANCELLED: 1,
         ORDER_DELETED: 1,
+        WEBHOOK_SUBSCRIPTION_CREATED: 1,
+        WEBHOOK_SUBSCRIPTION_DISABLED: 1,
+        WEBHOOK_SECRET_ROTATED: 1,
     }
 )
 

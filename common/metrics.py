@@ -89,3 +89,38 @@ def start_metrics_server(port: int, host: str = "127.0.0.1") -> OpsServer | None
     """Expose /metrics (and /healthz, /livez: :mod:`common.ops_http`) on ``port``
     (0 = disabled: None)."""
     return start_ops_server(port, host)
+
+
+# The NATS JetStream relay (projector/relay): acknowledged publishes, and those the stream
+# acknowledged as duplicates of a message it already held (dropped by its Nats-Msg-Id).
+RELAY_PUBLISHED = Counter(
+    "cqrs_relay_published_total", "Events the stream acknowledged as stored", ["relay"]
+)
+RELAY_DUPLICATES = Counter(
+    "cqrs_relay_duplicates_total",
+    "Publishes the stream acknowledged as duplicates (already stored, dropped)",
+    ["relay"],
+)
+
+# The webhook dispatcher (projector/webhooks): attempts by outcome (delivered; retry: a
+# failed attempt that will be retried; failed: the last one, the delivery parked;
+# circuit_open: postponed, nothing sent) and, from its leader, each active subscription's
+# queue.
+WEBHOOK_ATTEMPTS = Counter(
+    "cqrs_webhook_attempts_total", "Webhook delivery attempts by outcome", ["outcome"]
+)
+WEBHOOK_PENDING = Gauge(
+    "cqrs_webhook_pending_deliveries",
+    "Deliveries of an active subscription not delivered yet (PENDING or FAILED)",
+    ["subscription"],
+)
+WEBHOOK_OLDEST_PENDING = Gauge(
+    "cqrs_webhook_oldest_pending_seconds",
+    "Age of a subscription's oldest undelivered delivery; 0 when none",
+    ["subscription"],
+)
+WEBHOOK_PARKED = Gauge(
+    "cqrs_webhook_parked",
+    "1 while a subscription's deliveries wait behind a FAILED one (cqrs webhooks redeliver)",
+    ["subscription"],
+)

@@ -26,8 +26,14 @@ import asyncpg
 log = logging.getLogger(__name__)
 
 WRITER, READER, PROJECTOR = "cqrs_writer", "cqrs_reader", "cqrs_projector"
-WRITE_TABLES = ("products", "customers", "orders", "order_items", "events", "command_requests")
-PROJECTOR_SCHEMAS = ("read", "analytics")
+WRITE_TABLES = (
+    "products", "customers", "orders", "order_items", "events", "command_requests",
+    "webhook_subscriptions",
+)  # fmt: skip
+PROJECTOR_SCHEMAS = ("read", "analytics", "webhooks")
+# Write tables the reader must not see: the webhook signing secrets (the read server lists
+# subscriptions from the projector's webhooks schema, which holds no secret).
+SECRET_TABLES = ("webhook_subscriptions",)
 
 
 async def ensure_roles(conn: asyncpg.Connection) -> bool:
@@ -62,6 +68,8 @@ async def _ensure(conn: asyncpg.Connection) -> None:
         await conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {tables} TO {WRITER}")
         await conn.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {WRITER}")
         await conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {READER}, {PROJECTOR}")
+        secret = ", ".join(f"public.{t}" for t in SECRET_TABLES)
+        await conn.execute(f"REVOKE ALL ON {secret} FROM {READER}")
         for schema in PROJECTOR_SCHEMAS:
             await _hand_to_projector(conn, schema)
         await conn.execute(f"GRANT USAGE ON SCHEMA read TO {WRITER}")

@@ -7,8 +7,9 @@ Command-line flags override the environment via ``dataclasses.replace``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/cqrs"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -82,6 +83,28 @@ class Settings:
     tls_client_cert: str = ""
     tls_client_key: str = ""
     client_token: str = field(default="", repr=False)
+    # The NATS JetStream relay (projector consumer ``nats:events``): unset = no relay. The
+    # stream is created if missing; its duplicate window only backs up the relay's own
+    # fence (it reads the stream's last relayed position on every (re)start).
+    nats_url: str = field(default="", repr=False)  # may carry user:password
+    nats_stream: str = "SHOP_EVENTS"
+    nats_subject_prefix: str = "shop.events"
+    nats_duplicate_window_s: float = 600.0
+
+    # Webhooks (write server: URL rules; projector: the dispatcher and its API gateway).
+    # Allow loopback/private/link-local webhook URLs (tests, local development).
+    webhooks_allow_private: bool = False
+    # Attempts per delivery before it is parked as FAILED; the back-off between attempts
+    # doubles from initial to max (with jitter).
+    webhooks_max_attempts: int = 8
+    webhooks_retry_initial_ms: int = 1000
+    webhooks_retry_max_ms: int = 300_000
+    # Per call: the gateway's timeouts, in-call retries and per-host breaker and rate.
+    webhooks_timeout_ms: int = 5000
+    gateway_retry_attempts: int = 3
+    gateway_breaker_threshold: int = 5
+    gateway_breaker_ttl_ms: int = 30_000
+    gateway_rate_per_host: float = 50.0
 
     def pg_session_settings(self, application_name: str) -> dict[str, str]:
         """Server settings for every pool's sessions. An idle-in-transaction session
@@ -110,7 +133,17 @@ def to_plain_dsn(url: str) -> str:
     raise ValueError(f"not a PostgreSQL URL: {url!r}")
 
 
-_ENV_FIELDS: dict[str, tuple[str, type]] = {
+def _flag(raw: str) -> bool:
+    """``1/true/yes/on`` or ``0/false/no/off`` (any case)."""
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+_ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CQRS_DATABASE_URL": ("database_url", str),
     "CQRS_REDIS_URL": ("redis_url", str),
     "CQRS_REDIS_PREFIX": ("redis_prefix", str),
@@ -137,6 +170,15 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "CQRS_LOG_FORMAT": ("log_format", str),
     "CQRS_LOG_LEVEL_THIRD_PARTY": ("log_level_third_party", str),
     "CQRS_LOG_LEVELS": ("log_levels", str),
+    "CQRS_WEBHOOKS_ALLOW_PRIVATE": ("webhooks_allow_private", _flag),
+    "CQRS_WEBHOOKS_MAX_ATTEMPTS": ("webhooks_max_attempts", int),
+    "CQRS_WEBHOOKS_RETRY_INITIAL_MS": ("webhooks_retry_initial_ms", int),
+    "CQRS_WEBHOOKS_RETRY_MAX_MS": ("webhooks_retry_max_ms", int),
+    "CQRS_WEBHOOKS_TIMEOUT_MS": ("webhooks_timeout_ms", int),
+    "CQRS_GATEWAY_RETRY_ATTEMPTS": ("gateway_retry_attempts", int),
+    "CQRS_GATEWAY_BREAKER_THRESHOLD": ("gateway_breaker_threshold", int),
+    "CQRS_GATEWAY_BREAKER_TTL_MS": ("gateway_breaker_ttl_ms", int),
+    "CQRS_GATEWAY_RATE_PER_HOST": ("gateway_rate_per_host", float),
     "CQRS_SHUTDOWN_DRAIN_MS": ("shutdown_drain_ms", int),
     "CQRS_SHUTDOWN_GRACE_MS": ("shutdown_grace_ms", int),
     "CQRS_WRITE_TOKENS": ("write_tokens", str),
@@ -151,6 +193,10 @@ _ENV_FIELDS: dict[str, tuple[str, type]] = {
     "CQRS_TLS_CLIENT_CERT": ("tls_client_cert", str),
     "CQRS_TLS_CLIENT_KEY": ("tls_client_key", str),
     "CQRS_CLIENT_TOKEN": ("client_token", str),
+    "CQRS_NATS_URL": ("nats_url", str),
+    "CQRS_NATS_STREAM": ("nats_stream", str),
+    "CQRS_NATS_SUBJECT_PREFIX": ("nats_subject_prefix", str),
+    "CQRS_NATS_DUPLICATE_WINDOW_S": ("nats_duplicate_window_s", float),
 }
 
 
@@ -174,7 +220,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         try:
             values[name] = kind(raw)
         except ValueError as exc:
-            raise ValueError(f"{var}={raw!r} is not a valid {kind.__name__}") from exc
+            what = "flag (true/false)" if kind is _flag else kind.__name__
+            raise ValueError(f"{var}={raw!r} is not a valid {what}") from exc
     return Settings(**values)  # type: ignore[arg-type]
 
 

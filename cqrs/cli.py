@@ -67,6 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     psub.add_parser("verify", help="compare every projection with the write model")
     psub.add_parser("status", help="checkpoints, lag and stopped projections")
 
+    webhooks = sub.add_parser("webhooks", help="webhook deliveries: redeliver FAILED ones")
+    wsub = webhooks.add_subparsers(dest="webhooks_command", required=True)
+    again = wsub.add_parser(
+        "redeliver", help="FAILED deliveries back to PENDING (attempts from 0), queues unparked"
+    )
+    again.add_argument("--subscription", metavar="ID", help="only this subscription's")
+    again.add_argument("--delivery", metavar="MSG_ID", help="only this delivery (msg_42 or 42)")
+
     events = sub.add_parser("events", help="print the event log: its tail, or one aggregate")
     esub = events.add_subparsers(dest="events_command", required=True)
     tail = esub.add_parser("tail", help="the newest events, oldest first (commit-safe order)")
@@ -243,6 +251,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if sub == "verify":
             return int(asyncio.run(projector_main.verify(settings)))
         return int(asyncio.run(projector_main.status(settings)))
+    if command == "webhooks":
+        from cqrs.webhooks import redeliver
+
+        return int(asyncio.run(redeliver(settings, args.subscription, args.delivery)))
     if command == "events":
         from cqrs import events
 

@@ -55,8 +55,9 @@ def span_start(now: datetime, months: int) -> datetime:
 
 
 def order_times(start: datetime, end: datetime, count: int) -> list[datetime]:
-    """``count`` ascending instants spread evenly over (``start``, ``end``)."""
-    step = (end - start) / (count + 1)
+    """``count`` ascending instants spread evenly over (``start``, ``end``], the last at
+    ``end``: the current month always has orders, even an hour after it began."""
+    step = (end - start) / count if count else end - start
     return [start + step * (n + 1) for n in range(count)]
 
 

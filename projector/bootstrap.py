@@ -8,27 +8,34 @@ it from there.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 from redis.asyncio import Redis
 
+from common.gateway import Gateway, GatewayConfig
 from common.pool_metrics import PoolWatch, watch_pools
 from common.redis_client import redis_client
 from common.settings import Settings
 from projector.analytics.consumer import AnalyticsConsumer
 from projector.consumer import Consumer
 from projector.failures import FailureLog
+from projector.leadership import AdvisoryLease
 from projector.process import Projector, make_runner
 from projector.projection import Projection
 from projector.projections import BACKENDS, KINDS, PG, REDIS, ProjectionKind
+from projector.relay import NatsRelay
 from projector.runner import ConsumerRunner
 from projector.stores.pg_store import PgProjectionStore
 from projector.stores.port import ProjectionStore
 from projector.stores.redis_store import RedisProjectionStore
 from projector.wakeup import Wakeup
+from projector.webhooks.dispatcher import NAME as DISPATCH
+from projector.webhooks.dispatcher import DispatchConfig, WebhookDispatcher
+from projector.webhooks.fanout import WebhookFanout
 
 
 @dataclass
@@ -41,6 +48,8 @@ class App:
     failures: FailureLog
     consumers: list[Consumer]
     pools: PoolWatch | None = None
+    webhook_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    gateway: Gateway | None = None  # made with the dispatcher: only `projector run` calls out
 
     def consumer(self, name: str) -> Consumer:
         """The consumer called ``name`` (e.g. ``redis:orders``)."""
@@ -53,24 +62,75 @@ class App:
         return [c.name for c in self.consumers]
 
     def select(self, families: Sequence[str] | None) -> list[Consumer]:
-        """The consumers of the given families (``products`` ...; all if ``None``)."""
+        """The consumers of the given families (``products`` ...; all if ``None``) that can
+        be rebuilt: a relay (``rebuildable = False``) is left out, and naming it is an error."""
+        rebuildable = [c for c in self.consumers if getattr(c, "rebuildable", True)]
         if not families:
-            return list(self.consumers)
+            return rebuildable
         known = {c.name.partition(":")[2] for c in self.consumers}
         unknown = sorted(set(families) - known)
         if unknown:
             raise ValueError(f"unknown projections {unknown}; expected {sorted(known)}")
-        return [c for c in self.consumers if c.name.partition(":")[2] in families]
+        chosen = [c for c in self.consumers if c.name.partition(":")[2] in families]
+        relays = [c.name for c in chosen if c not in rebuildable]
+        if relays:
+            raise ValueError(
+                f"{', '.join(relays)} cannot be rebuilt: a relay has no copy to rebuild (what "
+                "it published stays published); leave it out of --only"
+            )
+        return chosen
 
     def projector(self, names: Sequence[str] | None = None) -> Projector:
-        """The process's runners, for every consumer or only those named."""
-        chosen = self.consumers if names is None else [self.consumer(n) for n in names]
-        return Projector(self.settings, self.pool, self.failures, chosen)
+        """The process's runners, for every consumer or only those named, and the webhook
+        dispatcher unless ``names`` leaves out ``webhooks:dispatch``."""
+        dispatch = names is None or DISPATCH in names
+        wanted = None if names is None else [n for n in names if n != DISPATCH]
+        chosen = self.consumers if wanted is None else [self.consumer(n) for n in wanted]
+        services = [self.dispatcher()] if dispatch else []
+        return Projector(self.settings, self.pool, self.failures, chosen, services)
+
+    def dispatcher(self) -> WebhookDispatcher:
+        """The webhook dispatcher (and the API gateway it calls through)."""
+        s = self.settings
+        if self.gateway is None:
+            self.gateway = Gateway(
+                GatewayConfig(
+                    read_timeout_s=s.webhooks_timeout_ms / 1000,
+                    retry_attempts=s.gateway_retry_attempts,
+                    breaker_threshold=s.gateway_breaker_threshold,
+                    breaker_ttl_s=s.gateway_breaker_ttl_ms / 1000,
+                    rate_per_host=s.gateway_rate_per_host,
+                ),
+                name="webhooks",
+            )
+        poll = s.projector_poll_interval_ms / 1000
+        lease = AdvisoryLease(
+            s.asyncpg_dsn,
+            DISPATCH,
+            retry_interval=poll,
+            lease_timeout=s.projector_lease_timeout_ms / 1000,
+        )
+        config = DispatchConfig(
+            max_attempts=s.webhooks_max_attempts,
+            retry_initial_s=s.webhooks_retry_initial_ms / 1000,
+            retry_max_s=s.webhooks_retry_max_ms / 1000,
+            timeout_s=s.webhooks_timeout_ms / 1000,
+            poll_s=poll,
+            allow_private=s.webhooks_allow_private,
+        )
+        return WebhookDispatcher(self.pool, self.gateway, lease, config, self.webhook_wake)
 
     def runner(self, consumer: Consumer, wakeup: Wakeup) -> ConsumerRunner:
         return make_runner(self.settings, self.pool, self.failures, consumer, wakeup)
 
     async def close(self) -> None:
+        for consumer in self.consumers:  # consumers with connections of their own (relays)
+            aclose = getattr(consumer, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if self.gateway is not None:
+            await self.gateway.aclose()
+            self.gateway = None
         if self.pools is not None:
             self.pools.close()
             self.pools = None
@@ -89,14 +149,27 @@ def make_store(
     return PgProjectionStore(pool, kind)
 
 
-def make_consumers(settings: Settings, pool: asyncpg.Pool, redis: Redis) -> list[Consumer]:
-    """Every consumer of the event log this process runs."""
+def make_consumers(
+    settings: Settings, pool: asyncpg.Pool, redis: Redis, webhook_wake: asyncio.Event
+) -> list[Consumer]:
+    """Every consumer of the event log this process runs (``webhook_wake`` is set when the
+    webhook fan-out added deliveries)."""
     projections: list[Consumer] = [
         Projection(kind, make_store(settings, pool, redis, backend, kind))
         for backend in BACKENDS
         for kind in KINDS.values()
     ]
-    return [*projections, AnalyticsConsumer(pool)]
+    consumers = [*projections, AnalyticsConsumer(pool), WebhookFanout(pool, webhook_wake.set)]
+    if settings.nats_url:
+        relay = NatsRelay(
+            pool,
+            settings.nats_url,
+            stream=settings.nats_stream,
+            subject_prefix=settings.nats_subject_prefix,
+            duplicate_window_s=settings.nats_duplicate_window_s,
+        )
+        consumers.append(relay)
+    return consumers
 
 
 async def bootstrap(settings: Settings) -> App:
@@ -108,9 +181,9 @@ async def bootstrap(settings: Settings) -> App:
     )
     redis = redis_client(settings.redis_url, max_connections=max(settings.db_pool_size, 8))
     pools = watch_pools(pg={"projector": pool}, redis={"projector": redis})
-    return App(
-        settings, pool, redis, FailureLog(pool), make_consumers(settings, pool, redis), pools
-    )
+    wake = asyncio.Event()
+    consumers = make_consumers(settings, pool, redis, wake)
+    return App(settings, pool, redis, FailureLog(pool), consumers, pools, wake)
 
 
 @contextlib.asynccontextmanager

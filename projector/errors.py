@@ -9,6 +9,7 @@ from common.reducers import ReducerError
 __all__ = [
     "CheckpointMoved",
     "LeadershipLost",
+    "NotRebuildable",
     "PoisonEvent",
     "ReducerError",
     "StoreLost",
@@ -51,3 +52,7 @@ class StoreLost(CheckpointMoved):
 
 class LeadershipLost(Exception):
     """The runner no longer (provably) holds its consumer's lease."""
+
+
+class NotRebuildable(Exception):
+    """The consumer has no copies to rebuild (a relay: what it published stays published)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 
 from common.metrics import start_metrics_server
 from common.settings import Settings
@@ -73,8 +74,13 @@ async def rebuild(settings: Settings, only: list[str] | None, metrics_port: int 
     ops = start_metrics_server(metrics_port, settings.metrics_host)
     try:
         async with open_app(settings) as app:
+            try:
+                chosen = app.select(only)
+            except ValueError as exc:
+                print(f"cqrs projector rebuild: {exc}", file=sys.stderr)
+                return 2
             return await rebuilding.rebuild(
-                app.select(only), app.pool, batch_size=settings.projector_batch_size
+                chosen, app.pool, batch_size=settings.projector_batch_size
             )
     finally:
         if ops is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Protocol
 
 import asyncpg
 
@@ -43,8 +44,17 @@ def make_runner(
     )
 
 
+class Service(Protocol):
+    """Something else the projector process runs beside the runners until stopped (the
+    webhook dispatcher), under a lease of its own."""
+
+    name: str
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
 class Projector:
-    """Runs every consumer until stopped, woken early by NOTIFY."""
+    """Runs every consumer (and the services given) until stopped, woken early by NOTIFY."""
 
     def __init__(
         self,
@@ -52,10 +62,12 @@ class Projector:
         pool: asyncpg.Pool,
         failures: FailureLog,
         consumers: Sequence[Consumer],
+        services: Sequence[Service] = (),
     ) -> None:
         self.wakeup = Wakeup()
         self.listener = NotifyListener(settings.asyncpg_dsn, NOTIFY_CHANNEL, self.wakeup)
         self.runners = [make_runner(settings, pool, failures, c, self.wakeup) for c in consumers]
+        self.services = list(services)
 
     async def run(self, stop: asyncio.Event) -> dict[str, Outcome]:
         """Run every runner until ``stop`` is set (or every one has failed)."""
@@ -65,13 +77,23 @@ class Projector:
             for r in self.runners
         }
         waker = asyncio.create_task(self._wake_on(stop))
+        services = [
+            asyncio.create_task(s.run(stop), name=f"projector-{s.name}") for s in self.services
+        ]
         try:
-            if tasks:
-                await asyncio.wait(tasks.values())
+            # Until every runner has ended (stopped, or failed: the exit status says so); a
+            # process of services alone (`--only webhooks:dispatch`) until they end.
+            if tasks or services:
+                await asyncio.wait(tasks.values() if tasks else services)
         finally:
-            for task in (*tasks.values(), listener, waker):
+            for task in (*tasks.values(), *services, listener, waker):
                 task.cancel()
-            await asyncio.gather(*tasks.values(), listener, waker, return_exceptions=True)
+            await asyncio.gather(
+                *tasks.values(), *services, listener, waker, return_exceptions=True
+            )
+            for task in services:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("%s crashed", task.get_name(), exc_info=task.exception())
         outcomes: dict[str, Outcome] = {}
         for name, task in tasks.items():
             if task.cancelled() or task.exception() is not None:

@@ -21,12 +21,13 @@ from read_server.reads import Reads
 from read_server.requests import RequestParser
 from read_server.search.rpcs import SearchRpcs
 from read_server.sources.base import Freshness, OrderFilter, Page, SourceSet
+from read_server.webhooks.rpcs import WebhookRpcs
 from read_server.wire import list_response
 
 _GetRequest = qs.GetProductRequest | qs.GetCustomerRequest | qs.GetOrderRequest
 
 
-class QueryServicer(HistoryRpcs, AnalyticsRpcs, SearchRpcs):
+class QueryServicer(HistoryRpcs, AnalyticsRpcs, SearchRpcs, WebhookRpcs):
     """Thin async handlers: the entity reads here over a :class:`SourceSet`; the event
     history, analytics and search RPCs come from their mixins (one module each)."""
 

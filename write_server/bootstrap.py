@@ -41,10 +41,19 @@ class App:
         await asyncio.gather(self.pool.close(), self.redis.aclose())
 
 
-def command_service(pool: asyncpg.Pool, clock: Callable[[], datetime] = utc_now) -> CommandService:
+def command_service(
+    pool: asyncpg.Pool,
+    clock: Callable[[], datetime] = utc_now,
+    *,
+    allow_private_webhooks: bool = False,
+) -> CommandService:
     """The service over ``pool`` (one unit of work per command)."""
     numbers = OrderNumbers()
-    return CommandService(lambda: PostgresUnitOfWork(pool, numbers), clock=clock)
+    return CommandService(
+        lambda: PostgresUnitOfWork(pool, numbers),
+        clock=clock,
+        allow_private_webhooks=allow_private_webhooks,
+    )
 
 
 async def bootstrap(settings: Settings) -> App:
@@ -55,4 +64,5 @@ async def bootstrap(settings: Settings) -> App:
     backlog = Backlog(pool, RedisCheckpoints(redis, settings.redis_prefix))
     pools = watch_pools(pg={"write": pool}, redis={"write": redis})
     backlog.start()
-    return App(settings, command_service(pool), pool, redis, backlog, pools)
+    service = command_service(pool, allow_private_webhooks=settings.webhooks_allow_private)
+    return App(settings, service, pool, redis, backlog, pools)

@@ -33,6 +33,15 @@ def _reply(result: CommandResult) -> pb.CommandReply:
     )
 
 
+def _secret_reply(result: CommandResult) -> pb.WebhookSecretReply:
+    return pb.WebhookSecretReply(
+        id=result.id,
+        version=result.version,
+        consistency_token=result.consistency_token,
+        secret=result.secret,
+    )
+
+
 class CommandServicer:
     """One ``async def`` per RPC, named like it: request -> command -> reply."""
 
@@ -138,6 +147,33 @@ class CommandServicer:
         self, request: pb.CancelOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.CommandReply:
         return await self._status(request, "cancel", context)
+
+    async def CreateWebhookSubscription(
+        self, request: pb.CreateWebhookSubscriptionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.WebhookSecretReply:
+        command = commands.CreateWebhookSubscription(
+            url=request.url,
+            event_types=tuple(request.event_types),
+            description=request.description,
+            request_id=request.request_id,
+        )
+        return _secret_reply(await self._service.execute(command, request_meta(context)))
+
+    async def DisableWebhookSubscription(
+        self, request: pb.DisableWebhookSubscriptionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CommandReply:
+        command = commands.DisableWebhookSubscription(
+            id=request.id, expected_version=request.expected_version, request_id=request.request_id
+        )
+        return await self._run(command, context)
+
+    async def RotateWebhookSecret(
+        self, request: pb.RotateWebhookSecretRequest, context: grpc.aio.ServicerContext
+    ) -> pb.WebhookSecretReply:
+        command = commands.RotateWebhookSecret(
+            id=request.id, expected_version=request.expected_version, request_id=request.request_id
+        )
+        return _secret_reply(await self._service.execute(command, request_meta(context)))
 
     async def DeleteOrder(
         self, request: pb.DeleteOrderRequest, context: grpc.aio.ServicerContext

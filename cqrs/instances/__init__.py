@@ -16,6 +16,7 @@ from cqrs.instances.base import (
     log_tail,
 )
 from cqrs.instances.ensure import ensure_services, missing_services_message
+from cqrs.instances.nats_server import PrivateNats, find_nats_server
 from cqrs.instances.network import (
     Probe,
     bind_address,
@@ -34,12 +35,14 @@ __all__ = [
     "InstanceError",
     "Lookup",
     "PrivateInstance",
+    "PrivateNats",
     "PrivatePostgres",
     "PrivateRedis",
     "Probe",
     "ServicesUnavailable",
     "bind_address",
     "ensure_services",
+    "find_nats_server",
     "find_postgres_bin",
     "find_redis_server",
     "free_port",

@@ -79,6 +79,7 @@ READ_MODEL_CHECKPOINTS = {
     "customers": "pg:customers",
     "orders": "pg:orders",
     "analytics": "pg:analytics",
+    "webhooks": "webhooks:fanout",
 }
 
 _CHECKPOINT = "SELECT xid, seq FROM read.projection_checkpoints WHERE projection = $1"

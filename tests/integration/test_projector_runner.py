@@ -61,7 +61,8 @@ async def test_every_projection_follows_the_log_and_verifies(app: App) -> None:
         assert differences == 0, report
         out = io.StringIO()
         assert await status_module.status(app.consumers, app.pool, app.failures, out=out) == 0
-        assert out.getvalue().count(" ok") == len(app.consumers) == 7  # six + pg:analytics
+        # six + pg:analytics + webhooks:fanout
+        assert out.getvalue().count(" ok") == len(app.consumers) == 8
     finally:
         stop.set()
         outcomes = await asyncio.wait_for(run, 10)

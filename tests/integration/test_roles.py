@@ -149,6 +149,9 @@ async def test_each_process_works_under_its_role_and_only_there(settings: Settin
                 "UPDATE read.projection_checkpoints SET seq = seq",
                 "CREATE TABLE public.sneaky (x int)",
                 "CREATE SCHEMA sneaky",
+                # the webhook signing secrets
+                "SELECT secret FROM webhook_subscriptions",
+                "UPDATE webhooks.deliveries SET status = 'PENDING'",
             ],
         )
         == []
@@ -161,6 +164,7 @@ async def test_each_process_works_under_its_role_and_only_there(settings: Settin
                 "UPDATE products SET stock = 0",
                 "DELETE FROM orders",
                 "TRUNCATE command_requests",
+                "UPDATE webhook_subscriptions SET secret = 'x'",
             ],
         )
         == []
@@ -173,6 +177,7 @@ async def test_each_process_works_under_its_role_and_only_there(settings: Settin
                 "UPDATE read.projection_checkpoints SET seq = seq",
                 "INSERT INTO analytics.months DEFAULT VALUES",
                 "SELECT * FROM analytics.months",
+                "UPDATE webhooks.deliveries SET status = 'PENDING'",
                 "CREATE TABLE public.sneaky (x int)",
                 "DROP TABLE products",
             ],

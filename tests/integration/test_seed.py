@@ -124,4 +124,8 @@ def test_span_start_and_order_times() -> None:
     assert span_start(now, 3) == datetime(2025, 12, 1, tzinfo=UTC)
     assert span_start(now, 26) == datetime(2024, 1, 1, tzinfo=UTC)
     times = order_times(span_start(now, 3), now, 5)
-    assert times == sorted(times) and span_start(now, 3) < times[0] and times[-1] < now
+    assert times == sorted(times) and span_start(now, 3) < times[0] and times[-1] == now
+    # A month that began an hour ago still gets its share (seeded on the 1st of a month).
+    first_hour = datetime(2026, 12, 1, 1, tzinfo=UTC)
+    times = order_times(span_start(first_hour, 6), first_hour, 120)
+    assert {t.month for t in times} == {7, 8, 9, 10, 11, 12}

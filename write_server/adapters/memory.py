@@ -20,6 +20,7 @@ from write_server.domain.errors import ConcurrencyConflict, EmailTaken
 from write_server.domain.events import DomainEvent
 from write_server.domain.order import Order
 from write_server.domain.product import Product
+from write_server.domain.webhook import WebhookSubscription
 from write_server.service_layer import ports
 
 A = TypeVar("A", bound=Aggregate)
@@ -39,6 +40,7 @@ class InMemoryStore:
     products: dict[str, Product] = field(default_factory=dict)
     customers: dict[str, Customer] = field(default_factory=dict)
     orders: dict[str, Order] = field(default_factory=dict)
+    webhooks: dict[str, WebhookSubscription] = field(default_factory=dict)
     requests: dict[str, ports.StoredReply] = field(default_factory=dict)
     events: list[RecordedEvent] = field(default_factory=list)
     last_xid: int = 0
@@ -86,6 +88,10 @@ class MemoryOrderRepository(_MemoryRepository[Order], ports.OrderRepository):
         return f"ORD-{self._store.last_order_number:08d}"
 
 
+class MemoryWebhookRepository(_MemoryRepository[WebhookSubscription], ports.WebhookRepository):
+    pass
+
+
 class MemoryRequestLog(ports.RequestLog):
     def __init__(self, store: InMemoryStore) -> None:
         self._store = store
@@ -104,6 +110,7 @@ class InMemoryUnitOfWork(ports.UnitOfWork):
         self.products = MemoryProductRepository(store.products)
         self.customers = MemoryCustomerRepository(store.customers)
         self.orders = MemoryOrderRepository(store)
+        self.webhooks = MemoryWebhookRepository(store.webhooks)
         self.requests = self._requests = MemoryRequestLog(store)
         self._held: list[asyncio.Lock] = []
         self._held_keys: set[str] = set()
@@ -134,6 +141,7 @@ class InMemoryUnitOfWork(ports.UnitOfWork):
             Product: self._store.products,  # type: ignore[dict-item]
             Customer: self._store.customers,  # type: ignore[dict-item]
             Order: self._store.orders,  # type: ignore[dict-item]
+            WebhookSubscription: self._store.webhooks,  # type: ignore[dict-item]
         }
         # Check everything first, then apply: all or nothing.
         for aggregate, _ in self._staged:

@@ -30,6 +30,7 @@ from write_server.domain.customer import Customer
 from write_server.domain.errors import ConcurrencyConflict, EmailTaken
 from write_server.domain.order import Order, OrderLine
 from write_server.domain.product import Product
+from write_server.domain.webhook import WebhookSubscription
 from write_server.service_layer import ports
 
 A = TypeVar("A", bound=Aggregate)
@@ -156,6 +157,20 @@ class PostgresOrderRepository(_Repository[Order], ports.OrderRepository):
         return await self._numbers.next(self._session.conn)
 
 
+class PostgresWebhookRepository(_Repository[WebhookSubscription], ports.WebhookRepository):
+    _query = sql.LOAD_WEBHOOKS
+
+    def _from_row(self, row: asyncpg.Record) -> WebhookSubscription:
+        return WebhookSubscription(
+            **_common(row),
+            url=row["url"],
+            event_types=orjson.loads(row["event_types"]),
+            description=row["description"],
+            secret=row["secret"],
+            status=row["status"],
+        )
+
+
 class PostgresRequestLog(ports.RequestLog):
     def __init__(self, session: _Session) -> None:
         self._session = session
@@ -192,6 +207,7 @@ class PostgresUnitOfWork(ports.UnitOfWork):
         self.products = PostgresProductRepository(self._session)
         self.customers = PostgresCustomerRepository(self._session)
         self.orders = PostgresOrderRepository(self._session, self._numbers)
+        self.webhooks = PostgresWebhookRepository(self._session)
         self.requests = PostgresRequestLog(self._session)
         await super().__aenter__()
         return self
@@ -271,7 +287,7 @@ class _Writes:
 
     def add(self, aggregate: Aggregate) -> None:
         table, state = _STATE[type(aggregate)]
-        values = [getattr(aggregate, name) for name, _ in state[:-3]]
+        values = [_column(getattr(aggregate, name), kind) for name, kind in state[:-3]]
         tail = (
             aggregate.version,
             aggregate.updated_at,
@@ -328,7 +344,13 @@ _STATE: dict[type[Aggregate], tuple[str, tuple[tuple[str, str], ...]]] = {
     Product: ("products", sql.PRODUCT_STATE),
     Customer: ("customers", sql.CUSTOMER_STATE),
     Order: ("orders", sql.ORDER_STATE),
+    WebhookSubscription: ("webhook_subscriptions", sql.WEBHOOK_STATE),
 }
+
+
+def _column(value: Any, kind: str) -> Any:
+    """A state value as its column takes it (jsonb columns take JSON text)."""
+    return orjson.dumps(value).decode() if kind == "jsonb" else value
 
 
 def _new_row(aggregate: Aggregate, values: Sequence[Any], tail: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -47,6 +47,11 @@ def _typed(fields: tuple[str, ...], types: dict[str, str]) -> tuple[tuple[str, s
 PRODUCT_STATE = _typed(PRODUCT_FIELDS, _PRODUCT_TYPES) + _TAIL
 CUSTOMER_STATE = _typed(CUSTOMER_FIELDS, _CUSTOMER_TYPES) + _TAIL
 ORDER_STATE = (("status", "text"), *_TAIL)
+# event_types is a JSON array: arrays of arrays cannot travel through unnest.
+WEBHOOK_STATE = (
+    ("url", "text"), ("event_types", "jsonb"), ("description", "text"), ("secret", "text"),
+    ("status", "text"), *_TAIL,
+)  # fmt: skip
 _NEW = (("id", "uuid"), ("created_at", "timestamptz"))
 _GUARD = (("id", "uuid"), ("loaded_version", "bigint"))
 # What an order is created with and never changes.
@@ -60,6 +65,7 @@ INSERTS = {
     "products": Columns("products", _NEW + PRODUCT_STATE),
     "customers": Columns("customers", _NEW + CUSTOMER_STATE),
     "orders": Columns("orders", (*_NEW, *_ORDER_ONCE, *ORDER_STATE)),
+    "webhook_subscriptions": Columns("webhook_subscriptions", _NEW + WEBHOOK_STATE),
     "order_items": Columns(
         "order_items",
         (("order_id", "uuid"), ("line_no", "integer"), *_typed(ORDER_ITEM_FIELDS, _ITEM_TYPES)),
@@ -69,6 +75,7 @@ UPDATES = {
     "products": Columns("products", _GUARD + PRODUCT_STATE),
     "customers": Columns("customers", _GUARD + CUSTOMER_STATE),
     "orders": Columns("orders", _GUARD + ORDER_STATE),
+    "webhook_subscriptions": Columns("webhook_subscriptions", _GUARD + WEBHOOK_STATE),
 }
 EVENTS = Columns(
     "events",
@@ -152,6 +159,7 @@ LOAD_ORDERS = _select(
     "SELECT ROW(product_id::text, name, quantity, unit_price_cents) FROM order_items i"
     " WHERE i.order_id = o.id ORDER BY line_no) AS lines",
 )
+LOAD_WEBHOOKS = _select("webhook_subscriptions", WEBHOOK_STATE)
 ORDER_NUMBERS = "SELECT nextval('order_number_seq') FROM generate_series(1, $1)"
 GET_REQUEST = "SELECT command, payload_hash, reply FROM command_requests WHERE request_id = $1"
 ADD_REQUEST = (

@@ -94,3 +94,22 @@ class ChangeOrderStatus(Command):
 class DeleteOrder(Command):
     id: str
     expected_version: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateWebhookSubscription(Command):
+    url: str
+    event_types: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DisableWebhookSubscription(Command):
+    id: str
+    expected_version: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RotateWebhookSecret(Command):
+    id: str
+    expected_version: int = 0

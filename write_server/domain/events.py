@@ -139,3 +139,25 @@ class OrderCancelled(OrderEvent):
 @dataclass(frozen=True, kw_only=True)
 class OrderDeleted(OrderEvent):
     pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookEvent(DomainEvent):
+    aggregate_type: ClassVar[str] = contract.WEBHOOK_SUBSCRIPTION
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookSubscriptionCreated(WebhookEvent):
+    url: str
+    event_types: list[str]
+    description: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookSubscriptionDisabled(WebhookEvent):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookSecretRotated(WebhookEvent):
+    """The secret changed; the event never carries it (the log is read by many)."""

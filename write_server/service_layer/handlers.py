@@ -20,6 +20,7 @@ from write_server.domain.errors import FieldViolation, InvalidArgument, NotFound
 from write_server.domain.order import CANCELLED, Order
 from write_server.domain.product import Product
 from write_server.domain.validation import require_uuid, require_version
+from write_server.domain.webhook import WebhookSubscription
 from write_server.service_layer.ports import A, Repository, UnitOfWork
 
 MAX_ORDER_ITEMS = 100
@@ -32,6 +33,8 @@ class Context:
 
     now: datetime
     new_id: Callable[[], str]
+    # CQRS_WEBHOOKS_ALLOW_PRIVATE: webhook URLs may name loopback/private addresses.
+    allow_private_webhooks: bool = False
 
 
 async def create_product(cmd: commands.CreateProduct, uow: UnitOfWork, ctx: Context) -> Aggregate:
@@ -118,6 +121,39 @@ async def delete_order(cmd: commands.DeleteOrder, uow: UnitOfWork, ctx: Context)
     return order
 
 
+async def create_webhook_subscription(
+    cmd: commands.CreateWebhookSubscription, uow: UnitOfWork, ctx: Context
+) -> Aggregate:
+    subscription = WebhookSubscription.create(
+        id=ctx.new_id(),
+        now=ctx.now,
+        url=cmd.url,
+        event_types=list(cmd.event_types),
+        description=cmd.description,
+        allow_private=ctx.allow_private_webhooks,
+    )
+    uow.webhooks.add(subscription)
+    return subscription
+
+
+async def disable_webhook_subscription(
+    cmd: commands.DisableWebhookSubscription, uow: UnitOfWork, ctx: Context
+) -> Aggregate:
+    ident = _target(cmd.id, cmd.expected_version)
+    subscription = await _locked(uow, uow.webhooks, ident, cmd.expected_version)
+    subscription.disable(ctx.now)
+    return subscription
+
+
+async def rotate_webhook_secret(
+    cmd: commands.RotateWebhookSecret, uow: UnitOfWork, ctx: Context
+) -> Aggregate:
+    ident = _target(cmd.id, cmd.expected_version)
+    subscription = await _locked(uow, uow.webhooks, ident, cmd.expected_version)
+    subscription.rotate_secret(ctx.now)
+    return subscription
+
+
 async def _locked(uow: UnitOfWork, repo: Repository[A], ident: str, expected_version: int) -> A:
     """The aggregate ``ident``, locked for this unit of work and at ``expected_version``."""
     await uow.lock([ident])
@@ -178,4 +214,7 @@ HANDLERS: dict[type[commands.Command], Handler] = {
     commands.PlaceOrder: place_order,
     commands.ChangeOrderStatus: change_order_status,
     commands.DeleteOrder: delete_order,
+    commands.CreateWebhookSubscription: create_webhook_subscription,
+    commands.DisableWebhookSubscription: disable_webhook_subscription,
+    commands.RotateWebhookSecret: rotate_webhook_secret,
 }

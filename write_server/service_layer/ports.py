@@ -19,6 +19,7 @@ from write_server.domain.customer import Customer
 from write_server.domain.errors import entity_not_found
 from write_server.domain.order import Order
 from write_server.domain.product import Product
+from write_server.domain.webhook import WebhookSubscription
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -77,6 +78,10 @@ class OrderRepository(Repository[Order]):
         """A new unique, human-readable order number (e.g. ``ORD-00000042``)."""
 
 
+class WebhookRepository(Repository[WebhookSubscription]):
+    kind = "webhook subscription"
+
+
 @dataclass(frozen=True, slots=True)
 class StoredReply:
     command: str
@@ -107,6 +112,7 @@ class UnitOfWork(abc.ABC):
     products: ProductRepository
     customers: CustomerRepository
     orders: OrderRepository
+    webhooks: WebhookRepository
     requests: RequestLog
 
     async def __aenter__(self) -> UnitOfWork:
@@ -131,7 +137,7 @@ class UnitOfWork(abc.ABC):
         """Save every changed aggregate and append its events; the last event's position."""
         changed: list[Aggregate] = [
             a
-            for repo in (self.products, self.customers, self.orders)
+            for repo in (self.products, self.customers, self.orders, self.webhooks)
             for a in repo.seen.values()
             if a.pending
         ]

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from common.positions import encode_token
 from write_server.domain import commands
 from write_server.domain.errors import FieldViolation, InvalidArgument
+from write_server.domain.webhook import WebhookSubscription
 from write_server.service_layer.handlers import HANDLERS, Context
 from write_server.service_layer.ports import StoredReply, UnitOfWork
 from write_server.uuid7 import uuid7
@@ -21,6 +22,7 @@ class CommandResult:
     id: str
     version: int
     consistency_token: str
+    secret: str = ""  # a webhook secret made by this command (its reply only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +65,13 @@ class CommandService:
         uow_factory: Callable[[], UnitOfWork],
         clock: Callable[[], datetime] = utc_now,
         new_id: Callable[[], str] = new_uuid,
+        *,
+        allow_private_webhooks: bool = False,
     ) -> None:
         self._uow_factory = uow_factory
         self._clock = clock
         self._new_id = new_id
+        self._allow_private_webhooks = allow_private_webhooks
 
     async def execute(
         self, command: commands.Command, meta: RequestMeta | None = None
@@ -84,18 +89,27 @@ class CommandService:
                 stored = await uow.requests.get(request_id)
                 if stored is not None:
                     return _replay(stored, command)
-            aggregate = await handler(command, uow, Context(self._clock(), self._new_id))
+            ctx = Context(self._clock(), self._new_id, self._allow_private_webhooks)
+            aggregate = await handler(command, uow, ctx)
             position = await uow.flush((meta or RequestMeta()).as_metadata(request_id))
             result = CommandResult(
                 id=aggregate.id,
                 version=aggregate.version,
                 consistency_token=encode_token(position) if position else "",
+                secret=(
+                    aggregate.take_revealed_secret()
+                    if isinstance(aggregate, WebhookSubscription)
+                    else ""
+                ),
             )
             if request_id:
+                # A retry of a lost reply gets the same secret back, so it is stored with it
+                # (in the write database, beside the subscription's own copy).
                 reply = {
                     "id": result.id,
                     "version": result.version,
                     "consistency_token": result.consistency_token,
+                    "secret": result.secret,
                 }
                 await uow.requests.add(
                     request_id, StoredReply(type(command).__name__, command.fingerprint(), reply)
@@ -115,4 +129,5 @@ def _replay(stored: StoredReply, command: commands.Command) -> CommandResult:
         id=str(stored.reply["id"]),
         version=int(stored.reply["version"]),
         consistency_token=str(stored.reply["consistency_token"]),
+        secret=str(stored.reply.get("secret", "")),
     )

@@ -182,3 +182,47 @@ class DeleteOrderRequest(_message.Message):
     expected_version: int
     request_id: str
     def __init__(self, id: _Optional[str] = ..., expected_version: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class CreateWebhookSubscriptionRequest(_message.Message):
+    __slots__ = ("url", "event_types", "description", "request_id")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    event_types: _containers.RepeatedScalarFieldContainer[str]
+    description: str
+    request_id: str
+    def __init__(self, url: _Optional[str] = ..., event_types: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class DisableWebhookSubscriptionRequest(_message.Message):
+    __slots__ = ("id", "expected_version", "request_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    expected_version: int
+    request_id: str
+    def __init__(self, id: _Optional[str] = ..., expected_version: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class RotateWebhookSecretRequest(_message.Message):
+    __slots__ = ("id", "expected_version", "request_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    expected_version: int
+    request_id: str
+    def __init__(self, id: _Optional[str] = ..., expected_version: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class WebhookSecretReply(_message.Message):
+    __slots__ = ("id", "version", "consistency_token", "secret")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    version: int
+    consistency_token: str
+    secret: str
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[int] = ..., consistency_token: _Optional[str] = ..., secret: _Optional[str] = ...) -> None: ...

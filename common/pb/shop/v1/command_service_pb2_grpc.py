@@ -94,6 +94,21 @@ class CommandServiceStub:
                 request_serializer=shop_dot_v1_dot_command__service__pb2.DeleteOrderRequest.SerializeToString,
                 response_deserializer=shop_dot_v1_dot_command__service__pb2.CommandReply.FromString,
                 _registered_method=True)
+        self.CreateWebhookSubscription = channel.unary_unary(
+                '/shop.v1.CommandService/CreateWebhookSubscription',
+                request_serializer=shop_dot_v1_dot_command__service__pb2.CreateWebhookSubscriptionRequest.SerializeToString,
+                response_deserializer=shop_dot_v1_dot_command__service__pb2.WebhookSecretReply.FromString,
+                _registered_method=True)
+        self.DisableWebhookSubscription = channel.unary_unary(
+                '/shop.v1.CommandService/DisableWebhookSubscription',
+                request_serializer=shop_dot_v1_dot_command__service__pb2.DisableWebhookSubscriptionRequest.SerializeToString,
+                response_deserializer=shop_dot_v1_dot_command__service__pb2.CommandReply.FromString,
+                _registered_method=True)
+        self.RotateWebhookSecret = channel.unary_unary(
+                '/shop.v1.CommandService/RotateWebhookSecret',
+                request_serializer=shop_dot_v1_dot_command__service__pb2.RotateWebhookSecretRequest.SerializeToString,
+                response_deserializer=shop_dot_v1_dot_command__service__pb2.WebhookSecretReply.FromString,
+                _registered_method=True)
 
 
 class CommandServiceServicer:
@@ -171,6 +186,25 @@ class CommandServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateWebhookSubscription(self, request, context):
+        """Webhooks: the reply carries the signing secret (whsec_...), shown only here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisableWebhookSubscription(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateWebhookSecret(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CommandServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -233,6 +267,21 @@ def add_CommandServiceServicer_to_server(servicer, server):
                     servicer.DeleteOrder,
                     request_deserializer=shop_dot_v1_dot_command__service__pb2.DeleteOrderRequest.FromString,
                     response_serializer=shop_dot_v1_dot_command__service__pb2.CommandReply.SerializeToString,
+            ),
+            'CreateWebhookSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWebhookSubscription,
+                    request_deserializer=shop_dot_v1_dot_command__service__pb2.CreateWebhookSubscriptionRequest.FromString,
+                    response_serializer=shop_dot_v1_dot_command__service__pb2.WebhookSecretReply.SerializeToString,
+            ),
+            'DisableWebhookSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableWebhookSubscription,
+                    request_deserializer=shop_dot_v1_dot_command__service__pb2.DisableWebhookSubscriptionRequest.FromString,
+                    response_serializer=shop_dot_v1_dot_command__service__pb2.CommandReply.SerializeToString,
+            ),
+            'RotateWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookSecret,
+                    request_deserializer=shop_dot_v1_dot_command__service__pb2.RotateWebhookSecretRequest.FromString,
+                    response_serializer=shop_dot_v1_dot_command__service__pb2.WebhookSecretReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -559,6 +608,87 @@ class CommandService:
             '/shop.v1.CommandService/DeleteOrder',
             shop_dot_v1_dot_command__service__pb2.DeleteOrderRequest.SerializeToString,
             shop_dot_v1_dot_command__service__pb2.CommandReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWebhookSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.v1.CommandService/CreateWebhookSubscription',
+            shop_dot_v1_dot_command__service__pb2.CreateWebhookSubscriptionRequest.SerializeToString,
+            shop_dot_v1_dot_command__service__pb2.WebhookSecretReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableWebhookSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.v1.CommandService/DisableWebhookSubscription',
+            shop_dot_v1_dot_command__service__pb2.DisableWebhookSubscriptionRequest.SerializeToString,
+            shop_dot_v1_dot_command__service__pb2.CommandReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.v1.CommandService/RotateWebhookSecret',
+            shop_dot_v1_dot_command__service__pb2.RotateWebhookSecretRequest.SerializeToString,
+            shop_dot_v1_dot_command__service__pb2.WebhookSecretReply.FromString,
             options,
             channel_credentials,
             insecure,

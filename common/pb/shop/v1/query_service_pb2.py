@@ -26,69 +26,78 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from common.pb.shop.v1 import analytics_pb2 as shop_dot_v1_dot_analytics__pb2
 from common.pb.shop.v1 import history_pb2 as shop_dot_v1_dot_history__pb2
 from common.pb.shop.v1 import shop_pb2 as shop_dot_v1_dot_shop__pb2
+from common.pb.shop.v1 import webhooks_pb2 as shop_dot_v1_dot_webhooks__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bshop/v1/query_service.proto\x12\x07shop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17shop/v1/analytics.proto\x1a\x15shop/v1/history.proto\x1a\x12shop/v1/shop.proto\"[\n\x11GetProductRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1f\n\x06source\x18\x02 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"\x8a\x01\n\x13ListProductsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x1f\n\x06source\x18\x04 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x05 \x01(\t\"S\n\x14ListProductsResponse\x12\"\n\x08products\x18\x01 \x03(\x0b\x32\x10.shop.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\\\n\x12GetCustomerRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1f\n\x06source\x18\x02 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"y\n\x14ListCustomersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x1f\n\x06source\x18\x03 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x04 \x01(\t\"V\n\x15ListCustomersResponse\x12$\n\tcustomers\x18\x01 \x03(\x0b\x32\x11.shop.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Y\n\x0fGetOrderRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1f\n\x06source\x18\x02 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"\xb1\x01\n\x11ListOrdersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12$\n\x06status\x18\x04 \x01(\x0e\x32\x14.shop.v1.OrderStatus\x12\x1f\n\x06source\x18\x05 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x06 \x01(\t\"M\n\x12ListOrdersResponse\x12\x1e\n\x06orders\x18\x01 \x03(\x0b\x32\x0e.shop.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x89\x01\n\x1aGetAggregateHistoryRequest\x12.\n\x0e\x61ggregate_type\x18\x01 \x01(\x0e\x32\x16.shop.v1.AggregateType\x12\x14\n\x0c\x61ggregate_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"]\n\x1bGetAggregateHistoryResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.shop.v1.HistoryEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"N\n\x15GetProductAsOfRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x16GetCustomerAsOfRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x13GetOrderAsOfRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"j\n\x17GetCustomerStatsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x1f\n\x06source\x18\x02 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"m\n\x1bGetProductSalesStatsRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x1f\n\x06source\x18\x02 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"\x99\x01\n\x16ListTopProductsRequest\x12\"\n\x02\x62y\x18\x01 \x01(\x0e\x32\x16.shop.v1.TopProductsBy\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x1f\n\x06source\x18\x04 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x05 \x01(\t\"p\n\x17ListTopProductsResponse\x12%\n\x08products\x18\x01 \x03(\x0b\x32\x13.shop.v1.TopProduct\x12.\n\tfreshness\x18\x02 \x01(\x0b\x32\x1b.shop.v1.AnalyticsFreshness\"v\n\x17ListTopCustomersRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x1f\n\x06source\x18\x03 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x04 \x01(\t\"s\n\x18ListTopCustomersResponse\x12\'\n\tcustomers\x18\x01 \x03(\x0b\x32\x14.shop.v1.TopCustomer\x12.\n\tfreshness\x18\x02 \x01(\x0b\x32\x1b.shop.v1.AnalyticsFreshness\"\x8e\x01\n\x18GetMonthlyRevenueRequest\x12\x12\n\nfrom_month\x18\x01 \x01(\t\x12\x10\n\x08to_month\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x1f\n\x06source\x18\x04 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x05 \x01(\t\"t\n\x19GetMonthlyRevenueResponse\x12\'\n\x06months\x18\x01 \x03(\x0b\x32\x17.shop.v1.MonthlyRevenue\x12.\n\tfreshness\x18\x02 \x01(\x0b\x32\x1b.shop.v1.AnalyticsFreshness\"h\n\x15SearchProductsRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x04 \x01(\t\"U\n\x16SearchProductsResponse\x12\"\n\x08products\x18\x01 \x03(\x0b\x32\x10.shop.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"i\n\x16SearchCustomersRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x04 \x01(\t\"X\n\x17SearchCustomersResponse\x12$\n\tcustomers\x18\x01 \x03(\x0b\x32\x11.shop.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*f\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x15\n\x11SOURCE_PROJECTION\x10\x01\x12\x15\n\x11SOURCE_READ_MODEL\x10\x02\x12\x16\n\x12SOURCE_WRITE_MODEL\x10\x03\x32\xaa\n\n\x0cQueryService\x12:\n\nGetProduct\x12\x1a.shop.v1.GetProductRequest\x1a\x10.shop.v1.Product\x12K\n\x0cListProducts\x12\x1c.shop.v1.ListProductsRequest\x1a\x1d.shop.v1.ListProductsResponse\x12=\n\x0bGetCustomer\x12\x1b.shop.v1.GetCustomerRequest\x1a\x11.shop.v1.Customer\x12N\n\rListCustomers\x12\x1d.shop.v1.ListCustomersRequest\x1a\x1e.shop.v1.ListCustomersResponse\x12\x34\n\x08GetOrder\x12\x18.shop.v1.GetOrderRequest\x1a\x0e.shop.v1.Order\x12\x45\n\nListOrders\x12\x1a.shop.v1.ListOrdersRequest\x1a\x1b.shop.v1.ListOrdersResponse\x12`\n\x13GetAggregateHistory\x12#.shop.v1.GetAggregateHistoryRequest\x1a$.shop.v1.GetAggregateHistoryResponse\x12\x42\n\x0eGetProductAsOf\x12\x1e.shop.v1.GetProductAsOfRequest\x1a\x10.shop.v1.Product\x12\x45\n\x0fGetCustomerAsOf\x12\x1f.shop.v1.GetCustomerAsOfRequest\x1a\x11.shop.v1.Customer\x12<\n\x0cGetOrderAsOf\x12\x1c.shop.v1.GetOrderAsOfRequest\x1a\x0e.shop.v1.Order\x12L\n\x10GetCustomerStats\x12 .shop.v1.GetCustomerStatsRequest\x1a\x16.shop.v1.CustomerStats\x12X\n\x14GetProductSalesStats\x12$.shop.v1.GetProductSalesStatsRequest\x1a\x1a.shop.v1.ProductSalesStats\x12T\n\x0fListTopProducts\x12\x1f.shop.v1.ListTopProductsRequest\x1a .shop.v1.ListTopProductsResponse\x12W\n\x10ListTopCustomers\x12 .shop.v1.ListTopCustomersRequest\x1a!.shop.v1.ListTopCustomersResponse\x12Z\n\x11GetMonthlyRevenue\x12!.shop.v1.GetMonthlyRevenueRequest\x1a\".shop.v1.GetMonthlyRevenueResponse\x12Q\n\x0eSearchProducts\x12\x1e.shop.v1.SearchProductsRequest\x1a\x1f.shop.v1.SearchProductsResponse\x12T\n\x0fSearchCustomers\x12\x1f.shop.v1.SearchCustomersRequest\x1a .shop.v1.SearchCustomersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bshop/v1/query_service.proto\x12\x07shop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17shop/v1/analytics.proto\x1a\x15shop/v1/history.proto\x1a\x12shop/v1/shop.proto\x1a\x16shop/v1/webhooks.proto\"[\n\x11GetProductRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1f\n\x06source\x18\x02 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"\x8a\x01\n\x13ListProductsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x1f\n\x06source\x18\x04 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x05 \x01(\t\"S\n\x14ListProductsResponse\x12\"\n\x08products\x18\x01 \x03(\x0b\x32\x10.shop.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\\\n\x12GetCustomerRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1f\n\x06source\x18\x02 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"y\n\x14ListCustomersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x1f\n\x06source\x18\x03 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x04 \x01(\t\"V\n\x15ListCustomersResponse\x12$\n\tcustomers\x18\x01 \x03(\x0b\x32\x11.shop.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Y\n\x0fGetOrderRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1f\n\x06source\x18\x02 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"\xb1\x01\n\x11ListOrdersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12$\n\x06status\x18\x04 \x01(\x0e\x32\x14.shop.v1.OrderStatus\x12\x1f\n\x06source\x18\x05 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x06 \x01(\t\"M\n\x12ListOrdersResponse\x12\x1e\n\x06orders\x18\x01 \x03(\x0b\x32\x0e.shop.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x89\x01\n\x1aGetAggregateHistoryRequest\x12.\n\x0e\x61ggregate_type\x18\x01 \x01(\x0e\x32\x16.shop.v1.AggregateType\x12\x14\n\x0c\x61ggregate_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"]\n\x1bGetAggregateHistoryResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.shop.v1.HistoryEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"N\n\x15GetProductAsOfRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x16GetCustomerAsOfRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x13GetOrderAsOfRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"j\n\x17GetCustomerStatsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x1f\n\x06source\x18\x02 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"m\n\x1bGetProductSalesStatsRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x1f\n\x06source\x18\x02 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"\x99\x01\n\x16ListTopProductsRequest\x12\"\n\x02\x62y\x18\x01 \x01(\x0e\x32\x16.shop.v1.TopProductsBy\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x1f\n\x06source\x18\x04 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x05 \x01(\t\"p\n\x17ListTopProductsResponse\x12%\n\x08products\x18\x01 \x03(\x0b\x32\x13.shop.v1.TopProduct\x12.\n\tfreshness\x18\x02 \x01(\x0b\x32\x1b.shop.v1.AnalyticsFreshness\"v\n\x17ListTopCustomersRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x1f\n\x06source\x18\x03 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x04 \x01(\t\"s\n\x18ListTopCustomersResponse\x12\'\n\tcustomers\x18\x01 \x03(\x0b\x32\x14.shop.v1.TopCustomer\x12.\n\tfreshness\x18\x02 \x01(\x0b\x32\x1b.shop.v1.AnalyticsFreshness\"\x8e\x01\n\x18GetMonthlyRevenueRequest\x12\x12\n\nfrom_month\x18\x01 \x01(\t\x12\x10\n\x08to_month\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x1f\n\x06source\x18\x04 \x01(\x0e\x32\x0f.shop.v1.Source\x12\x19\n\x11\x63onsistency_token\x18\x05 \x01(\t\"t\n\x19GetMonthlyRevenueResponse\x12\'\n\x06months\x18\x01 \x03(\x0b\x32\x17.shop.v1.MonthlyRevenue\x12.\n\tfreshness\x18\x02 \x01(\x0b\x32\x1b.shop.v1.AnalyticsFreshness\"h\n\x15SearchProductsRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x04 \x01(\t\"U\n\x16SearchProductsResponse\x12\"\n\x08products\x18\x01 \x03(\x0b\x32\x10.shop.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"i\n\x16SearchCustomersRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x04 \x01(\t\"X\n\x17SearchCustomersResponse\x12$\n\tcustomers\x18\x01 \x03(\x0b\x32\x11.shop.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"c\n\x1fListWebhookSubscriptionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"p\n ListWebhookSubscriptionsResponse\x12\x33\n\rsubscriptions\x18\x01 \x03(\x0b\x32\x1c.shop.v1.WebhookSubscription\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa9\x01\n\x1cListWebhookDeliveriesRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12.\n\x06status\x18\x02 \x01(\x0e\x32\x1e.shop.v1.WebhookDeliveryStatus\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x05 \x01(\t\"f\n\x1dListWebhookDeliveriesResponse\x12,\n\ndeliveries\x18\x01 \x03(\x0b\x32\x18.shop.v1.WebhookDelivery\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*f\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x15\n\x11SOURCE_PROJECTION\x10\x01\x12\x15\n\x11SOURCE_READ_MODEL\x10\x02\x12\x16\n\x12SOURCE_WRITE_MODEL\x10\x03\x32\x83\x0c\n\x0cQueryService\x12:\n\nGetProduct\x12\x1a.shop.v1.GetProductRequest\x1a\x10.shop.v1.Product\x12K\n\x0cListProducts\x12\x1c.shop.v1.ListProductsRequest\x1a\x1d.shop.v1.ListProductsResponse\x12=\n\x0bGetCustomer\x12\x1b.shop.v1.GetCustomerRequest\x1a\x11.shop.v1.Customer\x12N\n\rListCustomers\x12\x1d.shop.v1.ListCustomersRequest\x1a\x1e.shop.v1.ListCustomersResponse\x12\x34\n\x08GetOrder\x12\x18.shop.v1.GetOrderRequest\x1a\x0e.shop.v1.Order\x12\x45\n\nListOrders\x12\x1a.shop.v1.ListOrdersRequest\x1a\x1b.shop.v1.ListOrdersResponse\x12`\n\x13GetAggregateHistory\x12#.shop.v1.GetAggregateHistoryRequest\x1a$.shop.v1.GetAggregateHistoryResponse\x12\x42\n\x0eGetProductAsOf\x12\x1e.shop.v1.GetProductAsOfRequest\x1a\x10.shop.v1.Product\x12\x45\n\x0fGetCustomerAsOf\x12\x1f.shop.v1.GetCustomerAsOfRequest\x1a\x11.shop.v1.Customer\x12<\n\x0cGetOrderAsOf\x12\x1c.shop.v1.GetOrderAsOfRequest\x1a\x0e.shop.v1.Order\x12L\n\x10GetCustomerStats\x12 .shop.v1.GetCustomerStatsRequest\x1a\x16.shop.v1.CustomerStats\x12X\n\x14GetProductSalesStats\x12$.shop.v1.GetProductSalesStatsRequest\x1a\x1a.shop.v1.ProductSalesStats\x12T\n\x0fListTopProducts\x12\x1f.shop.v1.ListTopProductsRequest\x1a .shop.v1.ListTopProductsResponse\x12W\n\x10ListTopCustomers\x12 .shop.v1.ListTopCustomersRequest\x1a!.shop.v1.ListTopCustomersResponse\x12Z\n\x11GetMonthlyRevenue\x12!.shop.v1.GetMonthlyRevenueRequest\x1a\".shop.v1.GetMonthlyRevenueResponse\x12Q\n\x0eSearchProducts\x12\x1e.shop.v1.SearchProductsRequest\x1a\x1f.shop.v1.SearchProductsResponse\x12T\n\x0fSearchCustomers\x12\x1f.shop.v1.SearchCustomersRequest\x1a .shop.v1.SearchCustomersResponse\x12o\n\x18ListWebhookSubscriptions\x12(.shop.v1.ListWebhookSubscriptionsRequest\x1a).shop.v1.ListWebhookSubscriptionsResponse\x12\x66\n\x15ListWebhookDeliveries\x12%.shop.v1.ListWebhookDeliveriesRequest\x1a&.shop.v1.ListWebhookDeliveriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.v1.query_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SOURCE']._serialized_start=2968
-  _globals['_SOURCE']._serialized_end=3070
-  _globals['_GETPRODUCTREQUEST']._serialized_start=141
-  _globals['_GETPRODUCTREQUEST']._serialized_end=232
-  _globals['_LISTPRODUCTSREQUEST']._serialized_start=235
-  _globals['_LISTPRODUCTSREQUEST']._serialized_end=373
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=375
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=458
-  _globals['_GETCUSTOMERREQUEST']._serialized_start=460
-  _globals['_GETCUSTOMERREQUEST']._serialized_end=552
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=554
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=675
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=677
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=763
-  _globals['_GETORDERREQUEST']._serialized_start=765
-  _globals['_GETORDERREQUEST']._serialized_end=854
-  _globals['_LISTORDERSREQUEST']._serialized_start=857
-  _globals['_LISTORDERSREQUEST']._serialized_end=1034
-  _globals['_LISTORDERSRESPONSE']._serialized_start=1036
-  _globals['_LISTORDERSRESPONSE']._serialized_end=1113
-  _globals['_GETAGGREGATEHISTORYREQUEST']._serialized_start=1116
-  _globals['_GETAGGREGATEHISTORYREQUEST']._serialized_end=1253
-  _globals['_GETAGGREGATEHISTORYRESPONSE']._serialized_start=1255
-  _globals['_GETAGGREGATEHISTORYRESPONSE']._serialized_end=1348
-  _globals['_GETPRODUCTASOFREQUEST']._serialized_start=1350
-  _globals['_GETPRODUCTASOFREQUEST']._serialized_end=1428
-  _globals['_GETCUSTOMERASOFREQUEST']._serialized_start=1430
-  _globals['_GETCUSTOMERASOFREQUEST']._serialized_end=1509
-  _globals['_GETORDERASOFREQUEST']._serialized_start=1511
-  _globals['_GETORDERASOFREQUEST']._serialized_end=1587
-  _globals['_GETCUSTOMERSTATSREQUEST']._serialized_start=1589
-  _globals['_GETCUSTOMERSTATSREQUEST']._serialized_end=1695
-  _globals['_GETPRODUCTSALESSTATSREQUEST']._serialized_start=1697
-  _globals['_GETPRODUCTSALESSTATSREQUEST']._serialized_end=1806
-  _globals['_LISTTOPPRODUCTSREQUEST']._serialized_start=1809
-  _globals['_LISTTOPPRODUCTSREQUEST']._serialized_end=1962
-  _globals['_LISTTOPPRODUCTSRESPONSE']._serialized_start=1964
-  _globals['_LISTTOPPRODUCTSRESPONSE']._serialized_end=2076
-  _globals['_LISTTOPCUSTOMERSREQUEST']._serialized_start=2078
-  _globals['_LISTTOPCUSTOMERSREQUEST']._serialized_end=2196
-  _globals['_LISTTOPCUSTOMERSRESPONSE']._serialized_start=2198
-  _globals['_LISTTOPCUSTOMERSRESPONSE']._serialized_end=2313
-  _globals['_GETMONTHLYREVENUEREQUEST']._serialized_start=2316
-  _globals['_GETMONTHLYREVENUEREQUEST']._serialized_end=2458
-  _globals['_GETMONTHLYREVENUERESPONSE']._serialized_start=2460
-  _globals['_GETMONTHLYREVENUERESPONSE']._serialized_end=2576
-  _globals['_SEARCHPRODUCTSREQUEST']._serialized_start=2578
-  _globals['_SEARCHPRODUCTSREQUEST']._serialized_end=2682
-  _globals['_SEARCHPRODUCTSRESPONSE']._serialized_start=2684
-  _globals['_SEARCHPRODUCTSRESPONSE']._serialized_end=2769
-  _globals['_SEARCHCUSTOMERSREQUEST']._serialized_start=2771
-  _globals['_SEARCHCUSTOMERSREQUEST']._serialized_end=2876
-  _globals['_SEARCHCUSTOMERSRESPONSE']._serialized_start=2878
-  _globals['_SEARCHCUSTOMERSRESPONSE']._serialized_end=2966
-  _globals['_QUERYSERVICE']._serialized_start=3073
-  _globals['_QUERYSERVICE']._serialized_end=4395
+  _globals['_SOURCE']._serialized_start=3483
+  _globals['_SOURCE']._serialized_end=3585
+  _globals['_GETPRODUCTREQUEST']._serialized_start=165
+  _globals['_GETPRODUCTREQUEST']._serialized_end=256
+  _globals['_LISTPRODUCTSREQUEST']._serialized_start=259
+  _globals['_LISTPRODUCTSREQUEST']._serialized_end=397
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=399
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=482
+  _globals['_GETCUSTOMERREQUEST']._serialized_start=484
+  _globals['_GETCUSTOMERREQUEST']._serialized_end=576
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=578
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=699
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=701
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=787
+  _globals['_GETORDERREQUEST']._serialized_start=789
+  _globals['_GETORDERREQUEST']._serialized_end=878
+  _globals['_LISTORDERSREQUEST']._serialized_start=881
+  _globals['_LISTORDERSREQUEST']._serialized_end=1058
+  _globals['_LISTORDERSRESPONSE']._serialized_start=1060
+  _globals['_LISTORDERSRESPONSE']._serialized_end=1137
+  _globals['_GETAGGREGATEHISTORYREQUEST']._serialized_start=1140
+  _globals['_GETAGGREGATEHISTORYREQUEST']._serialized_end=1277
+  _globals['_GETAGGREGATEHISTORYRESPONSE']._serialized_start=1279
+  _globals['_GETAGGREGATEHISTORYRESPONSE']._serialized_end=1372
+  _globals['_GETPRODUCTASOFREQUEST']._serialized_start=1374
+  _globals['_GETPRODUCTASOFREQUEST']._serialized_end=1452
+  _globals['_GETCUSTOMERASOFREQUEST']._serialized_start=1454
+  _globals['_GETCUSTOMERASOFREQUEST']._serialized_end=1533
+  _globals['_GETORDERASOFREQUEST']._serialized_start=1535
+  _globals['_GETORDERASOFREQUEST']._serialized_end=1611
+  _globals['_GETCUSTOMERSTATSREQUEST']._serialized_start=1613
+  _globals['_GETCUSTOMERSTATSREQUEST']._serialized_end=1719
+  _globals['_GETPRODUCTSALESSTATSREQUEST']._serialized_start=1721
+  _globals['_GETPRODUCTSALESSTATSREQUEST']._serialized_end=1830
+  _globals['_LISTTOPPRODUCTSREQUEST']._serialized_start=1833
+  _globals['_LISTTOPPRODUCTSREQUEST']._serialized_end=1986
+  _globals['_LISTTOPPRODUCTSRESPONSE']._serialized_start=1988
+  _globals['_LISTTOPPRODUCTSRESPONSE']._serialized_end=2100
+  _globals['_LISTTOPCUSTOMERSREQUEST']._serialized_start=2102
+  _globals['_LISTTOPCUSTOMERSREQUEST']._serialized_end=2220
+  _globals['_LISTTOPCUSTOMERSRESPONSE']._serialized_start=2222
+  _globals['_LISTTOPCUSTOMERSRESPONSE']._serialized_end=2337
+  _globals['_GETMONTHLYREVENUEREQUEST']._serialized_start=2340
+  _globals['_GETMONTHLYREVENUEREQUEST']._serialized_end=2482
+  _globals['_GETMONTHLYREVENUERESPONSE']._serialized_start=2484
+  _globals['_GETMONTHLYREVENUERESPONSE']._serialized_end=2600
+  _globals['_SEARCHPRODUCTSREQUEST']._serialized_start=2602
+  _globals['_SEARCHPRODUCTSREQUEST']._serialized_end=2706
+  _globals['_SEARCHPRODUCTSRESPONSE']._serialized_start=2708
+  _globals['_SEARCHPRODUCTSRESPONSE']._serialized_end=2793
+  _globals['_SEARCHCUSTOMERSREQUEST']._serialized_start=2795
+  _globals['_SEARCHCUSTOMERSREQUEST']._serialized_end=2900
+  _globals['_SEARCHCUSTOMERSRESPONSE']._serialized_start=2902
+  _globals['_SEARCHCUSTOMERSRESPONSE']._serialized_end=2990
+  _globals['_LISTWEBHOOKSUBSCRIPTIONSREQUEST']._serialized_start=2992
+  _globals['_LISTWEBHOOKSUBSCRIPTIONSREQUEST']._serialized_end=3091
+  _globals['_LISTWEBHOOKSUBSCRIPTIONSRESPONSE']._serialized_start=3093
+  _globals['_LISTWEBHOOKSUBSCRIPTIONSRESPONSE']._serialized_end=3205
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=3208
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=3377
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=3379
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=3481
+  _globals['_QUERYSERVICE']._serialized_start=3588
+  _globals['_QUERYSERVICE']._serialized_end=5127
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from common.pb.shop.v1 import analytics_pb2 as _analytics_pb2
 from common.pb.shop.v1 import history_pb2 as _history_pb2
 from common.pb.shop.v1 import shop_pb2 as _shop_pb2
+from common.pb.shop.v1 import webhooks_pb2 as _webhooks_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -287,3 +288,43 @@ class SearchCustomersResponse(_message.Message):
     customers: _containers.RepeatedCompositeFieldContainer[_shop_pb2.Customer]
     next_page_token: str
     def __init__(self, customers: _Optional[_Iterable[_Union[_shop_pb2.Customer, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListWebhookSubscriptionsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "consistency_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    consistency_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., consistency_token: _Optional[str] = ...) -> None: ...
+
+class ListWebhookSubscriptionsResponse(_message.Message):
+    __slots__ = ("subscriptions", "next_page_token")
+    SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    subscriptions: _containers.RepeatedCompositeFieldContainer[_webhooks_pb2.WebhookSubscription]
+    next_page_token: str
+    def __init__(self, subscriptions: _Optional[_Iterable[_Union[_webhooks_pb2.WebhookSubscription, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListWebhookDeliveriesRequest(_message.Message):
+    __slots__ = ("subscription_id", "status", "page_size", "page_token", "consistency_token")
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    subscription_id: str
+    status: _webhooks_pb2.WebhookDeliveryStatus
+    page_size: int
+    page_token: str
+    consistency_token: str
+    def __init__(self, subscription_id: _Optional[str] = ..., status: _Optional[_Union[_webhooks_pb2.WebhookDeliveryStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., consistency_token: _Optional[str] = ...) -> None: ...
+
+class ListWebhookDeliveriesResponse(_message.Message):
+    __slots__ = ("deliveries", "next_page_token")
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    deliveries: _containers.RepeatedCompositeFieldContainer[_webhooks_pb2.WebhookDelivery]
+    next_page_token: str
+    def __init__(self, deliveries: _Optional[_Iterable[_Union[_webhooks_pb2.WebhookDelivery, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

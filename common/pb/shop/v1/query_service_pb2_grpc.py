@@ -121,6 +121,16 @@ class QueryServiceStub:
                 request_serializer=shop_dot_v1_dot_query__service__pb2.SearchCustomersRequest.SerializeToString,
                 response_deserializer=shop_dot_v1_dot_query__service__pb2.SearchCustomersResponse.FromString,
                 _registered_method=True)
+        self.ListWebhookSubscriptions = channel.unary_unary(
+                '/shop.v1.QueryService/ListWebhookSubscriptions',
+                request_serializer=shop_dot_v1_dot_query__service__pb2.ListWebhookSubscriptionsRequest.SerializeToString,
+                response_deserializer=shop_dot_v1_dot_query__service__pb2.ListWebhookSubscriptionsResponse.FromString,
+                _registered_method=True)
+        self.ListWebhookDeliveries = channel.unary_unary(
+                '/shop.v1.QueryService/ListWebhookDeliveries',
+                request_serializer=shop_dot_v1_dot_query__service__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+                response_deserializer=shop_dot_v1_dot_query__service__pb2.ListWebhookDeliveriesResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -233,6 +243,19 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWebhookSubscriptions(self, request, context):
+        """Webhooks, from the projector's webhook tables (PostgreSQL); never the secret.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookDeliveries(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -320,6 +343,16 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.SearchCustomers,
                     request_deserializer=shop_dot_v1_dot_query__service__pb2.SearchCustomersRequest.FromString,
                     response_serializer=shop_dot_v1_dot_query__service__pb2.SearchCustomersResponse.SerializeToString,
+            ),
+            'ListWebhookSubscriptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookSubscriptions,
+                    request_deserializer=shop_dot_v1_dot_query__service__pb2.ListWebhookSubscriptionsRequest.FromString,
+                    response_serializer=shop_dot_v1_dot_query__service__pb2.ListWebhookSubscriptionsResponse.SerializeToString,
+            ),
+            'ListWebhookDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookDeliveries,
+                    request_deserializer=shop_dot_v1_dot_query__service__pb2.ListWebhookDeliveriesRequest.FromString,
+                    response_serializer=shop_dot_v1_dot_query__service__pb2.ListWebhookDeliveriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -781,6 +814,60 @@ class QueryService:
             '/shop.v1.QueryService/SearchCustomers',
             shop_dot_v1_dot_query__service__pb2.SearchCustomersRequest.SerializeToString,
             shop_dot_v1_dot_query__service__pb2.SearchCustomersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookSubscriptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.v1.QueryService/ListWebhookSubscriptions',
+            shop_dot_v1_dot_query__service__pb2.ListWebhookSubscriptionsRequest.SerializeToString,
+            shop_dot_v1_dot_query__service__pb2.ListWebhookSubscriptionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.v1.QueryService/ListWebhookDeliveries',
+            shop_dot_v1_dot_query__service__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+            shop_dot_v1_dot_query__service__pb2.ListWebhookDeliveriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,50 @@
+"""Per-host rate limit (aiolimiter's leaky bucket) and concurrency bound (a semaphore)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiolimiter import AsyncLimiter
+
+from common.gateway._config import GatewayConfig
+from common.gateway.errors import RateLimited
+
+
+class HostLimits:
+    """The slots of one host; other hosts have their own, so waiting here slows no one else."""
+
+    def __init__(self, host: str, config: GatewayConfig) -> None:
+        self._host = host
+        # rate_burst requests may go at once; the bucket then drains at rate_per_host.
+        self._limiter = (
+            AsyncLimiter(config.rate_burst, config.rate_burst / config.rate_per_host)
+            if config.rate_per_host > 0
+            else None
+        )
+        self._slots = asyncio.Semaphore(config.max_connections_per_host)
+
+    @asynccontextmanager
+    async def slot(self, wait_s: float) -> AsyncIterator[None]:
+        """Hold a rate slot and a concurrency slot for one request; RateLimited when both
+        cannot be had within ``wait_s``."""
+        started = time.monotonic()
+        limit = "rate"
+        acquired = False
+        try:
+            async with asyncio.timeout(wait_s):
+                if self._limiter is not None:
+                    await self._limiter.acquire()
+                limit = "concurrency"
+                await self._slots.acquire()
+                acquired = True
+        except TimeoutError:
+            if acquired:
+                self._slots.release()
+            raise RateLimited(self._host, time.monotonic() - started, limit) from None
+        try:
+            yield
+        finally:
+            self._slots.release()

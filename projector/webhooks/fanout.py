@@ -1,0 +1,152 @@
+"""``webhooks:fanout``: turns the event log into delivery rows, one per subscription.
+
+One PostgreSQL transaction per batch: lock and compare the checkpoint row, fold the
+subscriptions' own events (created, disabled, secret rotated) into
+``webhooks.subscriptions`` in log order, add a delivery for every other event and every
+subscription that was active at that point of the log and wants its type, and move the
+checkpoint. So which subscription receives which event is decided by the log alone,
+every delivery row exists exactly once (``UNIQUE (subscription_id, event_seq)``), and
+the rows and the checkpoint are always in step.
+
+It sends nothing itself (the dispatcher does), so it never waits on an endpoint. It is
+not rebuilt: a rebuild would create every past delivery again. A first start (no
+checkpoint row) begins at the origin, where no subscription exists yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+import asyncpg
+
+from common import events as ev
+from common.events import StoredEvent
+from common.positions import Position
+from projector.consumer import Audit, CatchUp, Consumer, WriteModel
+from projector.errors import CheckpointMoved, NotRebuildable, PoisonEvent, StoreLost
+from projector.outbox import Batch
+from projector.stores import pg_checkpoints
+from projector.webhooks import tables as sql
+
+NAME = "webhooks:fanout"
+
+
+class WebhookFanout:
+    """The consumer; ``on_deliveries`` is called after a batch that added deliveries (to
+    wake the dispatcher in this process without waiting for its poll)."""
+
+    rebuildable = False  # see the module docstring
+
+    def __init__(self, pool: asyncpg.Pool, on_deliveries: Callable[[], None] | None = None) -> None:
+        self._pool = pool
+        self._on_deliveries = on_deliveries
+
+    @property
+    def name(self) -> str:
+        return NAME
+
+    @property
+    def consumes(self) -> tuple[str, ...]:
+        return ev.AGGREGATE_TYPES
+
+    @property
+    def event_types(self) -> None:
+        return None
+
+    async def checkpoint(self) -> Position:
+        found = await pg_checkpoints.read(self._pool, NAME)
+        if found is None:
+            await pg_checkpoints.ensure(self._pool, NAME)
+            found = await pg_checkpoints.read(self._pool, NAME)
+            assert found is not None
+        return found
+
+    async def apply(self, batch: Batch) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            added = await self._apply(conn, batch)
+        if added and self._on_deliveries is not None:
+            self._on_deliveries()
+
+    async def _apply(self, conn: asyncpg.Connection, batch: Batch) -> int:
+        found = await pg_checkpoints.lock(conn, NAME)
+        if found is None:
+            raise StoreLost(NAME, "has no checkpoint row", batch.start)
+        if found != batch.start:
+            raise CheckpointMoved(batch.start, found)
+        active = {
+            r["id"]: tuple(r["event_types"]) for r in await conn.fetch(sql.ACTIVE_SUBSCRIPTIONS)
+        }
+        subs: list[str] = []
+        seqs: list[int] = []
+        types: list[str] = []
+        aggregates: list[str] = []
+        for event in batch.events:
+            if event.aggregate_type == ev.WEBHOOK_SUBSCRIPTION:
+                await _fold_subscription(conn, event, active)
+                continue
+            for sub_id, wanted in active.items():
+                if not wanted or event.event_type in wanted:
+                    subs.append(sub_id)
+                    seqs.append(event.seq)
+                    types.append(event.event_type)
+                    aggregates.append(event.aggregate_id)
+        if subs:
+            await conn.execute(sql.ADD_DELIVERIES, subs, seqs, types, aggregates)
+        await pg_checkpoints.write(conn, NAME, batch.next)
+        return len(subs)
+
+    async def new_copy(self) -> Consumer:
+        raise NotRebuildable(f"{NAME}: rebuilding it would deliver every past event again")
+
+    async def switch_to(self, copy: Consumer, catch_up: CatchUp) -> Position:
+        raise NotRebuildable(f"{NAME} has no copies")
+
+    async def discard(self) -> None:
+        raise NotRebuildable(f"{NAME} has no copies")
+
+    async def describe(self) -> str:
+        await self.checkpoint()
+        row = await self._pool.fetchrow(sql.SUMMARY)
+        assert row is not None
+        return (
+            f"{row['active']} active subscriptions ({row['parked']} parked); deliveries: "
+            f"{row['pending']} pending, {row['failed']} failed, {row['delivered']} delivered"
+        )
+
+    async def audit(self, write_model: WriteModel) -> Audit | None:
+        return None  # it holds deliveries, nothing the write model has
+
+
+async def _fold_subscription(
+    conn: asyncpg.Connection, event: StoredEvent, active: dict[str, tuple[str, ...]]
+) -> None:
+    """Apply one of a subscription's own events to ``webhooks.subscriptions`` and to
+    ``active`` (the batch's view of who receives the events that follow)."""
+    p = event.payload
+    at: datetime = event.occurred_at
+    if event.event_type == ev.WEBHOOK_SUBSCRIPTION_CREATED:
+        try:
+            url, wanted, description = (
+                str(p["url"]),
+                [str(t) for t in p["event_types"]],
+                str(p["description"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise PoisonEvent(event, f"unreadable subscription payload: {exc!r}") from exc
+        await conn.execute(
+            sql.SUBSCRIPTION_CREATED, event.aggregate_id, url, wanted, description,
+            event.aggregate_version, at,
+        )  # fmt: skip
+        active[event.aggregate_id] = tuple(wanted)
+    elif event.event_type == ev.WEBHOOK_SUBSCRIPTION_DISABLED:
+        await conn.execute(
+            sql.SUBSCRIPTION_CHANGED, event.aggregate_id, event.aggregate_version, sql.DISABLED, at
+        )
+        active.pop(event.aggregate_id, None)
+    elif event.event_type == ev.WEBHOOK_SECRET_ROTATED:
+        await conn.execute(
+            sql.SUBSCRIPTION_CHANGED, event.aggregate_id, event.aggregate_version, None, at
+        )
+    else:
+        raise PoisonEvent(event, f"unknown webhook subscription event {event.event_type}")

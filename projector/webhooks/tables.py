@@ -1,0 +1,107 @@
+"""The SQL of the webhook tables (schema ``webhooks``, migration 0005)."""
+
+from __future__ import annotations
+
+ACTIVE, DISABLED = "ACTIVE", "DISABLED"
+PENDING, DELIVERED, FAILED = "PENDING", "DELIVERED", "FAILED"
+
+ACTIVE_SUBSCRIPTIONS = (
+    "SELECT id::text AS id, event_types FROM webhooks.subscriptions WHERE status = 'ACTIVE'"
+)
+
+SUBSCRIPTION_CREATED = """
+INSERT INTO webhooks.subscriptions
+  (id, url, event_types, description, status, version, created_at, updated_at)
+VALUES ($1::uuid, $2, $3::text[], $4, 'ACTIVE', $5, $6, $6)
+ON CONFLICT (id) DO NOTHING
+"""
+
+# Disabled ($3 = 'DISABLED') or secret rotated ($3 = NULL: only the version moves).
+SUBSCRIPTION_CHANGED = """
+UPDATE webhooks.subscriptions SET status = coalesce($3, status), version = $2, updated_at = $4
+WHERE id = $1::uuid AND version < $2
+"""
+
+ADD_DELIVERIES = """
+INSERT INTO webhooks.deliveries (subscription_id, event_seq, event_type, aggregate_id)
+SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::uuid[])
+ON CONFLICT (subscription_id, event_seq) DO NOTHING
+"""
+
+# Subscriptions whose queue the dispatcher should work on now.
+WORKABLE = """
+SELECT s.id::text AS id FROM webhooks.subscriptions s
+WHERE s.status = 'ACTIVE' AND s.parked_at IS NULL
+  AND EXISTS (SELECT 1 FROM webhooks.deliveries d
+              WHERE d.subscription_id = s.id AND d.status = 'PENDING')
+"""
+
+# The head of one subscription's queue (its oldest delivery not yet DELIVERED), with what
+# sending it needs: the event row (EVENT_COLUMNS, alias v), the URL and the current secret.
+HEAD = """
+SELECT d.id AS delivery_id, d.subscription_id::text AS subscription_id, d.status, d.attempts, d.next_attempt_at,
+       greatest(extract(epoch FROM d.next_attempt_at - now()), 0)::float8 AS wait_s,
+       s.url, s.status AS subscription_status, s.parked_at, w.secret, v.metadata::text AS metadata,
+       {event_columns}
+FROM webhooks.deliveries d
+JOIN webhooks.subscriptions s ON s.id = d.subscription_id
+JOIN public.webhook_subscriptions w ON w.id = d.subscription_id
+JOIN events v ON v.seq = d.event_seq
+WHERE d.subscription_id = $1::uuid AND d.status <> 'DELIVERED'
+ORDER BY d.id LIMIT 1
+"""
+
+DELIVERED_NOW = """
+UPDATE webhooks.deliveries SET status = 'DELIVERED', attempts = attempts + 1,
+  last_status = $2, last_error = '', delivered_at = now()
+WHERE id = $1 AND status = 'PENDING'
+"""
+
+# $3: whether this attempt counts; $4: seconds until the next one; $5: park it (FAILED).
+ATTEMPT_FAILED = """
+UPDATE webhooks.deliveries SET
+  attempts = attempts + $3::int,
+  status = CASE WHEN $5 THEN 'FAILED' ELSE status END,
+  next_attempt_at = now() + make_interval(secs => $4),
+  last_status = $2, last_error = $6
+WHERE id = $1 AND status = 'PENDING'
+"""
+
+PARK = "UPDATE webhooks.subscriptions SET parked_at = now() WHERE id = $1::uuid"
+
+# `cqrs webhooks redeliver`: FAILED deliveries back to PENDING, the subscription unparked.
+REDELIVER = """
+WITH again AS (
+  UPDATE webhooks.deliveries SET status = 'PENDING', attempts = 0, next_attempt_at = now(),
+    last_error = 'redelivery requested; was: ' || last_error
+  WHERE status = 'FAILED' AND ($1::uuid IS NULL OR subscription_id = $1::uuid)
+    AND ($2::bigint IS NULL OR id = $2::bigint)
+  RETURNING subscription_id
+), unparked AS (
+  UPDATE webhooks.subscriptions SET parked_at = NULL
+  WHERE parked_at IS NOT NULL AND ($1::uuid IS NULL OR id = $1::uuid)
+    AND ($2::bigint IS NULL OR id IN (SELECT subscription_id FROM again))
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM again) AS deliveries, (SELECT count(*) FROM unparked) AS unparked
+"""
+
+# Per subscription: pending deliveries, the oldest one's age, whether parked (the gauges).
+BACKLOG = """
+SELECT s.id::text AS id, s.parked_at IS NOT NULL AS parked,
+  count(d.id) AS pending,
+  coalesce(extract(epoch FROM now() - min(d.created_at)), 0)::float8 AS oldest_s
+FROM webhooks.subscriptions s
+LEFT JOIN webhooks.deliveries d ON d.subscription_id = s.id AND d.status <> 'DELIVERED'
+WHERE s.status = 'ACTIVE'
+GROUP BY s.id
+"""
+
+SUMMARY = """
+SELECT (SELECT count(*) FROM webhooks.subscriptions WHERE status = 'ACTIVE') AS active,
+       (SELECT count(*) FROM webhooks.subscriptions WHERE parked_at IS NOT NULL) AS parked,
+       count(*) FILTER (WHERE status = 'PENDING') AS pending,
+       count(*) FILTER (WHERE status = 'FAILED') AS failed,
+       count(*) FILTER (WHERE status = 'DELIVERED') AS delivered
+FROM webhooks.deliveries
+"""

@@ -1,0 +1,1 @@
+"""ListWebhookSubscriptions and ListWebhookDeliveries (see :mod:`.rpcs`)."""
