@@ -41,18 +41,27 @@ PROMETHEUS_INSTALL = command -v prometheus >/dev/null || (command -v apt-get >/d
 	(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q prometheus >/dev/null 2>&1))) || \
 	echo "prometheus not available: its tests are skipped"
 
+# Debian's nats-server: the relay's tests start a private one when none answers on :4222.
+NATS_INSTALL = command -v nats-server >/dev/null || test -x /usr/sbin/nats-server || \
+	(command -v apt-get >/dev/null && (apt-get install -y -q nats-server >/dev/null 2>&1 || \
+	(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nats-server >/dev/null 2>&1))) || \
+	echo "nats-server not available: the NATS relay's tests are skipped unless NATS answers on :4222"
+
 test: $(STAMP)
 	@$(PROMETHEUS_INSTALL)
+	@$(NATS_INSTALL)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 test-integration: $(STAMP)
+	@$(NATS_INSTALL)
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 test-e2e: $(STAMP)
 	@$(PROMETHEUS_INSTALL)
+	@$(NATS_INSTALL)
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 test-faults: $(STAMP)

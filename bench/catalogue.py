@@ -177,6 +177,7 @@ RPC_SCENARIOS: dict[str, RpcScenario] = {
 # Scenarios that are not one RPC (their own modules run them), and their groups.
 OTHER_SCENARIOS: dict[str, str] = {
     "projector": "projector",
+    "relay": "projector",  # the NATS relay's catch-up (skipped when NATS does not answer)
     "freshness": "freshness",
     "scale-out": "scale-out",
     "analytics-projector": "analytics",  # after the analytics RPCs, on the grown log

@@ -70,7 +70,7 @@ async def measure(
 ) -> dict[str, Any]:
     """Every catch-up run of ``runs`` (default: all), then (if ``rebuild``) a rebuild of
     everything; ``rebuild`` is None in the result without one."""
-    scratch = await _scratch_copy(settings)
+    scratch = await scratch_copy(settings)
     rebuilt: Result | None = None
     try:
         head, counts = await _log(scratch.asyncpg_dsn)
@@ -102,7 +102,7 @@ def events_read(counts: dict[str, int], projections: list[str]) -> int:
     return sum(n for t, n in counts.items() if t in types)
 
 
-async def _scratch_copy(settings: Settings) -> Settings:
+async def scratch_copy(settings: Settings) -> Settings:
     """A migrated scratch database holding a copy of the event log."""
     _, name = split_database(settings.asyncpg_dsn)
     scratch_name = f"{name}_bench_projector"

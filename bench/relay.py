@@ -18,19 +18,24 @@ import os
 import sys
 import time
 import uuid
+from typing import Any
 
 import asyncpg
 import nats
 
 from bench.catalogue import ROOT
+from bench.projector import scratch_copy
+from common.db import drop_database
 from common.positions import Position
 from common.settings import Settings, load_settings, to_environ
 from projector.relay.nats_relay import NAME
 
 _POLL_S = 0.05
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 
 async def measure(settings: Settings, batch_size: int) -> dict[str, float]:
+    """The relay's catch-up on ``settings``' database, from the origin."""
     tag = uuid.uuid4().hex[:8]
     settings = dataclasses.replace(
         settings,
@@ -66,6 +71,7 @@ async def measure(settings: Settings, batch_size: int) -> dict[str, float]:
                     raise SystemExit(f"the projector exited with {process.returncode}")
                 await asyncio.sleep(_POLL_S)
             seconds = time.monotonic() - started
+            cpu = _cpu_seconds(process.pid)
         finally:
             if process.returncode is None:
                 process.terminate()
@@ -82,19 +88,51 @@ async def measure(settings: Settings, batch_size: int) -> dict[str, float]:
         await nc.close()
     if stored != events:
         raise SystemExit(f"the stream holds {stored} messages for {events} events")
-    return {"events": events, "seconds": seconds, "events_per_s": events / seconds}
+    return {
+        "events": events,
+        "seconds": seconds,
+        "events_per_s": events / seconds,
+        "cpu_s": cpu,
+        "events_per_cpu_s": events / cpu if cpu else 0.0,
+    }
+
+
+async def measure_copy(settings: Settings) -> dict[str, Any]:
+    """:func:`measure` on a scratch copy of the event log (``cqrs bench``'s ``relay``
+    scenario: the system under test, and any relay of its own, are left alone), with
+    ``CQRS_NATS_URL`` or the local NATS; ``{"skipped": why}`` when NATS does not answer."""
+    url = settings.nats_url or DEFAULT_NATS_URL
+    try:
+        probe = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
+    except Exception as exc:
+        return {"skipped": f"NATS does not answer at {url} ({type(exc).__name__})"}
+    await probe.close()
+    scratch = await scratch_copy(dataclasses.replace(settings, nats_url=url))
+    try:
+        return await measure(scratch, settings.projector_batch_size)
+    finally:
+        await drop_database(scratch.asyncpg_dsn)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process used so far (start-up included)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nats", default=os.environ.get("CQRS_NATS_URL") or "nats://127.0.0.1:4222")
+    parser.add_argument("--nats", default=os.environ.get("CQRS_NATS_URL") or DEFAULT_NATS_URL)
     parser.add_argument("--batch", type=int, default=500)
     args = parser.parse_args()
     settings = dataclasses.replace(load_settings(), nats_url=args.nats)
     result = asyncio.run(measure(settings, args.batch))
     print(
         f"relay catch-up: {result['events']:,} events in {result['seconds']:.2f}s = "
-        f"{result['events_per_s']:,.0f} events/s (batch {args.batch}, process start included)"
+        f"{result['events_per_s']:,.0f} events/s (batch {args.batch}, process start included); "
+        f"the relay process used {result['cpu_s']:.2f} CPU-s = "
+        f"{result['events_per_cpu_s']:,.0f} events per CPU-second"
     )
 
 

@@ -29,7 +29,7 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench import data, freshness, processes, projector, scale_out, summary
+from bench import data, freshness, processes, projector, relay, scale_out, summary
 from bench.catalogue import OTHER_SCENARIOS, ROOT, RPC_SCENARIOS, select
 from bench.rpc import Run, run_scenario
 from common.pb.shop.v1 import command_service_pb2 as cpb
@@ -150,6 +150,8 @@ def _run_all(
             continue
         if name == "projector":
             outcome: dict[str, Any] = asyncio.run(projector.measure(settings))
+        elif name == "relay":
+            outcome = asyncio.run(relay.measure_copy(settings))
         elif name == "analytics-projector":
             outcome = asyncio.run(
                 projector.measure(settings, projector.ANALYTICS_RUNS, rebuild=False)

@@ -100,6 +100,8 @@ def write(results: Path, outcomes: dict[str, Any], machine: dict[str, str], comm
         lines += _ratios(rpc)
     if "projector" in outcomes:
         lines += _projector_table(outcomes["projector"])
+    if "relay" in outcomes:
+        lines += _relay_table(outcomes["relay"])
     if "freshness" in outcomes:
         lines += _freshness_table(outcomes["freshness"])
     if "scale-out" in outcomes:
@@ -178,6 +180,31 @@ def _projector_table(outcome: dict[str, Any], title: str = "## Projector") -> li
             f"| {run['events_per_s']:,.0f} | {run['peak_rss_mb']:.0f} |"
         )
     return [*lines, "", *projector_target(outcome)]
+
+
+# The relay's catch-up target (issue: a polling outbox relay does ~14.5k events/s untuned).
+RELAY_TARGET_EVENTS_S = 10_000
+
+
+def _relay_table(outcome: dict[str, Any]) -> list[str]:
+    """The NATS relay's catch-up (events/s, target >= 10,000), or why it did not run."""
+    if "skipped" in outcome:
+        return ["## NATS relay", "", f"Not measured: {outcome['skipped']}.", ""]
+    return [
+        "## NATS relay",
+        "",
+        "`cqrs projector run --only nats:events` from the origin into a fresh stream (process "
+        "start included), every event acknowledged by JetStream.",
+        "",
+        "| events | seconds | events/s | events per CPU-second |",
+        "| ---: | ---: | ---: | ---: |",
+        f"| {outcome['events']:,} | {outcome['seconds']:.2f} | {outcome['events_per_s']:,.0f} "
+        f"| {outcome['events_per_cpu_s']:,.0f} |",
+        "",
+        f"Target >= {RELAY_TARGET_EVENTS_S:,} events/s: "
+        f"{_verdict(outcome['events_per_s'], RELAY_TARGET_EVENTS_S, ' events/s')}",
+        "",
+    ]
 
 
 def _freshness_table(outcome: dict[str, Any]) -> list[str]:

@@ -101,6 +101,8 @@ class Settings:
     webhooks_retry_max_ms: int = 300_000
     # Per call: the gateway's timeouts, in-call retries and per-host breaker and rate.
     webhooks_timeout_ms: int = 5000
+    # After RotateWebhookSecret the previous secret signs beside the new one this long.
+    webhooks_rotation_grace_ms: int = 86_400_000
     gateway_retry_attempts: int = 3
     gateway_breaker_threshold: int = 5
     gateway_breaker_ttl_ms: int = 30_000
@@ -175,6 +177,7 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CQRS_WEBHOOKS_RETRY_INITIAL_MS": ("webhooks_retry_initial_ms", int),
     "CQRS_WEBHOOKS_RETRY_MAX_MS": ("webhooks_retry_max_ms", int),
     "CQRS_WEBHOOKS_TIMEOUT_MS": ("webhooks_timeout_ms", int),
+    "CQRS_WEBHOOKS_ROTATION_GRACE_MS": ("webhooks_rotation_grace_ms", int),
     "CQRS_GATEWAY_RETRY_ATTEMPTS": ("gateway_retry_attempts", int),
     "CQRS_GATEWAY_BREAKER_THRESHOLD": ("gateway_breaker_threshold", int),
     "CQRS_GATEWAY_BREAKER_TTL_MS": ("gateway_breaker_ttl_ms", int),

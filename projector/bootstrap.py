@@ -117,6 +117,7 @@ class App:
             timeout_s=s.webhooks_timeout_ms / 1000,
             poll_s=poll,
             allow_private=s.webhooks_allow_private,
+            rotation_grace_s=s.webhooks_rotation_grace_ms / 1000,
         )
         return WebhookDispatcher(self.pool, self.gateway, lease, config, self.webhook_wake)
 

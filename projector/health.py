@@ -5,7 +5,8 @@ the database answers, and no consumer is stopped on a poison event; else 503. Th
 body says why, with one entry per consumer: ``role`` (leader: holds the consumer's
 lease; standby: waits for it), ``state`` (following, rebuilding, retrying after an
 error, standby, stopped-on-poison, stopped), ``checkpoint`` and ``lag_events`` (the
-last count, as in ``cqrs_projection_lag_events``; null before the first).
+last count, as in ``cqrs_projection_lag_events``; null before the first); and one entry
+per service (the webhook dispatcher) with its ``role`` and ``state``.
 
 A consumer stopped on a poison event makes the projector unready on purpose: it will
 not move on by itself, and an operator must look (``cqrs projector status``). A standby
@@ -27,6 +28,7 @@ from typing import Any
 import asyncpg
 
 from common.ops_http import Health
+from projector.process import Service
 from projector.runner import ConsumerRunner
 
 CHECK_TIMEOUT_S = 3.0
@@ -42,11 +44,13 @@ class ProjectorHealth:
         pool: asyncpg.Pool,
         runners: Sequence[ConsumerRunner],
         stop: asyncio.Event,
+        services: Sequence[Service] = (),
     ) -> None:
         self._loop = loop
         self._pool = pool
         self._runners = list(runners)
         self._stop = stop
+        self._services = list(services)
 
     def readiness(self) -> Health:
         """Ready or not, and the consumers' state (blocks the calling thread)."""
@@ -77,7 +81,12 @@ class ProjectorHealth:
             status = "stopped on a poison event: " + ", ".join(poisoned)
         else:
             status = "ok"
-        return Health(status == "ok", {"status": status, "consumers": consumers})
+        services = {
+            s.name: {"role": "leader" if s.leading else "standby", "state": s.state}
+            for s in self._services
+        }
+        body = {"status": status, "consumers": consumers, "services": services}
+        return Health(status == "ok", body)
 
     async def _database_answers(self) -> bool:
         try:

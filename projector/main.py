@@ -37,7 +37,9 @@ async def run(settings: Settings, only: list[str] | None = None) -> int:
         async with open_app(settings) as app:
             projector = app.projector(only)
             if ops is not None:
-                health = ProjectorHealth(loop, app.pool, projector.runners, stop)
+                health = ProjectorHealth(
+                    loop, app.pool, projector.runners, stop, projector.services
+                )
                 ops.health, ops.live = health.readiness, health.liveness
             task = asyncio.create_task(projector.run(stop))
             stopping = asyncio.create_task(stop.wait())

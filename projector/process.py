@@ -49,6 +49,12 @@ class Service(Protocol):
     webhook dispatcher), under a lease of its own."""
 
     name: str
+    state: str  # for /healthz, like a runner's
+
+    @property
+    def leading(self) -> bool:
+        """Whether it holds its lease now."""
+        ...
 
     async def run(self, stop: asyncio.Event) -> None: ...
 

@@ -8,7 +8,9 @@ database is a cheap ``CREATE DATABASE … TEMPLATE`` copy of it.
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -20,7 +22,14 @@ import redis.asyncio as aioredis
 
 from common.db import drop_database, migrate, split_database
 from common.settings import Settings
-from cqrs.instances import Lookup, PrivateRedis, find_redis_server, free_port
+from cqrs.instances import (
+    Lookup,
+    PrivateNats,
+    PrivateRedis,
+    find_nats_server,
+    find_redis_server,
+    free_port,
+)
 from tests.support.env import REDIS_URL, settings_for, unique_name
 
 
@@ -106,3 +115,50 @@ def private_redis(scratch: Path) -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.stop()
+
+
+# -- NATS for the relay's tests ----------------------------------------------------------------
+
+_NATS_ENV = "CQRS_TEST_NATS_URL"
+_private_nats: list[PrivateNats] = []
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The relay's tests use the NATS on 127.0.0.1:4222 (or ``CQRS_TEST_NATS_URL``). Where
+    none answers, a private ``nats-server -js`` is started for the session, as ``cqrs up``
+    starts PostgreSQL and Redis; with no nats-server installed either, the tests marked
+    ``nats`` are skipped and say why. Runs before any test module reads the variable."""
+    if os.environ.get(_NATS_ENV) or _answers("127.0.0.1", 4222):
+        return
+    executable = find_nats_server(Lookup())
+    if executable is None:
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="cqrs-test-nats-"))
+    server = PrivateNats(executable, scratch / "jetstream", scratch / "nats.log")
+    server.start()
+    _private_nats.append(server)
+    os.environ[_NATS_ENV] = server.url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for server in _private_nats:
+        server.stop()
+        shutil.rmtree(server.data_dir.parent, ignore_errors=True)
+    _private_nats.clear()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get(_NATS_ENV) or _answers("127.0.0.1", 4222):
+        return
+    skip = pytest.mark.skip(reason="no NATS answers and nats-server is not installed")
+    for item in items:
+        if item.get_closest_marker("nats") is not None:
+            item.add_marker(skip)

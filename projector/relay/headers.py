@@ -56,7 +56,9 @@ def _token(text: str) -> str:
 
 def rfc3339(at: datetime) -> str:
     """UTC, microseconds, ``Z``: ``2024-05-01T12:00:00.123456Z``."""
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if at.utcoffset():
+        at = at.astimezone(UTC)
+    return at.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +75,25 @@ class Message:
     body: bytes
     headers: dict[str, str]
 
-    @property
     def size(self) -> int:
-        """Roughly what counts against the server's ``max_payload`` (body and headers)."""
-        return len(self.body) + sum(len(k) + len(v) + 4 for k, v in self.headers.items()) + 12
+        """What counts against the server's ``max_payload``: body and header block."""
+        return len(self.body) + len(self.header_block())
+
+    def header_block(self) -> bytes:
+        """The headers as NATS writes them (``NATS/1.0``, one ``key: value`` line each)."""
+        lines = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
+        return f"NATS/1.0\r\n{lines}\r\n".encode()
+
+    def hpub(self, reply: str) -> tuple[bytes, int]:
+        """The whole ``HPUB`` protocol command that publishes it with this reply subject,
+        and its :meth:`size`."""
+        block = self.header_block()
+        size = len(block) + len(self.body)
+        command = b"".join(
+            (f"HPUB {self.subject} {reply} {len(block)} {size}\r\n".encode(), block,
+             self.body, b"\r\n")
+        )  # fmt: skip
+        return command, size
 
 
 def message(prefix: str, event: StoredEvent, extra: Extra) -> Message:
@@ -103,10 +120,10 @@ def message(prefix: str, event: StoredEvent, extra: Extra) -> Message:
     headers = {
         MSG_ID: ident,
         EVENT_ID: ident,
-        AGGREGATE_TYPE: event.aggregate_type,
+        AGGREGATE_TYPE: _header_value(event.aggregate_type),
         AGGREGATE_ID: event.aggregate_id,
         AGGREGATE_VERSION: str(event.aggregate_version),
-        EVENT_TYPE: event.event_type,
+        EVENT_TYPE: _header_value(event.event_type),
         SCHEMA_VERSION: str(version),
         OCCURRED_AT: occurred,
         REQUEST_ID: _header_value(request_id) if isinstance(request_id, str) else "",

@@ -255,6 +255,8 @@ class NatsRelay:
             async with asyncio.timeout(REQUEST_TIMEOUT_S):
                 js = await self._jetstream()
                 info = await js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            return f"stream {self.stream} not created yet (the first batch creates it)"
         except Exception as exc:
             return f"stream {self.stream}: NATS unreachable ({type(exc).__name__})"
         return f"stream {self.stream} ({info.state.messages} msgs)"
@@ -323,23 +325,23 @@ class NatsRelay:
             messages.append(h.message(self.prefix, event, extras[event.seq]))
         nc = await self._connection()
         await self._ensure_stream()
-        for event, msg in zip(events, messages, strict=True):
-            if msg.size > self._max_message:
-                raise PoisonEvent(
-                    event, f"message of {msg.size} bytes exceeds the limit {self._max_message}"
-                )
         self._batches += 1
+        replies = [f"{self._inbox}.{self._batches}_{i}" for i in range(len(messages))]
+        commands = []
+        for event, msg, reply in zip(events, messages, replies, strict=True):
+            command, size = msg.hpub(reply)
+            if size > self._max_message:
+                raise PoisonEvent(
+                    event, f"message of {size} bytes exceeds the limit {self._max_message}"
+                )
+            commands.append(command)
         acks = _Acks(self._batches, len(messages), [None] * len(messages))
         self._acks = acks
         try:
             with _as_outage("publishing"):
                 if not nc.is_connected:
                     raise RelayUnavailable("NATS unavailable: not connected (reconnecting)")
-                for i, msg in enumerate(messages):
-                    await nc.publish(
-                        msg.subject, msg.body, reply=f"{self._inbox}.{acks.batch}_{i}",
-                        headers=msg.headers,
-                    )  # fmt: skip
+                await _send(nc, messages, replies, commands)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._ack_timeout_s):
                     await acks.done.wait()
@@ -550,6 +552,40 @@ class NatsRelay:
     async def _on_reconnected(self) -> None:
         log.warning("%s: reconnected to NATS", self._name)
         self._stream_ready = False  # the server may be a new one
+
+
+_CHUNK = 1 << 18  # bytes handed to the client's write buffer at a time
+
+
+async def _send(
+    nc: Client, messages: Sequence[h.Message], replies: Sequence[str], commands: list[bytes]
+) -> None:
+    """Write the batch on the connection, in order, without waiting for anything.
+
+    ``Client.publish`` costs some 40 µs per message in nats-py (it validates and encodes
+    the headers again, and awaits once per message): a third of the relay's time. So the
+    ``HPUB`` commands are built once (:meth:`headers.Message.hpub`, validated by
+    construction: subject tokens and header values are sanitised there) and handed to the
+    client's write buffer in large chunks (``Client._send_command``, then one flush), the
+    path ``publish`` itself ends in. Without those (another nats-py), ``publish`` it is.
+    """
+    send = getattr(nc, "_send_command", None)
+    flush = getattr(nc, "_flush_pending", None)
+    if send is None or flush is None:
+        for msg, reply in zip(messages, replies, strict=True):
+            await nc.publish(msg.subject, msg.body, reply=reply, headers=msg.headers)
+        return
+    chunk: list[bytes] = []
+    size = 0
+    for command in commands:
+        chunk.append(command)
+        size += len(command)
+        if size >= _CHUNK:
+            await send(b"".join(chunk))
+            chunk, size = [], 0
+    if chunk:
+        await send(b"".join(chunk))
+    await flush()
 
 
 def _redacted(url: str) -> str:

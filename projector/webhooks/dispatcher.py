@@ -66,6 +66,7 @@ class DispatchConfig:
     timeout_s: float = 5.0
     poll_s: float = 0.5
     allow_private: bool = False
+    rotation_grace_s: float = 86_400.0
 
     def backoff(self, attempts: int) -> float:
         """Seconds before the next attempt after ``attempts`` failed ones: exponential,
@@ -104,12 +105,14 @@ class WebhookDispatcher:
         while not stop.is_set():
             if not await self._lease.acquire(stop):
                 break
+            graceful = True
             try:
                 await self._lead(stop)
             except LeadershipLost:
+                graceful = False  # another dispatcher may lead already: stop sending now
                 log.warning("%s: lost its lease; standing by", NAME)
             finally:
-                await self._stop_workers()
+                await self._stop_workers(graceful)
                 await self._lease.release()
                 self._forget_gauges()
                 self.state = "standby"
@@ -153,7 +156,7 @@ class WebhookDispatcher:
         backoff = Backoff(0.05, 1.0)
         while not stop.is_set():
             try:
-                row = await self._pool.fetchrow(_HEAD, sub_id)
+                row = await self._pool.fetchrow(_HEAD, sub_id, self._config.rotation_grace_s)
                 if (
                     row is None
                     or row["status"] != sql.PENDING
@@ -183,7 +186,8 @@ class WebhookDispatcher:
         if problem is not None:
             await self._failed(row, 0, f"refused: url {problem}", counts=True)
             return
-        headers = messages.headers(str(row["secret"]), msg_id, int(time.time()), content)
+        secrets = [s for s in (str(row["secret"]), str(row["previous_secret"])) if s]
+        headers = messages.headers(secrets, msg_id, int(time.time()), content)
         try:
             response = await self._gateway.request(
                 "POST",
@@ -268,9 +272,13 @@ class WebhookDispatcher:
             _remove(sub_id)
         self._gauged = set()
 
-    async def _stop_workers(self) -> None:
+    async def _stop_workers(self, graceful: bool) -> None:
+        """Stop every worker; ``graceful``: first let each finish (and record) the attempt
+        it is making, for at most one call's timeout (a SIGTERM then repeats nothing)."""
         workers = list(self._workers.values())
         self._workers.clear()
+        if graceful and workers:
+            await asyncio.wait(workers, timeout=self._config.timeout_s)
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)

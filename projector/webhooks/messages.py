@@ -53,10 +53,12 @@ def signature(secret: str, msg_id: str, timestamp: int, content: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def headers(secret: str, msg_id: str, timestamp: int, content: bytes) -> dict[str, str]:
+def headers(secrets: list[str], msg_id: str, timestamp: int, content: bytes) -> dict[str, str]:
+    """The spec's headers; one signature per secret, space-separated (during a rotation
+    the new and the previous secret both sign, and a receiver accepts either)."""
     return {
         "content-type": "application/json",
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": signature(secret, msg_id, timestamp, content),
+        "webhook-signature": " ".join(signature(s, msg_id, timestamp, content) for s in secrets),
     }

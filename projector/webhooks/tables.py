@@ -42,6 +42,8 @@ HEAD = """
 SELECT d.id AS delivery_id, d.subscription_id::text AS subscription_id, d.status, d.attempts, d.next_attempt_at,
        greatest(extract(epoch FROM d.next_attempt_at - now()), 0)::float8 AS wait_s,
        s.url, s.status AS subscription_status, s.parked_at, w.secret, v.metadata::text AS metadata,
+       CASE WHEN w.rotated_at > now() - make_interval(secs => $2) THEN w.previous_secret
+            ELSE '' END AS previous_secret,
        {event_columns}
 FROM webhooks.deliveries d
 JOIN webhooks.subscriptions s ON s.id = d.subscription_id

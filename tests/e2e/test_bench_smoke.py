@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,14 @@ async def cqrs(system: System, *args: str) -> tuple[int, str]:
     return process.returncode, out.decode()
 
 
+def _local_nats() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 4222), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def only_run(results: Path) -> Path:
     (run,) = [p for p in results.iterdir() if p.is_dir()]
     return run
@@ -65,6 +74,11 @@ async def test_every_scenario_runs_and_reports_in_ghz_format(
         assert set(written["statusCodeDistribution"]) == {"OK"}, (name, written)
     projector = json.loads((run / "projector.json").read_text())
     assert len(projector["catch_up"]) == 10 and projector["rebuild"]["events_per_s"] > 0
+    relayed = json.loads((run / "relay.json").read_text())
+    if _local_nats():
+        assert relayed["events"] > 0 and relayed["events_per_s"] > 0, relayed
+    else:  # the bench relays to CQRS_NATS_URL or the local NATS, and says when it cannot
+        assert "NATS does not answer" in relayed["skipped"], relayed
     analytics = json.loads((run / "analytics-projector.json").read_text())
     assert [r["run"] for r in analytics["catch_up"]] == ["pg:analytics", "all seven"]
     assert analytics["rebuild"] is None and analytics["catch_up"][1]["events_per_s"] > 0
@@ -78,6 +92,7 @@ async def test_every_scenario_runs_and_reports_in_ghz_format(
     assert set(scale["runs"]) == {"workers 1", "workers 2"} and scale["ratio"] > 0
     summary = (run / "summary.md").read_text()
     assert "| floor |" in summary and "## Projector" in summary and "## Freshness" in summary
+    assert "## NATS relay" in summary
     assert "## Analytics: read model vs write model" in summary
     assert "| GetMonthlyRevenue |" in summary and "Target (read model >= 100x" in summary
     assert (run / "chart.png").stat().st_size > 10_000

@@ -648,6 +648,36 @@ def _field_table(world: World) -> dict[str, FieldStrategies]:
         # Search.
         "query": FieldStrategies(plausible_text, hostile_text),
         "status": FieldStrategies(st.sampled_from(valid_statuses), enum_numbers(valid_statuses)),
+        # Webhooks. No URL here can pass the guard (this system does not set
+        # CQRS_WEBHOOKS_ALLOW_PRIVATE): a subscription the fuzzer made would be delivered to,
+        # and this machine may only send traffic to itself.
+        "url": FieldStrategies(
+            st.sampled_from(["http://127.0.0.1:9/hook", "http://[::1]:9/hook"]),
+            st.one_of(
+                st.sampled_from(
+                    [
+                        "ftp://127.0.0.1/x",
+                        "http://169.254.169.254/",
+                        "http://10.0.0.1/",
+                        "http://u:p@127.0.0.1/",
+                        "http:///x",
+                        "http://127.0.0.1:0/",
+                        "http://localhost/" + "x" * 3000,
+                    ]
+                ),
+                hostile_text,
+            ),
+        ),
+        "event_types": FieldStrategies(
+            st.lists(st.sampled_from(["OrderPlaced", "ProductCreated"]), max_size=2, unique=True),
+            st.lists(
+                st.one_of(
+                    st.sampled_from(["OrderPlaced", "WebhookSecretRotated", ""]), hostile_text
+                ),
+                max_size=30,
+            ),
+        ),
+        "subscription_id": entity(every),
         # grpc.health.v1.HealthCheckRequest
         "service": FieldStrategies(
             st.sampled_from(["", COMMAND_SERVICE.full_name, QUERY_SERVICE.full_name]),
@@ -942,7 +972,7 @@ def test_huge_consistency_token_is_invalid_argument(
     world = system.world
     valid = {"id": world.products[0], "customer_id": world.customers[0],
              "product_id": world.products[0], "from_month": "2026-01", "to_month": "2026-01",
-             "query": "seed", "source": source}  # fmt: skip
+             "query": "seed", "source": source, "subscription_id": world.products[0]}  # fmt: skip
     fields = rpc.request_class.DESCRIPTOR.fields_by_name
     request = rpc.request_class(
         consistency_token="c1." + "f" * 4000 + ".1",

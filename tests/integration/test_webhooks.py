@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -16,11 +17,13 @@ import pytest
 from prometheus_client import REGISTRY
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from common.settings import Settings
 from projector.bootstrap import App, open_app
-from projector.webhooks.admin import redeliver
+from projector.health import ProjectorHealth
 from tests.conftest import fresh_settings
 from tests.support.events import eventually
 from tests.support.http_receiver import ReceivedRequest, Receiver
+from tests.support.servers import ROOT, env_for
 from write_server.bootstrap import command_service
 from write_server.domain import commands
 from write_server.service_layer.service import CommandResult, CommandService
@@ -35,6 +38,7 @@ FAST = dict(
     webhooks_timeout_ms=1000,
     gateway_retry_attempts=1,
     gateway_breaker_threshold=1000,
+    webhooks_rotation_grace_ms=0,
 )
 
 
@@ -88,6 +92,16 @@ async def deliveries(app: App, sub_id: str) -> list[Any]:
     )
 
 
+async def cqrs(settings: Settings, *args: str) -> tuple[int, str]:
+    """``python -m cqrs <args>`` on ``settings``: exit status and output."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cqrs", *args, cwd=ROOT, env=env_for(settings),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
 async def statuses_become(app: App, sub_id: str, expected: list[str]) -> None:
     """The subscription's deliveries reach ``expected`` statuses (in order) soon (the
     receiver sees a request before the dispatcher records its answer)."""
@@ -136,7 +150,7 @@ async def test_event_type_filter_disable_and_secret_rotation(template_database: 
         await products(service, 1)
         second = (await r.wait_for(2, timeout=10))[1]
         verified(rotated.secret, second)
-        with pytest.raises(WebhookVerificationError):
+        with pytest.raises(WebhookVerificationError):  # no grace period here (FAST)
             verified(sub.secret, second)
         await service.execute(commands.DisableWebhookSubscription(id=sub.id))
         await products(service, 2)
@@ -145,6 +159,42 @@ async def test_event_type_filter_disable_and_secret_rotation(template_database: 
         assert all(json.loads(q.body)["type"] == "ProductCreated" for q in r.requests)
         state = await app.pool.fetchrow("SELECT status, version FROM webhooks.subscriptions")
         assert tuple(state) == ("DISABLED", 3)
+
+
+async def test_after_a_rotation_both_secrets_sign_for_the_grace_period(
+    template_database: str,
+) -> None:
+    async with (
+        Receiver() as r,
+        system(template_database, webhooks_rotation_grace_ms=60_000) as (_, service),
+    ):
+        sub = await subscribe(service, r.url("/rotating"))
+        rotated = await service.execute(commands.RotateWebhookSecret(id=sub.id))
+        await products(service, 1)
+        (request,) = await r.wait_for(1, timeout=10)
+        assert len(request.headers["webhook-signature"].split(" ")) == 2
+        verified(rotated.secret, request)
+        verified(sub.secret, request)  # receivers still on the old secret keep working
+
+
+async def test_a_flapping_endpoint_is_served_by_the_gateways_retries(
+    template_database: str,
+) -> None:
+    async with (
+        Receiver() as r,
+        system(template_database, gateway_retry_attempts=3) as (
+            app,
+            service,
+        ),
+    ):
+        r.flapping(2)
+        sub = await subscribe(service, r.url("/flap"))
+        await products(service, 1)
+        got = await r.wait_for(3, timeout=10)
+        assert len({q.headers["idempotency-key"] for q in got}) == 1
+        await statuses_become(app, sub.id, ["DELIVERED"])
+        (row,) = await deliveries(app, sub.id)
+        assert row["attempts"] == 1  # one attempt of the dispatcher, three HTTP requests
 
 
 async def test_a_failing_endpoint_is_retried_then_parked_in_order_and_redelivered(
@@ -173,8 +223,17 @@ async def test_a_failing_endpoint_is_retried_then_parked_in_order_and_redelivere
         assert await app.pool.fetchval("SELECT parked_at IS NOT NULL FROM webhooks.subscriptions")
 
         r.healthy()
-        again = await redeliver(app.pool, sub.id)
-        assert (again.deliveries, again.unparked) == (1, 1)
+        code, out = await cqrs(app.settings, "webhooks", "redeliver", "--subscription", "nope")
+        assert code == 2 and "--subscription takes a UUID" in out
+        code, out = await cqrs(app.settings, "webhooks", "redeliver", "--delivery", "msg_999")
+        assert (code, out.strip()) == (
+            0,
+            "0 FAILED deliveries queued again; 0 subscriptions unparked",
+        )
+        assert await app.pool.fetchval("SELECT parked_at IS NOT NULL FROM webhooks.subscriptions")
+        code, out = await cqrs(app.settings, "webhooks", "redeliver", "--subscription", sub.id)
+        assert code == 0, out
+        assert "1 FAILED deliveries queued again; 1 subscriptions unparked" in out
         got = await r.wait_for(6, timeout=10)
         seqs = [json.loads(q.body)["data"]["sequence"] for q in got[3:]]
         assert seqs == sorted(seqs) and len(set(seqs)) == 3
@@ -284,6 +343,34 @@ async def test_timeouts_and_retry_after_are_recorded_on_the_delivery(
             "SELECT extract(epoch FROM next_attempt_at - now()) FROM webhooks.deliveries"
         )
         assert 3000 < wait <= 3600
+
+
+async def test_the_dispatcher_is_in_the_projectors_health_report(template_database: str) -> None:
+    async with fresh_settings(template_database, **FAST) as s, open_app(s) as app:
+        projector = app.projector(["webhooks:dispatch"])
+        assert projector.runners == []
+        health = ProjectorHealth(
+            asyncio.get_running_loop(), app.pool, [], asyncio.Event(), projector.services
+        )
+        standby = (await health.report()).detail["services"]
+        assert standby == {"webhooks:dispatch": {"role": "standby", "state": "standby"}}
+        stop = asyncio.Event()
+        task = asyncio.create_task(projector.run(stop))
+        try:
+            (dispatcher,) = projector.services
+
+            async def leading() -> bool:
+                return dispatcher.leading
+
+            await eventually(leading, within=5)
+            report = await health.report()
+            assert report.detail["services"]["webhooks:dispatch"] == {
+                "role": "leader",
+                "state": "delivering",
+            }
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
 
 
 async def test_the_fanout_is_a_consumer_in_status_and_not_rebuilt(template_database: str) -> None:

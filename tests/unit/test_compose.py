@@ -69,6 +69,7 @@ def test_the_file_follows_the_compose_specification(
     assert set(compose["services"]) == {
         "postgres",
         "redis",
+        "nats",
         "migrate",
         *APP,
         "prometheus",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 
 from common.errors import FailedPrecondition, InvalidArgument
-from common.webhook_urls import url_problem
+from common.webhook_urls import resolved_problem, url_problem
 from write_server.adapters.memory import InMemoryStore, InMemoryUnitOfWork
 from write_server.domain import commands
 from write_server.service_layer.service import CommandService
@@ -105,6 +106,7 @@ async def test_rotate_changes_the_secret_and_disable_is_final(store: InMemorySto
     rotated = await svc.execute(commands.RotateWebhookSecret(id=created.id, expected_version=1))
     assert rotated.secret.startswith("whsec_") and rotated.secret != created.secret
     assert store.webhooks[created.id].secret == rotated.secret
+    assert store.webhooks[created.id].previous_secret == created.secret
     assert rotated.version == 2
     disabled = await svc.execute(commands.DisableWebhookSubscription(id=created.id))
     assert disabled.secret == "" and disabled.version == 3
@@ -122,3 +124,30 @@ async def test_a_retried_create_returns_the_same_secret(store: InMemoryStore) ->
     cmd = commands.CreateWebhookSubscription(url="https://a.example/x", request_id="r-1")
     first, again = await svc.execute(cmd), await svc.execute(cmd)
     assert again == first and len(store.webhooks) == 1
+
+
+def _loopback_alias() -> str | None:
+    """A name /etc/hosts maps to a loopback address (not ``localhost``): resolving it reads
+    that file only, never a DNS server (this machine may only talk to itself)."""
+    try:
+        lines = Path("/etc/hosts").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 2 and fields[0].startswith("127."):
+            names = [n for n in fields[1:] if n != "localhost" and "." not in n]
+            if names:
+                return names[0]
+    return None
+
+
+async def test_a_name_that_resolves_to_a_private_address_is_refused_before_delivery() -> None:
+    alias = _loopback_alias()
+    if alias is None:
+        pytest.skip("no loopback alias in /etc/hosts to resolve without DNS")
+    url = f"http://{alias}:8080/hook"
+    assert url_problem(url, allow_private=False) is None  # a name passes at subscription time
+    problem = await resolved_problem(url, allow_private=False)
+    assert problem is not None and "resolves to 127." in problem
+    assert await resolved_problem(url, allow_private=True) is None

@@ -167,6 +167,8 @@ class PostgresWebhookRepository(_Repository[WebhookSubscription], ports.WebhookR
             event_types=orjson.loads(row["event_types"]),
             description=row["description"],
             secret=row["secret"],
+            previous_secret=row["previous_secret"],
+            rotated_at=row["rotated_at"],
             status=row["status"],
         )
 

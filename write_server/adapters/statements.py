@@ -50,7 +50,7 @@ ORDER_STATE = (("status", "text"), *_TAIL)
 # event_types is a JSON array: arrays of arrays cannot travel through unnest.
 WEBHOOK_STATE = (
     ("url", "text"), ("event_types", "jsonb"), ("description", "text"), ("secret", "text"),
-    ("status", "text"), *_TAIL,
+    ("previous_secret", "text"), ("rotated_at", "timestamptz"), ("status", "text"), *_TAIL,
 )  # fmt: skip
 _NEW = (("id", "uuid"), ("created_at", "timestamptz"))
 _GUARD = (("id", "uuid"), ("loaded_version", "bigint"))

@@ -55,6 +55,10 @@ class WebhookSubscription(Aggregate):
     event_types: list[str]
     description: str
     secret: str
+    # The secret before the last rotation: the dispatcher signs with both for a grace
+    # period after ``rotated_at``, so receivers can switch without dropping a delivery.
+    previous_secret: str = field(default="", repr=False)
+    rotated_at: datetime | None = None
     status: str = ACTIVE
     # The secret made by this command, for the reply only (never stored twice, never logged).
     revealed_secret: str = field(default="", repr=False)
@@ -106,8 +110,10 @@ class WebhookSubscription(Aggregate):
         self.record(WebhookSubscriptionDisabled, now)
 
     def rotate_secret(self, now: datetime) -> None:
-        """A new secret from now on; the old one stops signing at once."""
+        """A new secret from now on; the old one keeps signing beside it for the grace
+        period (``CQRS_WEBHOOKS_ROTATION_GRACE_MS``), then stops."""
         self._require_active("rotate its secret")
+        self.previous_secret, self.rotated_at = self.secret, now
         self.secret = self.revealed_secret = new_secret()
         self.record(WebhookSecretRotated, now)
 

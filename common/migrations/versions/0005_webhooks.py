@@ -27,6 +27,10 @@ def upgrade() -> None:
             event_types jsonb NOT NULL,
             description text NOT NULL DEFAULT '',
             secret      text NOT NULL,
+            -- the secret before the last rotation, still signing beside the new one for
+            -- CQRS_WEBHOOKS_ROTATION_GRACE_MS after rotated_at (receivers switch over)
+            previous_secret text NOT NULL DEFAULT '',
+            rotated_at  timestamptz,
             status      text NOT NULL,
             version     bigint NOT NULL,
             created_at  timestamptz NOT NULL,
