@@ -12,6 +12,12 @@ registering it in :mod:`projector.bootstrap`.
 Copies: a rebuild (``cqrs projector rebuild``, or the runner healing a lost store)
 asks for :meth:`Consumer.new_copy` (empty, at the origin, invisible to readers),
 fills it with ``catch_up`` and then :meth:`Consumer.switch_to` it atomically.
+
+Two optional attributes, looked up by :mod:`projector.bootstrap`: ``rebuildable = False``
+for a consumer whose effects leave the system (the NATS relay, the webhook fan-out:
+``cqrs projector rebuild`` leaves it out, ``new_copy`` raises ``NotRebuildable``, and a
+missing checkpoint is a first start at the origin, never ``StoreLost``), and ``async
+aclose()`` for one holding connections of its own (called when the App closes).
 """
 
 from __future__ import annotations

@@ -89,8 +89,10 @@ class Projector:
         try:
             # Until every runner has ended (stopped, or failed: the exit status says so); a
             # process of services alone (`--only webhooks:dispatch`) until they end.
-            if tasks or services:
-                await asyncio.wait(tasks.values() if tasks else services)
+            if tasks:
+                await asyncio.wait(tasks.values())
+            if services and (stop.is_set() or not tasks):
+                await asyncio.wait(services)  # stopping: each finishes what it is doing
         finally:
             for task in (*tasks.values(), *services, listener, waker):
                 task.cancel()

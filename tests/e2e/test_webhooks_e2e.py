@@ -149,6 +149,12 @@ def test_subscribe_deliver_across_sigkill_and_list_with_grpcurl(
             (shown,) = listed["subscriptions"]
             assert shown["id"] == sub["id"] and shown["delivered_deliveries"] == str(expected)
             assert "secret" not in json.dumps(listed)
+            history = call(
+                system.read, "QueryService", "GetAggregateHistory",
+                {"aggregate_type": "AGGREGATE_TYPE_WEBHOOK_SUBSCRIPTION", "aggregate_id": sub["id"]},
+            )  # fmt: skip
+            assert [e["event_type"] for e in history["events"]] == ["WebhookSubscriptionCreated"]
+            assert "whsec_" not in json.dumps(history)  # the secret is never an event field
             status = system.cqrs("projector", "status")
             assert "webhooks:fanout" in status.stdout and "100 delivered" in status.stdout
         finally:

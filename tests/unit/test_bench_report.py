@@ -71,7 +71,7 @@ def test_scenario_selection() -> None:
     assert select(["floor"]) == ["floor"]
     reads = select(["reads"])
     assert len(reads) == 24 and all("_" in r for r in reads)
-    assert select(["projector", "floor", "projector"]) == ["projector", "floor"]
+    assert select(["projector", "floor", "projector"]) == ["projector", "relay", "floor"]
     everything = select([])
     assert everything[0] == "floor" and everything[-1] == "analytics-projector"
     with pytest.raises(ValueError, match="unknown scenario"):

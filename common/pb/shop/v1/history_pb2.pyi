@@ -18,10 +18,12 @@ class AggregateType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AGGREGATE_TYPE_PRODUCT: _ClassVar[AggregateType]
     AGGREGATE_TYPE_CUSTOMER: _ClassVar[AggregateType]
     AGGREGATE_TYPE_ORDER: _ClassVar[AggregateType]
+    AGGREGATE_TYPE_WEBHOOK_SUBSCRIPTION: _ClassVar[AggregateType]
 AGGREGATE_TYPE_UNSPECIFIED: AggregateType
 AGGREGATE_TYPE_PRODUCT: AggregateType
 AGGREGATE_TYPE_CUSTOMER: AggregateType
 AGGREGATE_TYPE_ORDER: AggregateType
+AGGREGATE_TYPE_WEBHOOK_SUBSCRIPTION: AggregateType
 
 class EventMetadata(_message.Message):
     __slots__ = ("request_id", "peer", "user_agent", "subject")
