@@ -20,13 +20,14 @@ WHERE c.projection = $1
 """
 
 CUSTOMER = """
-SELECT deleted, total_orders, cancelled_orders, first_order_at, last_order_at
+SELECT deleted, total_orders, cancelled_orders, first_order_at, last_order_at, total_payments
 FROM analytics.customers WHERE customer_id = $1
 """
 
+# A currency has a row while the customer has a counting order or a payment in it.
 CUSTOMER_CURRENCIES = """
-SELECT currency, orders, value_cents FROM analytics.customer_currencies
-WHERE customer_id = $1 AND orders > 0 ORDER BY currency
+SELECT currency, orders, value_cents, payments, paid_cents FROM analytics.customer_currencies
+WHERE customer_id = $1 AND (orders > 0 OR payments > 0) ORDER BY currency
 """
 
 PRODUCT = """
@@ -69,8 +70,16 @@ ORDER BY month, currency
 """
 
 ALL_CUSTOMER_TOTALS = """
-SELECT customer_id::text AS id, total_orders, cancelled_orders, first_order_at, last_order_at
+SELECT customer_id::text AS id, total_orders, cancelled_orders, first_order_at, last_order_at,
+       total_payments
 FROM analytics.customers WHERE NOT deleted ORDER BY customer_id
+"""
+
+ALL_CUSTOMER_CURRENCIES = """
+SELECT cc.customer_id::text AS id, cc.currency, cc.orders, cc.value_cents, cc.payments,
+       cc.paid_cents
+FROM analytics.customer_currencies cc JOIN analytics.customers c USING (customer_id)
+WHERE NOT c.deleted AND (cc.orders > 0 OR cc.payments > 0) ORDER BY cc.customer_id, cc.currency
 """
 
 ALL_PRODUCT_TOTALS = """

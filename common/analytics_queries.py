@@ -6,26 +6,41 @@ cancelled or deleted; amounts are per currency; months are UTC calendar months; 
 customer is *new* in the month of its first counting order and *returning* in every
 later month it has a counting order in; ties are broken by id, then currency.
 Deleted customers and products have no stats and are left out of the top lists (their
-orders still count in the months).
+orders still count in the months). A *payment* counts for its order's customer, in the
+order's currency, while the order is not deleted and its ``payment_status`` is CAPTURED
+(cancelled or not: only the refund takes it out); its amount is the order's total (the
+write side captures exactly that).
 """
 
 from __future__ import annotations
 
 COUNTING = "o.deleted_at IS NULL AND o.status <> 'CANCELLED'"
+PAID = "o.payment_status = 'CAPTURED'"  # of an order not deleted: its payment counts
 
 CUSTOMER_EXISTS = "SELECT 1 FROM customers WHERE id = $1 AND deleted_at IS NULL"
 
-CUSTOMER_TOTALS = """
+CUSTOMER_TOTALS = f"""
 SELECT count(*) FILTER (WHERE o.status <> 'CANCELLED') AS total_orders,
        count(*) FILTER (WHERE o.status = 'CANCELLED') AS cancelled_orders,
        min(o.created_at) FILTER (WHERE o.status <> 'CANCELLED') AS first_order_at,
-       max(o.created_at) FILTER (WHERE o.status <> 'CANCELLED') AS last_order_at
+       max(o.created_at) FILTER (WHERE o.status <> 'CANCELLED') AS last_order_at,
+       count(*) FILTER (WHERE {PAID}) AS total_payments
 FROM orders o WHERE o.customer_id = $1 AND o.deleted_at IS NULL
 """
 
+# A currency has a row while the customer has a counting order or a payment in it.
+_CURRENCY_FIGURES = f"""
+       count(*) FILTER (WHERE o.status <> 'CANCELLED') AS orders,
+       coalesce(sum(o.total_cents) FILTER (WHERE o.status <> 'CANCELLED'), 0)::bigint
+         AS value_cents,
+       count(*) FILTER (WHERE {PAID}) AS payments,
+       coalesce(sum(o.total_cents) FILTER (WHERE {PAID}), 0)::bigint AS paid_cents
+"""
+_CURRENCY_ORDERS = f"o.deleted_at IS NULL AND (o.status <> 'CANCELLED' OR {PAID})"
+
 CUSTOMER_CURRENCIES = f"""
-SELECT o.currency, count(*) AS orders, sum(o.total_cents)::bigint AS value_cents
-FROM orders o WHERE o.customer_id = $1 AND {COUNTING}
+SELECT o.currency, {_CURRENCY_FIGURES}
+FROM orders o WHERE o.customer_id = $1 AND {_CURRENCY_ORDERS}
 GROUP BY o.currency ORDER BY o.currency
 """
 
@@ -91,14 +106,23 @@ SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xid,
 """
 
 # For `cqrs projector verify`: every live customer's and product's totals at once.
-ALL_CUSTOMER_TOTALS = """
+ALL_CUSTOMER_TOTALS = f"""
 SELECT c.id::text AS id,
        count(o.id) FILTER (WHERE o.status <> 'CANCELLED') AS total_orders,
        count(o.id) FILTER (WHERE o.status = 'CANCELLED') AS cancelled_orders,
        min(o.created_at) FILTER (WHERE o.status <> 'CANCELLED') AS first_order_at,
-       max(o.created_at) FILTER (WHERE o.status <> 'CANCELLED') AS last_order_at
+       max(o.created_at) FILTER (WHERE o.status <> 'CANCELLED') AS last_order_at,
+       count(o.id) FILTER (WHERE {PAID}) AS total_payments
 FROM customers c LEFT JOIN orders o ON o.customer_id = c.id AND o.deleted_at IS NULL
 WHERE c.deleted_at IS NULL GROUP BY c.id ORDER BY c.id
+"""
+
+# Every live customer's rows by currency (GetCustomerStats' by_currency, payments included).
+ALL_CUSTOMER_CURRENCIES = f"""
+SELECT o.customer_id::text AS id, o.currency, {_CURRENCY_FIGURES}
+FROM orders o JOIN customers c ON c.id = o.customer_id
+WHERE c.deleted_at IS NULL AND {_CURRENCY_ORDERS}
+GROUP BY o.customer_id, o.currency ORDER BY o.customer_id, o.currency
 """
 
 ALL_PRODUCT_TOTALS = f"""

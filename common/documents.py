@@ -57,6 +57,16 @@ def status_value(name: str) -> shop_pb2.OrderStatus:
     return cast("shop_pb2.OrderStatus", shop_pb2.OrderStatus.Value(f"ORDER_STATUS_{name}"))
 
 
+def payment_status_value(name: str) -> shop_pb2.PaymentStatus:
+    """'CAPTURED' -> shop_pb2.PAYMENT_STATUS_CAPTURED."""
+    return cast("shop_pb2.PaymentStatus", shop_pb2.PaymentStatus.Value(f"PAYMENT_STATUS_{name}"))
+
+
+def payment_status_name(value: int) -> str:
+    """shop_pb2.PAYMENT_STATUS_CAPTURED -> 'CAPTURED'."""
+    return shop_pb2.PaymentStatus.Name(value).removeprefix("PAYMENT_STATUS_")
+
+
 def status_name(value: int) -> str:
     """shop_pb2.ORDER_STATUS_PENDING -> 'PENDING'."""
     return shop_pb2.OrderStatus.Name(value).removeprefix("ORDER_STATUS_")
@@ -102,6 +112,7 @@ def order_from_row(row: Mapping[str, Any]) -> shop_pb2.Order:
         total_cents=row["total_cents"],
         currency=row["currency"],
         status=status_value(row["status"]),
+        payment_status=payment_status_value(row["payment_status"]),
         version=row["version"],
         created_at=timestamp(row["created_at"]),
         updated_at=timestamp(row["updated_at"]),

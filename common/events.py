@@ -20,6 +20,12 @@ Payloads (JSON objects; money in integer cents, ids as canonical UUID strings):
                            line_total_cents}], total_cents, currency, status}
 - ``OrderConfirmed`` / ``OrderShipped`` / ``OrderDelivered`` / ``OrderCancelled``  {status}
 - ``OrderDeleted``        {}
+- Payments (Order events; only while the write server has ``CQRS_PAYMENTS_URL``):
+  ``PaymentRequested`` {amount_cents, currency, attempt} (with ``OrderConfirmed``),
+  ``PaymentCaptured`` {provider_charge_id, amount_cents, currency},
+  ``PaymentFailed`` {reason, retryable},
+  ``RefundRequested`` {provider_charge_id, amount_cents} (a captured order cancelled),
+  ``PaymentRefunded`` {provider_refund_id, amount_cents}
 - ``WebhookSubscriptionCreated`` {url, event_types: [event type], description}
 - ``WebhookSubscriptionDisabled`` / ``WebhookSecretRotated`` {}  (the secret itself is
   never in the log: it lives in the ``webhook_subscriptions`` write table only)
@@ -67,11 +73,29 @@ ORDER_SHIPPED = "OrderShipped"
 ORDER_DELIVERED = "OrderDelivered"
 ORDER_CANCELLED = "OrderCancelled"
 ORDER_DELETED = "OrderDeleted"
+PAYMENT_REQUESTED = "PaymentRequested"
+PAYMENT_CAPTURED = "PaymentCaptured"
+PAYMENT_FAILED = "PaymentFailed"
+REFUND_REQUESTED = "RefundRequested"
+PAYMENT_REFUNDED = "PaymentRefunded"
 WEBHOOK_SUBSCRIPTION_CREATED = "WebhookSubscriptionCreated"
 WEBHOOK_SUBSCRIPTION_DISABLED = "WebhookSubscriptionDisabled"
 WEBHOOK_SECRET_ROTATED = "WebhookSecretRotated"
 
 ORDER_STATUSES = ("PENDING", "CONFIRMED", "SHIPPED", "DELIVERED", "CANCELLED")
+# An order's payment_status (shop.v1.PaymentStatus without its prefix); UNPAID first.
+PAYMENT_STATUSES = ("UNPAID", "PENDING", "CAPTURED", "FAILED", "REFUNDED")
+# The payment events and the payment_status each leaves the order in (RefundRequested
+# leaves it CAPTURED: the money is still taken until the refund is done).
+PAYMENT_EVENT_STATUS: Mapping[str, str] = MappingProxyType(
+    {
+        PAYMENT_REQUESTED: "PENDING",
+        PAYMENT_CAPTURED: "CAPTURED",
+        PAYMENT_FAILED: "FAILED",
+        REFUND_REQUESTED: "CAPTURED",
+        PAYMENT_REFUNDED: "REFUNDED",
+    }
+)
 
 # Each entity's own fields, defined once: the payload of its *Created event, the keys an
 # *Updated event may change, the columns of its tables and the fields of its protobuf
@@ -80,10 +104,11 @@ PRODUCT_FIELDS = ("name", "description", "price_cents", "currency", "category", 
 CUSTOMER_FIELDS = ("name", "email", "address", "city", "postal_code", "country")
 ORDER_ITEM_FIELDS = ("product_id", "name", "quantity", "unit_price_cents", "line_total_cents")
 # An order document's own fields (items are ORDER_ITEM_FIELDS objects). OrderPlaced v1
-# carried exactly these; v2 carries customer_* as ``customer: {id, name, email}``.
+# carried these but payment_status; v2 carries customer_* as ``customer: {id, name, email}``.
+# payment_status is UNPAID from OrderPlaced on; the payment events change it.
 ORDER_FIELDS = (
     "order_number", "customer_id", "customer_name", "customer_email", "items", "total_cents",
-    "currency", "status",
+    "currency", "status", "payment_status",
 )  # fmt: skip
 
 # The event types a webhook can subscribe to: the shop's own (a subscription's events are
@@ -92,6 +117,7 @@ SUBSCRIBABLE_EVENT_TYPES = (
     PRODUCT_CREATED, PRODUCT_UPDATED, PRODUCT_STOCK_RESERVED, PRODUCT_STOCK_RELEASED,
     PRODUCT_DELETED, CUSTOMER_CREATED, CUSTOMER_UPDATED, CUSTOMER_DELETED, ORDER_PLACED,
     ORDER_CONFIRMED, ORDER_SHIPPED, ORDER_DELIVERED, ORDER_CANCELLED, ORDER_DELETED,
+    PAYMENT_REQUESTED, PAYMENT_CAPTURED, PAYMENT_FAILED, REFUND_REQUESTED, PAYMENT_REFUNDED,
 )  # fmt: skip
 
 # The schema version each event type is written with today (see common/upcasting.py for
@@ -112,6 +138,11 @@ SCHEMA_VERSIONS: Mapping[str, int] = MappingProxyType(
         ORDER_DELIVERED: 1,
         ORDER_CANCELLED: 1,
         ORDER_DELETED: 1,
+        PAYMENT_REQUESTED: 1,
+        PAYMENT_CAPTURED: 1,
+        PAYMENT_FAILED: 1,
+        REFUND_REQUESTED: 1,
+        PAYMENT_REFUNDED: 1,
         WEBHOOK_SUBSCRIPTION_CREATED: 1,
         WEBHOOK_SUBSCRIPTION_DISABLED: 1,
         WEBHOOK_SECRET_ROTATED: 1,

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from google.protobuf.message import Message
 
 from common import events as ev
-from common.documents import order_item, status_value, timestamp
+from common.documents import order_item, payment_status_value, status_value, timestamp
 from common.events import CUSTOMER_FIELDS, PRODUCT_FIELDS, UNREADABLE_PAYLOAD, StoredEvent
 from common.pb.shop.v1 import shop_pb2
 
@@ -189,6 +189,8 @@ def _order_change(doc: Order, event: StoredEvent) -> None:
         if status != _ORDER_STATUS_EVENTS[kind]:
             raise ReducerError(event, f"status {status!r} contradicts the event type")
         doc.status = status_value(status)
+    elif kind in ev.PAYMENT_EVENT_STATUS:
+        doc.payment_status = payment_status_value(ev.PAYMENT_EVENT_STATUS[kind])
     else:
         raise ReducerError(event, "not an Order event")
 

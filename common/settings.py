@@ -101,6 +101,14 @@ class Settings:
     webhooks_retry_max_ms: int = 300_000
     # Per call: the gateway's timeouts, in-call retries and per-host breaker and rate.
     webhooks_timeout_ms: int = 5000
+    # Payments: the provider's base URL (Stripe-shaped; `cqrs up` starts the sandbox and
+    # sets it). Unset: orders are never charged and ship unpaid.
+    payments_url: str = ""
+    # With API tokens on, the subjects that may call the internal RecordPaymentResult.
+    internal_subjects: str = "projector"
+    # Where the projector's payments process manager reaches the write server (host:port);
+    # empty: write_host:write_port (0.0.0.0 / :: read as the loopback address).
+    write_address: str = ""
     # After RotateWebhookSecret the previous secret signs beside the new one this long.
     webhooks_rotation_grace_ms: int = 86_400_000
     gateway_retry_attempts: int = 3
@@ -116,6 +124,16 @@ class Settings:
             "statement_timeout": str(self.statement_timeout_ms),
             "idle_in_transaction_session_timeout": str(self.idle_in_transaction_timeout_ms),
         }
+
+    @property
+    def write_client_address(self) -> str:
+        """How a client of this package reaches the write server."""
+        if self.write_address:
+            return self.write_address
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(
+            self.write_host, self.write_host
+        )
+        return f"[{host}]:{self.write_port}" if ":" in host else f"{host}:{self.write_port}"
 
     @property
     def asyncpg_dsn(self) -> str:
@@ -172,6 +190,9 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CQRS_LOG_FORMAT": ("log_format", str),
     "CQRS_LOG_LEVEL_THIRD_PARTY": ("log_level_third_party", str),
     "CQRS_LOG_LEVELS": ("log_levels", str),
+    "CQRS_PAYMENTS_URL": ("payments_url", str),
+    "CQRS_INTERNAL_SUBJECTS": ("internal_subjects", str),
+    "CQRS_WRITE_ADDRESS": ("write_address", str),
     "CQRS_WEBHOOKS_ALLOW_PRIVATE": ("webhooks_allow_private", _flag),
     "CQRS_WEBHOOKS_MAX_ATTEMPTS": ("webhooks_max_attempts", int),
     "CQRS_WEBHOOKS_RETRY_INITIAL_MS": ("webhooks_retry_initial_ms", int),

@@ -20,7 +20,7 @@ CUSTOMERS_LIVE = "deleted_at IS NULL"
 
 ORDERS = """SELECT o.id, o.order_number, o.customer_id, c.name AS customer_name,
        c.email AS customer_email, COALESCE(i.items, '[]'::json) AS items, o.total_cents,
-       o.currency, o.status, o.version, o.created_at, o.updated_at
+       o.currency, o.status, o.payment_status, o.version, o.created_at, o.updated_at
   FROM orders o
   JOIN customers c ON c.id = o.customer_id
   LEFT JOIN LATERAL (

@@ -75,6 +75,43 @@ def _parser() -> argparse.ArgumentParser:
     again.add_argument("--subscription", metavar="ID", help="only this subscription's")
     again.add_argument("--delivery", metavar="MSG_ID", help="only this delivery (msg_42 or 42)")
 
+    pay = sub.add_parser(
+        "payments-sandbox",
+        help="a local Stripe-shaped payment provider (JSON API) for development and tests",
+    )
+    pay.add_argument("--host", dest="sandbox_host", metavar="HOST", default="127.0.0.1")
+    pay.add_argument(
+        "--port", dest="sandbox_port", metavar="PORT", type=int, default=8095,
+        help="default 8095; 0: any free one",
+    )  # fmt: skip
+    pay.add_argument(
+        "--decline-rate", dest="sandbox_decline_rate", metavar="RATE", type=float, default=0.0,
+        help="fraction of new charges declined at random (0..1)",
+    )  # fmt: skip
+    pay.add_argument(
+        "--decline-amounts", dest="sandbox_decline_amounts", metavar="CENTS,...",
+        help="cent amounts always declined (comma-separated)",
+    )  # fmt: skip
+    pay.add_argument(
+        "--latency-ms", dest="sandbox_latency_ms", metavar="MS", type=float, default=0.0,
+        help="added before every answer of the API",
+    )  # fmt: skip
+    pay.add_argument(
+        "--error-rate", dest="sandbox_error_rate", metavar="RATE", type=float, default=0.0,
+        help="fraction of requests answered 500 (0..1)",
+    )  # fmt: skip
+    pay.add_argument(
+        "--throttle-rate", dest="sandbox_throttle_rate", metavar="RATE", type=float, default=0.0,
+        help="fraction of requests answered 429 with Retry-After: 1 (0..1)",
+    )  # fmt: skip
+    pay.add_argument(
+        "--seed", dest="sandbox_seed", metavar="N", type=int, help="of the random draws"
+    )
+    pay.add_argument(
+        "--state", dest="sandbox_state", metavar="PATH",
+        help="keep charges, refunds and idempotency keys in this JSON file across restarts",
+    )  # fmt: skip
+
     events = sub.add_parser("events", help="print the event log: its tail, or one aggregate")
     esub = events.add_subparsers(dest="events_command", required=True)
     tail = esub.add_parser("tail", help="the newest events, oldest first (commit-safe order)")
@@ -118,6 +155,10 @@ def _parser() -> argparse.ArgumentParser:
         "--prometheus", nargs="?", type=int, const=9090, metavar="PORT",
         help="also run Prometheus (when installed) scraping the three processes with the "
         "alert rules of deploy/prometheus, on PORT (default 9090; 0: any free port)",
+    )  # fmt: skip
+    up.add_argument(
+        "--no-payments", action="store_true",
+        help="do not start the payments sandbox (without CQRS_PAYMENTS_URL orders ship unpaid)",
     )  # fmt: skip
 
     png = sub.add_parser(
@@ -255,6 +296,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from cqrs.webhooks import redeliver
 
         return int(asyncio.run(redeliver(settings, args.subscription, args.delivery)))
+    if command == "payments-sandbox":
+        from cqrs import payments_sandbox
+
+        return payments_sandbox.run(args)
     if command == "events":
         from cqrs import events
 
@@ -291,7 +336,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             settings = dataclasses.replace(
                 settings, read_workers=args.workers, write_workers=args.workers
             )
-        return up(settings, prometheus_port=args.prometheus)
+        return up(settings, prometheus_port=args.prometheus, sandbox=not args.no_payments)
     if command == "dashboard-png":
         import time
 

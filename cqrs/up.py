@@ -45,13 +45,16 @@ def up(
     lookup: Lookup | None = None,
     *,
     prometheus_port: int | None = None,
+    sandbox: bool = True,
 ) -> int:
     """Run everything until interrupted; the exit code for ``cqrs up``.
 
     ``data_dir`` (default ``./.data``) holds private PostgreSQL/Redis instances (and the
     Prometheus data); ``lookup`` says where to find their binaries (default: PATH and the
     usual places); ``prometheus_port`` (0: any free port) also runs a Prometheus scraping
-    the three processes with the committed alert rules.
+    the three processes with the committed alert rules. Unless ``CQRS_PAYMENTS_URL`` names a
+    provider already, ``sandbox`` starts ``cqrs payments-sandbox`` on a free port (state in
+    ``data_dir``) and points the processes at it, so confirmed orders are charged.
     """
     with stop_on_signals() as stop:
         try:
@@ -69,7 +72,7 @@ def up(
                     f"cqrs up: started private {instance.name} at {redact(instance.url)} "
                     f"(data in {instance.data_dir})"
                 )
-            return _run(settings, stop, data_dir, prometheus_port)
+            return _run(settings, stop, data_dir, prometheus_port, sandbox)
         finally:
             for instance in reversed(instances):
                 instance.stop()
@@ -77,7 +80,11 @@ def up(
 
 
 def _run(
-    settings: Settings, stop: threading.Event, data_dir: Path, prometheus_port: int | None
+    settings: Settings,
+    stop: threading.Event,
+    data_dir: Path,
+    prometheus_port: int | None,
+    sandbox: bool = True,
 ) -> int:
     if stop.is_set():
         return 0
@@ -89,12 +96,19 @@ def _run(
         say(f"cqrs up: migrating {redact(settings.asyncpg_dsn)} failed: {exc!r}", err=True)
         return 1
     settings = with_concrete_ports(settings)
-    env = {**os.environ, **to_environ(settings), "PYTHONUNBUFFERED": "1"}
     commands = {
         "write-server": ["write-server"],
         "read-server": ["read-server"],
         "projector": ["projector", "run"],
     }
+    if sandbox and not settings.payments_url:
+        port = free_port()
+        settings = dataclasses.replace(settings, payments_url=f"http://127.0.0.1:{port}")
+        state = data_dir / "payments-sandbox.json"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        sandbox_args = ["payments-sandbox", "--port", str(port), "--state", str(state)]
+        commands = {"payments-sandbox": sandbox_args, **commands}
+    env = {**os.environ, **to_environ(settings), "PYTHONUNBUFFERED": "1"}
     children: list[Child] = []
     watcher: prometheus.Running | None = None
     try:
@@ -276,6 +290,18 @@ def banner(settings: Settings, children: list[Child], prometheus_url: str | None
         f"{metrics(settings.projector_metrics_port)}  pid {pids.get('projector')}",
         f"  PostgreSQL    {redact(settings.asyncpg_dsn)}",
         f"  Redis         {redact(settings.redis_url)} (key prefix {settings.redis_prefix!r})",
+        *(
+            [
+                f"  payments      {settings.payments_url}"
+                + (
+                    f" (the sandbox: {settings.payments_url}/v1/charges?order_id=ID)"
+                    if "payments-sandbox" in pids
+                    else ""
+                )
+            ]
+            if settings.payments_url
+            else []
+        ),
         *(
             [f"  Prometheus    {prometheus_url} (alerts: {prometheus_url}/alerts)"]
             if prometheus_url

@@ -17,13 +17,16 @@ import asyncpg
 from redis.asyncio import Redis
 
 from common.gateway import Gateway, GatewayConfig
+from common.payments import make_provider
 from common.pool_metrics import PoolWatch, watch_pools
 from common.redis_client import redis_client
+from common.rpc.tls import call_metadata, channel_credentials
 from common.settings import Settings
 from projector.analytics.consumer import AnalyticsConsumer
 from projector.consumer import Consumer
 from projector.failures import FailureLog
 from projector.leadership import AdvisoryLease
+from projector.payments.process import PaymentsProcess, WriteSide
 from projector.process import Projector, make_runner
 from projector.projection import Projection
 from projector.projections import BACKENDS, KINDS, PG, REDIS, ProjectionKind
@@ -63,7 +66,8 @@ class App:
 
     def select(self, families: Sequence[str] | None) -> list[Consumer]:
         """The consumers of the given families (``products`` ...; all if ``None``) that can
-        be rebuilt: a relay (``rebuildable = False``) is left out, and naming it is an error."""
+        be rebuilt: one that sends events out (``rebuildable = False``: the NATS relay, the
+        webhook fan-out) is left out, and naming it is an error."""
         rebuildable = [c for c in self.consumers if getattr(c, "rebuildable", True)]
         if not families:
             return rebuildable
@@ -72,11 +76,11 @@ class App:
         if unknown:
             raise ValueError(f"unknown projections {unknown}; expected {sorted(known)}")
         chosen = [c for c in self.consumers if c.name.partition(":")[2] in families]
-        relays = [c.name for c in chosen if c not in rebuildable]
-        if relays:
+        refused = [c.name for c in chosen if c not in rebuildable]
+        if refused:
             raise ValueError(
-                f"{', '.join(relays)} cannot be rebuilt: a relay has no copy to rebuild (what "
-                "it published stays published); leave it out of --only"
+                f"{', '.join(refused)} cannot be rebuilt: what it sent out stays sent (a "
+                "rebuild would send it all again); leave it out of --only"
             )
         return chosen
 
@@ -161,6 +165,8 @@ def make_consumers(
         for kind in KINDS.values()
     ]
     consumers = [*projections, AnalyticsConsumer(pool), WebhookFanout(pool, webhook_wake.set)]
+    if settings.payments_url:
+        consumers.append(payments_process(settings, pool))
     if settings.nats_url:
         relay = NatsRelay(
             pool,
@@ -171,6 +177,25 @@ def make_consumers(
         )
         consumers.append(relay)
     return consumers
+
+
+def payments_process(settings: Settings, pool: asyncpg.Pool) -> PaymentsProcess:
+    """The payments process manager: the provider at ``CQRS_PAYMENTS_URL`` through a gateway
+    of its own, results reported to the write server."""
+    gateway = Gateway(
+        GatewayConfig(
+            retry_attempts=settings.gateway_retry_attempts,
+            breaker_threshold=settings.gateway_breaker_threshold,
+            breaker_ttl_s=settings.gateway_breaker_ttl_ms / 1000,
+            rate_per_host=settings.gateway_rate_per_host,
+        ),
+        name="payments",
+    )
+    write = WriteSide(
+        settings.write_client_address, channel_credentials(settings), call_metadata(settings)
+    )
+    provider = make_provider(settings.payments_url, gateway)
+    return PaymentsProcess(pool, provider, write, gateway)
 
 
 async def bootstrap(settings: Settings) -> App:

@@ -46,6 +46,7 @@ def command_service(
     clock: Callable[[], datetime] = utc_now,
     *,
     allow_private_webhooks: bool = False,
+    payments: bool = False,
 ) -> CommandService:
     """The service over ``pool`` (one unit of work per command)."""
     numbers = OrderNumbers()
@@ -53,6 +54,7 @@ def command_service(
         lambda: PostgresUnitOfWork(pool, numbers),
         clock=clock,
         allow_private_webhooks=allow_private_webhooks,
+        payments=payments,
     )
 
 
@@ -64,5 +66,9 @@ async def bootstrap(settings: Settings) -> App:
     backlog = Backlog(pool, RedisCheckpoints(redis, settings.redis_prefix))
     pools = watch_pools(pg={"write": pool}, redis={"write": redis})
     backlog.start()
-    service = command_service(pool, allow_private_webhooks=settings.webhooks_allow_private)
+    service = command_service(
+        pool,
+        allow_private_webhooks=settings.webhooks_allow_private,
+        payments=bool(settings.payments_url),
+    )
     return App(settings, service, pool, redis, backlog, pools)

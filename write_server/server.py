@@ -30,7 +30,8 @@ def create_server(
     app: App, address: str, *, options: Sequence[tuple[str, Any]] = ()
 ) -> BuiltServer:
     """CommandService (+ health, reflection) for ``app``, bound to ``address``; not started."""
-    servicer = CommandServicer(app.service)
+    internal = frozenset(s.strip() for s in app.settings.internal_subjects.split(",") if s.strip())
+    servicer = CommandServicer(app.service, internal)
     return build_server(
         address,
         [Service(SERVICE, servicer)],

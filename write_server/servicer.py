@@ -6,10 +6,12 @@ from typing import Any
 
 import grpc
 
+from common.errors import PermissionDenied
 from common.events import CUSTOMER_FIELDS, PRODUCT_FIELDS
 from common.pb.shop.v1 import command_service_pb2 as pb
 from common.rpc.auth import current_subject
 from write_server.domain import commands
+from write_server.domain.order import CAPTURE, FAIL, REFUND
 from write_server.service_layer.service import CommandResult, CommandService, RequestMeta
 
 
@@ -33,6 +35,13 @@ def _reply(result: CommandResult) -> pb.CommandReply:
     )
 
 
+_OUTCOMES = {
+    pb.PAYMENT_OUTCOME_CAPTURED: CAPTURE,
+    pb.PAYMENT_OUTCOME_FAILED: FAIL,
+    pb.PAYMENT_OUTCOME_REFUNDED: REFUND,
+}
+
+
 def _secret_reply(result: CommandResult) -> pb.WebhookSecretReply:
     return pb.WebhookSecretReply(
         id=result.id,
@@ -45,8 +54,9 @@ def _secret_reply(result: CommandResult) -> pb.WebhookSecretReply:
 class CommandServicer:
     """One ``async def`` per RPC, named like it: request -> command -> reply."""
 
-    def __init__(self, service: CommandService) -> None:
+    def __init__(self, service: CommandService, internal_subjects: frozenset[str] = frozenset()):
         self._service = service
+        self._internal = internal_subjects
 
     async def _run(
         self, command: commands.Command, context: grpc.aio.ServicerContext
@@ -174,6 +184,29 @@ class CommandServicer:
             id=request.id, expected_version=request.expected_version, request_id=request.request_id
         )
         return _secret_reply(await self._service.execute(command, request_meta(context)))
+
+    async def RecordPaymentResult(
+        self, request: pb.RecordPaymentResultRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CommandReply:
+        subject = current_subject(context)
+        # Open servers have no subjects; with tokens (or mutual TLS) only internal callers.
+        if subject and subject not in self._internal:
+            raise PermissionDenied(
+                f"RecordPaymentResult is internal: subject {subject!r} is not in "
+                "CQRS_INTERNAL_SUBJECTS"
+            )
+        command = commands.RecordPaymentResult(
+            order_id=request.order_id,
+            outcome=_OUTCOMES.get(request.outcome, ""),
+            provider_charge_id=request.provider_charge_id,
+            provider_refund_id=request.provider_refund_id,
+            amount_cents=request.amount_cents,
+            currency=request.currency,
+            reason=request.reason,
+            retryable=request.retryable,
+            request_id=request.request_id,
+        )
+        return await self._run(command, context)
 
     async def DeleteOrder(
         self, request: pb.DeleteOrderRequest, context: grpc.aio.ServicerContext

@@ -182,6 +182,7 @@ def _audit_queries() -> dict[str, tuple[str, str, tuple[object, ...]]]:
         ),
         "top customers": (live.TOP_CUSTOMERS, mat.TOP_CUSTOMERS, (_EVERYTHING, None)),
         "customers": (live.ALL_CUSTOMER_TOTALS, mat.ALL_CUSTOMER_TOTALS, ()),
+        "customer currencies": (live.ALL_CUSTOMER_CURRENCIES, mat.ALL_CUSTOMER_CURRENCIES, ()),
         "products": (live.ALL_PRODUCT_TOTALS, mat.ALL_PRODUCT_TOTALS, ()),
     }
 

@@ -2,8 +2,13 @@
 
 An order *counts* from ``OrderPlaced`` until ``OrderCancelled`` or ``OrderDeleted``.
 Counting and uncounting an order add and subtract the same contribution, so every
-figure that is a sum (orders, amounts, units) is kept as a delta. Figures that are
-not sums are kept by rule:
+figure that is a sum (orders, amounts, units) is kept as a delta. Its *payment* counts
+(for its customer, in its currency) from ``PaymentCaptured`` until ``PaymentRefunded`` or
+``OrderDeleted``, cancelled or not: the same rule of deltas, with the captured amount kept
+in the order's facts (``paid_cents``) to be taken out again. A capture of an order whose
+payment already counts, or that is deleted, and a refund of one whose payment does not
+count change nothing (the write side never emits them; like a repeated cancellation).
+Figures that are not sums are kept by rule:
 
 - ``first_order_at``/``last_order_at`` and ``last_sold_at``: extended on every new
   order; when an order that set one stops counting, the store recomputes it for
@@ -35,10 +40,12 @@ _STATUS_EVENTS = {
     ev.ORDER_CANCELLED: CANCELLED,
 }
 # The events the fold reads; the log reader skips every other one (stock movements,
-# renames: most of the log) in SQL.
+# renames: most of the log; PaymentRequested, PaymentFailed and RefundRequested, which
+# leave a payment as it was) in SQL.
 EVENT_TYPES = (
     ev.PRODUCT_CREATED, ev.PRODUCT_DELETED, ev.CUSTOMER_CREATED, ev.CUSTOMER_DELETED,
-    ev.ORDER_PLACED, *_STATUS_EVENTS, ev.ORDER_DELETED,
+    ev.ORDER_PLACED, *_STATUS_EVENTS, ev.ORDER_DELETED, ev.PAYMENT_CAPTURED,
+    ev.PAYMENT_REFUNDED,
 )  # fmt: skip
 
 Month = date
@@ -78,10 +85,17 @@ class OrderFact:
     status: str
     deleted: bool
     lines: list[Line]
+    # The captured amount while the payment is CAPTURED (not refunded); None otherwise.
+    paid_cents: int | None = None
 
     @property
     def counts(self) -> bool:
         return not self.deleted and self.status != CANCELLED
+
+    @property
+    def paid(self) -> bool:
+        """Whether its payment counts (captured, not refunded, the order not deleted)."""
+        return not self.deleted and self.paid_cents is not None
 
     @property
     def cancelled_and_kept(self) -> bool:
@@ -121,6 +135,11 @@ class Changes:
     customer_delta: dict[str, list[int]] = field(default_factory=lambda: defaultdict(_two))
     # (customer, currency) -> [orders, value_cents]
     customer_currency_delta: dict[tuple[str, str], list[int]] = field(
+        default_factory=lambda: defaultdict(_two)
+    )
+    # (customer, currency) -> [payments, paid_cents]; the customer's total_payments is
+    # the sum of its payments over currencies
+    payment_delta: dict[tuple[str, str], list[int]] = field(
         default_factory=lambda: defaultdict(_two)
     )
     # product -> [units_sold, orders_count]
@@ -255,7 +274,18 @@ class _Folder:
                 self._count(found, -1)
             elif found.cancelled_and_kept:
                 changes.customer_delta[found.customer_id][1] -= 1
+            if found.paid:
+                self._pay(found, -1)
             found.deleted = True
+        elif kind == ev.PAYMENT_CAPTURED:
+            amount = _captured(e)
+            if not found.deleted and found.paid_cents is None:
+                found.paid_cents = amount
+                self._pay(found, +1)
+        elif kind == ev.PAYMENT_REFUNDED:
+            if found.paid:
+                self._pay(found, -1)
+            found.paid_cents = None
         else:
             raise AnalyticsError(e, "not an Order event")
         return found
@@ -289,6 +319,13 @@ class _Folder:
             changes.product_customer_delta[(product, c)] += sign * units
             self._sold(product, fact.created_at, sign)
         self._ordered(c, fact.created_at, sign)
+
+    def _pay(self, fact: OrderFact, sign: int) -> None:
+        """Add (+1) or remove (-1) an order's counted payment."""
+        assert fact.paid_cents is not None
+        pd = self.changes.payment_delta[(fact.customer_id, fact.currency)]
+        pd[0] += sign
+        pd[1] += sign * fact.paid_cents
 
     def _ordered(self, customer: str, at: datetime, sign: int) -> None:
         times = self.times.get(customer, CustomerTimes(None, None))
@@ -328,6 +365,15 @@ def _placed(e: StoredEvent) -> OrderFact:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise AnalyticsError(e, f"bad payload: {type(exc).__name__}: {exc}") from exc
+
+
+def _captured(e: StoredEvent) -> int:
+    """A ``PaymentCaptured``'s amount (in the order's currency: the write side captures
+    exactly the order's total)."""
+    amount = e.payload.get("amount_cents")
+    if type(amount) is not int or amount <= 0:
+        raise AnalyticsError(e, f"bad payload: amount_cents {amount!r}")
+    return amount
 
 
 def month_deltas(

@@ -47,7 +47,7 @@ class AnalyticsTables:
         rows = await conn.fetch(
             f"""
             SELECT o.order_id::text AS order_id, o.customer_id::text AS customer_id, o.currency,
-                   o.total_cents, o.created_at, o.status, o.deleted,
+                   o.total_cents, o.created_at, o.status, o.deleted, o.paid_cents,
                    (SELECT coalesce(json_agg(json_build_array(l.product_id, l.quantity,
                                                               l.line_total_cents)
                                              ORDER BY l.line_no), '[]')
@@ -60,7 +60,7 @@ class AnalyticsTables:
             r["order_id"]: OrderFact(
                 r["order_id"], r["customer_id"], r["currency"], r["total_cents"],
                 r["created_at"], r["status"], r["deleted"],
-                [Line(p, q, t) for p, q, t in orjson.loads(r["lines"])],
+                [Line(p, q, t) for p, q, t in orjson.loads(r["lines"])], r["paid_cents"],
             )
             for r in rows
         }  # fmt: skip
@@ -134,10 +134,11 @@ class AnalyticsTables:
         if facts:
             await conn.execute(
                 f"INSERT INTO {s}.orders AS t (order_id, customer_id, currency, total_cents,"
-                " created_at, status, deleted) SELECT * FROM unnest($1::uuid[], $2::uuid[],"
-                " $3::text[], $4::bigint[], $5::timestamptz[], $6::text[], $7::boolean[])"
-                " ON CONFLICT (order_id) DO UPDATE"
-                " SET status = EXCLUDED.status, deleted = EXCLUDED.deleted",
+                " created_at, status, deleted, paid_cents) SELECT * FROM unnest($1::uuid[],"
+                " $2::uuid[], $3::text[], $4::bigint[], $5::timestamptz[], $6::text[],"
+                " $7::boolean[], $8::bigint[])"
+                " ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status,"
+                " deleted = EXCLUDED.deleted, paid_cents = EXCLUDED.paid_cents",
                 _ids(f.order_id for f in facts),
                 _ids(f.customer_id for f in facts),
                 [f.currency for f in facts],
@@ -145,6 +146,7 @@ class AnalyticsTables:
                 [f.created_at for f in facts],
                 [f.status for f in facts],
                 [f.deleted for f in facts],
+                [f.paid_cents for f in facts],
             )
         lines = [
             (f.order_id, n, line)
@@ -183,9 +185,13 @@ class AnalyticsTables:
                     f" ON CONFLICT ({key}) DO NOTHING",
                     _ids(created),
                 )
+        customers: dict[str, list[int]] = {c: [*d, 0] for c, d in changes.customer_delta.items()}
+        for (c, _), (payments, _) in changes.payment_delta.items():
+            customers.setdefault(c, [0, 0, 0])[2] += payments
         await self._add(
-            conn, "customers", ("customer_id",), ("total_orders", "cancelled_orders"),
-            [((c,), d) for c, d in changes.customer_delta.items() if any(d)],
+            conn, "customers", ("customer_id",),
+            ("total_orders", "cancelled_orders", "total_payments"),
+            [((c,), d) for c, d in customers.items() if any(d)],
         )  # fmt: skip
         await self._add(
             conn, "products", ("product_id",), ("units_sold", "orders_count"),
@@ -222,9 +228,15 @@ class AnalyticsTables:
         self, conn: asyncpg.Connection, changes: Changes, new_returning: dict[MonthKey, list[int]]
     ) -> None:
         """The per-currency, per-pair and per-month sums."""
+        currencies = {k: [*d, 0, 0] for k, d in changes.customer_currency_delta.items()}
+        for pair, (payments, paid) in changes.payment_delta.items():
+            row = currencies.setdefault(pair, [0, 0, 0, 0])
+            row[2] += payments
+            row[3] += paid
         await self._add(
-            conn, "customer_currencies", ("customer_id", "currency"), ("orders", "value_cents"),
-            [(k, d) for k, d in changes.customer_currency_delta.items() if any(d)],
+            conn, "customer_currencies", ("customer_id", "currency"),
+            ("orders", "value_cents", "payments", "paid_cents"),
+            [(k, d) for k, d in currencies.items() if any(d)],
         )  # fmt: skip
         await self._add(
             conn, "product_currencies", ("product_id", "currency"),

@@ -27,7 +27,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from common import documents
-from common.documents import items_to_json, status_name, to_datetime
+from common.documents import items_to_json, payment_status_name, status_name, to_datetime
 from common.positions import Position
 from projector.errors import CheckpointMoved, StoreLost
 from projector.projections import PG, ProjectionKind, projection_name
@@ -71,6 +71,9 @@ _SPECIAL: dict[str, tuple[_Column, ...]] = {
         _Column("items_count", "integer", lambda d: len(d.items)),
     ),
     "status": (_Column("status", "text", lambda d: status_name(d.status)),),
+    "payment_status": (
+        _Column("payment_status", "text", lambda d: payment_status_name(d.payment_status)),
+    ),
     "created_at": (_Column("created_at", "timestamptz", lambda d: _ts(d.created_at)),),
     "updated_at": (_Column("updated_at", "timestamptz", lambda d: _ts(d.updated_at)),),
 }

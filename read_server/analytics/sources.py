@@ -171,12 +171,15 @@ def _customer_stats(customer_id: str, totals: Row, currencies: Sequence[Row]) ->
         customer_id=customer_id,
         total_orders=totals["total_orders"],
         cancelled_orders=totals["cancelled_orders"],
+        total_payments=totals["total_payments"],
         by_currency=[
             an.CustomerCurrencyStats(
                 currency=r["currency"],
                 orders=r["orders"],
                 lifetime_value_cents=r["value_cents"],
                 avg_order_value_cents=_avg(r["value_cents"], r["orders"]),
+                payments=r["payments"],
+                paid_value_cents=r["paid_cents"],
             )
             for r in currencies
         ],

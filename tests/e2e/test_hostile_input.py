@@ -678,6 +678,17 @@ def _field_table(world: World) -> dict[str, FieldStrategies]:
             ),
         ),
         "subscription_id": entity(every),
+        # RecordPaymentResult (internal, but it must survive anything too).
+        "order_id": entity(world.orders),
+        "outcome": FieldStrategies(
+            st.sampled_from(list(cpb.PaymentOutcome.values())),
+            enum_numbers(list(cpb.PaymentOutcome.values())),
+        ),
+        "provider_charge_id": FieldStrategies(st.sampled_from(["ch_1", "ch_2"]), hostile_text),
+        "provider_refund_id": FieldStrategies(st.sampled_from(["re_1", ""]), hostile_text),
+        "amount_cents": FieldStrategies(st.integers(0, 100_000), extreme_ints(*INT64)),
+        "reason": text,
+        "retryable": FieldStrategies(st.booleans(), st.booleans()),
         # grpc.health.v1.HealthCheckRequest
         "service": FieldStrategies(
             st.sampled_from(["", COMMAND_SERVICE.full_name, QUERY_SERVICE.full_name]),

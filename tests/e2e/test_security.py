@@ -49,6 +49,7 @@ def guarded(settings: Settings, tmp_path: Path) -> Iterator[System]:
         extra_env={
             "CQRS_WRITE_TOKENS": f"ci:{WRITE_TOKEN},alice:another-{WRITE_TOKEN}",
             "CQRS_READ_TOKENS_FILE": str(tokens_file),
+            "CQRS_INTERNAL_SUBJECTS": "ci",  # may call RecordPaymentResult; alice may not
             "CQRS_LOG_LEVEL": "DEBUG",  # the access log too: it must not show tokens either
         },
     )
@@ -131,6 +132,24 @@ def test_tokens_guard_writes_and_reads_and_name_the_subject(guarded: System) -> 
         timeout=30,
     )
     assert accepted.returncode == 0 and '"id"' in accepted.stdout, accepted.stderr
+
+
+def test_record_payment_result_is_internal(guarded: System) -> None:
+    """Only the subjects in CQRS_INTERNAL_SUBJECTS may report payment results."""
+    result = cpb.RecordPaymentResultRequest(
+        order_id="01a233c8-f3b2-78d7-bf31-86940c60d1a6", outcome=cpb.PAYMENT_OUTCOME_FAILED,
+        reason="card_declined",
+    )  # fmt: skip
+    with grpc.insecure_channel(guarded.write) as channel:
+        write = cpb_grpc.CommandServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as alice:
+            write.RecordPaymentResult(result, metadata=bearer(f"another-{WRITE_TOKEN}"))
+        assert alice.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "CQRS_INTERNAL_SUBJECTS" in (alice.value.details() or "")
+        assert _code(lambda: write.RecordPaymentResult(result)) == grpc.StatusCode.UNAUTHENTICATED
+        # The internal subject gets through to the command: that order does not exist.
+        found = _code(lambda: write.RecordPaymentResult(result, metadata=bearer(WRITE_TOKEN)))
+        assert found == grpc.StatusCode.NOT_FOUND
 
 
 def test_a_bad_token_setting_stops_the_server_without_showing_a_token(

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,11 @@ def test_up_serves_until_interrupted(running_up: Running) -> None:
     up = running_up
     _wait_until_serving(up)
     children = _children(up.process.pid)
-    assert len(children) == 3, up.text()
+    assert len(children) == 4, up.text()  # three processes and the payments sandbox
+    sandbox = re.search(r"payments\s+(http://127\.0\.0\.1:\d+) \(the sandbox", up.text())
+    assert sandbox, up.text()
+    with urllib.request.urlopen(sandbox.group(1) + "/healthz", timeout=5) as answer:
+        assert answer.status == 200
 
     create, listing = _printed_grpcurl_commands(up)
     created = subprocess.run(create, capture_output=True, text=True, timeout=30)
@@ -138,7 +143,7 @@ def test_up_with_prometheus_scrapes_every_process(running_up: Running) -> None:
     rules = prometheus.api(url, "/api/v1/rules")["groups"]
     assert any(rule["name"] == "CqrsProcessDown" for g in rules for rule in g["rules"])
     children = _children(up.process.pid)
-    assert len(children) == 4, up.text()  # three processes and Prometheus
+    assert len(children) == 5, up.text()  # three processes, the sandbox and Prometheus
 
     up.process.send_signal(signal.SIGINT)
     assert up.process.wait(timeout=60) == 0, up.text()

@@ -3,7 +3,9 @@ rebuilt from the event log (``cqrs projector rebuild --only analytics``) and equ
 
 The story: two months, two currencies; a customer's first order is cancelled (so that
 customer becomes *new* in the second month) and then deleted; a product is deleted
-(it leaves the top lists, its orders keep counting in the months).
+(it leaves the top lists, its orders keep counting in the months). A second story, of raw
+payment events: captures in two currencies, a failure, a refund, deletions before and after
+the refund, and a cancelled order whose payment still counts.
 """
 
 from __future__ import annotations
@@ -15,15 +17,19 @@ import asyncpg
 import grpc
 import pytest
 
+from common import events as ev
 from common.documents import timestamp
 from common.pb.shop.v1 import analytics_pb2 as an
 from common.pb.shop.v1 import query_service_pb2 as qpb
+from common.positions import Position, encode_token
 from common.settings import Settings
 from projector.bootstrap import open_app
 from projector.rebuild import rebuild_one
 from tests.integration.test_analytics_equivalence import SteppingClock
+from tests.support.events import Shop
 from tests.support.programs import running_system
 from tests.support.servers import field_violations
+from write_server.adapters.postgres_uow import open_pool
 from write_server.domain import commands
 from write_server.service_layer.service import CommandService
 
@@ -216,7 +222,8 @@ async def _snapshot(pool: asyncpg.Pool) -> dict[str, list[Any]]:
         "products": "true",
         "orders": "true",
         "order_lines": "true",
-        "customer_currencies": "orders <> 0 OR value_cents <> 0",
+        "customer_currencies": "orders <> 0 OR value_cents <> 0 OR payments <> 0"
+        " OR paid_cents <> 0",
         "product_currencies": "units_sold <> 0 OR orders_count <> 0 OR revenue_cents <> 0",
         "product_customers": "units <> 0",
         "customer_months": "orders <> 0",
@@ -230,6 +237,152 @@ async def _snapshot(pool: asyncpg.Pool) -> dict[str, list[Any]]:
         ]
         for t, w in nonzero.items()
     }
+
+
+class Payments:
+    """The payments process as raw events (with the write tables' ``payment_status``)."""
+
+    def __init__(self, shop: Shop) -> None:
+        self.shop = shop
+        self.charges = 0
+
+    async def capture(self, order: str) -> None:
+        total, currency = await self.shop.pool.fetchrow(
+            "SELECT total_cents, currency FROM orders WHERE id = $1::uuid", order
+        )
+        await self.shop.set_order_status(order, "CONFIRMED")
+        await self.shop.payment(order, ev.PAYMENT_REQUESTED, "PENDING", amount_cents=total,
+                                currency=currency, attempt=1)  # fmt: skip
+        self.charges += 1
+        await self.shop.payment(order, ev.PAYMENT_CAPTURED, "CAPTURED", amount_cents=total,
+                                currency=currency, provider_charge_id=f"ch_{self.charges}")  # fmt: skip
+
+    async def fail(self, order: str) -> None:
+        await self.shop.set_order_status(order, "CONFIRMED")
+        await self.shop.payment(order, ev.PAYMENT_REQUESTED, "PENDING", amount_cents=1,
+                                currency="EUR", attempt=1)  # fmt: skip
+        await self.shop.payment(order, ev.PAYMENT_FAILED, "FAILED", reason="declined",
+                                retryable=False)  # fmt: skip
+
+    async def cancel(self, order: str) -> None:
+        """Cancel a captured order: the refund is requested (the payment still counts)."""
+        await self.shop.set_order_status(order, "CANCELLED")
+        await self.shop.payment(order, ev.REFUND_REQUESTED, None, provider_charge_id="ch",
+                                amount_cents=1)  # fmt: skip
+
+    async def refund(self, order: str) -> None:
+        await self.shop.payment(order, ev.PAYMENT_REFUNDED, "REFUNDED", provider_refund_id="re",
+                                amount_cents=1)  # fmt: skip
+
+
+async def _token(pool: asyncpg.Pool) -> str:
+    row = await pool.fetchrow(
+        "SELECT xid::text::bigint AS xid, seq FROM events ORDER BY xid DESC, seq DESC LIMIT 1"
+    )
+    return encode_token(Position(row["xid"], row["seq"]))
+
+
+async def _stats(stub: Any, pool: asyncpg.Pool, *customers: str) -> list[Any]:
+    """Each customer's GetCustomerStats from both sources (they must be equal)."""
+    token = await _token(pool)
+    answers = []
+    for customer in customers:
+        by_source = []
+        for source in SOURCES:
+            request = qpb.GetCustomerStatsRequest(customer_id=customer, source=source,
+                                                  consistency_token=token)  # fmt: skip
+            reply = await stub.GetCustomerStats(request, timeout=20)
+            reply.ClearField("freshness")
+            by_source.append(reply)
+        assert by_source[0] == by_source[1], customer
+        answers.append(by_source[0])
+    return answers
+
+
+def _currency(cur: str, orders: int, value: int, payments: int, paid: int) -> Any:
+    return an.CustomerCurrencyStats(
+        currency=cur, orders=orders, lifetime_value_cents=value,
+        avg_order_value_cents=value // orders if orders else 0, payments=payments,
+        paid_value_cents=paid,
+    )  # fmt: skip
+
+
+async def test_payments_from_both_sources_and_after_a_rebuild(settings: Settings) -> None:
+    pool = await open_pool(settings)
+    shop, pay = Shop(pool), Payments(Shop(pool))
+    try:
+        async with running_system(settings) as (_, stub):
+            eur = await shop.create_product(price_cents=1000, currency="EUR")
+            usd = await shop.create_product(price_cents=700, currency="USD")
+            a, b = await shop.create_customer(), await shop.create_customer()
+            o1 = await shop.place_order(a, [(eur, 2)])  # EUR 2000, captured
+            o2 = await shop.place_order(a, [(eur, 1)])  # EUR 1000, captured, then refunded
+            o3 = await shop.place_order(a, [(usd, 1)], currency="USD")  # USD 700, captured
+            o4 = await shop.place_order(a, [(eur, 3)])  # EUR 3000, its payment fails
+            o5 = await shop.place_order(b, [(usd, 2)], currency="USD")  # USD 1400
+            for order in (o1, o2, o3, o5):
+                await pay.capture(order)
+            await pay.fail(o4)
+            at = {
+                str(r["id"]): r["created_at"]
+                for r in await pool.fetch("SELECT id, created_at FROM orders")
+            }
+            (stats_a,) = await _stats(stub, pool, a)
+            assert stats_a == an.CustomerStats(
+                customer_id=a, total_orders=4, total_payments=3,
+                first_order_at=timestamp(at[o1]), last_order_at=timestamp(at[o4]),
+                by_currency=[_currency("EUR", 3, 6000, 2, 3000), _currency("USD", 1, 700, 1, 700)],
+            )  # fmt: skip
+
+            await pay.cancel(o2)  # cancelled: not an order any more, still a payment
+            (stats_a,) = await _stats(stub, pool, a)
+            assert (stats_a.total_orders, stats_a.cancelled_orders, stats_a.total_payments) == (
+                3, 1, 3,
+            )  # fmt: skip
+            assert stats_a.by_currency[0] == _currency("EUR", 2, 5000, 2, 3000)
+            await pay.refund(o2)  # the refund takes it out
+            await shop.delete_order(o2)  # deleting a refunded order changes no payment
+            await pay.cancel(o3)
+            await shop.delete_order(o3)  # deleted before its refund: the payment goes with it
+            await pay.refund(o3)  # the late refund of a deleted order changes nothing
+            await pay.cancel(o5)  # B: a payment in a currency without a counting order
+            stats_a, stats_b = await _stats(stub, pool, a, b)
+            expected_a = an.CustomerStats(
+                customer_id=a, total_orders=2, total_payments=1,
+                first_order_at=timestamp(at[o1]), last_order_at=timestamp(at[o4]),
+                by_currency=[_currency("EUR", 2, 5000, 1, 2000)],
+            )  # fmt: skip
+            expected_b = an.CustomerStats(
+                customer_id=b, cancelled_orders=1, total_payments=1,
+                by_currency=[_currency("USD", 0, 0, 1, 1400)],
+            )  # fmt: skip
+            assert (stats_a, stats_b) == (expected_a, expected_b)
+
+        async with open_app(settings) as app:
+            audit = await app.consumer("pg:analytics").audit({})
+            assert audit is not None and audit.differences == [], audit.differences
+            before = await _snapshot(app.pool)
+            await rebuild_one(app.consumer("pg:analytics"), app.pool, 3)
+            assert await _snapshot(app.pool) == before
+            await app.pool.execute(
+                "UPDATE analytics.customer_currencies SET paid_cents = paid_cents + 1"
+                " WHERE customer_id = $1::uuid",
+                b,
+            )
+            audit = await app.consumer("pg:analytics").audit({})
+            assert audit is not None
+            assert [line.split(":")[0] for line in audit.differences] == [
+                "customer currencies", "customer currencies",
+            ], audit.differences  # fmt: skip
+            await app.pool.execute(
+                "UPDATE analytics.customer_currencies SET paid_cents = paid_cents - 1"
+                " WHERE customer_id = $1::uuid",
+                b,
+            )
+        async with running_system(settings) as (_, stub):
+            assert await _stats(stub, pool, a, b) == [expected_a, expected_b]
+    finally:
+        await pool.close()
 
 
 @pytest.mark.parametrize(

@@ -184,7 +184,9 @@ class Shop:
 
     # -- orders -----------------------------------------------------------------------------
 
-    async def place_order(self, customer_id: str, lines: Sequence[tuple[str, int]]) -> str:
+    async def place_order(
+        self, customer_id: str, lines: Sequence[tuple[str, int]], *, currency: str = "EUR"
+    ) -> str:
         """Place an order of ``(product_id, quantity)`` lines; reserves stock."""
         oid, at = str(uuid.uuid4()), now()
         async with self.pool.acquire() as conn, conn.transaction():
@@ -224,12 +226,13 @@ class Shop:
             total = sum(i["line_total_cents"] for i in items)
             await conn.execute(
                 "INSERT INTO orders (id, order_number, customer_id, total_cents, currency, status, "
-                "version, created_at, updated_at) VALUES ($1,$2,$3,$4,'EUR','PENDING',1,$5,$5)",
+                "version, created_at, updated_at) VALUES ($1,$2,$3,$4,$6,'PENDING',1,$5,$5)",
                 uuid.UUID(oid),
                 number,
                 uuid.UUID(customer_id),
                 total,
                 at,
+                currency,
             )
             for line_no, item in enumerate(items, 1):
                 await conn.execute(
@@ -252,7 +255,7 @@ class Shop:
                 },
                 "items": items,
                 "total_cents": total,
-                "currency": "EUR",
+                "currency": currency,
                 "status": "PENDING",
             }
             events.append(NewEvent(ev.ORDER, oid, 1, ev.ORDER_PLACED, placed, at))
@@ -309,6 +312,24 @@ class Shop:
 
     async def delete_order(self, order_id: str) -> None:
         await self._delete("orders", ev.ORDER, ev.ORDER_DELETED, order_id)
+
+    async def payment(
+        self, order_id: str, event_type: str, payment_status: str | None, **payload: Any
+    ) -> None:
+        """Append a payment event (``PaymentCaptured`` ...) to an order and set its
+        ``payment_status`` (``None``: leave it, as ``RefundRequested`` does)."""
+        at = now()
+        async with self.pool.acquire() as conn, conn.transaction():
+            version = await conn.fetchval(
+                "UPDATE orders SET payment_status = coalesce($3, payment_status),"
+                " version = version + 1, updated_at = $2 WHERE id = $1 RETURNING version",
+                uuid.UUID(order_id),
+                at,
+                payment_status,
+            )
+            await append_events(
+                conn, [NewEvent(ev.ORDER, order_id, version, event_type, payload, at)]
+            )
 
     # -- shared -----------------------------------------------------------------------------
 

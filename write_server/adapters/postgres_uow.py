@@ -150,6 +150,8 @@ class PostgresOrderRepository(_Repository[Order], ports.OrderRepository):
             customer_id=row["customer_id"],
             currency=row["currency"],
             status=row["status"],
+            payment_status=row["payment_status"],
+            payment_charge_id=row["payment_charge_id"],
             lines=[OrderLine(*line) for line in row["lines"]],
         )
 

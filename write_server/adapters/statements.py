@@ -46,7 +46,12 @@ def _typed(fields: tuple[str, ...], types: dict[str, str]) -> tuple[tuple[str, s
 
 PRODUCT_STATE = _typed(PRODUCT_FIELDS, _PRODUCT_TYPES) + _TAIL
 CUSTOMER_STATE = _typed(CUSTOMER_FIELDS, _CUSTOMER_TYPES) + _TAIL
-ORDER_STATE = (("status", "text"), *_TAIL)
+ORDER_STATE = (
+    ("status", "text"),
+    ("payment_status", "text"),
+    ("payment_charge_id", "text"),
+    *_TAIL,
+)
 # event_types is a JSON array: arrays of arrays cannot travel through unnest.
 WEBHOOK_STATE = (
     ("url", "text"), ("event_types", "jsonb"), ("description", "text"), ("secret", "text"),

@@ -113,3 +113,18 @@ class DisableWebhookSubscription(Command):
 class RotateWebhookSecret(Command):
     id: str
     expected_version: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordPaymentResult(Command):
+    """Internal (the payments process manager): what the provider did with an order's
+    payment. ``outcome`` is ``captured``, ``failed`` or ``refunded``."""
+
+    order_id: str
+    outcome: str
+    provider_charge_id: str = ""
+    provider_refund_id: str = ""
+    amount_cents: int = 0
+    currency: str = ""
+    reason: str = ""
+    retryable: bool = False

@@ -142,6 +142,42 @@ class OrderDeleted(OrderEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class PaymentRequested(OrderEvent):
+    """Confirmed with payments on: the payments process manager charges the order."""
+
+    amount_cents: int
+    currency: str
+    attempt: int  # part of the provider's idempotency key: a retry never charges twice
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentCaptured(OrderEvent):
+    provider_charge_id: str
+    amount_cents: int
+    currency: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentFailed(OrderEvent):
+    reason: str
+    retryable: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefundRequested(OrderEvent):
+    """A captured order was cancelled: the payments process manager refunds it."""
+
+    provider_charge_id: str
+    amount_cents: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentRefunded(OrderEvent):
+    provider_refund_id: str
+    amount_cents: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class WebhookEvent(DomainEvent):
     aggregate_type: ClassVar[str] = contract.WEBHOOK_SUBSCRIPTION
 

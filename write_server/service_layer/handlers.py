@@ -17,7 +17,7 @@ from write_server.domain import commands
 from write_server.domain.aggregate import Aggregate
 from write_server.domain.customer import Customer
 from write_server.domain.errors import FieldViolation, InvalidArgument, NotFound
-from write_server.domain.order import CANCELLED, Order
+from write_server.domain.order import CANCELLED, CAPTURE, FAIL, REFUND, Order
 from write_server.domain.product import Product
 from write_server.domain.validation import require_uuid, require_version
 from write_server.domain.webhook import WebhookSubscription
@@ -35,6 +35,8 @@ class Context:
     new_id: Callable[[], str]
     # CQRS_WEBHOOKS_ALLOW_PRIVATE: webhook URLs may name loopback/private addresses.
     allow_private_webhooks: bool = False
+    # CQRS_PAYMENTS_URL set: confirming requests a payment, shipping requires it.
+    payments: bool = False
 
 
 async def create_product(cmd: commands.CreateProduct, uow: UnitOfWork, ctx: Context) -> Aggregate:
@@ -102,7 +104,7 @@ async def change_order_status(
 ) -> Aggregate:
     ident = _target(cmd.id, cmd.expected_version)
     order = await _locked(uow, uow.orders, ident, cmd.expected_version)
-    order.transition(cmd.action, ctx.now)
+    order.transition(cmd.action, ctx.now, payments=ctx.payments)
     if order.status == CANCELLED:
         # Give the reserved stock back; a product deleted since keeps nothing.
         product_ids = [line.product_id for line in order.lines]
@@ -118,6 +120,42 @@ async def delete_order(cmd: commands.DeleteOrder, uow: UnitOfWork, ctx: Context)
     ident = _target(cmd.id, cmd.expected_version)
     order = await _locked(uow, uow.orders, ident, cmd.expected_version)
     order.delete(ctx.now)
+    return order
+
+
+MAX_PROVIDER_ID = 200
+_OUTCOMES = (CAPTURE, FAIL, REFUND)
+
+
+async def record_payment_result(
+    cmd: commands.RecordPaymentResult, uow: UnitOfWork, ctx: Context
+) -> Aggregate:
+    ident = require_uuid("order_id", cmd.order_id)
+    violations: list[FieldViolation] = []
+    if cmd.outcome not in _OUTCOMES:
+        violations.append(FieldViolation("outcome", "must be CAPTURED, FAILED or REFUNDED"))
+    wanted = {CAPTURE: "provider_charge_id", REFUND: "provider_refund_id"}.get(cmd.outcome)
+    for name in ("provider_charge_id", "provider_refund_id"):
+        value = getattr(cmd, name)
+        if len(value) > MAX_PROVIDER_ID:
+            violations.append(FieldViolation(name, f"at most {MAX_PROVIDER_ID} characters"))
+        elif name == wanted and not value.strip():
+            violations.append(FieldViolation(name, f"is required for {cmd.outcome.upper()}"))
+    if cmd.outcome in (CAPTURE, REFUND) and cmd.amount_cents <= 0:
+        violations.append(FieldViolation("amount_cents", "must be positive"))
+    if violations:
+        raise InvalidArgument(violations)
+    order = await _locked(uow, uow.orders, ident, 0)
+    order.record_payment(
+        cmd.outcome,
+        ctx.now,
+        charge_id=cmd.provider_charge_id,
+        refund_id=cmd.provider_refund_id,
+        amount_cents=cmd.amount_cents,
+        currency=cmd.currency,
+        reason=cmd.reason,
+        retryable=cmd.retryable,
+    )
     return order
 
 
@@ -214,6 +252,7 @@ HANDLERS: dict[type[commands.Command], Handler] = {
     commands.PlaceOrder: place_order,
     commands.ChangeOrderStatus: change_order_status,
     commands.DeleteOrder: delete_order,
+    commands.RecordPaymentResult: record_payment_result,
     commands.CreateWebhookSubscription: create_webhook_subscription,
     commands.DisableWebhookSubscription: disable_webhook_subscription,
     commands.RotateWebhookSecret: rotate_webhook_secret,

@@ -67,11 +67,13 @@ class CommandService:
         new_id: Callable[[], str] = new_uuid,
         *,
         allow_private_webhooks: bool = False,
+        payments: bool = False,
     ) -> None:
         self._uow_factory = uow_factory
         self._clock = clock
         self._new_id = new_id
         self._allow_private_webhooks = allow_private_webhooks
+        self._payments = payments
 
     async def execute(
         self, command: commands.Command, meta: RequestMeta | None = None
@@ -89,7 +91,7 @@ class CommandService:
                 stored = await uow.requests.get(request_id)
                 if stored is not None:
                     return _replay(stored, command)
-            ctx = Context(self._clock(), self._new_id, self._allow_private_webhooks)
+            ctx = Context(self._clock(), self._new_id, self._allow_private_webhooks, self._payments)
             aggregate = await handler(command, uow, ctx)
             position = await uow.flush((meta or RequestMeta()).as_metadata(request_id))
             result = CommandResult(

@@ -25,29 +25,29 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17shop/v1/analytics.proto\x12\x07shop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\x12\x41nalyticsFreshness\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12.\n\ncurrent_to\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"v\n\x15\x43ustomerCurrencyStats\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x0e\n\x06orders\x18\x02 \x01(\x03\x12\x1c\n\x14lifetime_value_cents\x18\x03 \x01(\x03\x12\x1d\n\x15\x61vg_order_value_cents\x18\x04 \x01(\x03\"\xa0\x02\n\rCustomerStats\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x14\n\x0ctotal_orders\x18\x02 \x01(\x03\x12\x18\n\x10\x63\x61ncelled_orders\x18\x03 \x01(\x03\x12\x32\n\x0e\x66irst_order_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_order_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0b\x62y_currency\x18\x06 \x03(\x0b\x32\x1e.shop.v1.CustomerCurrencyStats\x12.\n\tfreshness\x18\x07 \x01(\x0b\x32\x1b.shop.v1.AnalyticsFreshness\"i\n\x14ProductCurrencySales\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x12\n\nunits_sold\x18\x02 \x01(\x03\x12\x14\n\x0corders_count\x18\x03 \x01(\x03\x12\x15\n\rrevenue_cents\x18\x04 \x01(\x03\"\x80\x02\n\x11ProductSalesStats\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x12\n\nunits_sold\x18\x02 \x01(\x03\x12\x14\n\x0corders_count\x18\x03 \x01(\x03\x12\x30\n\x0clast_sold_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0ftop_customer_id\x18\x05 \x01(\t\x12\x32\n\x0b\x62y_currency\x18\x06 \x03(\x0b\x32\x1d.shop.v1.ProductCurrencySales\x12.\n\tfreshness\x18\x07 \x01(\x0b\x32\x1b.shop.v1.AnalyticsFreshness\"s\n\nTopProduct\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x12\n\nunits_sold\x18\x03 \x01(\x03\x12\x15\n\rrevenue_cents\x18\x04 \x01(\x03\x12\x14\n\x0corders_count\x18\x05 \x01(\x03\"\x81\x01\n\x0bTopCustomer\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x0e\n\x06orders\x18\x03 \x01(\x03\x12\x1c\n\x14lifetime_value_cents\x18\x04 \x01(\x03\x12\x1d\n\x15\x61vg_order_value_cents\x18\x05 \x01(\x03\"\xab\x01\n\x0eMonthlyRevenue\x12\r\n\x05month\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x0e\n\x06orders\x18\x03 \x01(\x03\x12\x15\n\rrevenue_cents\x18\x04 \x01(\x03\x12\x1d\n\x15\x61vg_order_value_cents\x18\x05 \x01(\x03\x12\x15\n\rnew_customers\x18\x06 \x01(\x03\x12\x1b\n\x13returning_customers\x18\x07 \x01(\x03*h\n\rTopProductsBy\x12\x1f\n\x1bTOP_PRODUCTS_BY_UNSPECIFIED\x10\x00\x12\x1b\n\x17TOP_PRODUCTS_BY_REVENUE\x10\x01\x12\x19\n\x15TOP_PRODUCTS_BY_UNITS\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17shop/v1/analytics.proto\x12\x07shop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\x12\x41nalyticsFreshness\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12.\n\ncurrent_to\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"\xa2\x01\n\x15\x43ustomerCurrencyStats\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x0e\n\x06orders\x18\x02 \x01(\x03\x12\x1c\n\x14lifetime_value_cents\x18\x03 \x01(\x03\x12\x1d\n\x15\x61vg_order_value_cents\x18\x04 \x01(\x03\x12\x10\n\x08payments\x18\x05 \x01(\x03\x12\x18\n\x10paid_value_cents\x18\x06 \x01(\x03\"\xb8\x02\n\rCustomerStats\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x14\n\x0ctotal_orders\x18\x02 \x01(\x03\x12\x18\n\x10\x63\x61ncelled_orders\x18\x03 \x01(\x03\x12\x32\n\x0e\x66irst_order_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_order_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0b\x62y_currency\x18\x06 \x03(\x0b\x32\x1e.shop.v1.CustomerCurrencyStats\x12.\n\tfreshness\x18\x07 \x01(\x0b\x32\x1b.shop.v1.AnalyticsFreshness\x12\x16\n\x0etotal_payments\x18\x08 \x01(\x03\"i\n\x14ProductCurrencySales\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x12\n\nunits_sold\x18\x02 \x01(\x03\x12\x14\n\x0corders_count\x18\x03 \x01(\x03\x12\x15\n\rrevenue_cents\x18\x04 \x01(\x03\"\x80\x02\n\x11ProductSalesStats\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x12\n\nunits_sold\x18\x02 \x01(\x03\x12\x14\n\x0corders_count\x18\x03 \x01(\x03\x12\x30\n\x0clast_sold_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0ftop_customer_id\x18\x05 \x01(\t\x12\x32\n\x0b\x62y_currency\x18\x06 \x03(\x0b\x32\x1d.shop.v1.ProductCurrencySales\x12.\n\tfreshness\x18\x07 \x01(\x0b\x32\x1b.shop.v1.AnalyticsFreshness\"s\n\nTopProduct\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x12\n\nunits_sold\x18\x03 \x01(\x03\x12\x15\n\rrevenue_cents\x18\x04 \x01(\x03\x12\x14\n\x0corders_count\x18\x05 \x01(\x03\"\x81\x01\n\x0bTopCustomer\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x0e\n\x06orders\x18\x03 \x01(\x03\x12\x1c\n\x14lifetime_value_cents\x18\x04 \x01(\x03\x12\x1d\n\x15\x61vg_order_value_cents\x18\x05 \x01(\x03\"\xab\x01\n\x0eMonthlyRevenue\x12\r\n\x05month\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x0e\n\x06orders\x18\x03 \x01(\x03\x12\x15\n\rrevenue_cents\x18\x04 \x01(\x03\x12\x1d\n\x15\x61vg_order_value_cents\x18\x05 \x01(\x03\x12\x15\n\rnew_customers\x18\x06 \x01(\x03\x12\x1b\n\x13returning_customers\x18\x07 \x01(\x03*h\n\rTopProductsBy\x12\x1f\n\x1bTOP_PRODUCTS_BY_UNSPECIFIED\x10\x00\x12\x1b\n\x17TOP_PRODUCTS_BY_REVENUE\x10\x01\x12\x19\n\x15TOP_PRODUCTS_BY_UNITS\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.v1.analytics_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOPPRODUCTSBY']._serialized_start=1384
-  _globals['_TOPPRODUCTSBY']._serialized_end=1488
+  _globals['_TOPPRODUCTSBY']._serialized_start=1453
+  _globals['_TOPPRODUCTSBY']._serialized_end=1557
   _globals['_ANALYTICSFRESHNESS']._serialized_start=69
   _globals['_ANALYTICSFRESHNESS']._serialized_end=182
-  _globals['_CUSTOMERCURRENCYSTATS']._serialized_start=184
-  _globals['_CUSTOMERCURRENCYSTATS']._serialized_end=302
-  _globals['_CUSTOMERSTATS']._serialized_start=305
-  _globals['_CUSTOMERSTATS']._serialized_end=593
-  _globals['_PRODUCTCURRENCYSALES']._serialized_start=595
-  _globals['_PRODUCTCURRENCYSALES']._serialized_end=700
-  _globals['_PRODUCTSALESSTATS']._serialized_start=703
-  _globals['_PRODUCTSALESSTATS']._serialized_end=959
-  _globals['_TOPPRODUCT']._serialized_start=961
-  _globals['_TOPPRODUCT']._serialized_end=1076
-  _globals['_TOPCUSTOMER']._serialized_start=1079
-  _globals['_TOPCUSTOMER']._serialized_end=1208
-  _globals['_MONTHLYREVENUE']._serialized_start=1211
-  _globals['_MONTHLYREVENUE']._serialized_end=1382
+  _globals['_CUSTOMERCURRENCYSTATS']._serialized_start=185
+  _globals['_CUSTOMERCURRENCYSTATS']._serialized_end=347
+  _globals['_CUSTOMERSTATS']._serialized_start=350
+  _globals['_CUSTOMERSTATS']._serialized_end=662
+  _globals['_PRODUCTCURRENCYSALES']._serialized_start=664
+  _globals['_PRODUCTCURRENCYSALES']._serialized_end=769
+  _globals['_PRODUCTSALESSTATS']._serialized_start=772
+  _globals['_PRODUCTSALESSTATS']._serialized_end=1028
+  _globals['_TOPPRODUCT']._serialized_start=1030
+  _globals['_TOPPRODUCT']._serialized_end=1145
+  _globals['_TOPCUSTOMER']._serialized_start=1148
+  _globals['_TOPCUSTOMER']._serialized_end=1277
+  _globals['_MONTHLYREVENUE']._serialized_start=1280
+  _globals['_MONTHLYREVENUE']._serialized_end=1451
 # @@protoc_insertion_point(module_scope)

@@ -30,19 +30,23 @@ class AnalyticsFreshness(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., current_to: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consistency_token: _Optional[str] = ...) -> None: ...
 
 class CustomerCurrencyStats(_message.Message):
-    __slots__ = ("currency", "orders", "lifetime_value_cents", "avg_order_value_cents")
+    __slots__ = ("currency", "orders", "lifetime_value_cents", "avg_order_value_cents", "payments", "paid_value_cents")
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     ORDERS_FIELD_NUMBER: _ClassVar[int]
     LIFETIME_VALUE_CENTS_FIELD_NUMBER: _ClassVar[int]
     AVG_ORDER_VALUE_CENTS_FIELD_NUMBER: _ClassVar[int]
+    PAYMENTS_FIELD_NUMBER: _ClassVar[int]
+    PAID_VALUE_CENTS_FIELD_NUMBER: _ClassVar[int]
     currency: str
     orders: int
     lifetime_value_cents: int
     avg_order_value_cents: int
-    def __init__(self, currency: _Optional[str] = ..., orders: _Optional[int] = ..., lifetime_value_cents: _Optional[int] = ..., avg_order_value_cents: _Optional[int] = ...) -> None: ...
+    payments: int
+    paid_value_cents: int
+    def __init__(self, currency: _Optional[str] = ..., orders: _Optional[int] = ..., lifetime_value_cents: _Optional[int] = ..., avg_order_value_cents: _Optional[int] = ..., payments: _Optional[int] = ..., paid_value_cents: _Optional[int] = ...) -> None: ...
 
 class CustomerStats(_message.Message):
-    __slots__ = ("customer_id", "total_orders", "cancelled_orders", "first_order_at", "last_order_at", "by_currency", "freshness")
+    __slots__ = ("customer_id", "total_orders", "cancelled_orders", "first_order_at", "last_order_at", "by_currency", "freshness", "total_payments")
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     TOTAL_ORDERS_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_ORDERS_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +54,7 @@ class CustomerStats(_message.Message):
     LAST_ORDER_AT_FIELD_NUMBER: _ClassVar[int]
     BY_CURRENCY_FIELD_NUMBER: _ClassVar[int]
     FRESHNESS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_PAYMENTS_FIELD_NUMBER: _ClassVar[int]
     customer_id: str
     total_orders: int
     cancelled_orders: int
@@ -57,7 +62,8 @@ class CustomerStats(_message.Message):
     last_order_at: _timestamp_pb2.Timestamp
     by_currency: _containers.RepeatedCompositeFieldContainer[CustomerCurrencyStats]
     freshness: AnalyticsFreshness
-    def __init__(self, customer_id: _Optional[str] = ..., total_orders: _Optional[int] = ..., cancelled_orders: _Optional[int] = ..., first_order_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_order_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., by_currency: _Optional[_Iterable[_Union[CustomerCurrencyStats, _Mapping]]] = ..., freshness: _Optional[_Union[AnalyticsFreshness, _Mapping]] = ...) -> None: ...
+    total_payments: int
+    def __init__(self, customer_id: _Optional[str] = ..., total_orders: _Optional[int] = ..., cancelled_orders: _Optional[int] = ..., first_order_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_order_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., by_currency: _Optional[_Iterable[_Union[CustomerCurrencyStats, _Mapping]]] = ..., freshness: _Optional[_Union[AnalyticsFreshness, _Mapping]] = ..., total_payments: _Optional[int] = ...) -> None: ...
 
 class ProductCurrencySales(_message.Message):
     __slots__ = ("currency", "units_sold", "orders_count", "revenue_cents")

@@ -1,10 +1,22 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class PaymentOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAYMENT_OUTCOME_UNSPECIFIED: _ClassVar[PaymentOutcome]
+    PAYMENT_OUTCOME_CAPTURED: _ClassVar[PaymentOutcome]
+    PAYMENT_OUTCOME_FAILED: _ClassVar[PaymentOutcome]
+    PAYMENT_OUTCOME_REFUNDED: _ClassVar[PaymentOutcome]
+PAYMENT_OUTCOME_UNSPECIFIED: PaymentOutcome
+PAYMENT_OUTCOME_CAPTURED: PaymentOutcome
+PAYMENT_OUTCOME_FAILED: PaymentOutcome
+PAYMENT_OUTCOME_REFUNDED: PaymentOutcome
 
 class CommandReply(_message.Message):
     __slots__ = ("id", "version", "consistency_token")
@@ -226,3 +238,25 @@ class WebhookSecretReply(_message.Message):
     consistency_token: str
     secret: str
     def __init__(self, id: _Optional[str] = ..., version: _Optional[int] = ..., consistency_token: _Optional[str] = ..., secret: _Optional[str] = ...) -> None: ...
+
+class RecordPaymentResultRequest(_message.Message):
+    __slots__ = ("order_id", "outcome", "provider_charge_id", "provider_refund_id", "amount_cents", "currency", "reason", "retryable", "request_id")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_CHARGE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_REFUND_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RETRYABLE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    outcome: PaymentOutcome
+    provider_charge_id: str
+    provider_refund_id: str
+    amount_cents: int
+    currency: str
+    reason: str
+    retryable: bool
+    request_id: str
+    def __init__(self, order_id: _Optional[str] = ..., outcome: _Optional[_Union[PaymentOutcome, str]] = ..., provider_charge_id: _Optional[str] = ..., provider_refund_id: _Optional[str] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., reason: _Optional[str] = ..., retryable: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...

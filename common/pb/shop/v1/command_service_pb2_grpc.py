@@ -109,6 +109,11 @@ class CommandServiceStub:
                 request_serializer=shop_dot_v1_dot_command__service__pb2.RotateWebhookSecretRequest.SerializeToString,
                 response_deserializer=shop_dot_v1_dot_command__service__pb2.WebhookSecretReply.FromString,
                 _registered_method=True)
+        self.RecordPaymentResult = channel.unary_unary(
+                '/shop.v1.CommandService/RecordPaymentResult',
+                request_serializer=shop_dot_v1_dot_command__service__pb2.RecordPaymentResultRequest.SerializeToString,
+                response_deserializer=shop_dot_v1_dot_command__service__pb2.CommandReply.FromString,
+                _registered_method=True)
 
 
 class CommandServiceServicer:
@@ -205,6 +210,14 @@ class CommandServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordPaymentResult(self, request, context):
+        """Internal: the payments process manager reports what the payment provider did. With
+        API tokens on, only the subjects in CQRS_INTERNAL_SUBJECTS may call it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CommandServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -282,6 +295,11 @@ def add_CommandServiceServicer_to_server(servicer, server):
                     servicer.RotateWebhookSecret,
                     request_deserializer=shop_dot_v1_dot_command__service__pb2.RotateWebhookSecretRequest.FromString,
                     response_serializer=shop_dot_v1_dot_command__service__pb2.WebhookSecretReply.SerializeToString,
+            ),
+            'RecordPaymentResult': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordPaymentResult,
+                    request_deserializer=shop_dot_v1_dot_command__service__pb2.RecordPaymentResultRequest.FromString,
+                    response_serializer=shop_dot_v1_dot_command__service__pb2.CommandReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -689,6 +707,33 @@ class CommandService:
             '/shop.v1.CommandService/RotateWebhookSecret',
             shop_dot_v1_dot_command__service__pb2.RotateWebhookSecretRequest.SerializeToString,
             shop_dot_v1_dot_command__service__pb2.WebhookSecretReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordPaymentResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.v1.CommandService/RecordPaymentResult',
+            shop_dot_v1_dot_command__service__pb2.RecordPaymentResultRequest.SerializeToString,
+            shop_dot_v1_dot_command__service__pb2.CommandReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""The payments process manager (``payments:process``), see :mod:`.process`."""
