@@ -70,6 +70,7 @@ def test_the_file_follows_the_compose_specification(
         "postgres",
         "redis",
         "nats",
+        "payments-sandbox",
         "migrate",
         *APP,
         "prometheus",
