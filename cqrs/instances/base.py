@@ -3,6 +3,7 @@ and the interface of a started instance."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,3 +47,22 @@ def log_tail(path: Path, lines: int = 20) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def terminate(process: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:
+    """SIGTERM (a clean shutdown), then SIGKILL if it takes longer than ``timeout``."""
+    if process is None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def kill(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL: the server dies at once, saving nothing."""
+    if process is not None:
+        process.kill()
+        process.wait()

@@ -10,7 +10,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cqrs.instances.base import START_TIMEOUT_S, InstanceError, Lookup, log_tail
+from cqrs.instances.base import START_TIMEOUT_S, InstanceError, Lookup, kill, log_tail, terminate
 from cqrs.instances.network import bind_address, free_port
 
 NATS_SERVER_PATHS = ("/usr/sbin/nats-server", "/usr/local/bin/nats-server")
@@ -100,18 +100,9 @@ class PrivateNats:
     def stop(self) -> None:
         """SIGTERM (a clean shutdown), then SIGKILL if it takes too long; safe twice."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process)
 
     def kill(self) -> None:
         """SIGKILL: the server dies at once (what it had not synced may be lost)."""
         process, self._process = self._process, None
-        if process is not None:
-            process.kill()
-            process.wait()
+        kill(process)

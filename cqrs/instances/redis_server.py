@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cqrs.instances.base import START_TIMEOUT_S, InstanceError, Lookup, log_tail
+from cqrs.instances.base import START_TIMEOUT_S, InstanceError, Lookup, kill, log_tail, terminate
 from cqrs.instances.network import Probe, bind_address, probe_redis
 
 
@@ -82,18 +82,9 @@ class PrivateRedis:
     def stop(self) -> None:
         """SIGTERM (Redis saves its data set), then SIGKILL if it takes too long."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process)
 
     def kill(self) -> None:
         """SIGKILL: the server dies at once, saving nothing (fault tests)."""
         process, self._process = self._process, None
-        if process is not None:
-            process.kill()
-            process.wait()
+        kill(process)

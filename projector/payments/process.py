@@ -37,9 +37,8 @@ from common.gateway import Gateway
 from common.payments import PaymentDeclined, PaymentProvider, PaymentRejected, PaymentUnavailable
 from common.pb.shop.v1 import command_service_pb2 as cpb
 from common.pb.shop.v1 import command_service_pb2_grpc as cpb_grpc
-from common.positions import Position
-from projector.consumer import Audit, CatchUp, Consumer, WriteModel
-from projector.errors import CheckpointMoved, NotRebuildable, PoisonEvent, StoreLost
+from projector.errors import CheckpointMoved, PoisonEvent, StoreLost
+from projector.outbound import Outbound
 from projector.outbox import Batch
 from projector.stores import pg_checkpoints
 
@@ -95,10 +94,10 @@ class WriteSide:
             self._channel = None
 
 
-class PaymentsProcess:
+class PaymentsProcess(Outbound):
     """The consumer; ``provider`` is the payment port, ``write`` the write side."""
 
-    rebuildable = False  # charging and refunding are not replayed into a copy
+    not_rebuilt_because = "a rebuild would charge and refund again"
 
     def __init__(
         self,
@@ -123,14 +122,6 @@ class PaymentsProcess:
     @property
     def event_types(self) -> tuple[str, ...]:
         return _EVENT_TYPES
-
-    async def checkpoint(self) -> Position:
-        found = await pg_checkpoints.read(self._pool, NAME)
-        if found is None:
-            await pg_checkpoints.ensure(self._pool, NAME)
-            found = await pg_checkpoints.read(self._pool, NAME)
-            assert found is not None
-        return found
 
     async def apply(self, batch: Batch) -> None:
         # Fail early if another runner moved the checkpoint (nothing is charged then).
@@ -200,15 +191,6 @@ class PaymentsProcess:
             )
         )
 
-    async def new_copy(self) -> Consumer:
-        raise NotRebuildable(f"{NAME}: rebuilding it would charge and refund again")
-
-    async def switch_to(self, copy: Consumer, catch_up: CatchUp) -> Position:
-        raise NotRebuildable(f"{NAME} has no copies")
-
-    async def discard(self) -> None:
-        raise NotRebuildable(f"{NAME} has no copies")
-
     async def describe(self) -> str:
         await self.checkpoint()
         row = await self._pool.fetchrow(
@@ -223,9 +205,6 @@ class PaymentsProcess:
             f"orders: {row['pending']} pending, {row['captured']} captured, "
             f"{row['failed']} failed, {row['refunded']} refunded"
         )
-
-    async def audit(self, write_model: WriteModel) -> Audit | None:
-        return None  # it holds no state of its own beyond its checkpoint
 
     async def aclose(self) -> None:
         await self._write.aclose()

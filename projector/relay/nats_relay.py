@@ -61,8 +61,8 @@ from common.event_log import parse_json
 from common.events import AGGREGATE_TYPES, UNREADABLE_PAYLOAD, StoredEvent
 from common.metrics import RELAY_DUPLICATES, RELAY_PUBLISHED
 from common.positions import Position
-from projector.consumer import Audit, CatchUp, Consumer, WriteModel
-from projector.errors import CheckpointMoved, NotRebuildable, PoisonEvent
+from projector.errors import CheckpointMoved, PoisonEvent
+from projector.outbound import Outbound
 from projector.outbox import Batch
 from projector.relay import headers as h
 from projector.stores import pg_checkpoints
@@ -165,8 +165,13 @@ class _Acks:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class NatsRelay:
+class NatsRelay(Outbound):
     """Publishes every event of the log to a JetStream stream, exactly once."""
+
+    not_rebuilt_because = (
+        "what it published stays published (reset its checkpoint row to re-publish: the "
+        "stream drops what it holds)"
+    )
 
     def __init__(
         self,
@@ -216,18 +221,6 @@ class NatsRelay:
     def event_types(self) -> tuple[str, ...] | None:
         return None
 
-    rebuildable = False  # ``cqrs projector rebuild`` leaves it out (projector.bootstrap)
-
-    async def checkpoint(self) -> Position:
-        """The stored checkpoint; a missing row is created at the origin (never StoreLost:
-        there is nothing to rebuild, the fence skips what the stream already holds)."""
-        found = await pg_checkpoints.read(self._pool, self._name)
-        if found is None:
-            await pg_checkpoints.ensure(self._pool, self._name)
-            found = await pg_checkpoints.read(self._pool, self._name)
-        assert found is not None
-        return found
-
     async def apply(self, batch: Batch) -> None:
         try:
             await self._apply(batch)
@@ -235,18 +228,6 @@ class NatsRelay:
             self._fenced = False  # whatever happened, read the stream again first
             raise
         self._sure = None
-
-    async def new_copy(self) -> Consumer:
-        raise NotRebuildable(
-            f"{self._name} is a relay: what it published stays published; it has no copy "
-            "to rebuild (reset its checkpoint row to re-publish, the stream drops what it holds)"
-        )
-
-    async def switch_to(self, copy: Consumer, catch_up: CatchUp) -> Position:
-        raise NotRebuildable(f"{self._name} is a relay and has no copies")
-
-    async def discard(self) -> None:
-        raise NotRebuildable(f"{self._name} is a relay and has no copies")
 
     async def describe(self) -> str:
         if self._nc is not None and not self._nc.is_connected:
@@ -260,9 +241,6 @@ class NatsRelay:
         except Exception as exc:
             return f"stream {self.stream}: NATS unreachable ({type(exc).__name__})"
         return f"stream {self.stream} ({info.state.messages} msgs)"
-
-    async def audit(self, write_model: WriteModel) -> Audit | None:
-        return None
 
     async def aclose(self) -> None:
         """Close the connection (the App calls it on shutdown)."""

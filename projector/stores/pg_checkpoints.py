@@ -51,6 +51,17 @@ async def ensure(db: _Db, name: str) -> None:
     )
 
 
+async def read_or_start(db: _Db, name: str) -> Position:
+    """The checkpoint of ``name``; a missing row is created at the origin first (for the
+    consumers that are never rebuilt, see :mod:`projector.outbound`)."""
+    found = await read(db, name)
+    if found is None:
+        await ensure(db, name)
+        found = await read(db, name)
+        assert found is not None
+    return found
+
+
 async def reset(db: _Db, name: str) -> None:
     """The row of ``name`` at the origin, whatever it held."""
     await db.execute(

@@ -22,9 +22,8 @@ import asyncpg
 
 from common import events as ev
 from common.events import StoredEvent
-from common.positions import Position
-from projector.consumer import Audit, CatchUp, Consumer, WriteModel
-from projector.errors import CheckpointMoved, NotRebuildable, PoisonEvent, StoreLost
+from projector.errors import CheckpointMoved, PoisonEvent, StoreLost
+from projector.outbound import Outbound
 from projector.outbox import Batch
 from projector.stores import pg_checkpoints
 from projector.webhooks import tables as sql
@@ -32,11 +31,11 @@ from projector.webhooks import tables as sql
 NAME = "webhooks:fanout"
 
 
-class WebhookFanout:
+class WebhookFanout(Outbound):
     """The consumer; ``on_deliveries`` is called after a batch that added deliveries (to
     wake the dispatcher in this process without waiting for its poll)."""
 
-    rebuildable = False  # see the module docstring
+    not_rebuilt_because = "a rebuild would deliver every past event again"
 
     def __init__(self, pool: asyncpg.Pool, on_deliveries: Callable[[], None] | None = None) -> None:
         self._pool = pool
@@ -53,14 +52,6 @@ class WebhookFanout:
     @property
     def event_types(self) -> None:
         return None
-
-    async def checkpoint(self) -> Position:
-        found = await pg_checkpoints.read(self._pool, NAME)
-        if found is None:
-            await pg_checkpoints.ensure(self._pool, NAME)
-            found = await pg_checkpoints.read(self._pool, NAME)
-            assert found is not None
-        return found
 
     async def apply(self, batch: Batch) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -96,15 +87,6 @@ class WebhookFanout:
         await pg_checkpoints.write(conn, NAME, batch.next)
         return len(subs)
 
-    async def new_copy(self) -> Consumer:
-        raise NotRebuildable(f"{NAME}: rebuilding it would deliver every past event again")
-
-    async def switch_to(self, copy: Consumer, catch_up: CatchUp) -> Position:
-        raise NotRebuildable(f"{NAME} has no copies")
-
-    async def discard(self) -> None:
-        raise NotRebuildable(f"{NAME} has no copies")
-
     async def describe(self) -> str:
         await self.checkpoint()
         row = await self._pool.fetchrow(sql.SUMMARY)
@@ -113,9 +95,6 @@ class WebhookFanout:
             f"{row['active']} active subscriptions ({row['parked']} parked); deliveries: "
             f"{row['pending']} pending, {row['failed']} failed, {row['delivered']} delivered"
         )
-
-    async def audit(self, write_model: WriteModel) -> Audit | None:
-        return None  # it holds deliveries, nothing the write model has
 
 
 async def _fold_subscription(

@@ -1,0 +1,46 @@
+"""The base of consumers whose effects leave the system (the NATS relay, the webhook
+fan-out, the payments process manager).
+
+What they did cannot be taken back or done again into a copy, so they are never rebuilt
+(``rebuildable = False``: ``cqrs projector rebuild`` leaves them out and ``new_copy``
+raises :class:`~projector.errors.NotRebuildable`), hold nothing ``verify`` could compare,
+and keep a checkpoint row that a first start creates at the origin instead of calling the
+state lost (there is nothing to rebuild; each one skips what it already did).
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from common.positions import Position
+from projector.consumer import Audit, CatchUp, Consumer, WriteModel
+from projector.errors import NotRebuildable
+from projector.stores import pg_checkpoints
+
+
+class Outbound:
+    """Mixin: set ``_pool`` and ``name``; ``not_rebuilt_because`` says why in errors."""
+
+    rebuildable = False
+    not_rebuilt_because = "what it sent out stays sent"
+    _pool: asyncpg.Pool
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    async def checkpoint(self) -> Position:
+        """The stored checkpoint; a missing row is created at the origin."""
+        return await pg_checkpoints.read_or_start(self._pool, self.name)
+
+    async def new_copy(self) -> Consumer:
+        raise NotRebuildable(f"{self.name} is not rebuilt: {self.not_rebuilt_because}")
+
+    async def switch_to(self, copy: Consumer, catch_up: CatchUp) -> Position:
+        raise NotRebuildable(f"{self.name} has no copies")
+
+    async def discard(self) -> None:
+        raise NotRebuildable(f"{self.name} has no copies")
+
+    async def audit(self, write_model: WriteModel) -> Audit | None:
+        return None  # nothing of its own the write model could be compared with
