@@ -128,12 +128,7 @@ class Settings:
     @property
     def write_client_address(self) -> str:
         """How a client of this package reaches the write server."""
-        if self.write_address:
-            return self.write_address
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(
-            self.write_host, self.write_host
-        )
-        return f"[{host}]:{self.write_port}" if ":" in host else f"{host}:{self.write_port}"
+        return self.write_address or connect_address(self.write_host, self.write_port)
 
     @property
     def asyncpg_dsn(self) -> str:
@@ -144,6 +139,21 @@ class Settings:
     def sqlalchemy_url(self) -> str:
         """The database URL with the ``+asyncpg`` driver SQLAlchemy needs."""
         return "postgresql+asyncpg://" + self.asyncpg_dsn.split("://", 1)[1]
+
+
+def connect_host(host: str) -> str:
+    """Where a client on this machine reaches a server bound to ``host``."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host in ("::", "[::]"):
+        return "::1"
+    return host
+
+
+def connect_address(host: str, port: int) -> str:
+    """``host:port`` for a gRPC target, bracketing IPv6 addresses."""
+    host = connect_host(host)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def to_plain_dsn(url: str) -> str:

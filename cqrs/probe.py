@@ -16,8 +16,8 @@ import urllib.request
 import grpc
 from grpc_health.v1 import health_pb2
 
-from common.settings import Settings
-from cqrs.up import connect_address, health_status
+from common.settings import Settings, connect_address
+from cqrs.up import health_status
 
 TARGETS = ("write", "read", "projector")
 

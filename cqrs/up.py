@@ -23,7 +23,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.rpc import tls
-from common.settings import Settings, to_environ, worker_metrics_port
+from common.settings import (
+    Settings,
+    connect_address,
+    connect_host,
+    to_environ,
+    worker_metrics_port,
+)
 from cqrs import prometheus
 from cqrs.children import Child, say, stop_children, stop_on_signals, stop_timeout
 from cqrs.instances import (
@@ -191,21 +197,6 @@ def with_concrete_ports(settings: Settings) -> Settings:
         port = free_port(connect_host(settings.read_host))
         settings = dataclasses.replace(settings, read_port=port)
     return settings
-
-
-def connect_host(host: str) -> str:
-    """Where a client on this machine reaches a server bound to ``host``."""
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if host in ("::", "[::]"):
-        return "::1"
-    return host
-
-
-def connect_address(host: str, port: int) -> str:
-    """``host:port`` for a gRPC target, bracketing IPv6 addresses."""
-    host = connect_host(host)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def health_status(address: str, settings: Settings, timeout: float) -> int:

@@ -92,7 +92,7 @@ class NotifyListener:
             self.connected.set()
             self._wakeup.fire()  # notifications sent while disconnected are gone
             while not stop.is_set() and not lost.is_set():
-                await _wait_any((stop, lost), self._health)
+                await wait_any((stop, lost), self._health)
                 if not stop.is_set() and not lost.is_set():
                     # A half-open TCP connection would otherwise look alive forever.
                     async with asyncio.timeout(self._health):
@@ -111,7 +111,8 @@ class NotifyListener:
         self._wakeup.fire()
 
 
-async def _wait_any(events: tuple[asyncio.Event, ...], seconds: float) -> None:
+async def wait_any(events: tuple[asyncio.Event, ...], seconds: float) -> None:
+    """Until any of ``events`` is set, or ``seconds`` pass."""
     tasks = [asyncio.ensure_future(e.wait()) for e in events]
     try:
         await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)

@@ -125,8 +125,9 @@ class PaymentsProcess(Outbound):
 
     async def apply(self, batch: Batch) -> None:
         # Fail early if another runner moved the checkpoint (nothing is charged then).
-        if await self.checkpoint() != batch.start:
-            raise CheckpointMoved(batch.start, await self.checkpoint())
+        stored = await self.checkpoint()
+        if stored != batch.start:
+            raise CheckpointMoved(batch.start, stored)
         for event in batch.events:
             await self._handle(event)
         async with self._pool.acquire() as conn, conn.transaction():

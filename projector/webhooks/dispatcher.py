@@ -46,7 +46,7 @@ from common.webhook_urls import resolved_problem
 from projector.errors import LeadershipLost
 from projector.leadership import AdvisoryLease
 from projector.pacing import Backoff
-from projector.wakeup import sleep_unless
+from projector.wakeup import sleep_unless, wait_any
 from projector.webhooks import messages
 from projector.webhooks import tables as sql
 
@@ -144,9 +144,7 @@ class WebhookDispatcher:
                 delay = backoff.failure()
                 if backoff.should_log():
                     log.warning("%s: %s; retrying in %.2fs", NAME, exc, delay)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await _first(stop, self.wake)
+            await wait_any((stop, self.wake), delay)
 
     async def _workable(self) -> list[str]:
         return [r["id"] for r in await self._pool.fetch(sql.WORKABLE)]
@@ -288,13 +286,3 @@ def _remove(sub_id: str) -> None:
     for gauge in (WEBHOOK_PENDING, WEBHOOK_OLDEST_PENDING, WEBHOOK_PARKED):
         with contextlib.suppress(KeyError):
             gauge.remove(sub_id)
-
-
-async def _first(*events: asyncio.Event) -> None:
-    """Until any of ``events`` is set."""
-    waiters = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()

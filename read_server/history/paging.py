@@ -9,41 +9,19 @@ rejected rather than silently restarting or skipping.
 
 from __future__ import annotations
 
-import re
+from common.cursors import InvalidScopedToken, ScopedTokens
 
-from common.cursors import from_token, to_token
+_TOKENS = ScopedTokens("h1")
 
-_PREFIX = "h1"
-_TOKEN = re.compile(
-    r"h1\|([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\|([1-9][0-9]{0,18})"
-)
-_MAX_TOKEN = 96
-_MAX_VERSION = 2**63 - 1
-
-
-class InvalidHistoryToken(ValueError):
-    """Not a token this server issued for this aggregate."""
+# Not a token this server issued for this aggregate.
+InvalidHistoryToken = InvalidScopedToken
 
 
 def encode_history_token(aggregate_id: str, version: int) -> str:
     """The token of the page after ``version`` of ``aggregate_id`` (a canonical UUID)."""
-    raw = f"{_PREFIX}|{aggregate_id}|{version}"
-    return to_token(raw)
+    return _TOKENS.encode(aggregate_id, version)
 
 
 def decode_history_token(token: str, aggregate_id: str) -> int:
     """The version to continue after: 0 for the first page (empty token)."""
-    if not token:
-        return 0
-    if len(token) > _MAX_TOKEN:
-        raise InvalidHistoryToken("too long")
-    try:
-        raw = from_token(token)
-    except ValueError as exc:
-        raise InvalidHistoryToken("not base64") from exc
-    match = _TOKEN.fullmatch(raw)
-    if match is None or int(match[2]) > _MAX_VERSION:
-        raise InvalidHistoryToken("malformed")
-    if match[1] != aggregate_id:
-        raise InvalidHistoryToken("issued for another aggregate")
-    return int(match[2])
+    return _TOKENS.decode(token, aggregate_id)

@@ -9,7 +9,6 @@ table that holds it.
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import datetime
 
@@ -17,7 +16,7 @@ import asyncpg
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from common.cursors import encode_page_token, from_token, sort_key, to_token
+from common.cursors import InvalidScopedToken, ScopedTokens, encode_page_token, sort_key
 from common.errors import NotFound
 from common.pb.shop.v1 import query_service_pb2 as qs
 from common.pb.shop.v1 import webhooks_pb2 as wh
@@ -52,8 +51,7 @@ _DELIVERY_STATUS = {
     "FAILED": wh.WEBHOOK_DELIVERY_STATUS_FAILED,
 }
 _STATUS_NAMES = {v: k for k, v in _DELIVERY_STATUS.items()}
-_DELIVERY_TOKEN = re.compile(r"d1\|([0-9a-f-]{36})\|([1-9][0-9]{0,18})")
-_MAX_TOKEN = 96
+_DELIVERY_TOKENS = ScopedTokens("d1")  # keyset on the delivery id within one subscription
 
 
 class WebhookRpcs(RpcMixin):
@@ -105,7 +103,7 @@ class WebhookRpcs(RpcMixin):
         rows = rows[:size]
         reply = qs.ListWebhookDeliveriesResponse(deliveries=[_delivery(r) for r in rows])
         if more:
-            reply.next_page_token = to_token(f"d1|{sub_id}|{rows[-1]['id']}")
+            reply.next_page_token = _DELIVERY_TOKENS.encode(sub_id, rows[-1]["id"])
         return reply
 
 
@@ -121,16 +119,11 @@ async def _deliveries(
 
 def _delivery_after(p: RequestParser, token: str, sub_id: str) -> int:
     """The delivery id a page token continues after (0: the first page)."""
-    if not token:
-        return 0
     try:
-        match = _DELIVERY_TOKEN.fullmatch(from_token(token)) if len(token) <= _MAX_TOKEN else None
-    except ValueError:
-        match = None
-    if match is None or match[1] != sub_id:
+        return _DELIVERY_TOKENS.decode(token, sub_id)
+    except InvalidScopedToken:
         p.bad("page_token", "is not a page token issued by this server for this subscription")
         return 0
-    return int(match[2])
 
 
 def _ts(value: datetime | None) -> Timestamp | None:

@@ -142,6 +142,20 @@ def test_subscribe_deliver_across_sigkill_and_list_with_grpcurl(
                 return len(page.get("deliveries", [])) == expected
 
             wait_until(all_delivered, 20, "all DELIVERED in ListWebhookDeliveries", system)
+            # Paged: 30 at a time, in log order, each once.
+            paged: list[str] = []
+            token = ""
+            while True:
+                page = call(
+                    system.read, "QueryService", "ListWebhookDeliveries",
+                    {"subscriptionId": sub["id"], "pageSize": 30, "pageToken": token},
+                )  # fmt: skip
+                paged += [d["id"] for d in page["deliveries"]]
+                token = page.get("next_page_token", "")
+                if not token:
+                    break
+            assert paged == sorted(set(paged), key=lambda i: int(i.removeprefix("msg_")))
+            assert len(paged) == expected
             listed = call(
                 system.read, "QueryService", "ListWebhookSubscriptions",
                 {"consistency_token": sub["consistency_token"]},

@@ -13,6 +13,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from common import events as ev
+from common.cursors import InvalidScopedToken, ScopedTokens
 from common.errors import InvalidArgument
 from common.event_log import logged_event
 from common.events import StoredEvent
@@ -288,3 +289,16 @@ def test_cli_filters() -> None:
         parse_filter("Orders", None)
     with pytest.raises(UsageError, match="not a UUID"):
         parse_filter(None, "nope")
+
+
+def test_scoped_tokens_of_another_kind_or_beyond_a_bigint_are_refused() -> None:
+    """The webhook deliveries' page tokens share the rules (``d1``, one subscription)."""
+    deliveries = ScopedTokens("d1")
+    assert deliveries.decode(deliveries.encode(AID, 42), AID) == 42
+    for token in (
+        _b64(f"d1|{AID}|{2**63}"),  # would overflow the bigint id
+        encode_history_token(AID, 42),  # a history token is not a deliveries token
+        deliveries.encode(OTHER, 42),
+    ):
+        with pytest.raises(InvalidScopedToken):
+            deliveries.decode(token, AID)

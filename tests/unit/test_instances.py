@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from common.settings import Settings, load_settings, to_environ
+from common.settings import Settings, connect_address, load_settings, to_environ
 from cqrs.instances import (
     Lookup,
     Probe,
@@ -24,7 +24,7 @@ from cqrs.instances import (
     url_host_port,
     with_port,
 )
-from cqrs.up import connect_address, grpcurl_examples, redact, up
+from cqrs.up import grpcurl_examples, redact, up
 
 NOTHING_INSTALLED = Lookup(path="", pg_bin_globs=())
 
