@@ -69,6 +69,10 @@ class Unavailable(AppError):
     """A backing service (PostgreSQL, Redis) cannot be reached, or a wait timed out."""
 
 
+class ResourceExhausted(AppError):
+    """A per-process bound is reached (e.g. replays running at once): retry later."""
+
+
 class Unauthenticated(AppError):
     """No valid credentials: a missing, malformed or unknown API token."""
 

@@ -11,11 +11,12 @@ command's events are visible once it has replied).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import asyncpg
 import orjson
 
 from common.events import UNREADABLE_PAYLOAD, StoredEvent
@@ -168,6 +169,19 @@ async def events_as_of(
 ) -> list[StoredEvent]:
     """The events that make up the aggregate as it was at ``as_of``, in version order."""
     return [stored_event(r) for r in await db.fetch(_AS_OF, aggregate_id, aggregate_type, as_of)]
+
+
+async def stream_events_as_of(
+    conn: asyncpg.Connection,
+    aggregate_type: str,
+    aggregate_id: str,
+    as_of: datetime,
+    prefetch: int = 1000,
+) -> AsyncIterator[StoredEvent]:
+    """:func:`events_as_of` one by one through a cursor (``conn`` must be in a
+    transaction): memory stays that of ``prefetch`` rows however long the history is."""
+    async for row in conn.cursor(_AS_OF, aggregate_id, aggregate_type, as_of, prefetch=prefetch):
+        yield stored_event(row)
 
 
 async def created_at(db: Executor, aggregate_type: str, aggregate_id: str) -> datetime | None:

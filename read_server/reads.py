@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 import grpc
 
+from read_server.history.limits import HistoryLimits
 from read_server.sources.postgres import PostgresSource
 
 
@@ -15,10 +16,11 @@ from read_server.sources.postgres import PostgresSource
 class Reads:
     """``pool`` reads PostgreSQL (read-only sessions); ``read_model`` answers whether a
     PostgreSQL projection is built and has reached a consistency token
-    (:meth:`PostgresSource.ready`)."""
+    (:meth:`PostgresSource.ready`); ``history`` bounds history pages and replays."""
 
     pool: asyncpg.Pool
     read_model: PostgresSource
+    history: HistoryLimits = field(default_factory=HistoryLimits)
 
 
 class RpcMixin:

@@ -8,6 +8,7 @@ from typing import Any
 from common import errors
 from common.outages import is_contention, is_outage
 from common.pb.shop.v1 import command_service_pb2 as pb
+from common.rpc.limits import ServerLimits
 from common.rpc.security import security_for
 from common.rpc.server import BuiltServer, Service, build_server, serve_process
 from common.settings import Settings
@@ -31,13 +32,17 @@ def create_server(
 ) -> BuiltServer:
     """CommandService (+ health, reflection) for ``app``, bound to ``address``; not started."""
     internal = frozenset(s.strip() for s in app.settings.internal_subjects.split(",") if s.strip())
-    servicer = CommandServicer(app.service, internal)
+    security = security_for(app.settings, "write")
+    # Callers are authenticated by a write token or a client certificate (mutual TLS).
+    authenticates = security.guard is not None or bool(app.settings.tls_client_ca)
+    servicer = CommandServicer(app.service, internal, authenticates=authenticates)
     return build_server(
         address,
         [Service(SERVICE, servicer)],
         translate=translate_db_error,
         options=options,
-        security=security_for(app.settings, "write"),
+        security=security,
+        limits=ServerLimits.from_settings(app.settings),
     )
 
 

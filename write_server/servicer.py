@@ -52,11 +52,35 @@ def _secret_reply(result: CommandResult) -> pb.WebhookSecretReply:
 
 
 class CommandServicer:
-    """One ``async def`` per RPC, named like it: request -> command -> reply."""
+    """One ``async def`` per RPC, named like it: request -> command -> reply.
 
-    def __init__(self, service: CommandService, internal_subjects: frozenset[str] = frozenset()):
+    ``authenticates``: the server checks who calls (write tokens or a client CA). Then an
+    empty subject (e.g. a client certificate without a common name) is nobody: it may not
+    report payments nor be shown a webhook secret. A fully open server has no subjects at
+    all, and every caller may call everything.
+    """
+
+    def __init__(
+        self,
+        service: CommandService,
+        internal_subjects: frozenset[str] = frozenset(),
+        *,
+        authenticates: bool = False,
+    ):
         self._service = service
         self._internal = internal_subjects
+        self._authenticates = authenticates
+
+    def _identified(self, context: grpc.aio.ServicerContext, what: str) -> str:
+        """The caller's subject; PERMISSION_DENIED for an empty one on a server that
+        authenticates (an open server's callers are all "" and all admitted)."""
+        subject = current_subject(context)
+        if self._authenticates and not subject:
+            raise PermissionDenied(
+                f"{what} needs an identified caller: this call has no subject "
+                "(a client certificate without a common name?)"
+            )
+        return subject
 
     async def _run(
         self, command: commands.Command, context: grpc.aio.ServicerContext
@@ -161,6 +185,8 @@ class CommandServicer:
     async def CreateWebhookSubscription(
         self, request: pb.CreateWebhookSubscriptionRequest, context: grpc.aio.ServicerContext
     ) -> pb.WebhookSecretReply:
+        # A secret's retry is scoped by subject: "nobody" would share one scope with all.
+        self._identified(context, "CreateWebhookSubscription")
         command = commands.CreateWebhookSubscription(
             url=request.url,
             event_types=tuple(request.event_types),
@@ -180,6 +206,7 @@ class CommandServicer:
     async def RotateWebhookSecret(
         self, request: pb.RotateWebhookSecretRequest, context: grpc.aio.ServicerContext
     ) -> pb.WebhookSecretReply:
+        self._identified(context, "RotateWebhookSecret")
         command = commands.RotateWebhookSecret(
             id=request.id, expected_version=request.expected_version, request_id=request.request_id
         )
@@ -188,9 +215,9 @@ class CommandServicer:
     async def RecordPaymentResult(
         self, request: pb.RecordPaymentResultRequest, context: grpc.aio.ServicerContext
     ) -> pb.CommandReply:
-        subject = current_subject(context)
+        subject = self._identified(context, "RecordPaymentResult")
         # Open servers have no subjects; with tokens (or mutual TLS) only internal callers.
-        if subject and subject not in self._internal:
+        if self._authenticates and subject not in self._internal:
             raise PermissionDenied(
                 f"RecordPaymentResult is internal: subject {subject!r} is not in "
                 "CQRS_INTERNAL_SUBJECTS"

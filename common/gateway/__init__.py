@@ -1,7 +1,8 @@
 """One API gateway for every outgoing HTTP call (webhook deliveries, payment providers).
 
-A :class:`Gateway` holds one pooled ``httpx.AsyncClient`` (redirects not followed) and, per
-host (``host:port`` of the URL, lower-case):
+A :class:`Gateway` holds, per host (``host:port`` of the URL, lower-case), a pooled
+``httpx.AsyncClient`` of its own (redirects not followed; a pool as large as the host's
+concurrency bound, so one host's connections never slow another's requests) and:
 
 - a **circuit breaker** (purgatory): ``breaker_threshold`` consecutive failed attempts open
   it; while open every call fails at once with :class:`CircuitOpen` without touching the
@@ -20,9 +21,24 @@ at most ``retry_after_max_s``; a longer one fails the call at once with :class:`
 so the caller reschedules instead of holding a task. Those failures also count against the
 breaker. Everything else — 2xx, 3xx, 4xx other than 429 — is the host's answer: returned
 as it is, never retried, and a success to the breaker (the host is up). When the last
-attempt fails, :class:`RetriesExhausted`; when the breaker opens between attempts, the
-retries stop with :class:`CircuitOpen`. Retried requests carry the same
+attempt fails, :class:`RetriesExhausted`; when an attempt opens the breaker (or was its
+failed probe) the retries stop there, and the call fails with :class:`RetriesExhausted` too
+(:class:`CircuitOpen` only ever means that no attempt of the call was sent, so a caller
+counting failed attempts counts every failed probe). Retried requests carry the same
 ``Idempotency-Key``, so a receiver can drop a duplicate of a request it did process.
+
+Bounds an outsider's endpoint cannot grow: each attempt (connect, send, read) must end
+within the call's timeout, all of it together; at most ``max_response_bytes`` of an answer
+are read (the connection is then dropped, not drained), and the gateway asks for no
+compression. At most ``max_connections`` attempts are in flight over all hosts (waiters
+served in order); a wait for any slot that outlasts the timeout is :class:`RateLimited`
+(``limit`` rate, concurrency or pool), which says nothing about the request: callers
+postpone it rather than count a failure.
+
+With ``vet_address`` (webhooks), every connection resolves its host once, vets every
+address found and connects to one of them (``Host``, SNI and the certificate check keep
+the name): a refused address or a failed lookup is :class:`Refused`, never retried inside
+the call and never counted against the breaker.
 
 Metrics: ``cqrs_gateway_calls_total{host,outcome}``, ``cqrs_gateway_call_seconds{host}``,
 ``cqrs_gateway_attempts_total{host,result}``, ``cqrs_gateway_retries_total{host}``,
@@ -31,26 +47,34 @@ Metrics: ``cqrs_gateway_calls_total{host,outcome}``, ``cqrs_gateway_call_seconds
 
 from __future__ import annotations
 
-from common.gateway._client import USER_AGENT, Gateway
+from common.gateway._addresses import AddressVetter, Resolver, system_resolver
+from common.gateway._client import Gateway
 from common.gateway._config import GatewayConfig
 from common.gateway._http import host_key, parse_retry_after
+from common.gateway._transport import TRUNCATED, USER_AGENT
 from common.gateway.errors import (
     CircuitOpen,
     GatewayError,
     RateLimited,
+    Refused,
     RetriesExhausted,
     RetryLater,
 )
 
 __all__ = [
+    "TRUNCATED",
     "USER_AGENT",
+    "AddressVetter",
     "CircuitOpen",
     "Gateway",
     "GatewayConfig",
     "GatewayError",
     "RateLimited",
+    "Refused",
+    "Resolver",
     "RetriesExhausted",
     "RetryLater",
     "host_key",
     "parse_retry_after",
+    "system_resolver",
 ]

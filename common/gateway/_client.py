@@ -1,8 +1,10 @@
-"""The Gateway: one pooled httpx client, and per host a breaker, a rate limit and a
-concurrency bound, with retries of the failures that may pass."""
+"""The Gateway: per host a pooled httpx client, a breaker, a rate limit and a concurrency
+bound, with retries of the failures that may pass."""
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,20 +13,21 @@ import httpx
 import stamina
 from purgatory import AsyncCircuitBreakerFactory
 
+from common.gateway._addresses import AddressRefused, AddressVetter, Resolver, VettingBackend
 from common.gateway._breaker import HostBreaker, Ticket
 from common.gateway._config import GatewayConfig
 from common.gateway._http import host_key, parse_retry_after
 from common.gateway._limits import HostLimits
 from common.gateway._metrics import ATTEMPTS, CALL_SECONDS, CALLS, RETRIES
+from common.gateway._transport import make_client, read_bounded
 from common.gateway.errors import (
     CircuitOpen,
     GatewayError,
     RateLimited,
+    Refused,
     RetriesExhausted,
     RetryLater,
 )
-
-USER_AGENT = "cqrs-shop-gateway/1"
 
 
 class _AttemptFailed(Exception):
@@ -70,6 +73,8 @@ def _error_outcome(exc: GatewayError) -> str:
         return "retry_later"
     if isinstance(exc, RetriesExhausted):
         return exc.outcome
+    if isinstance(exc, Refused):
+        return "refused"
     return "transport_error"  # pragma: no cover - every GatewayError is listed above
 
 
@@ -78,12 +83,40 @@ class Gateway:
 
     Nothing is opened before the first call (no event loop needed to build one); close it
     with :meth:`aclose`.
+
+    ``vet_address`` makes it connect only to vetted addresses (:mod:`._addresses`): each
+    new connection resolves its host once with ``resolver`` (default: the system's), every
+    address found must pass ``vet_address`` (it returns why not, or None), and the
+    connection goes to one of them; a failed lookup or a refused address fails the attempt
+    with :class:`Refused`. Without it (the payment provider's operator-set URL) httpx
+    connects by name as usual. ``ssl_context`` replaces the default (certifi) one.
     """
 
-    def __init__(self, config: GatewayConfig | None = None, *, name: str = "gateway") -> None:
+    def __init__(
+        self,
+        config: GatewayConfig | None = None,
+        *,
+        name: str = "gateway",
+        vet_address: AddressVetter | None = None,
+        resolver: Resolver | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._config = config or GatewayConfig()
         self.name = name
-        self._client: httpx.AsyncClient | None = None
+        if resolver is not None and vet_address is None:
+            raise ValueError("a resolver is only used to vet addresses: give vet_address too")
+        if vet_address is not None and self._config.trust_env:
+            # Through a proxy from the environment the vetted address would be the proxy's.
+            raise ValueError("vet_address cannot be combined with trust_env (proxies)")
+        self._backend = VettingBackend(vet_address, resolver) if vet_address is not None else None
+        self._ssl_context = ssl_context
+        # One connection pool per host (``host:port``), as large as the host's concurrency
+        # bound: httpcore's pool scans all its connections on every request it assigns (and
+        # idle ones quadratically), so one pool over all hosts made every request slower for
+        # each connection a slow host held.
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        # Attempts (so connections in use) in flight over all hosts.
+        self._in_flight = asyncio.Semaphore(self._config.max_connections)
         self._breakers = AsyncCircuitBreakerFactory(
             default_threshold=self._config.breaker_threshold,
             default_ttl=self._config.breaker_ttl_s,
@@ -109,15 +142,20 @@ class Gateway:
     ) -> httpx.Response:
         """Send one request, retrying transport errors, 5xx and 429 (see the package docs).
 
-        ``timeout_s`` replaces the read/write/pool timeout of each attempt and bounds the wait
-        for the host's rate and concurrency slots; ``attempts`` replaces ``retry_attempts``.
-        ``idempotency_key`` goes out as ``Idempotency-Key`` on every attempt. Returns the
-        response of any 2xx, 3xx (not followed) or 4xx other than 429; raises a
-        :class:`GatewayError` otherwise (ValueError for a URL that is not http(s)).
+        ``timeout_s`` (default ``read_timeout_s``) bounds each attempt as a whole (connect,
+        send and read together) and the wait for the slots of each attempt; ``attempts``
+        replaces ``retry_attempts``. ``idempotency_key`` goes out as ``Idempotency-Key`` on
+        every attempt. Returns the response of any 2xx, 3xx (not followed) or 4xx other than
+        429, its body cut at ``max_response_bytes`` (``extensions[TRUNCATED]``); raises a
+        :class:`GatewayError` otherwise (:class:`Refused` for a URL it cannot send to).
         """
         if self._closed:
             raise RuntimeError(f"{self.name} is closed")
-        host = await self._host(host_key(url))
+        try:
+            key = host_key(url)
+        except ValueError as exc:
+            raise Refused("", f"cannot send to this URL ({exc})") from None
+        host = await self._host(key)
         started = time.monotonic()
         outcome: str | None = None
         try:
@@ -158,8 +196,8 @@ class Gateway:
         self._closed = True
         for host in self._hosts.values():
             host.breaker.close()
-        if self._client is not None:
-            client, self._client = self._client, None
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
             await client.aclose()
 
     async def _host(self, key: str) -> _Host:
@@ -176,20 +214,16 @@ class Gateway:
             ),
         )
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            cfg = self._config
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(cfg.read_timeout_s, connect=cfg.connect_timeout_s),
-                limits=httpx.Limits(
-                    max_connections=cfg.max_connections,
-                    max_keepalive_connections=cfg.max_connections,
-                ),
-                follow_redirects=False,
-                trust_env=cfg.trust_env,
-                headers={"User-Agent": USER_AGENT},
+    def _http(self, key: str) -> httpx.AsyncClient:
+        client = self._clients.get(key)
+        if client is None:
+            client = self._clients[key] = make_client(
+                self._config,
+                self._backend,
+                self._ssl_context,
+                connections=self._config.max_connections_per_host,
             )
-        return self._client
+        return client
 
     async def _call(
         self,
@@ -212,7 +246,11 @@ class Gateway:
             if not isinstance(exc, _AttemptFailed):
                 return False
             if host.breaker.state() != "closed":
-                return 0.0  # the next attempt fails at once with CircuitOpen: no sleep first
+                # This attempt opened the breaker, or was its failed probe: stop here and
+                # fail the call with what this attempt got. A CircuitOpen from the next
+                # attempt would say "nothing was sent", and callers do not count those: a
+                # host whose probes keep failing would never count a failed attempt.
+                return False
             return True if exc.retry_after_s is None else exc.retry_after_s
 
         number = 0
@@ -229,7 +267,9 @@ class Gateway:
                     number = attempt.num
                     if number > 1:
                         RETRIES.labels(host.key).inc()
-                    return await self._attempt(host, method, url, content, out_headers, per_attempt)
+                    return await self._attempt(
+                        host, method, url, content, out_headers, per_attempt, timeout_s
+                    )
         except _AttemptFailed as exc:
             raise RetriesExhausted(
                 host.key, number, exc.status, exc.error, outcome=exc.outcome
@@ -244,21 +284,41 @@ class Gateway:
         content: bytes,
         headers: httpx.Headers,
         per_attempt: httpx.Timeout,
+        timeout_s: float,
     ) -> httpx.Response:
         # Before waiting for any slot: a call to an open breaker costs nothing.
         host.breaker.check()
-        assert per_attempt.read is not None
-        async with host.limits.slot(per_attempt.read):
+        async with host.limits.slot(timeout_s, self._in_flight):
             ticket = await host.breaker.admit()
             try:
-                response = await self._http().request(
-                    method, url, content=content, headers=headers, timeout=per_attempt
-                )
+                # One deadline for the whole exchange: httpx's own timeouts are per
+                # operation, and a receiver dripping a byte per read never meets them.
+                async with asyncio.timeout(timeout_s):
+                    response = await self._exchange(
+                        host.key, method, url, content, headers, per_attempt
+                    )
+            except AddressRefused as exc:
+                # Nothing was sent: says nothing about the host's health, and must show as
+                # what it is (an open breaker would hide it behind "circuit open").
+                host.breaker.abandon(ticket)
+                ATTEMPTS.labels(host.key, "refused").inc()
+                raise Refused(host.key, exc.reason, retryable=exc.lookup) from None
             except httpx.PoolTimeout as exc:
-                # Our pool is full (other hosts): says nothing about this host.
+                # The host's pool is full (it is as large as the per-host bound, so only
+                # if that is bypassed): says nothing about the host's health nor about the
+                # request; the caller postpones it.
                 host.breaker.abandon(ticket)
                 ATTEMPTS.labels(host.key, "pool_timeout").inc()
-                raise _AttemptFailed("timeout", None, _describe(exc)) from exc
+                raise RateLimited(host.key, timeout_s, "pool") from exc
+            except TimeoutError as exc:
+                ATTEMPTS.labels(host.key, "timeout").inc()
+                failed = _AttemptFailed(
+                    "timeout",
+                    None,
+                    f"AttemptTimeout: no complete answer within {timeout_s:g} s",
+                )
+                await host.breaker.report(ticket, failed)
+                raise failed from exc
             except httpx.TransportError as exc:
                 outcome = _transport_outcome(exc)
                 ATTEMPTS.labels(host.key, outcome).inc()
@@ -269,6 +329,24 @@ class Gateway:
                 host.breaker.abandon(ticket)
                 raise
         return await self._judge(host, ticket, response)
+
+    async def _exchange(
+        self,
+        key: str,
+        method: str,
+        url: str,
+        content: bytes,
+        headers: httpx.Headers,
+        per_attempt: httpx.Timeout,
+    ) -> httpx.Response:
+        """Send, then read at most ``max_response_bytes`` of the answer (the connection is
+        dropped rather than drained when more follows)."""
+        client = self._http(key)
+        request = client.build_request(
+            method, url, content=content, headers=headers, timeout=per_attempt
+        )
+        response = await client.send(request, stream=True)
+        return await read_bounded(response, self._config.max_response_bytes)
 
     async def _judge(self, host: _Host, ticket: Ticket, response: httpx.Response) -> httpx.Response:
         """Return the response of an attempt, or raise what its status means."""

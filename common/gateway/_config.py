@@ -10,13 +10,18 @@ class GatewayConfig:
     """Timeouts, pool size, retry, breaker and rate-limit settings; one for every host."""
 
     connect_timeout_s: float = 2.0
-    # Also the write and pool timeouts, and the longest a call waits for a rate or
-    # concurrency slot of its host.
+    # The default timeout of a call (``request(timeout_s=...)`` replaces it): each attempt
+    # must connect, send and read its answer within it, all together (a receiver dripping a
+    # byte a second is cut there), and a call waits at most this long for its slots.
     read_timeout_s: float = 5.0
-    # The httpx pool, over all hosts.
+    # Connections in use (attempts in flight) over all hosts: a semaphore, so an attempt
+    # waits for its turn in order. Each host has a pool of its own, of the per-host size.
     max_connections: int = 100
     # Requests in flight to one host (a semaphore): a slow host cannot take the whole pool.
     max_connections_per_host: int = 10
+    # The most of a response body read (the rest is not read: the connection is dropped).
+    # Payment providers answer small JSON; webhook receivers get 4 KiB (the dispatcher's).
+    max_response_bytes: int = 64 * 1024
     # Attempts per call (1 = no retry), exponential back-off with jitter between them.
     retry_attempts: int = 3
     retry_initial_s: float = 0.1
@@ -38,6 +43,8 @@ class GatewayConfig:
             raise ValueError("retry_attempts must be at least 1")
         if self.max_connections < 1 or self.max_connections_per_host < 1:
             raise ValueError("max_connections and max_connections_per_host must be at least 1")
+        if self.max_response_bytes < 0:
+            raise ValueError("max_response_bytes must be >= 0")
         if self.breaker_threshold < 1 or self.breaker_ttl_s <= 0:
             raise ValueError("breaker_threshold must be at least 1 and breaker_ttl_s positive")
         if self.rate_per_host < 0 or (self.rate_per_host > 0 and self.rate_burst < 1):

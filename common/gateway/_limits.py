@@ -1,4 +1,5 @@
-"""Per-host rate limit (aiolimiter's leaky bucket) and concurrency bound (a semaphore)."""
+"""Per-host rate limit (aiolimiter's leaky bucket) and concurrency bound (a semaphore), and
+the gateway's shared bound on attempts in flight over all hosts (the pool's size)."""
 
 from __future__ import annotations
 
@@ -27,24 +28,34 @@ class HostLimits:
         self._slots = asyncio.Semaphore(config.max_connections_per_host)
 
     @asynccontextmanager
-    async def slot(self, wait_s: float) -> AsyncIterator[None]:
-        """Hold a rate slot and a concurrency slot for one request; RateLimited when both
-        cannot be had within ``wait_s``."""
+    async def slot(self, wait_s: float, pool: asyncio.Semaphore) -> AsyncIterator[None]:
+        """Hold a rate slot and a concurrency slot of this host, then one of ``pool`` (the
+        gateway's, over all hosts) for one request; RateLimited when they cannot all be had
+        within ``wait_s``. The host's slots come first: a host at its own limit waits
+        without holding a place of the shared pool. Waiters are served in arrival order."""
         started = time.monotonic()
         limit = "rate"
-        acquired = False
+        held: list[asyncio.Semaphore] = []
         try:
             async with asyncio.timeout(wait_s):
                 if self._limiter is not None:
                     await self._limiter.acquire()
                 limit = "concurrency"
                 await self._slots.acquire()
-                acquired = True
+                held.append(self._slots)
+                limit = "pool"
+                await pool.acquire()
+                held.append(pool)
         except TimeoutError:
-            if acquired:
-                self._slots.release()
+            for semaphore in held:
+                semaphore.release()
             raise RateLimited(self._host, time.monotonic() - started, limit) from None
+        except BaseException:
+            for semaphore in held:
+                semaphore.release()
+            raise
         try:
             yield
         finally:
-            self._slots.release()
+            for semaphore in held:
+                semaphore.release()

@@ -6,7 +6,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 # One per call: ok | client_error (4xx returned) | server_error (5xx/429 to the last attempt)
 # | timeout | connect_error | transport_error (another transport failure to the last attempt)
-# | circuit_open | rate_limited | retry_later.
+# | circuit_open | rate_limited | retry_later | refused.
 CALLS = Counter("cqrs_gateway_calls_total", "Outgoing HTTP calls by outcome", ["host", "outcome"])
 CALL_SECONDS = Histogram(
     "cqrs_gateway_call_seconds",
@@ -14,8 +14,9 @@ CALL_SECONDS = Histogram(
     ["host"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-# One per request sent: what the attempt got (ok, client_error, server_error, throttled (429),
-# timeout, connect_error, transport_error).
+# One per attempt: what it got (ok, client_error, server_error, throttled (429), timeout,
+# connect_error, transport_error), or refused (an address or lookup the policy refused:
+# nothing sent) and pool_timeout (no connection free: nothing sent).
 ATTEMPTS = Counter(
     "cqrs_gateway_attempts_total", "HTTP requests sent (attempts) by result", ["host", "result"]
 )

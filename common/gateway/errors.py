@@ -65,8 +65,10 @@ class RetryLater(GatewayError):
 
 
 class RateLimited(GatewayError):
-    """The call's timeout passed while waiting for a slot of the host's rate or concurrency
-    limit; nothing was sent."""
+    """The call's timeout passed while waiting for a slot (``limit``: ``rate`` or
+    ``concurrency`` of the host, or ``pool``, the gateway's connections over all hosts);
+    nothing was sent. It says nothing about the request or the host: a caller postpones
+    the call and does not count it as a failed attempt."""
 
     retryable = True
 
@@ -74,3 +76,15 @@ class RateLimited(GatewayError):
         super().__init__(host, f"{host}: no {limit} slot within {waited_s:.2f} s")
         self.waited_s = waited_s
         self.limit = limit
+
+
+class Refused(GatewayError):
+    """The gateway would not send the request, and sent nothing: its URL cannot be sent to,
+    the lookup of its host failed, or the host resolved to an address the gateway's address
+    policy refuses (``reason`` says which). ``retryable`` only for a failed lookup (name
+    service may recover); a refused address or URL would be refused again."""
+
+    def __init__(self, host: str, reason: str, *, retryable: bool = False) -> None:
+        super().__init__(host, f"refused: {reason}")
+        self.reason = reason
+        self.retryable = retryable

@@ -2,7 +2,8 @@
 
 ``build_server`` registers every service through :func:`common.rpc.handlers.wrap`
 (health and reflection too, so no method answers UNKNOWN to undecodable bytes),
-binds ``address`` (port 0 picks a free port) and returns the server unstarted.
+binds ``address`` (port 0 picks a free port) and returns the server unstarted, with
+the bounds of :mod:`common.rpc.limits` (streams, connections, idle and age, Watches).
 ``serve_until_signalled`` runs a started server until SIGTERM/SIGINT: health
 turns NOT_SERVING first (Watch streams are told and end), new calls are still taken
 for the drain period (a balancer polling health moves away meanwhile), then the
@@ -28,12 +29,14 @@ from common.metrics import start_metrics_server
 from common.ops_http import Health, HealthCheck
 from common.rpc.handlers import Admit, Translator, service_handlers, wrap
 from common.rpc.health import SERVING, HealthServicer
+from common.rpc.limits import ServerLimits
 from common.rpc.security import Security
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
 
 OPEN = Security()
+DEFAULT_LIMITS = ServerLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +74,14 @@ def build_server(
     translate: Translator | None = None,
     options: Sequence[tuple[str, Any]] = (),
     security: Security = OPEN,
+    limits: ServerLimits = DEFAULT_LIMITS,
 ) -> BuiltServer:
     """``services`` plus health and reflection, bound to ``address``; not started; with
-    the API-token checks and TLS of ``security`` (default: open, plaintext)."""
-    server = grpc.aio.server(options=list(options))
+    the API-token checks and TLS of ``security`` (default: open, plaintext) and the
+    bounds of ``limits`` (:mod:`common.rpc.limits`; ``options`` win over them)."""
+    given = {name for name, _ in options}
+    bounds = [option for option in limits.grpc_options() if option[0] not in given]
+    server = grpc.aio.server(options=[*bounds, *options])
     guard = security.guard
 
     def admit(name: str) -> Admit | None:
@@ -85,7 +92,7 @@ def build_server(
             service.descriptor, service.servicer, translate, admit(service.name)
         )
         _add(server, service.name, handlers)
-    health_servicer = HealthServicer()
+    health_servicer = HealthServicer(limits.health_watch_max)
     names = [s.name for s in services]
     for add_to_server, servicer in (
         (health_pb2_grpc.add_HealthServicer_to_server, health_servicer),
@@ -173,8 +180,8 @@ async def serve_process(
             built,
             what,
             host,
-            grace_seconds=settings.shutdown_grace_ms / 1000,
-            drain_seconds=settings.shutdown_drain_ms / 1000,
+            grace_seconds=settings.seconds.shutdown_grace,
+            drain_seconds=settings.seconds.shutdown_drain,
         )
     finally:
         if ops is not None:

@@ -1,29 +1,44 @@
 """Time travel: a product, customer or order as it was at an instant, rebuilt by
-replaying its events through the projector's reducers (``common.reducers``).
+replaying its events through the projector's reducers (``common.entities``).
 
 "As it was at T" is the aggregate after its events, in version order, up to the first
 one that occurred after T (``common.event_log.events_as_of``).
 
-Orders: the live views (write model, projections) show the customer's *current* name
-and email on every order. As of T, an order shows them as they were at T: the name and
-email its ``OrderPlaced`` copied, then every ``CustomerUpdated`` of its customer that
-came after the placement in the log and occurred by T, applied with the projector's own
-fan-out (``apply_customer_contact``). So ``GetOrderAsOf`` with T = now equals
+Documents that show another aggregate (an entity's ``embeds``): the live views (write
+model, projections) show an order's customer's *current* name and email. As of T, an
+order shows them as they were at T: the name and email its ``OrderPlaced`` copied, then
+every ``CustomerUpdated`` of its customer that came after the placement in the log and
+occurred by T, applied with the projector's own fan-out (the embed's ``apply``). So ``GetOrderAsOf`` with T = now equals
 ``GetOrder``, and an earlier T shows the order exactly as a reader saw it then.
+
+Cost: events are streamed through a cursor and folded one by one, so a call holds a
+few rows however long the history; ``max_events`` bounds the events folded per
+aggregate (:class:`TooManyEvents` past it), which bounds the CPU time of a call.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
 from google.protobuf.message import Message
 
-from common import events as ev
-from common.event_log import Executor, events_as_of
+from common.entities import ENTITIES, reduce_document
+from common.entities._model import field_text
+from common.event_log import stream_events_as_of
 from common.events import StoredEvent
-from common.pb.shop.v1 import shop_pb2
-from common.reducers import apply_customer_contact, customer_contact, reduce_document
+
+
+class TooManyEvents(Exception):
+    """The aggregate has more events up to the instant than one call may replay."""
+
+    def __init__(self, aggregate_type: str, ident: str, limit: int) -> None:
+        super().__init__(f"{aggregate_type} {ident}: more than {limit} events")
+        self.aggregate_type = aggregate_type
+        self.ident = ident
+        self.limit = limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,27 +50,64 @@ class Replayed:
     deleted_at: datetime | None
 
 
-def replay(events: list[StoredEvent]) -> Replayed:
+def replay(events: Iterable[StoredEvent]) -> Replayed:
     """Fold one aggregate's events (version order) with the shared reducers."""
-    doc: Message | None = None
-    deleted_at: datetime | None = None
+    fold = _Fold()
     for event in events:
-        doc = reduce_document(doc, event)
-        deleted_at = event.occurred_at if doc is None else None
-    return Replayed(doc, deleted_at)
+        fold.add(event)
+    return fold.replayed
 
 
-async def as_of(db: Executor, aggregate_type: str, ident: str, at: datetime) -> Replayed:
-    """The aggregate ``ident`` of ``aggregate_type`` as it was at ``at``. For one
-    consistent answer, ``db`` should be a connection in a REPEATABLE READ transaction
-    (an order reads its own events and its customer's)."""
-    events = await events_as_of(db, aggregate_type, ident, at)
-    replayed = replay(events)
-    order = replayed.document
-    if not isinstance(order, shop_pb2.Order):
-        return replayed
-    placed = events[0].position  # OrderPlaced: version 1
-    for event in await events_as_of(db, ev.CUSTOMER, order.customer_id, at):
-        if event.position > placed and customer_contact(event):
-            order = apply_customer_contact(order, event)
-    return Replayed(order, None)
+async def as_of(
+    conn: asyncpg.Connection, aggregate_type: str, ident: str, at: datetime, max_events: int = 0
+) -> Replayed:
+    """The aggregate ``ident`` of ``aggregate_type`` as it was at ``at``. ``conn`` must be
+    in a transaction, REPEATABLE READ for one consistent answer (an order reads its own
+    events and its customer's); at most ``max_events`` (0: any number) are replayed of
+    each aggregate, else :class:`TooManyEvents`."""
+    fold = _Fold()
+    async for event in _capped(conn, aggregate_type, ident, at, max_events):
+        fold.add(event)
+    doc = fold.replayed.document
+    owner = next((e for e in ENTITIES if e.aggregate_type == aggregate_type), None)
+    if doc is None or owner is None or not owner.embeds:
+        return fold.replayed
+    assert fold.first is not None  # the creating event: version 1
+    created = fold.first.position
+    for embed in owner.embeds:
+        shown = field_text(doc, embed.by)
+        async for event in _capped(conn, embed.aggregate_type, shown, at, max_events):
+            if event.position > created and embed.changes(event):
+                doc = embed.apply(doc, event)
+    return Replayed(doc, None)
+
+
+class _Fold:
+    """The document after each event added, and whether the last one deleted it."""
+
+    def __init__(self) -> None:
+        self.first: StoredEvent | None = None
+        self._doc: Message | None = None
+        self._deleted_at: datetime | None = None
+
+    def add(self, event: StoredEvent) -> None:
+        if self.first is None:
+            self.first = event
+        self._doc = reduce_document(self._doc, event)
+        self._deleted_at = event.occurred_at if self._doc is None else None
+
+    @property
+    def replayed(self) -> Replayed:
+        return Replayed(self._doc, self._deleted_at)
+
+
+async def _capped(
+    conn: asyncpg.Connection, aggregate_type: str, ident: str, at: datetime, limit: int
+) -> AsyncIterator[StoredEvent]:
+    """The aggregate's events up to ``at``; :class:`TooManyEvents` once past ``limit``."""
+    count = 0
+    async for event in stream_events_as_of(conn, aggregate_type, ident, at):
+        count += 1
+        if limit and count > limit:
+            raise TooManyEvents(aggregate_type, ident, limit)
+        yield event

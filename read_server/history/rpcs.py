@@ -1,11 +1,13 @@
 """GetAggregateHistory and Get*AsOf (QueryService): the event log as clients see it.
 
 Both read the ``events`` table itself (the truth, not a projection), so they need no
-consistency token: a command's events are there once the command has replied.
+consistency token: a command's events are there once the command has replied. What one
+call may cost is bounded (:mod:`read_server.history.limits`).
 """
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 
 import grpc
@@ -13,12 +15,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from common import events as ev
 from common.documents import to_datetime
-from common.errors import NotFound
-from common.event_log import created_at, history_page
+from common.errors import FailedPrecondition, NotFound
+from common.event_log import LoggedEvent, created_at, history_page
 from common.pb.shop.v1 import history_pb2 as hpb
 from common.pb.shop.v1 import query_service_pb2 as qs
 from common.pb.shop.v1 import shop_pb2
-from read_server.history.as_of import Replayed, as_of
+from read_server.history.as_of import Replayed, TooManyEvents, as_of
 from read_server.history.paging import (
     InvalidHistoryToken,
     decode_history_token,
@@ -39,6 +41,11 @@ _MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _AsOfRequest = qs.GetProductAsOfRequest | qs.GetCustomerAsOfRequest | qs.GetOrderAsOfRequest
+# Rows read from the table at a time while filling a page: a page that ends early on its
+# byte bound never read the rest of page_size.
+FETCH_ROWS = 100
+# What a repeated message field adds to an element's own size: its tag and length.
+_FIELD_OVERHEAD = 6
 
 
 class HistoryRpcs(RpcMixin):
@@ -58,53 +65,67 @@ class HistoryRpcs(RpcMixin):
             p.bad("page_token", "is not a page token issued by this server for this aggregate")
         p.done()
         pool = self._reads.pool
-        found = await history_page(pool, ident, kind, after, size + 1)
-        if not found and (after == 0 or await created_at(pool, kind, ident) is None):
-            raise NotFound(f"{kind.lower()} {ident} has no events")
-        page = found[:size]
-        more = len(found) > size
+        page = _Page(size, self._reads.history.page_max_bytes)
+        version = after
+        while True:
+            wanted = min(size - len(page.events), FETCH_ROWS) + 1
+            found = await history_page(pool, ident, kind, version, wanted)
+            first = not page.events
+            if first and not found and (after == 0 or await created_at(pool, kind, ident) is None):
+                raise NotFound(f"{kind.lower()} {ident} has no events")
+            taken = page.take(found)
+            if taken < len(found) or len(found) < wanted:
+                break  # the page is full, or the history ends here
+            version = found[-1].event.aggregate_version
         return qs.GetAggregateHistoryResponse(
-            events=[history_event(e) for e in page],
-            next_page_token=(
-                encode_history_token(ident, page[-1].event.aggregate_version) if more else ""
-            ),
+            events=page.events,
+            next_page_token=encode_history_token(ident, page.last) if page.more else "",
         )
 
     async def GetProductAsOf(
         self, request: qs.GetProductAsOfRequest, context: grpc.aio.ServicerContext
     ) -> shop_pb2.Product:
-        found = await self._as_of(request, ev.PRODUCT)
+        found = await self._as_of(request, context, ev.PRODUCT)
         assert isinstance(found, shop_pb2.Product)
         return found
 
     async def GetCustomerAsOf(
         self, request: qs.GetCustomerAsOfRequest, context: grpc.aio.ServicerContext
     ) -> shop_pb2.Customer:
-        found = await self._as_of(request, ev.CUSTOMER)
+        found = await self._as_of(request, context, ev.CUSTOMER)
         assert isinstance(found, shop_pb2.Customer)
         return found
 
     async def GetOrderAsOf(
         self, request: qs.GetOrderAsOfRequest, context: grpc.aio.ServicerContext
     ) -> shop_pb2.Order:
-        found = await self._as_of(request, ev.ORDER)
+        found = await self._as_of(request, context, ev.ORDER)
         assert isinstance(found, shop_pb2.Order)
         return found
 
     async def _as_of(
-        self, request: _AsOfRequest, kind: str
+        self, request: _AsOfRequest, context: grpc.aio.ServicerContext, kind: str
     ) -> shop_pb2.Product | shop_pb2.Customer | shop_pb2.Order:
         p = RequestParser()
         ident = p.entity_id(request.id)
         at = as_of_time(p, request.as_of if request.HasField("as_of") else None)
         p.done()
         name = kind.lower()
+        limits = self._reads.history
         async with (
+            limits.replay_turn(self._wait_budget(context)),
             self._reads.pool.acquire() as conn,
             # One snapshot: an order reads its own events and then its customer's.
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
-            replayed: Replayed = await as_of(conn, kind, ident, at)
+            try:
+                replayed: Replayed = await as_of(conn, kind, ident, at, limits.as_of_max_events)
+            except TooManyEvents as exc:
+                raise FailedPrecondition(
+                    f"{exc.aggregate_type.lower()} {exc.ident} has more than {exc.limit} events"
+                    f" up to {iso(at)}: time travel replays at most {exc.limit} events of an"
+                    " aggregate per call"
+                ) from None
             if replayed.document is not None:
                 document = replayed.document
                 assert isinstance(document, shop_pb2.Product | shop_pb2.Customer | shop_pb2.Order)
@@ -117,6 +138,31 @@ class HistoryRpcs(RpcMixin):
         if created is None:
             raise NotFound(f"{name} {ident} not found")
         raise NotFound(f"{name} {ident} did not exist yet at {iso(at)} (created {iso(created)})")
+
+
+class _Page:
+    """History events of one page: at most ``size`` of them, and no more bytes than
+    ``max_bytes`` encoded (but always one, so that paging moves on)."""
+
+    def __init__(self, size: int, max_bytes: int) -> None:
+        self.events: list[hpb.HistoryEvent] = []
+        self.last = 0  # version of the last event on the page
+        self.more = False  # events follow the page
+        self._size = size
+        self._room = max_bytes if max_bytes > 0 else sys.maxsize  # 0: no byte bound
+
+    def take(self, found: list[LoggedEvent]) -> int:
+        """Add events of ``found`` while they fit; how many were added."""
+        for taken, logged in enumerate(found):
+            message = history_event(logged)
+            cost = message.ByteSize() + _FIELD_OVERHEAD
+            if len(self.events) == self._size or (self.events and cost > self._room):
+                self.more = True
+                return taken
+            self.events.append(message)
+            self._room -= cost
+            self.last = logged.event.aggregate_version
+        return len(found)
 
 
 def aggregate_type(p: RequestParser, value: int) -> str:

@@ -12,6 +12,10 @@ thousand waiting requests cost one small query per poll, not a thousand reads.
 After the wake-up the request reads again (the read itself re-checks the token). The
 near-cache's change feed also reports checkpoints as it hears them (:meth:`advanced`),
 which wakes waiters as soon as the projector's message arrives.
+
+Before the first wait, a token is checked against the log's head (``check_head``, see
+:mod:`read_server.sources.head`): one from the future is INVALID_ARGUMENT at once
+instead of a wait that can only end UNAVAILABLE. A token already reached costs nothing.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ class NotReady:
 Pending = Literal[Behind.BEHIND] | NotReady
 # Reads a projection's checkpoint (``None``: it has none now).
 CheckpointReader = Callable[[str], Awaitable[Position | None]]
+# Raises InvalidArgument for a position no command can have written.
+HeadCheck = Callable[[Position], Awaitable[None]]
 
 
 def not_caught_up(projection: str, freshness: Freshness) -> Unavailable:
@@ -66,8 +72,11 @@ def not_caught_up(projection: str, freshness: Freshness) -> Unavailable:
 class CheckpointWatch:
     """Shared waiting for projection checkpoints; one per source (and process)."""
 
-    def __init__(self, read_checkpoint: CheckpointReader) -> None:
+    def __init__(
+        self, read_checkpoint: CheckpointReader, check_head: HeadCheck | None = None
+    ) -> None:
         self._read = read_checkpoint
+        self._check_head = check_head
         self._waiters: dict[str, list[tuple[Position, asyncio.Future[None]]]] = {}
         self._pollers: dict[str, asyncio.Task[None]] = {}
 
@@ -92,6 +101,8 @@ class CheckpointWatch:
         budget = asyncio.timeout_at(give_up_at)
         try:
             async with budget:
+                if self._check_head is not None:
+                    await self._check_head(position)
                 while True:
                     raise_if_cancelled()  # the budget's own cancel, if Redis swallowed it
                     await self._reached(projection, position)

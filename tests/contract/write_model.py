@@ -21,7 +21,9 @@ from common.errors import (
 )
 from common.positions import decode_token
 from write_server.domain import commands
-from write_server.service_layer.service import CommandService
+from write_server.service_layer.service import CommandService, RequestMeta
+
+ALICE, MALLORY = RequestMeta(auth_subject="alice"), RequestMeta(auth_subject="mallory")
 
 
 def product(**overrides: Any) -> commands.CreateProduct:
@@ -48,6 +50,10 @@ class WriteModelContract:
         raise NotImplementedError
 
     async def stock_of(self, product_id: str) -> int:
+        raise NotImplementedError
+
+    async def stored_replies(self) -> list[str]:
+        """Every stored command reply, as the adapter keeps it (text)."""
         raise NotImplementedError
 
     async def test_create_returns_id_version_and_token(self) -> None:
@@ -217,3 +223,61 @@ class WriteModelContract:
         assert all(isinstance(f, FailedPrecondition) for f in failed)
         assert await self.stock_of(p.id) == 0
         assert (await self.events_of(p.id)).count("ProductStockReserved") == 5
+
+    async def test_request_ids_are_scoped_by_subject(self) -> None:
+        command = product(request_id="shared-id")
+        alices = await self.service.execute(command, ALICE)
+        # Another caller's use of the id is a new command, not a replay of alice's.
+        mallorys = await self.service.execute(command, MALLORY)
+        assert mallorys.id != alices.id
+        assert await self.service.execute(command, ALICE) == alices
+        assert await self.service.execute(command, MALLORY) == mallorys
+        assert await self.service.execute(command) not in (alices, mallorys)  # subject ""
+        assert await self.events_of(alices.id) == ["ProductCreated"]
+
+    async def test_concurrent_retries_of_two_subjects_execute_once_each(self) -> None:
+        command = product(request_id="req-5")
+        results = await asyncio.gather(
+            *(self.service.execute(command, meta) for meta in (ALICE, MALLORY) * 3)
+        )
+        assert len({r.id for r in results}) == 2
+        assert {r.id for r in results[0::2]} == {results[0].id}
+
+    async def test_a_webhook_secret_is_replayed_only_to_its_subject_while_current(self) -> None:
+        create = commands.CreateWebhookSubscription(
+            url="https://hooks.example.com/in", request_id="hook-1"
+        )
+        first = await self.service.execute(create, ALICE)
+        assert first.secret.startswith("whsec_")
+        assert await self.service.execute(create, ALICE) == first
+        # Mallory "replaying" alice's request id gets a subscription and secret of its own.
+        other = await self.service.execute(create, MALLORY)
+        assert other.id != first.id and other.secret not in ("", first.secret)
+
+        rotate = commands.RotateWebhookSecret(id=first.id, expected_version=1, request_id="rot-1")
+        rotated = await self.service.execute(rotate, ALICE)
+        assert rotated.secret not in ("", first.secret)
+        assert await self.service.execute(rotate, ALICE) == rotated
+        with pytest.raises(ConcurrencyConflict):  # mallory's "replay" is a stale rotation
+            await self.service.execute(rotate, MALLORY)
+        with pytest.raises(FailedPrecondition) as replaced:
+            await self.service.execute(create, ALICE)
+        assert "replaced by a later rotation" in str(replaced.value)
+        assert "not shown again" in str(replaced.value)
+        # Disabling keeps the secret: the rotation's retry still answers it.
+        await self.service.execute(commands.DisableWebhookSubscription(id=first.id), ALICE)
+        assert await self.service.execute(rotate, ALICE) == rotated
+
+    async def test_stored_replies_hold_no_secret(self) -> None:
+        create = commands.CreateWebhookSubscription(
+            url="https://hooks.example.com/in", request_id="hook-2"
+        )
+        created = await self.service.execute(create, ALICE)
+        rotated = await self.service.execute(
+            commands.RotateWebhookSecret(id=created.id, expected_version=1, request_id="rot-2"),
+            ALICE,
+        )
+        stored = "\n".join(await self.stored_replies())
+        assert created.id in stored and "whsec_" not in stored
+        for secret in (created.secret, rotated.secret):
+            assert secret.removeprefix("whsec_") not in stored

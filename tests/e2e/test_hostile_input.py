@@ -20,6 +20,13 @@ cannot put in a message, so they are encoded by hand). Plain tests pin the exact
 statuses of known-dangerous requests; two pin bugs it found
 (integer overflows that answered INTERNAL); a last test checks that the projector
 digested every hostile-but-valid write (``cqrs projector verify``).
+
+The read server's limits (issue 20) are held to as well: every fuzzed query whose
+text field is longer than the write side could store, or whose id is spelled longer
+than a UUID can be, is INVALID_ARGUMENT (before any source or cache sees it); a
+consistency token from beyond the log's head is never UNAVAILABLE (it was, after the
+whole wait); plain tests pin both, and that a history page of large events fits a
+default client's 4 MB.
 """
 
 from __future__ import annotations
@@ -45,13 +52,17 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from common.cursors import MAX_MICROS
+from common.field_limits import MAX_TEXT, MAX_UUID_CHARS
 from common.pb.shop.v1 import analytics_pb2, history_pb2, shop_pb2
 from common.pb.shop.v1 import command_service_pb2 as cpb
 from common.pb.shop.v1 import command_service_pb2_grpc as cpb_grpc
 from common.pb.shop.v1 import query_service_pb2 as qpb
 from common.pb.shop.v1 import query_service_pb2_grpc as qpb_grpc
+from common.positions import InvalidToken, decode_token
 from common.settings import Settings
+from common.webhook_urls import url_problem
 from tests.conftest import fresh_settings
+from tests.support.hostile_urls import REFUSED as HOSTILE_URLS
 from tests.support.servers import (
     ROOT,
     Process,
@@ -501,8 +512,8 @@ def consistency_tokens(world: World) -> st.SearchStrategy[str]:
     )
     return weighted(
         (3, mutated(world.consistency_tokens)),
-        # The issued format with any numbers: past (OK), far future (UNAVAILABLE after
-        # the wait) or beyond a bigint (INVALID_ARGUMENT).
+        # The issued format with any numbers: past (OK), beyond the log's head or beyond
+        # a bigint (both INVALID_ARGUMENT).
         (3, st.builds(lambda x, s: f"c1.{x:x}.{s:x}", numbers, numbers)),
         (1, st.builds(lambda n, d: f"c1.{d * n}.1", st.integers(17, 5000), st.sampled_from("f01"))),
         (
@@ -651,21 +662,24 @@ def _field_table(world: World) -> dict[str, FieldStrategies]:
         # Webhooks. No URL here can pass the guard (this system does not set
         # CQRS_WEBHOOKS_ALLOW_PRIVATE): a subscription the fuzzer made would be delivered to,
         # and this machine may only send traffic to itself.
+        # Every hostile URL is one the guard refuses (tests/unit/test_webhook_urls.py holds
+        # each to it): internal addresses in every spelling, what the client cannot send.
+        # Random text is kept off http(s):// so that it cannot become a deliverable URL.
         "url": FieldStrategies(
             st.sampled_from(["http://127.0.0.1:9/hook", "http://[::1]:9/hook"]),
             st.one_of(
                 st.sampled_from(
                     [
                         "ftp://127.0.0.1/x",
-                        "http://169.254.169.254/",
                         "http://10.0.0.1/",
                         "http://u:p@127.0.0.1/",
                         "http:///x",
                         "http://127.0.0.1:0/",
                         "http://localhost/" + "x" * 3000,
+                        *sorted(HOSTILE_URLS),
                     ]
                 ),
-                hostile_text,
+                hostile_text.filter(lambda u: "http" not in u.lower()),
             ),
         ),
         "event_types": FieldStrategies(
@@ -824,6 +838,18 @@ FUZZ = hsettings(
 )
 
 
+@hsettings(max_examples=500, deadline=None, database=None)
+@given(data=st.data())
+def test_no_fuzzed_url_passes_the_webhook_guard(data: st.DataObject) -> None:
+    """The fuzzer's webhook URLs, plausible or hostile, never make a deliverable
+    subscription (this system does not allow private addresses): nothing it subscribes
+    is sent anywhere. No servers needed."""
+    world = World(products=[str(uuid.uuid4())], customers=[str(uuid.uuid4())])
+    urls = field_table(world)["url"]
+    url = data.draw(st.one_of(urls.plausible, urls.hostile), label="url")
+    assert url_problem(url, allow_private=False) is not None, url
+
+
 @FUZZ
 @given(data=st.data())
 def test_command_service_answers_only_documented_statuses(
@@ -846,6 +872,7 @@ def test_query_service_answers_only_documented_statuses(
     code, details, _ = outcome(lambda: system.typed(rpc)(request, timeout=CALL_TIMEOUT_S))
     event(f"{rpc.server} {rpc.method.name}: {code.name}")
     system.check(rpc, code, details, request)
+    check_read_limits(rpc, request, code, details)
 
 
 @st.composite
@@ -877,6 +904,94 @@ def test_forged_tokens_answer_only_documented_statuses(system: System, data: st.
     code, details, _ = outcome(lambda: system.typed(rpc)(request, timeout=CALL_TIMEOUT_S))
     event(f"{rpc.server} {rpc.method.name}: {code.name}")
     system.check(rpc, code, details, request)
+    check_read_limits(rpc, request, code, details)
+
+
+@st.composite
+def beyond_limits_requests(draw: st.DrawFn, world: World) -> tuple[Rpc, Message, str]:
+    """A valid query but for one field beyond the read server's limits (a text longer
+    than a stored one, an id spelled longer than a UUID can be, a consistency token from
+    beyond the log's head); returns the field too."""
+    limited = [r for r in QUERY_RPCS if _limited_fields(r)]
+    rpc = draw(st.sampled_from(limited), label="rpc")
+    name = draw(st.sampled_from(_limited_fields(rpc)), label="field")
+    request = _valid_request(rpc, world)
+    if name == "category":
+        value = draw(st.builds(lambda c, n: c * n, any_char, st.integers(MAX_TEXT + 1, 50_000)))
+    elif name == "consistency_token":
+        xid = draw(st.integers(FUTURE_XID, 2**63 - 1), label="xid")
+        value = f"c1.{xid:x}.{draw(st.integers(0, 2**63 - 1)):x}"
+    else:
+        real = getattr(request, name)
+        value = draw(
+            st.one_of(
+                st.integers(MAX_UUID_CHARS - 35, 100_000).map(lambda n: "-" * n + real),
+                st.text(any_char, min_size=MAX_UUID_CHARS + 1, max_size=2000),
+            ),
+            label=name,
+        )
+    setattr(request, name, value)
+    return rpc, request, name
+
+
+# Far beyond any transaction id this cluster will assign while the tests run.
+FUTURE_XID = 2**40
+
+
+def _limited_fields(rpc: Rpc) -> list[str]:
+    fields = rpc.request_class.DESCRIPTOR.fields_by_name
+    return [n for n in ("category", "consistency_token", *_ID_FIELDS) if n in fields]
+
+
+def _valid_request(rpc: Rpc, world: World) -> Message:
+    """A request of ``rpc`` every source takes (the read model waits for tokens)."""
+    cls = rpc.request_class
+    values: dict[str, Any] = {
+        "id": _entity_ids(cls.DESCRIPTOR, world)[0], "customer_id": world.customers[0],
+        "product_id": world.products[0], "aggregate_id": world.products[0],
+        "aggregate_type": history_pb2.AGGREGATE_TYPE_PRODUCT, "subscription_id": world.products[0],
+        "from_month": "2026-01", "to_month": "2026-01", "query": "seed",
+        "source": qpb.SOURCE_READ_MODEL, "as_of": Timestamp(seconds=1_800_000_000),
+    }  # fmt: skip
+    fields = cls.DESCRIPTOR.fields_by_name
+    return cls(**{name: value for name, value in values.items() if name in fields})
+
+
+@hsettings(FUZZ, max_examples=100)
+@given(data=st.data())
+def test_read_fields_beyond_the_limits_are_invalid_argument(
+    system: System, data: st.DataObject
+) -> None:
+    """Any query with one field beyond the read server's limits names that field."""
+    rpc, request, name = data.draw(beyond_limits_requests(system.world))
+    code, details, error = outcome(lambda: system.typed(rpc)(request, timeout=CALL_TIMEOUT_S))
+    event(f"{rpc.method.name}.{name}: {code.name}")
+    assert code == Code.INVALID_ARGUMENT, f"{rpc.path} {name}: {code.name} {details!r}"
+    assert isinstance(error, grpc.RpcError)
+    assert set(field_violations(error)) == {name}, details
+    system.assert_up()
+
+
+_ID_FIELDS = ("id", "customer_id", "product_id", "aggregate_id", "subscription_id")
+
+
+def check_read_limits(rpc: Rpc, request: Message, code: grpc.StatusCode, details: str) -> None:
+    """A read field beyond the write side's limits is INVALID_ARGUMENT; a consistency
+    token beyond the log's head is never UNAVAILABLE (the wait it used to get)."""
+    if rpc.server != "read" or rpc.method.containing_service.name != "QueryService":
+        return
+    values = {f.name: value for f, value in request.ListFields()}
+    oversized = len(values.get("category", "")) > MAX_TEXT or any(
+        len(values.get(name, "")) > MAX_UUID_CHARS for name in _ID_FIELDS
+    )
+    if oversized:
+        assert code == Code.INVALID_ARGUMENT, f"{rpc.path}: {code.name} {details!r}"
+    try:
+        position = decode_token(values.get("consistency_token", ""))
+    except InvalidToken:
+        return
+    if position is not None and position.xid >= FUTURE_XID:
+        assert code != Code.UNAVAILABLE, f"{rpc.path}: {code.name} {details!r}"
 
 
 @hsettings(FUZZ, max_examples=200)
@@ -991,6 +1106,112 @@ def test_huge_consistency_token_is_invalid_argument(
     )
     _, violations = _expect_invalid(system, rpc, request)
     assert set(violations) == {"consistency_token"}, violations
+
+
+# The sources that wait for a token (the write model and live analytics never do).
+_WAITING_TOKEN_CASES = [
+    (method, source) for method, source in _TOKEN_CASES if source != qpb.SOURCE_WRITE_MODEL
+]
+
+
+@pytest.mark.parametrize(("method", "source"), _WAITING_TOKEN_CASES)
+def test_a_consistency_token_from_the_future_is_invalid_argument_at_once(
+    system: System, method: str, source: int
+) -> None:
+    """A forged token beyond the log's head held a read for the whole consistency wait
+    and then answered UNAVAILABLE (a server fault, to the alerts)."""
+    rpc = _rpc(method)
+    world = system.world
+    valid = {"id": world.products[0], "customer_id": world.customers[0],
+             "product_id": world.products[0], "from_month": "2026-01", "to_month": "2026-01",
+             "query": "seed", "source": source, "subscription_id": world.products[0]}  # fmt: skip
+    fields = rpc.request_class.DESCRIPTOR.fields_by_name
+    request = rpc.request_class(
+        consistency_token=f"c1.{FUTURE_XID:x}.1",
+        **{name: value for name, value in valid.items() if name in fields},
+    )
+    started = time.monotonic()
+    details, violations = _expect_invalid(system, rpc, request)
+    assert time.monotonic() - started < 1.0
+    assert set(violations) == {"consistency_token"}, violations
+    assert "ahead of the event log" in details
+
+
+_OVERSIZED: list[tuple[str, Callable[[World], Message], str]] = [
+    *(
+        (
+            "ListProducts",
+            lambda w, s=source, c=category: qpb.ListProductsRequest(category=c, source=s),
+            "category",
+        )
+        for source in SOURCES
+        for category in ("x" * (MAX_TEXT + 1), "☃" * 1_000_000)
+    ),
+    # uuid.UUID drops every hyphen: a real id behind 100,000 of them.
+    ("GetProduct", lambda w: qpb.GetProductRequest(id="-" * 100_000 + w.products[0]), "id"),
+    (
+        "ListOrders",
+        lambda w: qpb.ListOrdersRequest(customer_id="-" * 100_000 + w.customers[0]),
+        "customer_id",
+    ),
+    (
+        "GetAggregateHistory",
+        lambda w: qpb.GetAggregateHistoryRequest(
+            aggregate_type=history_pb2.AGGREGATE_TYPE_PRODUCT,
+            aggregate_id="-" * 100_000 + w.products[0],
+        ),
+        "aggregate_id",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "build", "field_name"),
+    _OVERSIZED,
+    ids=[f"{m}.{f}-{i}" for i, (m, _, f) in enumerate(_OVERSIZED)],
+)
+def test_an_oversized_read_field_is_invalid_argument(
+    system: System, method: str, build: Callable[[World], Message], field_name: str
+) -> None:
+    """Megabytes of category were keys of the near-cache (the read server grew by 200 MB):
+    no read field may be longer than the write side could store."""
+    _, violations = _expect_invalid(system, _rpc(method), build(system.world))
+    assert set(violations) == {field_name}, violations
+
+
+async def test_a_history_page_of_large_events_fits_a_default_client(system: System) -> None:
+    """120 updates of a 5,000-emoji description (20 kB in UTF-8, twice per event): a page
+    of 1,000 events passed the 4 MB a client receives by default (RESOURCE_EXHAUSTED)."""
+    async with grpc.aio.insecure_channel(system.write.address) as channel:
+        write = cpb_grpc.CommandServiceStub(channel)
+        product = await write.CreateProduct(
+            cpb.CreateProductRequest(name="big history", price_cents=1, currency="EUR"),
+            timeout=CALL_TIMEOUT_S,
+        )
+        for n in range(120):
+            await write.UpdateProduct(
+                cpb.UpdateProductRequest(id=product.id, description=chr(0x1F600 + n % 50) * 5000),
+                timeout=CALL_TIMEOUT_S,
+            )
+    versions: list[int] = []
+    token = ""
+    async with grpc.aio.insecure_channel(system.read.address) as channel:  # default options
+        query = qpb_grpc.QueryServiceStub(channel)
+        while True:
+            page = await query.GetAggregateHistory(
+                qpb.GetAggregateHistoryRequest(
+                    aggregate_type=history_pb2.AGGREGATE_TYPE_PRODUCT,
+                    aggregate_id=product.id,
+                    page_size=1000,
+                    page_token=token,
+                ),
+                timeout=CALL_TIMEOUT_S,
+            )
+            versions += [e.version for e in page.events]
+            token = page.next_page_token
+            if not token:
+                break
+    assert versions == list(range(1, 122))
 
 
 async def test_hundred_duplicate_items_fit_a_default_client(system: System) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,6 @@ import pytest
 from common.pb.shop.v1 import command_service_pb2 as cpb
 from common.pb.shop.v1 import command_service_pb2_grpc as cpb_grpc
 from common.pb.shop.v1 import query_service_pb2_grpc as qpb_grpc
-from common.positions import Position, decode_token, encode_token
 from common.settings import Settings
 from tests.faults.load import wait_visible
 from tests.support.servers import ROOT
@@ -45,17 +45,24 @@ async def test_short_deadlines_get_unavailable_under_load(system: System) -> Non
             cpb.CreateProductRequest(name="p", price_cents=1, currency="EUR", stock=1)
         )
         await wait_visible(qpb_grpc.QueryServiceStub(read_channel), created.consistency_token)
-    now = decode_token(created.consistency_token)
-    assert now is not None
-    ahead = encode_token(Position(now.xid + 10**6, 0))  # a command nobody will make
+        # A real token the projections cannot reach: the projector is frozen before the
+        # command (a token from the future would be INVALID_ARGUMENT at once).
+        system.signal("projector", signal.SIGSTOP)
+        later = await write.CreateProduct(
+            cpb.CreateProductRequest(name="q", price_cents=1, currency="EUR", stock=1)
+        )
+    ahead = later.consistency_token
     # 300 reads in flight at once (projection and read model), three times, from a
     # client process of its own, as a real client would be.
-    client = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.support.burst", system.read, created.id, ahead,
-        str(CALLS), str(ROUNDS), *DEADLINES,
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(client.communicate(), 120)
+    try:
+        client = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.support.burst", system.read, created.id, ahead,
+            str(CALLS), str(ROUNDS), *DEADLINES,
+            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(client.communicate(), 120)
+    finally:
+        system.signal("projector", signal.SIGCONT)
     assert client.returncode == 0, err.decode()
     codes = json.loads(out)
     expected = {d: {"UNAVAILABLE": CALLS * ROUNDS // len(DEADLINES)} for d in DEADLINES}

@@ -9,12 +9,14 @@ certificate is refused and the certificate's common name is the recorded subject
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -152,6 +154,65 @@ def test_record_payment_result_is_internal(guarded: System) -> None:
         assert found == grpc.StatusCode.NOT_FOUND
 
 
+def _db_rows(settings: Settings, query: str) -> list[str]:
+    async def fetch() -> list[str]:
+        conn = await asyncpg.connect(settings.asyncpg_dsn)
+        try:
+            return [str(row[0]) for row in await conn.fetch(query)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
+def test_another_subject_replaying_a_request_id_gets_no_secret(guarded: System) -> None:
+    """The request_id of a secret-revealing command is in the history any reader sees;
+    replaying it with another write token is a new command, not the first reply."""
+    ci, alice = bearer(WRITE_TOKEN), bearer(f"another-{WRITE_TOKEN}")
+    create = cpb.CreateWebhookSubscriptionRequest(
+        url="https://hooks.example.com/in", request_id="hook-create-1"
+    )
+    with grpc.insecure_channel(guarded.write) as wch, grpc.insecure_channel(guarded.read) as rch:
+        write = cpb_grpc.CommandServiceStub(wch)
+        created = write.CreateWebhookSubscription(create, metadata=ci)
+        assert created.secret.startswith("whsec_")
+        history = qpb_grpc.QueryServiceStub(rch).GetAggregateHistory(
+            qpb.GetAggregateHistoryRequest(
+                aggregate_type=history_pb2.AGGREGATE_TYPE_WEBHOOK_SUBSCRIPTION,
+                aggregate_id=created.id,
+            ),
+            metadata=bearer(READ_TOKEN),
+        )
+        assert [e.metadata.request_id for e in history.events] == ["hook-create-1"]
+
+        # alice "replays" ci's request: her own new subscription, never ci's secret.
+        replayed = write.CreateWebhookSubscription(create, metadata=alice)
+        assert replayed.id != created.id
+        assert replayed.secret not in ("", created.secret)
+        # ci's own retry (a lost reply) still gets ci's secret.
+        assert write.CreateWebhookSubscription(create, metadata=ci) == created
+
+        rotate = cpb.RotateWebhookSecretRequest(
+            id=created.id, expected_version=1, request_id="hook-rotate-1"
+        )
+        rotated = write.RotateWebhookSecret(rotate, metadata=ci)
+        assert rotated.secret not in ("", created.secret)
+        with pytest.raises(grpc.RpcError) as stale:
+            write.RotateWebhookSecret(rotate, metadata=alice)
+        assert stale.value.code() == grpc.StatusCode.ABORTED
+        assert write.RotateWebhookSecret(rotate, metadata=ci) == rotated
+        # The create's secret was replaced: its retry does not show the new one.
+        with pytest.raises(grpc.RpcError) as replaced:
+            write.CreateWebhookSubscription(create, metadata=ci)
+        assert replaced.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "replaced by a later rotation" in (replaced.value.details() or "")
+
+    stored = _db_rows(guarded.settings, "SELECT reply::text FROM command_requests")
+    assert len(stored) == 3 and not any("whsec_" in reply for reply in stored)
+    subjects = _db_rows(guarded.settings, "SELECT subject FROM command_requests ORDER BY 1")
+    assert subjects == ["alice", "ci", "ci"]
+
+
 def test_a_bad_token_setting_stops_the_server_without_showing_a_token(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -283,6 +344,80 @@ def test_tls_and_mutual_tls(settings: Settings, certs: Certs, tmp_path: Path) ->
     finally:
         codes = [write.stop(), read.stop()]
     assert codes == [0, 0], write.log()[-2000:] + read.log()[-2000:]
+
+
+def _client_without_cn(certs: Certs) -> tuple[bytes, bytes]:
+    """(key, certificate) of a client certificate signed by the test CA whose subject has
+    no common name."""
+    assert OPENSSL is not None
+    directory = certs.ca.parent
+
+    def run(*args: str) -> None:
+        subprocess.run([OPENSSL, *args], cwd=directory, check=True, capture_output=True, timeout=60)
+
+    run(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", "nocn.key", "-out", "nocn.csr", "-subj", "/O=cqrs tests/OU=no common name",
+    )  # fmt: skip
+    (directory / "nocn.ext").write_text("extendedKeyUsage=clientAuth\n")
+    run(
+        "x509", "-req", "-in", "nocn.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "nocn.pem", "-days", "2", "-extfile", "nocn.ext",
+    )  # fmt: skip
+    return (directory / "nocn.key").read_bytes(), (directory / "nocn.pem").read_bytes()
+
+
+@needs_openssl
+def test_a_client_certificate_without_a_common_name_is_nobody(
+    settings: Settings, certs: Certs, tmp_path: Path
+) -> None:
+    """Over mutual TLS a certificate without a CN has the empty subject: it may not report
+    payments nor be shown webhook secrets; a CN in CQRS_INTERNAL_SUBJECTS may report."""
+    ca = certs.ca.read_bytes()
+    named = grpc.ssl_channel_credentials(
+        ca, certs.client_key.read_bytes(), certs.client_cert.read_bytes()
+    )
+    nameless = grpc.ssl_channel_credentials(ca, *_client_without_cn(certs))
+    port = free_port()
+    write = start(
+        ["write-server"],
+        _tls_env(
+            settings,
+            certs,
+            CQRS_WRITE_PORT=str(port),
+            CQRS_TLS_CLIENT_CA=str(certs.ca),
+            CQRS_INTERNAL_SUBJECTS=certs.client_cn,
+        ),
+        tmp_path / "write.log",
+    )
+    result = cpb.RecordPaymentResultRequest(
+        order_id="01a233c8-f3b2-78d7-bf31-86940c60d1a6", outcome=cpb.PAYMENT_OUTCOME_CAPTURED,
+        provider_charge_id="ch_1", amount_cents=500, currency="EUR",
+    )  # fmt: skip
+    try:
+        address = f"127.0.0.1:{port}"
+        _wait_tls(address, named, write)
+        with grpc.secure_channel(address, nameless) as channel:
+            stub = cpb_grpc.CommandServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as nobody:
+                stub.RecordPaymentResult(result, timeout=10)
+            assert nobody.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "no subject" in (nobody.value.details() or "")
+            subscribe = cpb.CreateWebhookSubscriptionRequest(url="https://hooks.example.com/in")
+            denied = _code(lambda: stub.CreateWebhookSubscription(subscribe, timeout=10))
+            assert denied == grpc.StatusCode.PERMISSION_DENIED
+            # Ordinary commands stay open to every certificate the CA signed.
+            create = cpb.CreateProductRequest(name="Mug", price_cents=100, currency="EUR")
+            assert stub.CreateProduct(create, timeout=10).version == 1
+        with grpc.secure_channel(address, named) as channel:
+            # The internal subject gets through to the command: that order does not exist.
+            found = _code(
+                lambda: cpb_grpc.CommandServiceStub(channel).RecordPaymentResult(result, timeout=10)
+            )
+            assert found == grpc.StatusCode.NOT_FOUND
+    finally:
+        code = write.stop()
+    assert code == 0, write.log()[-2000:]
 
 
 def _cqrs() -> list[str]:

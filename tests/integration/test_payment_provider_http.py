@@ -13,14 +13,14 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from common.gateway import Gateway, GatewayConfig
+from common.gateway import Gateway
 from common.payments import (
     HttpPaymentProvider,
     PaymentDeclined,
@@ -29,13 +29,13 @@ from common.payments import (
     PaymentUnavailable,
 )
 from cqrs.instances import free_port
-from cqrs.payments_sandbox import Behaviour, serve
+from sandbox import Behaviour, serve
 from tests.contract.payment_provider import DECLINED_AMOUNT, Knobs, PaymentProviderContract
+from tests.support.gateways import quick_gateway
 from tests.support.http_receiver import Receiver
 from tests.support.servers import ROOT
 
 # Quick retries: the tests are about what is retried, not about the back-off's length.
-FAST: dict[str, Any] = {"retry_initial_s": 0.01, "retry_max_s": 0.05}
 
 
 class SandboxClient:
@@ -133,13 +133,8 @@ def cli_process(*flags: str, log: Path) -> Iterator[tuple[SandboxClient, subproc
     assert f"payments sandbox listening on {url}" in log.read_text()
 
 
-@asynccontextmanager
-async def a_gateway(**overrides: Any) -> AsyncIterator[Gateway]:
-    gateway = Gateway(GatewayConfig(**{**FAST, **overrides}), name="payments-test")
-    try:
-        yield gateway
-    finally:
-        await gateway.aclose()
+def a_gateway(**overrides: Any) -> AbstractAsyncContextManager[Gateway]:
+    return quick_gateway("payments-test", **overrides)
 
 
 @pytest.fixture
@@ -324,6 +319,33 @@ async def test_the_state_file_survives_a_restart_of_the_cli(tmp_path: Path) -> N
             assert (await sb.get(f"/v1/charges/{charge.id}"))["amount_refunded"] == 500
             stats = await sb.stats()
             assert (stats["charges"], stats["refunds"], stats["idempotent_replays"]) == (1, 1, 2)
+
+
+async def test_sigterm_with_a_reply_in_flight_logs_no_error(tmp_path: Path) -> None:
+    """A charge the sandbox is still answering (latency) when SIGTERM comes: the connection
+    is dropped, the process exits 0, and nothing is logged as an ERROR (it used to log
+    asyncio's CancelledError traceback)."""
+    log = tmp_path / "sandbox.log"
+    with cli_process("--latency-ms", "5000", log=log) as (sb, process):
+        charging = asyncio.create_task(
+            asyncio.to_thread(
+                httpx.post,
+                f"{sb.url}/v1/charges",
+                data={"amount": "100", "currency": "eur"},
+                timeout=10,
+            )
+        )
+        deadline = time.monotonic() + 5
+        while (await sb.stats())["requests"] < 1:
+            assert time.monotonic() < deadline, "the charge never arrived"
+            await asyncio.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(process.wait, 10)
+        with pytest.raises(httpx.TransportError):
+            await charging
+    text = log.read_text()
+    assert '"level": "ERROR"' not in text and "Traceback" not in text, text
+    assert "payments sandbox stopped" in text
 
 
 async def test_read_only_views(sandbox: SandboxClient, gateway: Gateway) -> None:

@@ -10,13 +10,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
+from prometheus_client import REGISTRY
 
+from common.field_limits import MAX_TEXT
 from common.pb.shop.v1 import query_service_pb2 as qs
 from common.pb.shop.v1 import query_service_pb2_grpc, shop_pb2
 from common.positions import Position, encode_token
@@ -270,3 +273,79 @@ async def test_postgres_down_is_unavailable_while_redis_answers(
             assert got == product
     finally:
         await app.close()
+
+
+def _near_cache_reads() -> dict[str, float]:
+    """The products near-cache's reads so far, by outcome (hit, miss, bypass)."""
+    return {
+        outcome: REGISTRY.get_sample_value(
+            "cqrs_near_cache_reads_total", {"projection": "products", "outcome": outcome}
+        )
+        or 0.0
+        for outcome in ("hit", "miss", "bypass")
+    }
+
+
+async def test_an_oversized_category_is_invalid_before_any_cache_or_store(env: Env) -> None:
+    """3 MB categories grew a read server by 200 MB through the near-cache's keys: a
+    category longer than a stored one could be is refused before anything is read."""
+    category = env.loaded.ds.products[0].category
+    await env.stub.ListProducts(qs.ListProductsRequest(category=category))  # the cache is live
+    before = _near_cache_reads()
+    for source in ALL_SOURCES:
+        for hostile in ("x" * 3_000_000, "c" * (MAX_TEXT + 1)):
+            request = qs.ListProductsRequest(category=hostile, source=source)
+            error = await _rpc_error(env.stub.ListProducts(request))
+            assert _violations(error) == ["category"]
+            assert f"at most {MAX_TEXT} characters" in (error.details() or "")
+    assert _near_cache_reads() == before  # not even asked
+
+
+async def _log_head(settings: Settings) -> int:
+    conn = await asyncpg.connect(settings.asyncpg_dsn)
+    try:
+        head: int = await conn.fetchval(
+            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+        )
+        return head
+    finally:
+        await conn.close()
+
+
+async def test_a_token_from_the_future_is_invalid_argument_at_once(
+    env: Env, settings: Settings
+) -> None:
+    """A forged token beyond the log's head held a read for the whole consistency wait
+    (5 s) and then answered UNAVAILABLE, which alerts count as a server fault."""
+    future = encode_token(Position(await _log_head(settings) + 1000, 0))
+    product = env.loaded.ds.products[0]
+    stub = env.stub
+    calls: list[Any] = []
+    for source in (qs.SOURCE_PROJECTION, qs.SOURCE_READ_MODEL):
+        calls += [
+            lambda s=source: stub.GetProduct(
+                qs.GetProductRequest(id=product.id, source=s, consistency_token=future)
+            ),
+            lambda s=source: stub.ListOrders(
+                qs.ListOrdersRequest(source=s, consistency_token=future)
+            ),
+        ]
+    calls += [
+        lambda: stub.ListTopCustomers(qs.ListTopCustomersRequest(consistency_token=future)),
+        lambda: stub.SearchProducts(
+            qs.SearchProductsRequest(query="teapot", consistency_token=future)
+        ),
+        lambda: stub.ListWebhookSubscriptions(
+            qs.ListWebhookSubscriptionsRequest(consistency_token=future)
+        ),
+    ]
+    for call in calls:
+        started = time.perf_counter()
+        error = await _rpc_error(call())
+        assert _violations(error) == ["consistency_token"], error.details()
+        assert "ahead of the event log" in (error.details() or "")
+        assert time.perf_counter() - started < 0.5
+    # A token the projection has not reached yet, but a command may have written, waits.
+    behind = qs.GetProductRequest(id=product.id, consistency_token=AHEAD_TOKEN)
+    error = await _rpc_error(stub.GetProduct(behind, timeout=0.5))
+    assert error.code() == grpc.StatusCode.UNAVAILABLE

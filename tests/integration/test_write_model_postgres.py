@@ -37,6 +37,12 @@ class TestPostgresWriteModel(WriteModelContract):
         )
         return stock
 
+    async def stored_replies(self) -> list[str]:
+        rows = await self.conn.fetch(
+            "SELECT subject, request_id, reply::text FROM command_requests"
+        )
+        return [" ".join(row) for row in rows]
+
 
 async def test_write_pool_sessions_kill_idle_transactions(settings: Settings) -> None:
     app = await bootstrap(settings)

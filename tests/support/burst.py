@@ -3,12 +3,16 @@
 prints a JSON object: status name -> count, per deadline.
 
 Each round has every call in flight at once; they start within the first
-:data:`SPREAD_S` (independent clients never send in the same microsecond)."""
+:data:`SPREAD_S` (independent clients never send in the same microsecond), over
+connections of at most :data:`PER_CONNECTION` calls each (well under the streams a server
+lets one connection have at once, ``CQRS_GRPC_MAX_STREAMS_PER_CONNECTION``: more would queue in
+the client, past their deadlines)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import sys
 from collections import Counter
@@ -19,6 +23,7 @@ from common.pb.shop.v1 import query_service_pb2 as qpb
 from common.pb.shop.v1 import query_service_pb2_grpc as qpb_grpc
 
 SPREAD_S = 0.2
+PER_CONNECTION = 75
 
 
 async def burst(
@@ -26,10 +31,17 @@ async def burst(
 ) -> dict[str, Counter[str]]:
     codes: dict[str, Counter[str]] = {str(d): Counter() for d in deadlines}
     rng = random.Random(3)
-    async with grpc.aio.insecure_channel(address) as channel:
-        read = qpb_grpc.QueryServiceStub(channel)
+    # A local subchannel pool: channels to one target would otherwise share a connection.
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [
+        grpc.aio.insecure_channel(address, options=options)
+        for _ in range(math.ceil(calls / PER_CONNECTION))
+    ]
+    try:
+        stubs = [qpb_grpc.QueryServiceStub(channel) for channel in channels]
 
         async def one(n: int) -> None:
+            read = stubs[n % len(stubs)]
             await asyncio.sleep(rng.uniform(0, SPREAD_S))
             deadline = deadlines[n % len(deadlines)]
             source = (qpb.SOURCE_PROJECTION, qpb.SOURCE_READ_MODEL)[n % 2]
@@ -42,6 +54,9 @@ async def burst(
 
         for _ in range(rounds):
             await asyncio.gather(*(one(n) for n in range(calls)))
+    finally:
+        for channel in channels:
+            await channel.close()
     return codes
 
 

@@ -1,7 +1,11 @@
-"""The near-cache shelf: what it keeps, what drops it, and the fill race (in memory)."""
+"""The near-cache shelf: what it keeps, what drops it, the fill race, and its bounds
+(documents and bytes; the bytes checked against what tracemalloc sees held)."""
 
 from __future__ import annotations
 
+import os
+import tracemalloc
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -13,7 +17,7 @@ from common.changes import BadChangeMessage, ChangeMessage
 from common.cursors import SortKey
 from common.positions import Position
 from read_server.sources.base import Freshness, Page
-from read_server.sources.near_cache import HISTORY, MISS, PageKey, Shelf
+from read_server.sources.near_cache import DEFAULT_MAX_BYTES, HISTORY, MISS, PageKey, Shelf
 
 ANY = Freshness()
 ALL: PageKey = ("idx:all", "+", 2)
@@ -25,8 +29,8 @@ def batch(
     return ChangeMessage(g, Position(1, seq), frozenset(ids), frozenset(indexes))
 
 
-def live_shelf(max_documents: int = 1000) -> Shelf:
-    shelf = Shelf("products", max_documents)
+def live_shelf(max_documents: int = 1000, max_bytes: int = DEFAULT_MAX_BYTES) -> Shelf:
+    shelf = Shelf("products", max_documents, max_bytes)
     shelf.subscribed()
     shelf.apply(batch(1))
     return shelf
@@ -160,6 +164,71 @@ def test_the_shelf_holds_at_most_its_bound_oldest_first() -> None:
     assert shelf.doc("d0") is MISS and shelf.doc("d1") is MISS and shelf.doc("d3") == b"x"
     shelf.apply(batch(2, {"p"}))
     assert len(shelf) == 2
+
+
+def a_doc(size: int) -> bytes:
+    return os.urandom(size)  # a bytes object of its own, as Redis replies are
+
+
+def test_the_shelf_stays_under_its_byte_bound_fed_many_large_entries() -> None:
+    """Pages of distinct keys (every page size is a key) hold the same documents many
+    times over: a count of documents does not bound them, the bytes do."""
+    bound = 2 * 1024 * 1024
+    shelf = live_shelf(max_documents=10**9, max_bytes=bound)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        ids = tuple(str(uuid.uuid4()) for _ in range(20))
+        for n in range(1, 400):
+            page = Page([a_doc(5000) for _ in ids], None)
+            category = "idx:category:" + "c" * 200
+            shelf.keep_page(shelf.epoch, (category, "+", 20 + n), page, ids)
+            shelf.keep_doc(shelf.epoch, str(uuid.uuid4()), a_doc(5000))
+            assert shelf.bytes_held <= bound
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # 400 pages of 100 kB and 400 documents of 5 kB went by: 42 MB without the bound.
+    assert held <= bound * 1.1, f"{held / 1e6:.1f} MB held"
+    assert shelf.page((category, "+", 20 + 399)) is not MISS  # the newest stay
+
+
+@pytest.mark.parametrize(
+    ("pages", "per_page", "size", "category"),
+    [(0, 0, 0, 0), (0, 0, 100, 0), (3000, 0, 0, 200), (2000, 1, 1, 0), (500, 10, 100, 200),
+     (20, 1000, 1, 0), (50, 20, 5000, 200)],
+)  # fmt: skip
+def test_the_byte_count_never_falls_short_of_the_memory_held(
+    pages: int, per_page: int, size: int, category: int
+) -> None:
+    """What the shelf counts is at least what Python allocates to hold it (tracemalloc),
+    for gets (``pages`` 0: 5000 of them) and pages of any shape."""
+    shelf = live_shelf(max_documents=10**9, max_bytes=10**12)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        if pages == 0:
+            for _ in range(5000):
+                shelf.keep_doc(shelf.epoch, str(uuid.uuid4()), a_doc(size) if size else None)
+        for n in range(pages):
+            ids = tuple(str(uuid.uuid4()) for _ in range(per_page))
+            key = (f"idx:category:{'☃' * category}{n}", "+", per_page)
+            shelf.keep_page(shelf.epoch, key, Page([a_doc(size) for _ in ids], None), ids)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held <= shelf.bytes_held, (held, shelf.bytes_held)
+
+
+def test_an_entry_larger_than_a_bound_is_not_kept() -> None:
+    shelf = live_shelf(max_documents=3, max_bytes=10_000)
+    shelf.keep_doc(shelf.epoch, "small", b"x")
+    shelf.keep_doc(shelf.epoch, "big", a_doc(10_001))
+    assert shelf.doc("big") is MISS and shelf.doc("small") == b"x"
+    shelf.keep_page(shelf.epoch, ALL, a_page("a", "b", "c"), ("a", "b", "c"))  # 4 documents
+    assert shelf.page(ALL) is MISS and shelf.doc("small") == b"x"
+    shelf.apply(batch(2, {"small"}))
+    assert len(shelf) == 0 and shelf.bytes_held == 0
 
 
 def test_change_messages_round_trip_and_strangers_are_refused() -> None:

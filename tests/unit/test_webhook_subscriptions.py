@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from common.errors import FailedPrecondition, InvalidArgument
-from common.webhook_urls import resolved_problem, url_problem
+from common.gateway import Gateway, Refused
+from common.webhook_urls import delivery_vetter, url_problem
 from write_server.adapters.memory import InMemoryStore, InMemoryUnitOfWork
 from write_server.domain import commands
 from write_server.service_layer.service import CommandService
@@ -146,8 +147,14 @@ async def test_a_name_that_resolves_to_a_private_address_is_refused_before_deliv
     alias = _loopback_alias()
     if alias is None:
         pytest.skip("no loopback alias in /etc/hosts to resolve without DNS")
-    url = f"http://{alias}:8080/hook"
+    url = f"http://{alias}:9/hook"
     assert url_problem(url, allow_private=False) is None  # a name passes at subscription time
-    problem = await resolved_problem(url, allow_private=False)
-    assert problem is not None and "resolves to 127." in problem
-    assert await resolved_problem(url, allow_private=True) is None
+    gateway = Gateway(name="test", vet_address=delivery_vetter(allow_private=False))
+    try:
+        with pytest.raises(Refused) as caught:  # the system resolver, then the vetting
+            await gateway.request("POST", url)
+    finally:
+        await gateway.aclose()
+    assert not caught.value.retryable
+    assert f"{alias!r} resolves to 127." in str(caught.value)
+    assert str(caught.value).startswith("refused: ")

@@ -22,3 +22,6 @@ class TestInMemoryWriteModel(WriteModelContract):
 
     async def stock_of(self, product_id: str) -> int:
         return self.store.products[product_id].stock
+
+    async def stored_replies(self) -> list[str]:
+        return [repr(stored) for stored in self.store.requests.values()]

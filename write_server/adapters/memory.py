@@ -41,7 +41,8 @@ class InMemoryStore:
     customers: dict[str, Customer] = field(default_factory=dict)
     orders: dict[str, Order] = field(default_factory=dict)
     webhooks: dict[str, WebhookSubscription] = field(default_factory=dict)
-    requests: dict[str, ports.StoredReply] = field(default_factory=dict)
+    # (subject, request_id) -> the stored reply
+    requests: dict[tuple[str, str], ports.StoredReply] = field(default_factory=dict)
     events: list[RecordedEvent] = field(default_factory=list)
     last_xid: int = 0
     last_seq: int = 0
@@ -93,15 +94,17 @@ class MemoryWebhookRepository(_MemoryRepository[WebhookSubscription], ports.Webh
 
 
 class MemoryRequestLog(ports.RequestLog):
+    """Keyed by (subject, request_id), like the table's primary key."""
+
     def __init__(self, store: InMemoryStore) -> None:
         self._store = store
-        self.staged: dict[str, ports.StoredReply] = {}
+        self.staged: dict[tuple[str, str], ports.StoredReply] = {}
 
-    async def get(self, request_id: str) -> ports.StoredReply | None:
-        return self._store.requests.get(request_id)
+    async def get(self, subject: str, request_id: str) -> ports.StoredReply | None:
+        return self._store.requests.get((subject, request_id))
 
-    async def add(self, request_id: str, stored: ports.StoredReply) -> None:
-        self.staged[request_id] = stored
+    async def add(self, subject: str, request_id: str, stored: ports.StoredReply) -> None:
+        self.staged[(subject, request_id)] = stored
 
 
 class InMemoryUnitOfWork(ports.UnitOfWork):

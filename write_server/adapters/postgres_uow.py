@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 import orjson
 
+from common.db import keep_session
 from common.events import CUSTOMER_FIELDS, NOTIFY_CHANNEL, PRODUCT_FIELDS
 from common.positions import Position
 from common.settings import Settings
@@ -64,13 +65,6 @@ async def open_pool(settings: Settings) -> asyncpg.Pool:
         reset=keep_session,
     )
     return pool
-
-
-async def keep_session(conn: asyncpg.Connection) -> None:
-    """Nothing to reset when a connection goes back to the pool (asyncpg rolls back an
-    open transaction itself). The default reset is a round trip per release (advisory
-    unlock, CLOSE ALL, UNLISTEN, RESET ALL) for session state these pools never set:
-    transaction-level locks only, no LISTEN, no SET."""
 
 
 class OrderNumbers:
@@ -176,20 +170,23 @@ class PostgresWebhookRepository(_Repository[WebhookSubscription], ports.WebhookR
 
 
 class PostgresRequestLog(ports.RequestLog):
+    """``command_requests``, keyed by (subject, request_id) (migration 0008)."""
+
     def __init__(self, session: _Session) -> None:
         self._session = session
 
-    async def get(self, request_id: str) -> ports.StoredReply | None:
-        rows = await self._session.fetch(sql.GET_REQUEST, request_id)
+    async def get(self, subject: str, request_id: str) -> ports.StoredReply | None:
+        rows = await self._session.fetch(sql.GET_REQUEST, subject, request_id)
         if not rows:
             return None
         row = rows[0]
         return ports.StoredReply(row["command"], row["payload_hash"], orjson.loads(row["reply"]))
 
-    async def add(self, request_id: str, stored: ports.StoredReply) -> None:
+    async def add(self, subject: str, request_id: str, stored: ports.StoredReply) -> None:
         await self._session.begin()
         await self._session.conn.execute(
             sql.ADD_REQUEST,
+            subject,
             request_id,
             stored.command,
             stored.fingerprint,

@@ -166,10 +166,13 @@ LOAD_ORDERS = _select(
 )
 LOAD_WEBHOOKS = _select("webhook_subscriptions", WEBHOOK_STATE)
 ORDER_NUMBERS = "SELECT nextval('order_number_seq') FROM generate_series(1, $1)"
-GET_REQUEST = "SELECT command, payload_hash, reply FROM command_requests WHERE request_id = $1"
+GET_REQUEST = (
+    "SELECT command, payload_hash, reply FROM command_requests"
+    " WHERE subject = $1 AND request_id = $2"
+)
 ADD_REQUEST = (
-    "INSERT INTO command_requests (request_id, command, payload_hash, reply)"
-    " VALUES ($1, $2, $3, $4::jsonb)"
+    "INSERT INTO command_requests (subject, request_id, command, payload_hash, reply)"
+    " VALUES ($1, $2, $3, $4, $5::jsonb)"
 )
 LOCK = "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k"
 

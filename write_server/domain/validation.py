@@ -8,10 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from common.errors import FieldViolation, InvalidArgument
+from common.field_limits import MAX_DESCRIPTION, MAX_EMAIL, MAX_TEXT
 from write_server.domain.currencies import ISO_4217
 
-MAX_TEXT = 200
-MAX_DESCRIPTION = 5000
 MAX_PRICE_CENTS = 10**13
 MAX_STOCK = 2**31 - 1  # products.stock and Product.stock are 32-bit
 # orders.total_cents and Order.total_cents are 64-bit; one line is at most
@@ -57,7 +56,7 @@ def check_currency(value: str) -> str | None:
 
 
 def check_email(value: str) -> str | None:
-    if len(value) > 254 or not _EMAIL.match(value):
+    if len(value) > MAX_EMAIL or not _EMAIL.match(value):
         return "must be an email address"
     return None
 

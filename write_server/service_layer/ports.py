@@ -90,13 +90,20 @@ class StoredReply:
 
 
 class RequestLog(abc.ABC):
-    """Replies of commands that carried a request_id (idempotency keys)."""
+    """Replies of commands that carried a request_id (idempotency keys).
+
+    A key is (subject, request_id): the caller's authenticated subject scopes it, so one
+    caller's request_id (visible to readers in the events' metadata) is no replay for
+    another. Stored replies never hold a webhook secret (see ``CommandService``).
+    """
 
     @abc.abstractmethod
-    async def get(self, request_id: str) -> StoredReply | None: ...
+    async def get(self, subject: str, request_id: str) -> StoredReply | None:
+        """The reply stored for ``subject``'s ``request_id``, or None."""
 
     @abc.abstractmethod
-    async def add(self, request_id: str, stored: StoredReply) -> None: ...
+    async def add(self, subject: str, request_id: str, stored: StoredReply) -> None:
+        """Store the reply of ``subject``'s ``request_id`` with the unit of work's changes."""
 
 
 class UnitOfWork(abc.ABC):

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from common.positions import encode_token
 from write_server.domain import commands
-from write_server.domain.errors import FieldViolation, InvalidArgument
+from write_server.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from write_server.domain.webhook import WebhookSubscription
 from write_server.service_layer.handlers import HANDLERS, Context
 from write_server.service_layer.ports import StoredReply, UnitOfWork
 from write_server.uuid7 import uuid7
 
 MAX_REQUEST_ID = 128
+# The key of a stored reply that revealed a webhook secret: the secret's digest.
+SECRET_DIGEST = "secret_sha256"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +59,13 @@ def new_uuid() -> str:
 class CommandService:
     """Executes commands: one unit of work each, all-or-nothing.
 
-    A command with a ``request_id`` is idempotent: the first reply is stored in
-    the same transaction as its effects; a retry with the same id and the same
-    arguments gets that reply and changes nothing; the same id with different
-    arguments is rejected (INVALID_ARGUMENT).
+    A command with a ``request_id`` is idempotent per caller (the authenticated subject;
+    "" on an open server): the first reply is stored in the same transaction as its
+    effects; a retry by the same subject with the same id and the same arguments gets that
+    reply and changes nothing; the same id with different arguments is rejected
+    (INVALID_ARGUMENT). Another subject's use of the id is a new command. A reply that
+    revealed a webhook secret is stored without it; its retry reads the secret from the
+    subscription while it is still that one (FAILED_PRECONDITION after a rotation).
     """
 
     def __init__(
@@ -78,8 +86,11 @@ class CommandService:
     async def execute(
         self, command: commands.Command, meta: RequestMeta | None = None
     ) -> CommandResult:
+        meta = meta or RequestMeta()
         handler = HANDLERS[type(command)]
         request_id = command.request_id
+        # Idempotency is per caller: another subject's "retry" is a new command.
+        subject = meta.auth_subject
         if len(request_id) > MAX_REQUEST_ID:
             raise InvalidArgument(
                 FieldViolation("request_id", f"must be at most {MAX_REQUEST_ID} characters")
@@ -87,13 +98,13 @@ class CommandService:
         async with self._uow_factory() as uow:
             if request_id:
                 # Serializes retries of one request, so exactly one of them executes.
-                await uow.lock([f"request:{request_id}"])
-                stored = await uow.requests.get(request_id)
+                await uow.lock([request_lock_key(subject, request_id)])
+                stored = await uow.requests.get(subject, request_id)
                 if stored is not None:
-                    return _replay(stored, command)
+                    return await _replay(stored, command, uow)
             ctx = Context(self._clock(), self._new_id, self._allow_private_webhooks, self._payments)
             aggregate = await handler(command, uow, ctx)
-            position = await uow.flush((meta or RequestMeta()).as_metadata(request_id))
+            position = await uow.flush(meta.as_metadata(request_id))
             result = CommandResult(
                 id=aggregate.id,
                 version=aggregate.version,
@@ -105,31 +116,64 @@ class CommandService:
                 ),
             )
             if request_id:
-                # A retry of a lost reply gets the same secret back, so it is stored with it
-                # (in the write database, beside the subscription's own copy).
-                reply = {
-                    "id": result.id,
-                    "version": result.version,
-                    "consistency_token": result.consistency_token,
-                    "secret": result.secret,
-                }
                 await uow.requests.add(
-                    request_id, StoredReply(type(command).__name__, command.fingerprint(), reply)
+                    subject,
+                    request_id,
+                    StoredReply(type(command).__name__, command.fingerprint(), _stored(result)),
                 )
             await uow.commit()
             return result
 
 
-def _replay(stored: StoredReply, command: commands.Command) -> CommandResult:
+def request_lock_key(subject: str, request_id: str) -> str:
+    """The lock serializing one caller's retries (length-prefixed: no two pairs collide)."""
+    return f"request:{len(subject)}:{subject}:{request_id}"
+
+
+def secret_digest(secret: str) -> str:
+    """What a stored reply keeps of the secret it revealed: SHA-256 of 32 random bytes
+    cannot be inverted, but tells whether the subscription still has that secret."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _stored(result: CommandResult) -> dict[str, Any]:
+    """The reply as stored: never the secret itself (command_requests is no place for it:
+    roles that do not sign deliveries may read it), only its digest."""
+    reply: dict[str, Any] = {
+        "id": result.id,
+        "version": result.version,
+        "consistency_token": result.consistency_token,
+    }
+    if result.secret:
+        reply[SECRET_DIGEST] = secret_digest(result.secret)
+    return reply
+
+
+async def _replay(stored: StoredReply, command: commands.Command, uow: UnitOfWork) -> CommandResult:
     if stored.command != type(command).__name__ or stored.fingerprint != command.fingerprint():
         raise InvalidArgument(
             FieldViolation(
                 "request_id", "was already used for a different command or different arguments"
             )
         )
+    ident = str(stored.reply["id"])
+    digest = stored.reply.get(SECRET_DIGEST)
     return CommandResult(
-        id=str(stored.reply["id"]),
+        id=ident,
         version=int(stored.reply["version"]),
         consistency_token=str(stored.reply["consistency_token"]),
-        secret=str(stored.reply.get("secret", "")),
+        secret=await _secret_again(uow, ident, str(digest)) if digest else "",
     )
+
+
+async def _secret_again(uow: UnitOfWork, ident: str, digest: str) -> str:
+    """The secret a replayed reply revealed, read from the subscription (the one place it
+    is kept), while it is still that secret; FAILED_PRECONDITION once a rotation replaced
+    it (a retry must not reveal a secret its first reply did not)."""
+    found = (await uow.webhooks.get_many([ident])).get(ident)
+    if found is None or not hmac.compare_digest(secret_digest(found.secret), digest):
+        raise FailedPrecondition(
+            f"webhook subscription {ident}: the secret was replaced by a later rotation; "
+            "it is not shown again"
+        )
+    return found.secret
