@@ -5,8 +5,8 @@ data drawn from the seeded database (``bench/data/<name>.json``, see
 :mod:`bench.data`). Its ghz config uses ghz's long option names and paths relative
 to the repository root, so ``ghz --config bench/ghz/get_product_projection.json``
 runs as-is from there against ``make run``'s default ports. The other scenarios
-(projector, freshness, scale-out, analytics-projector) are not single calls and have
-no ghz config.
+(projector, relay, freshness, scale-out, the outbound group's webhooks and payments,
+analytics-projector) are not single calls and have no ghz config.
 
 The ``analytics`` group comes last: it grows the database (``cqrs bench`` seeds
 orders over past months until it holds ``--analytics-orders``), then drives each
@@ -180,10 +180,16 @@ OTHER_SCENARIOS: dict[str, str] = {
     "relay": "projector",  # the NATS relay's catch-up (skipped when NATS does not answer)
     "freshness": "freshness",
     "scale-out": "scale-out",
+    # bench/outbound.py: webhook deliveries (alone, then beside a slow and a dead receiver)
+    # and payment captures, each on a scratch database with processes of its own
+    "webhooks": "outbound",
+    "payments": "outbound",
     "analytics-projector": "analytics",  # after the analytics RPCs, on the grown log
 }
 # In running order; analytics last, since it grows the database.
-GROUPS = ("floor", "reads", "writes", "projector", "freshness", "scale-out", "analytics")
+GROUPS = (
+    "floor", "reads", "writes", "projector", "freshness", "scale-out", "outbound", "analytics",
+)  # fmt: skip
 
 
 def select(names: list[str]) -> list[str]:

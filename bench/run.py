@@ -29,7 +29,7 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench import data, freshness, processes, projector, relay, scale_out, summary
+from bench import data, freshness, outbound, processes, projector, relay, scale_out, summary
 from bench.catalogue import OTHER_SCENARIOS, ROOT, RPC_SCENARIOS, select
 from bench.rpc import Run, run_scenario
 from common.pb.shop.v1 import command_service_pb2 as cpb
@@ -156,6 +156,9 @@ def _run_all(
             outcome = asyncio.run(
                 projector.measure(settings, projector.ANALYTICS_RUNS, rebuild=False)
             )
+        elif group_of(name) == "outbound":
+            seconds = plan.run.duration_s or outbound.DEFAULT_SECONDS
+            outcome = asyncio.run(outbound.measure(settings, name, seconds, results))
         elif name == "freshness":
             seconds = plan.run.duration_s or FRESHNESS_SECONDS
             outcome = {

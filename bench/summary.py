@@ -11,6 +11,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from bench.catalogue import ANALYTICS_CALLS, ANALYTICS_SOURCES, SOURCES, RpcScenario
+from bench.outbound import TARGET_CAPTURES_S
 from bench.projector import ANALYTICS
 from common.settings import Settings
 
@@ -106,6 +107,7 @@ def write(results: Path, outcomes: dict[str, Any], machine: dict[str, str], comm
         lines += _freshness_table(outcomes["freshness"])
     if "scale-out" in outcomes:
         lines += _scale_out_table(outcomes["scale-out"])
+    lines += outbound_table(outcomes)
     lines += analytics_tables(rpc, outcomes)
     text = "\n".join(lines)
     (results / "summary.md").write_text(text)
@@ -236,6 +238,54 @@ def _scale_out_table(outcome: dict[str, Any]) -> list[str]:
             f"| {row['p99_ms']:.2f} | {row['errors']} |"
         )
     return [*lines, "", f"Ratio: {outcome['ratio']:.2f}x.", ""]
+
+
+def outbound_table(outcomes: dict[str, Any]) -> list[str]:
+    """Webhook deliveries and payment captures against 50 ms receivers, and the targets
+    (nothing when neither ran)."""
+    webhooks, payments = outcomes.get("webhooks"), outcomes.get("payments")
+    if webhooks is None and payments is None:
+        return []
+    lines = [
+        "## Outbound: webhooks and payments",
+        "",
+        "Receivers and the payments sandbox answer after 50 ms; each scenario runs a write "
+        "server and `cqrs projector run --only ...` of its own on a scratch database, every "
+        "setting at its default.",
+        "",
+        "| scenario | load | achieved | p50 ms | p99 ms | max ms | target |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    if webhooks is not None:
+        rate = f"{webhooks['rate']:,.0f} events/s for {webhooks['seconds']:g} s"
+        alone, beside = webhooks["alone"], webhooks["beside_slow_and_dead"]
+        delay_s = webhooks["delay_p99_ms"] / 1000
+        lines += [
+            f"| webhooks: one subscription (lag) | {rate} "
+            f"| {alone['delivered_per_s']:,.0f}/s | {_lag(alone)} "
+            f"| >= 500/s, lag < 2 s, none missing: {_met(webhooks['keeps_up'])} |",
+            f"| webhooks: beside a slow (3 s) and a dead receiver (lag) | {rate} "
+            f"| {beside['delivered_per_s']:,.0f}/s | {_lag(beside)} "
+            f"| delayed {delay_s:+.2f} s at p99 (<= 1 s): {_met(webhooks['isolated'])} |",
+        ]
+    if payments is not None:
+        paid = payments["captured"] == payments["orders"]
+        fast = payments["captures_per_s"] >= TARGET_CAPTURES_S
+        lines.append(
+            f"| payments (confirm to capture) | {payments['orders']:,} orders confirmed at once "
+            f"| {payments['captures_per_s']:,.0f} captures/s | {payments['capture_p50_ms']:,.0f} "
+            f"| {payments['capture_p99_ms']:,.0f} | {payments['capture_max_ms']:,.0f} "
+            f"| >= {TARGET_CAPTURES_S:g} captures/s, all captured: {_met(paid and fast)} |"
+        )
+    return [*lines, ""]
+
+
+def _lag(phase: dict[str, Any]) -> str:
+    return f"{phase['lag_p50_ms']:,.0f} | {phase['lag_p99_ms']:,.0f} | {phase['lag_max_ms']:,.0f}"
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "missed"
 
 
 def analytics_tables(rpc: dict[str, dict[str, Any]], outcomes: dict[str, Any]) -> list[str]:

@@ -93,3 +93,11 @@ async def schema_revision(dsn: str) -> str | None:
         return await conn.fetchval("SELECT version_num FROM alembic_version") if exists else None
     finally:
         await conn.close()
+
+
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """A pool's ``reset``: nothing to reset when a connection goes back to the pool
+    (asyncpg rolls back an open transaction itself). The default reset is a round trip per
+    release (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) for session state that the
+    write server's and the read server's pools never set: transaction-level locks only,
+    no LISTEN, no SET. (Not for the projector's: its rebuild lock is a session lock.)"""

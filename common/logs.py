@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 FORMATS = ("auto", "json", "text")
 # Loggers under these names are ours; every other one is a third party's.
-OWN_PACKAGES = ("common", "cqrs", "write_server", "read_server", "projector", "bench")
+OWN_PACKAGES = ("common", "cqrs", "write_server", "read_server", "projector", "bench", "sandbox")
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Attributes every LogRecord has: anything else on a record came in through ``extra``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {

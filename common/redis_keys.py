@@ -52,30 +52,11 @@ class ProjectionKeys:
         return f"{self.generation(gen)}doc:{doc_id}"
 
     def index(self, gen: int, suffix: str) -> str:
-        """``suffix`` e.g. ``all``, ``category:books``, ``customer_status:{id}:PENDING``."""
+        """``suffix`` e.g. ``all``, ``category:books``, ``customer_status:{id}:PENDING``
+        (an entity's ``index_keys`` / ``index_for``, :mod:`common.entities`)."""
         return f"{self.generation(gen)}idx:{suffix}"
 
     def generation_pattern(self, gen: int | None = None) -> str:
         """SCAN MATCH pattern for one generation's keys, or every generation's."""
         base = glob_escape(self.base)
         return f"{base}:g{gen}:*" if gen is not None else f"{base}:g*"
-
-
-# Index suffixes (``P:proj:gG:idx:{suffix}``), shared by the projector that writes
-# them and the read server that ranges over them.
-ALL = "all"
-
-
-def category_index(category: str) -> str:
-    return f"category:{category}"
-
-
-def order_index(customer_id: str | None, status: str | None) -> str:
-    """The orders index holding exactly the orders of ``customer_id`` and/or ``status``."""
-    if customer_id is not None and status is not None:
-        return f"customer_status:{customer_id}:{status}"
-    if customer_id is not None:
-        return f"customer:{customer_id}"
-    if status is not None:
-        return f"status:{status}"
-    return ALL

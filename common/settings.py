@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/cqrs"
@@ -16,8 +16,29 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @dataclass(frozen=True, slots=True)
+class Seconds:
+    """The durations the code waits or times out with, in seconds: converted once, from
+    the ``*_ms`` settings (the variables' unit), when the settings are built."""
+
+    statement_timeout: float
+    consistency_wait_max: float
+    projector_poll_interval: float
+    projector_lease_timeout: float
+    projector_switch_grace: float
+    shutdown_drain: float
+    shutdown_grace: float
+    webhooks_retry_initial: float
+    webhooks_retry_max: float
+    webhooks_timeout: float
+    webhooks_rotation_grace: float
+    webhooks_max_age: float
+    gateway_breaker_ttl: float
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
-    """Process configuration. Field names mirror the ``CQRS_*`` variables."""
+    """Process configuration. Field names mirror the ``CQRS_*`` variables; ``seconds``
+    holds the durations the code uses, converted from their ``*_ms`` fields."""
 
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
@@ -45,6 +66,28 @@ class Settings:
     # Documents each projection's near-cache in the read server may hold (a page of a
     # list counts as its documents); 0 turns the near-cache off.
     near_cache_documents: int = 50000
+    # Bytes the read server's near-caches may hold, per process (split evenly among the
+    # three projections; 0 turns them off); keys and values counted, with what Python
+    # spends holding them.
+    near_cache_bytes: int = 64 * 1024 * 1024
+    # Limits of both gRPC servers against clients that hold resources (common/rpc/limits.py):
+    # concurrent streams per connection, connections per process (never more than the
+    # descriptor limit leaves; 0: that many), idle connections closed, time to say HTTP/2
+    # after connecting, connection age and the grace its calls get (0: no limit).
+    grpc_max_streams_per_connection: int = 250
+    grpc_max_connections: int = 10000
+    grpc_connection_idle_ms: int = 300_000
+    grpc_handshake_timeout_ms: int = 10_000
+    grpc_connection_age_ms: int = 1_800_000
+    grpc_connection_age_grace_ms: int = 30_000
+    # Open health Watch streams per server process; beyond it RESOURCE_EXHAUSTED.
+    health_watch_max: int = 1000
+    # GetAggregateHistory pages end before their encoded size passes this.
+    history_page_max_bytes: int = 1024 * 1024
+    # Time travel (Get*AsOf): events one call may replay (more: FAILED_PRECONDITION), and
+    # replays running at once per read-server process (the others wait for a turn).
+    as_of_max_events: int = 50_000
+    as_of_concurrency: int = 2
     projector_batch_size: int = 500
     # Polling is the truth; NOTIFY only wakes the loop earlier than this.
     projector_poll_interval_ms: int = 500
@@ -114,7 +157,32 @@ class Settings:
     gateway_retry_attempts: int = 3
     gateway_breaker_threshold: int = 5
     gateway_breaker_ttl_ms: int = 30_000
-    gateway_rate_per_host: float = 50.0
+    # Requests per second to one host (0: unlimited): a webhook subscription keeps up with
+    # 500 events/s and payments with 100 captures/s only well above those.
+    gateway_rate_per_host: float = 1000.0
+    # Connections (= attempts in flight) of each gateway over all hosts, and to one host (a
+    # subscription's or the payments' concurrency beyond it waits for a slot).
+    gateway_max_connections: int = 100
+    gateway_max_connections_per_host: int = 32
+    # The most of a webhook receiver's answer the dispatcher reads (then drops the connection).
+    webhooks_max_response_bytes: int = 4096
+    # Deliveries of one subscription in flight at once (different aggregates; one
+    # aggregate's go one after the other, in log order).
+    webhooks_max_in_flight: int = 32
+    # A delivery failing for this long (since its first failed attempt or open-breaker
+    # refusal) is parked as FAILED at its next failure, however few attempts were counted.
+    webhooks_max_age_ms: int = 86_400_000
+    # Orders the payments process manager charges or refunds at once (one order's requests
+    # one after the other).
+    payments_concurrency: int = 32
+
+    seconds: Seconds = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Derived, so dataclasses.replace() (flags over the environment) keeps it right.
+        names = [f.name for f in fields(Seconds)]
+        converted = Seconds(**{n: getattr(self, f"{n}_ms") / 1000 for n in names})
+        object.__setattr__(self, "seconds", converted)
 
     def pg_session_settings(self, application_name: str) -> dict[str, str]:
         """Server settings for every pool's sessions. An idle-in-transaction session
@@ -192,6 +260,17 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CQRS_STATEMENT_TIMEOUT_MS": ("statement_timeout_ms", int),
     "CQRS_CONSISTENCY_WAIT_MAX_MS": ("consistency_wait_max_ms", int),
     "CQRS_NEAR_CACHE_DOCUMENTS": ("near_cache_documents", int),
+    "CQRS_NEAR_CACHE_BYTES": ("near_cache_bytes", int),
+    "CQRS_GRPC_MAX_STREAMS_PER_CONNECTION": ("grpc_max_streams_per_connection", int),
+    "CQRS_GRPC_MAX_CONNECTIONS": ("grpc_max_connections", int),
+    "CQRS_GRPC_CONNECTION_IDLE_MS": ("grpc_connection_idle_ms", int),
+    "CQRS_GRPC_HANDSHAKE_TIMEOUT_MS": ("grpc_handshake_timeout_ms", int),
+    "CQRS_GRPC_CONNECTION_AGE_MS": ("grpc_connection_age_ms", int),
+    "CQRS_GRPC_CONNECTION_AGE_GRACE_MS": ("grpc_connection_age_grace_ms", int),
+    "CQRS_HEALTH_WATCH_MAX": ("health_watch_max", int),
+    "CQRS_HISTORY_PAGE_MAX_BYTES": ("history_page_max_bytes", int),
+    "CQRS_AS_OF_MAX_EVENTS": ("as_of_max_events", int),
+    "CQRS_AS_OF_CONCURRENCY": ("as_of_concurrency", int),
     "CQRS_PROJECTOR_BATCH_SIZE": ("projector_batch_size", int),
     "CQRS_PROJECTOR_POLL_INTERVAL_MS": ("projector_poll_interval_ms", int),
     "CQRS_PROJECTOR_LEASE_TIMEOUT_MS": ("projector_lease_timeout_ms", int),
@@ -213,6 +292,12 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CQRS_GATEWAY_BREAKER_THRESHOLD": ("gateway_breaker_threshold", int),
     "CQRS_GATEWAY_BREAKER_TTL_MS": ("gateway_breaker_ttl_ms", int),
     "CQRS_GATEWAY_RATE_PER_HOST": ("gateway_rate_per_host", float),
+    "CQRS_GATEWAY_MAX_CONNECTIONS": ("gateway_max_connections", int),
+    "CQRS_GATEWAY_MAX_CONNECTIONS_PER_HOST": ("gateway_max_connections_per_host", int),
+    "CQRS_WEBHOOKS_MAX_RESPONSE_BYTES": ("webhooks_max_response_bytes", int),
+    "CQRS_WEBHOOKS_MAX_IN_FLIGHT": ("webhooks_max_in_flight", int),
+    "CQRS_WEBHOOKS_MAX_AGE_MS": ("webhooks_max_age_ms", int),
+    "CQRS_PAYMENTS_CONCURRENCY": ("payments_concurrency", int),
     "CQRS_SHUTDOWN_DRAIN_MS": ("shutdown_drain_ms", int),
     "CQRS_SHUTDOWN_GRACE_MS": ("shutdown_grace_ms", int),
     "CQRS_WRITE_TOKENS": ("write_tokens", str),

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common import runtime
+from common.entities import ENTITIES
 from common.settings import Settings, load_settings
 
 
@@ -55,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     rebuild.add_argument(
         "--only",
         action="append",
-        choices=["products", "customers", "orders", "analytics"],
+        choices=[*(e.name for e in ENTITIES), "analytics"],
         help="rebuild only these (repeatable); default: all",
     )
     rebuild.add_argument(
@@ -297,9 +298,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return int(asyncio.run(redeliver(settings, args.subscription, args.delivery)))
     if command == "payments-sandbox":
-        from cqrs import payments_sandbox
+        import sandbox
 
-        return payments_sandbox.run(args)
+        return sandbox.run(args)
     if command == "events":
         from cqrs import events
 

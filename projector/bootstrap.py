@@ -12,16 +12,19 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
 
+from common.entities import ENTITIES, Entity
 from common.gateway import Gateway, GatewayConfig
 from common.payments import make_provider
 from common.pool_metrics import PoolWatch, watch_pools
 from common.redis_client import redis_client
 from common.rpc.tls import call_metadata, channel_credentials
 from common.settings import Settings
+from common.webhook_urls import delivery_vetter
 from projector.analytics.consumer import AnalyticsConsumer
 from projector.consumer import Consumer
 from projector.failures import FailureLog
@@ -29,7 +32,7 @@ from projector.leadership import AdvisoryLease
 from projector.payments.process import PaymentsProcess, WriteSide
 from projector.process import Projector, make_runner
 from projector.projection import Projection
-from projector.projections import BACKENDS, KINDS, PG, REDIS, ProjectionKind
+from projector.projections import BACKENDS, PG, REDIS
 from projector.relay import NatsRelay
 from projector.runner import ConsumerRunner
 from projector.stores.pg_store import PgProjectionStore
@@ -68,7 +71,7 @@ class App:
         """The consumers of the given families (``products`` ...; all if ``None``) that can
         be rebuilt: one that sends events out (``rebuildable = False``: the NATS relay, the
         webhook fan-out) is left out, and naming it is an error."""
-        rebuildable = [c for c in self.consumers if getattr(c, "rebuildable", True)]
+        rebuildable = [c for c in self.consumers if c.rebuildable]
         if not families:
             return rebuildable
         known = {c.name.partition(":")[2] for c in self.consumers}
@@ -98,30 +101,33 @@ class App:
         s = self.settings
         if self.gateway is None:
             self.gateway = Gateway(
-                GatewayConfig(
-                    read_timeout_s=s.webhooks_timeout_ms / 1000,
-                    retry_attempts=s.gateway_retry_attempts,
-                    breaker_threshold=s.gateway_breaker_threshold,
-                    breaker_ttl_s=s.gateway_breaker_ttl_ms / 1000,
-                    rate_per_host=s.gateway_rate_per_host,
+                gateway_config(
+                    s,
+                    read_timeout_s=s.seconds.webhooks_timeout,
+                    max_response_bytes=s.webhooks_max_response_bytes,
                 ),
                 name="webhooks",
+                # Every address a receiver's name resolves to, vetted for the connection
+                # made with it (DNS rebinding): see common.gateway._addresses.
+                vet_address=delivery_vetter(allow_private=s.webhooks_allow_private),
             )
-        poll = s.projector_poll_interval_ms / 1000
+        poll = s.seconds.projector_poll_interval
         lease = AdvisoryLease(
             s.asyncpg_dsn,
             DISPATCH,
             retry_interval=poll,
-            lease_timeout=s.projector_lease_timeout_ms / 1000,
+            lease_timeout=s.seconds.projector_lease_timeout,
         )
         config = DispatchConfig(
             max_attempts=s.webhooks_max_attempts,
-            retry_initial_s=s.webhooks_retry_initial_ms / 1000,
-            retry_max_s=s.webhooks_retry_max_ms / 1000,
-            timeout_s=s.webhooks_timeout_ms / 1000,
+            retry_initial_s=s.seconds.webhooks_retry_initial,
+            retry_max_s=s.seconds.webhooks_retry_max,
+            timeout_s=s.seconds.webhooks_timeout,
             poll_s=poll,
             allow_private=s.webhooks_allow_private,
-            rotation_grace_s=s.webhooks_rotation_grace_ms / 1000,
+            rotation_grace_s=s.seconds.webhooks_rotation_grace,
+            max_in_flight=s.webhooks_max_in_flight,
+            max_age_s=s.seconds.webhooks_max_age,
         )
         return WebhookDispatcher(self.pool, self.gateway, lease, config, self.webhook_wake)
 
@@ -130,9 +136,7 @@ class App:
 
     async def close(self) -> None:
         for consumer in self.consumers:  # consumers with connections of their own (relays)
-            aclose = getattr(consumer, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await consumer.aclose()
         if self.gateway is not None:
             await self.gateway.aclose()
             self.gateway = None
@@ -144,11 +148,11 @@ class App:
 
 
 def make_store(
-    settings: Settings, pool: asyncpg.Pool, redis: Redis, backend: str, kind: ProjectionKind
+    settings: Settings, pool: asyncpg.Pool, redis: Redis, backend: str, kind: Entity
 ) -> ProjectionStore:
     """The live store of one projection."""
     if backend == REDIS:
-        grace_s = settings.projector_switch_grace_ms / 1000
+        grace_s = settings.seconds.projector_switch_grace
         return RedisProjectionStore(redis, settings.redis_prefix, kind, grace_s=grace_s)
     assert backend == PG
     return PgProjectionStore(pool, kind)
@@ -162,7 +166,7 @@ def make_consumers(
     projections: list[Consumer] = [
         Projection(kind, make_store(settings, pool, redis, backend, kind))
         for backend in BACKENDS
-        for kind in KINDS.values()
+        for kind in ENTITIES
     ]
     consumers = [*projections, AnalyticsConsumer(pool), WebhookFanout(pool, webhook_wake.set)]
     if settings.payments_url:
@@ -179,23 +183,29 @@ def make_consumers(
     return consumers
 
 
+def gateway_config(settings: Settings, **specific: Any) -> GatewayConfig:
+    """The ``CQRS_GATEWAY_*`` settings every gateway of the projector shares (the webhooks'
+    and the payment provider's), with what one of them sets for itself."""
+    return GatewayConfig(
+        retry_attempts=settings.gateway_retry_attempts,
+        breaker_threshold=settings.gateway_breaker_threshold,
+        breaker_ttl_s=settings.seconds.gateway_breaker_ttl,
+        rate_per_host=settings.gateway_rate_per_host,
+        max_connections=settings.gateway_max_connections,
+        max_connections_per_host=settings.gateway_max_connections_per_host,
+        **specific,
+    )
+
+
 def payments_process(settings: Settings, pool: asyncpg.Pool) -> PaymentsProcess:
     """The payments process manager: the provider at ``CQRS_PAYMENTS_URL`` through a gateway
     of its own, results reported to the write server."""
-    gateway = Gateway(
-        GatewayConfig(
-            retry_attempts=settings.gateway_retry_attempts,
-            breaker_threshold=settings.gateway_breaker_threshold,
-            breaker_ttl_s=settings.gateway_breaker_ttl_ms / 1000,
-            rate_per_host=settings.gateway_rate_per_host,
-        ),
-        name="payments",
-    )
+    gateway = Gateway(gateway_config(settings), name="payments")
     write = WriteSide(
         settings.write_client_address, channel_credentials(settings), call_metadata(settings)
     )
     provider = make_provider(settings.payments_url, gateway)
-    return PaymentsProcess(pool, provider, write, gateway)
+    return PaymentsProcess(pool, provider, write, gateway, settings.payments_concurrency)
 
 
 async def bootstrap(settings: Settings) -> App:

@@ -13,11 +13,10 @@ Copies: a rebuild (``cqrs projector rebuild``, or the runner healing a lost stor
 asks for :meth:`Consumer.new_copy` (empty, at the origin, invisible to readers),
 fills it with ``catch_up`` and then :meth:`Consumer.switch_to` it atomically.
 
-Two optional attributes, looked up by :mod:`projector.bootstrap`: ``rebuildable = False``
-for a consumer whose effects leave the system (the NATS relay, the webhook fan-out:
-``cqrs projector rebuild`` leaves it out, ``new_copy`` raises ``NotRebuildable``, and a
-missing checkpoint is a first start at the origin, never ``StoreLost``), and ``async
-aclose()`` for one holding connections of its own (called when the App closes).
+``rebuildable`` is False for a consumer whose effects leave the system (the NATS relay,
+the webhook fan-out, payments: ``cqrs projector rebuild`` leaves it out, ``new_copy``
+raises ``NotRebuildable``, and a missing checkpoint is a first start at the origin, never
+``StoreLost``); ``aclose`` releases connections of its own (called when the App closes).
 """
 
 from __future__ import annotations
@@ -38,8 +37,27 @@ if TYPE_CHECKING:
 # the executor given (a connection inside a transaction, or ``None`` for the pool).
 CatchUp = Callable[["Consumer", "Executor | None"], Awaitable[Position]]
 
-# The write model as documents, per projection family (``products`` etc.), for verify.
-WriteModel = Mapping[str, Mapping[str, Message]]
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """One family of the write model as verify compares a consumer with it."""
+
+    documents: Mapping[str, Message]  # every live document, by id
+    # Ids of documents an event committed after the consumer's checkpoint may have changed
+    # (the consumer may or may not have applied it when it was read): not compared.
+    in_flight: frozenset[str]
+
+
+class Reference(Protocol):
+    """The write model, read for ``cqrs projector verify`` (:mod:`projector.verify`)."""
+
+    async def documents(self, family: str, after: Position | None) -> Expected:
+        """``family``'s live documents (``products`` etc.) from a snapshot taken now, and
+        the ids an event after ``after`` touched, directly or through a document that
+        embeds another (an order shows its customer's contact). Read the consumer first,
+        then call this: the snapshot then holds everything the consumer could have
+        applied. ``after`` None: nothing is in flight (a consumer that is not built)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +66,7 @@ class Audit:
 
     documents: int  # how many it holds
     differences: list[str]  # one line per difference from the write model
+    in_flight: int = 0  # documents (or figures) not compared: changed by events in flight
 
 
 class Consumer(Protocol):
@@ -62,6 +81,11 @@ class Consumer(Protocol):
     @property
     def consumes(self) -> tuple[str, ...]:
         """The aggregate types whose events it reads."""
+        ...
+
+    @property
+    def rebuildable(self) -> bool:
+        """Whether ``cqrs projector rebuild`` may replay it into a new copy."""
         ...
 
     @property
@@ -96,7 +120,12 @@ class Consumer(Protocol):
         """A short state for ``cqrs projector status`` (e.g. ``generation 3``)."""
         ...
 
-    async def audit(self, write_model: WriteModel) -> Audit | None:
-        """How it differs from the write model; ``None`` if it holds nothing comparable
-        (e.g. a relay)."""
+    async def aclose(self) -> None:
+        """Release what it holds of its own (clients, channels); the pools are the App's."""
+        ...
+
+    async def audit(self, reference: Reference) -> Audit | None:
+        """How it differs from the write model at the same position of the log (what is
+        in flight between the two is not compared); ``None`` if it holds nothing
+        comparable (e.g. a relay)."""
         ...

@@ -85,6 +85,11 @@ class AdvisoryLease:
         self._held = False
 
     @property
+    def dsn(self) -> str:
+        """The database the lease is held in (its other locks are taken there too)."""
+        return self._dsn
+
+    @property
     def held(self) -> bool:
         """Whether this runner holds the lock (as far as it knows: see :meth:`check`)."""
         return self._held

@@ -46,7 +46,7 @@ async def run(settings: Settings, only: list[str] | None = None) -> int:
             await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
             if not task.done():
-                grace = settings.shutdown_grace_ms / 1000
+                grace = settings.seconds.shutdown_grace
                 log.info(
                     "stopping: current batches finish, leases are released (grace %.1fs)", grace
                 )
@@ -82,7 +82,10 @@ async def rebuild(settings: Settings, only: list[str] | None, metrics_port: int 
                 print(f"cqrs projector rebuild: {exc}", file=sys.stderr)
                 return 2
             return await rebuilding.rebuild(
-                chosen, app.pool, batch_size=settings.projector_batch_size
+                chosen,
+                app.pool,
+                dsn=settings.asyncpg_dsn,
+                batch_size=settings.projector_batch_size,
             )
     finally:
         if ops is not None:
@@ -90,11 +93,11 @@ async def rebuild(settings: Settings, only: list[str] | None, metrics_port: int 
 
 
 async def verify(settings: Settings) -> int:
-    """0 when every projection equals the write model, else the number of differences
-    (capped at 255 for the exit status' sake, never 0)."""
+    """0 when every projection equals the write model, 1 when any differs (the printed
+    report counts the differences)."""
     async with open_app(settings) as app:
         differences = await verifying.verify(app.consumers, app.pool)
-    return min(differences, 255)
+    return 1 if differences else 0
 
 
 async def status(settings: Settings) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncpg
 
 from common.positions import Position
-from projector.consumer import Audit, CatchUp, Consumer, WriteModel
+from projector.consumer import Audit, CatchUp, Consumer, Reference
 from projector.errors import NotRebuildable
 from projector.stores import pg_checkpoints
 
@@ -42,5 +42,8 @@ class Outbound:
     async def discard(self) -> None:
         raise NotRebuildable(f"{self.name} has no copies")
 
-    async def audit(self, write_model: WriteModel) -> Audit | None:
+    async def aclose(self) -> None:
+        """Nothing of its own to release (a consumer with a client overrides this)."""
+
+    async def audit(self, reference: Reference) -> Audit | None:
         return None  # nothing of its own the write model could be compared with

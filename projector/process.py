@@ -28,7 +28,7 @@ def make_runner(
     wakeup: Wakeup,
 ) -> ConsumerRunner:
     """A runner for ``consumer``, configured from ``settings``."""
-    poll = settings.projector_poll_interval_ms / 1000
+    poll = settings.seconds.projector_poll_interval
     return ConsumerRunner(
         consumer=consumer,
         db=pool,
@@ -36,7 +36,7 @@ def make_runner(
             settings.asyncpg_dsn,
             consumer.name,
             retry_interval=poll,
-            lease_timeout=settings.projector_lease_timeout_ms / 1000,
+            lease_timeout=settings.seconds.projector_lease_timeout,
         ),
         failures=failures,
         wakeup=wakeup,

@@ -163,15 +163,17 @@ async def rebuild_one(
     progress: Advance | None = None,
     *,
     keep_before_poison: bool = False,
+    copy: Consumer | None = None,
 ) -> Rebuilt:
-    """Fill a new copy of ``consumer`` and switch to it.
+    """Fill a new copy of ``consumer`` (or ``copy``, one the caller made with
+    ``new_copy``) and switch to it.
 
     A poison event aborts (:class:`RebuildFailed`, the copy removed, the live one
     untouched), unless ``keep_before_poison``: then the copy goes live built up to
     just before it, as a live consumer stops on one. The caller holds the consumer's
     rebuild lock (:func:`rebuild_lock`).
     """
-    copy = await consumer.new_copy()
+    copy = copy if copy is not None else await consumer.new_copy()
     poisoned: list[PoisonEvent] | None = [] if keep_before_poison else None
 
     async def fill(target: Consumer, db: Executor | None) -> Position:
@@ -194,31 +196,34 @@ async def rebuild_one(
 
 @contextlib.asynccontextmanager
 async def rebuild_lock(
-    pool: asyncpg.Pool, name: str, *, wait_until: asyncio.Event | None = None
+    dsn: str, name: str, *, wait_until: asyncio.Event | None = None
 ) -> AsyncIterator[bool]:
     """Hold the rebuild lock of consumer ``name``; yields False if another holds it.
 
-    With ``wait_until``, waits for the lock instead, until that event is set.
+    With ``wait_until``, waits for the lock instead, until that event is set. The lock is
+    a session lock on a connection of its own (to ``dsn``), never a pooled one: a build
+    holds it for minutes, and the first start builds every consumer at once, which would
+    take a small pool's every connection and leave none for the builds themselves.
     """
     key = lock_key(f"rebuild:{name}")
-    async with pool.acquire() as conn:
+    conn = await asyncpg.connect(dsn)
+    try:
         got = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
         while not got and wait_until is not None and not wait_until.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_LOCK_POLL_S):
                     await wait_until.wait()
             got = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
-        try:
-            yield got
-        finally:
-            if got:
-                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+        yield got
+    finally:
+        await conn.close()  # ends the session: releases the lock
 
 
 async def rebuild(
     consumers: Sequence[Consumer],
     pool: asyncpg.Pool,
     *,
+    dsn: str,
     batch_size: int,
     out: TextIO | None = None,
 ) -> int:
@@ -227,15 +232,15 @@ async def rebuild(
     taking turns); 0 on success, 1 if any failed."""
     out = out if out is not None else sys.stderr
     results = await asyncio.gather(
-        *(_rebuild_reporting(consumer, pool, batch_size, out) for consumer in consumers)
+        *(_rebuild_reporting(consumer, pool, dsn, batch_size, out) for consumer in consumers)
     )
     return 0 if all(results) else 1
 
 
 async def _rebuild_reporting(
-    consumer: Consumer, pool: asyncpg.Pool, batch_size: int, out: TextIO
+    consumer: Consumer, pool: asyncpg.Pool, dsn: str, batch_size: int, out: TextIO
 ) -> bool:
-    async with rebuild_lock(pool, consumer.name) as locked:
+    async with rebuild_lock(dsn, consumer.name) as locked:
         if not locked:
             print(f"rebuild {consumer.name}: another rebuild is running", file=out)
             return False

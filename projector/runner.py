@@ -17,7 +17,9 @@ Failures:
   told the projection is being built meanwhile; they never see a half-built one.
 - Unavailable PostgreSQL/Redis (:func:`common.outages.is_transient`) and other errors
   not attributable to an event: log, back off (short at first, capped, starting over
-  after every success), retry; leadership is kept unless its heartbeat fails.
+  after every applied batch, never sooner than the failure itself asks for: a breaker's
+  ttl, a Retry-After), retry; leadership is kept unless its heartbeat fails. The lag
+  gauges keep counting meanwhile, so a consumer stuck on an outage shows as behind.
 - A *poison event* (the consumer cannot apply it although its state is intact): this
   consumer stops, the others keep running. We chose stopping over skipping because
   a skipped event silently corrupts the read model forever, while a stopped one is
@@ -63,7 +65,7 @@ from projector.errors import CheckpointMoved, LeadershipLost, PoisonEvent, Store
 from projector.failures import FailureLog
 from projector.leadership import AdvisoryLease
 from projector.outbox import Batch, behind, read_batch
-from projector.pacing import Backoff
+from projector.pacing import Backoff, retry_hint
 from projector.rebuild import apply_before, events_to_copy, rebuild_lock, rebuild_one, tracked
 from projector.wakeup import Wakeup, sleep_unless, wait_ticket
 
@@ -167,7 +169,8 @@ class ConsumerRunner:
             except Exception as exc:
                 raise_if_cancelled()
                 self.state = "retrying"
-                delay = backoff.failure()
+                delay = max(backoff.failure(), retry_hint(exc) or 0.0)
+                await self._lag_while_retrying()
                 if backoff.should_log():
                     if is_transient(exc):
                         log.warning("%s: %s; retrying in %.2fs", self.name, exc, delay)
@@ -180,7 +183,8 @@ class ConsumerRunner:
         consumer = self.consumer
         checkpoint = await consumer.checkpoint()
         self.checkpoint = checkpoint
-        backoff.success()
+        # No backoff.success() here: a checkpoint read says nothing about whether the
+        # batch will apply (a consumer whose apply keeps failing would retry at once).
         failure_pending = await self._failures.get(self.name) is not None
         careful_until: Position | None = None  # retry one event at a time up to here
         self.state = "following"
@@ -226,7 +230,7 @@ class ConsumerRunner:
                     await self._failures.clear(self.name)
                     log.info("%s: recovered from the recorded failure", self.name)
                 await self._observe(batch, time.perf_counter() - started)
-            backoff.success()
+            backoff.success()  # the batch applied (or there was nothing to apply)
             if not batch.full:
                 await wait_ticket(ticket, self._config.poll_interval)
             raise_if_cancelled()
@@ -240,7 +244,7 @@ class ConsumerRunner:
         log.log(level, "%s: %s; building it from the event log", self.name, lost.why)
         self.state = "rebuilding"
         started = time.monotonic()
-        async with rebuild_lock(self._db, self.name, wait_until=stop) as locked:
+        async with rebuild_lock(self._lease.dsn, self.name, wait_until=stop) as locked:
             if not locked:
                 return False  # stopping
             try:
@@ -249,7 +253,15 @@ class ConsumerRunner:
                 return False
             except StoreLost:
                 pass
-            total = await events_to_copy(self.consumer, self._db)
+            # The copy first: from here on readers are told it is being rebuilt (a Redis
+            # projection with no generation allocated reads as "not built").
+            copy = await self.consumer.new_copy()
+            try:
+                total = await events_to_copy(self.consumer, self._db)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await copy.discard()
+                raise
             with tracked(self.name, total, _Applied(self.name)) as advance:
                 rebuilt = await rebuild_one(
                     self.consumer,
@@ -257,6 +269,7 @@ class ConsumerRunner:
                     self._config.batch_size,
                     advance,
                     keep_before_poison=True,
+                    copy=copy,
                 )
         PROJECTION_REBUILDS.labels(self.name).inc()
         log.log(
@@ -303,6 +316,29 @@ class ConsumerRunner:
             self.lag_events = lag.events
             PROJECTION_LAG.labels(self.name).set(lag.events)
             PROJECTION_LAG_SECONDS.labels(self.name).set(lag.seconds)
+
+    async def _lag_while_retrying(self) -> None:
+        """While a batch keeps failing the checkpoint stands still and nothing observes
+        the backlog: count it here (sampled), so the lag alerts see a stuck consumer — an
+        order waiting for its charge is lag like any other unapplied event."""
+        if self.checkpoint is None or time.monotonic() - self._lag_at < _LAG_EVERY_S:
+            return
+        self._lag_at = time.monotonic()
+        try:
+            lag = await behind(
+                self._db,
+                self.checkpoint,
+                self.consumer.consumes,
+                COUNT_CAP,
+                self.consumer.event_types,
+            )
+        except Exception as exc:  # the database may be what is failing
+            raise_if_cancelled()
+            log.debug("%s: lag not counted: %s", self.name, exc)
+            return
+        self.lag_events = lag.events
+        PROJECTION_LAG.labels(self.name).set(lag.events)
+        PROJECTION_LAG_SECONDS.labels(self.name).set(lag.seconds)
 
     def _forget_lag(self) -> None:
         """Out of leadership this process no longer knows the lag: drop its series, so a

@@ -9,12 +9,16 @@ from dataclasses import dataclass, field
 import asyncpg
 import redis.asyncio as aioredis
 
+from common.db import keep_session
+from common.entities import ENTITIES
 from common.pool_metrics import PoolWatch, watch_pools
 from common.redis_client import redis_client
 from common.settings import Settings
+from read_server.history.limits import HistoryLimits
 from read_server.reads import Reads
 from read_server.sources.base import SourceSet
 from read_server.sources.change_feed import ChangeFeed
+from read_server.sources.head import LogHead
 from read_server.sources.near_cache import Shelf
 from read_server.sources.postgres import (
     READ_MODEL,
@@ -22,7 +26,7 @@ from read_server.sources.postgres import (
     WRITE_MODEL,
     PostgresSource,
 )
-from read_server.sources.projection import PROJECTIONS, ProjectionSource
+from read_server.sources.projection import ProjectionSource
 
 PG_CONNECT_TIMEOUT_S = 5.0
 CLOSE_TIMEOUT_S = 3.0
@@ -70,11 +74,14 @@ async def open_pg_pool(settings: Settings) -> asyncpg.Pool:
         min_size=0,
         max_size=settings.db_pool_size,
         timeout=PG_CONNECT_TIMEOUT_S,
-        command_timeout=settings.statement_timeout_ms / 1000,
+        command_timeout=settings.seconds.statement_timeout,
         server_settings={
             **settings.pg_session_settings("cqrs-read-server"),
             "default_transaction_read_only": "on",
         },
+        # No session state is ever set on these connections: the default reset would cost a
+        # round trip per call, PostgreSQL work as large as a get itself.
+        reset=keep_session,
     )
     return pool
 
@@ -85,22 +92,26 @@ async def bootstrap(settings: Settings) -> App:
     # The event loop serves many requests per connection; a few more than the
     # PostgreSQL pool is plenty.
     client = redis_client(settings.redis_url, max_connections=max(8, settings.db_pool_size * 2))
+    # The bytes bound is per process: each projection's shelf gets an equal share.
+    shelf_bytes = settings.near_cache_bytes // len(ENTITIES)
     shelves = (
-        {name: Shelf(name, settings.near_cache_documents) for name in PROJECTIONS}
-        if settings.near_cache_documents > 0
+        {e.name: Shelf(e.name, settings.near_cache_documents, shelf_bytes) for e in ENTITIES}
+        if settings.near_cache_documents > 0 and shelf_bytes > 0
         else {}
     )
-    projection = ProjectionSource(client, settings.redis_prefix, shelves)
+    head = LogHead(pg_pool)
+    projection = ProjectionSource(client, settings.redis_prefix, shelves, head.check)
     feed = None
     if shelves:
         feed = ChangeFeed(settings.redis_url, client, settings.redis_prefix, shelves)
         feed.listen(projection.heard)
         feed.start()
-    read_model = PostgresSource(pg_pool, READ_MODEL, READ_MODEL_CHECKPOINTS)
+    read_model = PostgresSource(pg_pool, READ_MODEL, READ_MODEL_CHECKPOINTS, head.check)
     sources = SourceSet(
         projection=projection,
         read_model=read_model,
         write_model=PostgresSource(pg_pool, WRITE_MODEL),
     )
     pools = watch_pools(pg={"read": pg_pool}, redis={"read": client})
-    return App(settings, pg_pool, client, sources, Reads(pg_pool, read_model), feed, pools)
+    reads = Reads(pg_pool, read_model, HistoryLimits.from_settings(settings))
+    return App(settings, pg_pool, client, sources, reads, feed, pools)

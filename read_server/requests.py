@@ -1,17 +1,25 @@
 """Validation of QueryService requests into what the sources take.
 
 A :class:`RequestParser` collects every bad field of one request so the client
-gets all of them in one ``google.rpc.BadRequest``.
+gets all of them in one ``google.rpc.BadRequest``. Every field is checked here, before
+any source, cache or store sees the request: text no longer than the write side could
+have stored (:mod:`common.field_limits`), no NUL characters, ids that are UUIDs, tokens
+this server issued. A read's key can therefore never be larger than a stored value's.
 """
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
+
+from google.protobuf.message import Message
 
 from common.cursors import InvalidPageToken, decode_page_token, resolve_page_size
-from common.documents import status_name
+from common.entities import Entity
+from common.entities._model import enum_label
 from common.errors import FieldViolation, InvalidArgument
-from common.pb.shop.v1 import query_service_pb2, shop_pb2
+from common.field_limits import MAX_TEXT, MAX_UUID_CHARS
+from common.pb.shop.v1 import query_service_pb2
 from common.positions import InvalidToken, decode_token
 from read_server.sources.base import Freshness, PageRequest, QuerySource, SourceSet
 
@@ -45,11 +53,25 @@ class RequestParser:
         """``None`` for an empty value, else the canonical UUID."""
         if not value:
             return None
-        try:
-            return str(uuid.UUID(value))
-        except ValueError:
-            self._bad(field, "must be a UUID")
+        # uuid.UUID ignores any number of hyphens: bound the spelling first.
+        if len(value) <= MAX_UUID_CHARS:
+            try:
+                return str(uuid.UUID(value))
+            except ValueError:
+                pass
+        self._bad(field, "must be a UUID")
+        return ""
+
+    def text(self, value: str, field: str, limit: int = MAX_TEXT) -> str:
+        """A free-text filter (e.g. a category): at most ``limit`` characters, as the
+        write side stores them, and no NUL character."""
+        if len(value) > limit:
+            self._bad(field, f"must be at most {limit} characters")
             return ""
+        if "\x00" in value:
+            self._bad(field, "must not contain NUL characters (U+0000)")
+            return ""
+        return value
 
     def page_size(self, value: int) -> int:
         """The page size asked for (0: the default), within the maximum."""
@@ -76,15 +98,33 @@ class RequestParser:
             position = None
         return Freshness(position, max_wait_s)
 
-    def status(self, value: int) -> str | None:
-        """``None`` (any status) for ORDER_STATUS_UNSPECIFIED, else e.g. ``"PENDING"``."""
-        if value == shop_pb2.ORDER_STATUS_UNSPECIFIED:
+    def enum(self, request: Message, field: str) -> str | None:
+        """An enum filter of ``request``: ``None`` (no filter) for its zero value (the
+        ``*_UNSPECIFIED`` one), else its label, e.g. ``"PENDING"``."""
+        descriptor: Any = request.DESCRIPTOR.fields_by_name[field]
+        value = int(getattr(request, field))
+        if value == 0:
             return None
-        try:
-            return status_name(value)
-        except ValueError:
-            self._bad("status", f"unknown order status {value}")
+        if value not in descriptor.enum_type.values_by_number:
+            self._bad(field, f"unknown {descriptor.enum_type.name} {value}")
             return None
+        return enum_label(descriptor, value)
+
+    def where(self, entity: Entity, request: Message) -> dict[str, str]:
+        """The list filters of ``entity`` that ``request`` sets (its fields of those names)."""
+        found: dict[str, str] = {}
+        for field, kind in entity.filters.items():
+            raw: Any = getattr(request, field)
+            value = (
+                self.optional_id(raw, field)
+                if kind == "uuid"
+                else self.enum(request, field)
+                if kind == "enum"
+                else self.text(raw, field) or None
+            )
+            if value is not None:
+                found[field] = value
+        return found
 
     def source(self, value: int, sources: SourceSet) -> QuerySource:
         if value in (query_service_pb2.SOURCE_UNSPECIFIED, query_service_pb2.SOURCE_PROJECTION):

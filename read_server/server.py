@@ -10,6 +10,7 @@ import redis.exceptions
 from common.errors import AppError, Unavailable
 from common.outages import is_outage, sqlstate
 from common.pb.shop.v1 import query_service_pb2 as qs
+from common.rpc.limits import ServerLimits
 from common.rpc.security import security_for
 from common.rpc.server import BuiltServer, Service, build_server, serve_process
 from common.settings import Settings
@@ -34,13 +35,14 @@ def create_server(
     app: App, address: str, *, options: Sequence[tuple[str, Any]] = ()
 ) -> BuiltServer:
     """QueryService (+ health, reflection) for ``app``, bound to ``address``; not started."""
-    servicer = QueryServicer(app.sources, app.settings.consistency_wait_max_ms, app.reads)
+    servicer = QueryServicer(app.sources, app.settings.seconds.consistency_wait_max, app.reads)
     return build_server(
         address,
         [Service(SERVICE, servicer)],
         translate=translate,
         options=options,
         security=security_for(app.settings, "read"),
+        limits=ServerLimits.from_settings(app.settings),
     )
 
 

@@ -1,41 +1,46 @@
 """shop.v1.QueryService: validate, pick the source, return wire bytes.
 
-One ``async def`` per RPC, named like it. Every method returns the serialized
-response (a stored document for gets, a concatenation for lists, see
+One ``async def`` per RPC, named like it: the ``Get<Entity>`` and ``List<Entities>`` of
+every entity of :mod:`common.entities` are made from the registry (:func:`_get_rpc`,
+:func:`_list_rpc`), the other families come from their mixins. Every method returns the
+serialized response (a stored document for gets, a concatenation for lists, see
 :mod:`read_server.wire`), which the server passes through unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from common.cursors import SortKey, encode_page_token
+from common.entities import ENTITIES, Entity
 from common.errors import NotFound
-from common.pb.shop.v1 import query_service_pb2 as qs
 from read_server.analytics.rpcs import AnalyticsRpcs
 from read_server.deadlines import wait_budget
 from read_server.history.rpcs import HistoryRpcs
 from read_server.reads import Reads
 from read_server.requests import RequestParser
 from read_server.search.rpcs import SearchRpcs
-from read_server.sources.base import Freshness, OrderFilter, Page, SourceSet
+from read_server.sources.base import Page, SourceSet
 from read_server.webhooks.rpcs import WebhookRpcs
 from read_server.wire import list_response
 
-_GetRequest = qs.GetProductRequest | qs.GetCustomerRequest | qs.GetOrderRequest
+Rpc = Callable[[Any, Message, grpc.aio.ServicerContext], Awaitable[bytes]]
 
 
 class QueryServicer(HistoryRpcs, AnalyticsRpcs, SearchRpcs, WebhookRpcs):
-    """Thin async handlers: the entity reads here over a :class:`SourceSet`; the event
-    history, analytics and search RPCs come from their mixins (one module each)."""
+    """Thin async handlers: the entity reads over a :class:`SourceSet` (installed below,
+    one pair per entity); the event history, analytics, search and webhook RPCs come from
+    their mixins (one module each)."""
 
     def __init__(
-        self, sources: SourceSet, consistency_wait_max_ms: int, reads: Reads | None = None
+        self, sources: SourceSet, consistency_wait_max_s: float, reads: Reads | None = None
     ) -> None:
         self._sources = sources
-        self._max_wait_s = consistency_wait_max_ms / 1000
+        self._max_wait_s = consistency_wait_max_s
         # Only the entity reads work without ``reads`` (unit tests over fake sources).
         self._maybe_reads = reads
 
@@ -48,73 +53,58 @@ class QueryServicer(HistoryRpcs, AnalyticsRpcs, SearchRpcs, WebhookRpcs):
     def _wait_budget(self, context: grpc.aio.ServicerContext) -> float:
         return wait_budget(context, self._max_wait_s)
 
-    async def _get(
-        self, request: _GetRequest, context: grpc.aio.ServicerContext, kind: str
+    async def get_entity(
+        self, entity: Entity, request: Any, context: grpc.aio.ServicerContext
     ) -> bytes:
-        """GetProduct, GetCustomer, GetOrder: ``kind`` names the entity (and the getter)."""
+        """``Get<Entity>``: ``{id, source, consistency_token}`` -> the document."""
         p = RequestParser()
         ident = p.entity_id(request.id)
         source = p.source(request.source, self._sources)
         freshness = p.freshness(request.consistency_token, self._wait_budget(context))
         p.done()
-        getter: Callable[[str, Freshness], Awaitable[bytes | None]] = getattr(source, f"get_{kind}")
-        return _found(await getter(ident, freshness), kind, ident)
+        doc = await source.get(entity, ident, freshness)
+        if doc is None:
+            raise NotFound(f"{entity.label} {ident} not found")
+        return doc
 
-    async def GetProduct(
-        self, request: qs.GetProductRequest, context: grpc.aio.ServicerContext
+    async def list_entity(
+        self, entity: Entity, request: Any, context: grpc.aio.ServicerContext
     ) -> bytes:
-        return await self._get(request, context, "product")
-
-    async def ListProducts(
-        self, request: qs.ListProductsRequest, context: grpc.aio.ServicerContext
-    ) -> bytes:
+        """``List<Entities>``: a page, filtered by the request's fields named like the
+        entity's filters (``category``; ``customer_id`` and ``status``)."""
         p = RequestParser()
         page = p.page(request.page_size, request.page_token)
+        where = p.where(entity, request)
         source = p.source(request.source, self._sources)
         freshness = p.freshness(request.consistency_token, self._wait_budget(context))
         p.done()
-        category = request.category or None
-        return _list(await source.list_products(page, category, freshness))
+        return _list(await source.list(entity, page, where, freshness))
 
-    async def GetCustomer(
-        self, request: qs.GetCustomerRequest, context: grpc.aio.ServicerContext
+
+def _get_rpc(entity: Entity) -> Rpc:
+    async def rpc(
+        self: QueryServicer, request: Message, context: grpc.aio.ServicerContext
     ) -> bytes:
-        return await self._get(request, context, "customer")
+        return await self.get_entity(entity, request, context)
 
-    async def ListCustomers(
-        self, request: qs.ListCustomersRequest, context: grpc.aio.ServicerContext
+    rpc.__name__ = rpc.__qualname__ = entity.get_rpc
+    return rpc
+
+
+def _list_rpc(entity: Entity) -> Rpc:
+    async def rpc(
+        self: QueryServicer, request: Message, context: grpc.aio.ServicerContext
     ) -> bytes:
-        p = RequestParser()
-        page = p.page(request.page_size, request.page_token)
-        source = p.source(request.source, self._sources)
-        freshness = p.freshness(request.consistency_token, self._wait_budget(context))
-        p.done()
-        return _list(await source.list_customers(page, freshness))
+        return await self.list_entity(entity, request, context)
 
-    async def GetOrder(
-        self, request: qs.GetOrderRequest, context: grpc.aio.ServicerContext
-    ) -> bytes:
-        return await self._get(request, context, "order")
-
-    async def ListOrders(
-        self, request: qs.ListOrdersRequest, context: grpc.aio.ServicerContext
-    ) -> bytes:
-        p = RequestParser()
-        page = p.page(request.page_size, request.page_token)
-        order_filter = OrderFilter(
-            customer_id=p.optional_id(request.customer_id, "customer_id"),
-            status=p.status(request.status),
-        )
-        source = p.source(request.source, self._sources)
-        freshness = p.freshness(request.consistency_token, self._wait_budget(context))
-        p.done()
-        return _list(await source.list_orders(page, order_filter, freshness))
+    rpc.__name__ = rpc.__qualname__ = entity.list_rpc
+    return rpc
 
 
-def _found(doc: bytes | None, kind: str, ident: str) -> bytes:
-    if doc is None:
-        raise NotFound(f"{kind} {ident} not found")
-    return doc
+# One Get and one List per entity of the registry, named like the RPCs.
+for _entity in ENTITIES:
+    setattr(QueryServicer, _entity.get_rpc, _get_rpc(_entity))
+    setattr(QueryServicer, _entity.list_rpc, _list_rpc(_entity))
 
 
 def _next_token(key: SortKey | None) -> str:

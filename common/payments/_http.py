@@ -23,8 +23,8 @@ _HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 class HttpPaymentProvider:
     """A :class:`~common.payments.PaymentProvider` speaking a Stripe-shaped API, with **JSON
-    request bodies** (Stripe itself takes form-encoded ones; cqrs/payments_sandbox.py is a
-    local provider speaking this dialect):
+    request bodies** (Stripe itself takes form-encoded ones; ``cqrs payments-sandbox``, the
+    ``sandbox`` package, is a local provider speaking this dialect):
 
     - ``POST {base}/v1/charges`` ``{"amount": cents, "currency": "eur", "metadata":
       {"order_id": ...}}`` -> 200 ``{"id": "ch_...", "object": "charge", "amount",

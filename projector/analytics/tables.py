@@ -13,6 +13,7 @@ from datetime import datetime
 import asyncpg
 import orjson
 
+from common.roles import share_created
 from projector.analytics.fold import Changes, CustomerTimes, Line, MonthKey, OrderFact
 
 LIVE = "analytics"
@@ -292,11 +293,13 @@ class AnalyticsTables:
 
     @staticmethod
     async def create_copy(conn: asyncpg.Connection) -> None:
-        """An empty copy schema shaped like the live one (indexes included)."""
+        """An empty copy schema shaped like the live one (indexes included), readable by
+        the reader once renamed into place, whoever runs the projector."""
         await conn.execute(f"DROP SCHEMA IF EXISTS {COPY} CASCADE")
         await conn.execute(f"CREATE SCHEMA {COPY}")
         for table in TABLES:
             await conn.execute(f"CREATE TABLE {COPY}.{table} (LIKE {LIVE}.{table} INCLUDING ALL)")
+        await share_created(conn, schema=COPY, tables=[f"{COPY}.{t}" for t in TABLES], home=LIVE)
 
     @staticmethod
     async def drop_copy(conn: asyncpg.Connection) -> None:

@@ -2,12 +2,17 @@
 
 A consumer of the event log like the projections (its own checkpoint row, commit-safe
 order, a lease with hot standby), reading only ``PaymentRequested`` and
-``RefundRequested``. For each, in log order: look up the order's payment state in the
-write model (an already settled request is skipped, so a replay or a late start costs
-no provider call), call the payment port through the API gateway, and report the
-outcome back as the internal command ``RecordPaymentResult`` over gRPC to the write
-server, which records ``PaymentCaptured`` / ``PaymentFailed`` / ``PaymentRefunded``.
-Only then does the checkpoint move. No HTTP call happens inside a database transaction.
+``RefundRequested``. For each: look up the order's payment state in the write model (an
+already settled request is skipped, so a replay or a late start costs no provider call),
+call the payment port through the API gateway, and report the outcome back as the
+internal command ``RecordPaymentResult`` over gRPC to the write server, which records
+``PaymentCaptured`` / ``PaymentFailed`` / ``PaymentRefunded``. The orders of a batch are
+settled ``concurrency`` at a time (``CQRS_PAYMENTS_CONCURRENCY``; the gateway bounds the
+calls per provider host too); one order's requests go strictly one after the other, in log
+order (a refund after its charge). The checkpoint moves only once every order of the batch
+is settled or skipped; when one fails, the others still finish (what they settled is
+skipped when the batch is retried) and the batch fails with the first failure in log
+order. No HTTP call happens inside a database transaction.
 
 Safe to crash anywhere: the provider call carries an idempotency key derived from the
 order and the attempt (``charge:<order>:<attempt>``, ``refund:<order>:<charge>``), so
@@ -24,8 +29,9 @@ consumers are not affected. It is never rebuilt (``rebuildable = False``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -105,11 +111,15 @@ class PaymentsProcess(Outbound):
         provider: PaymentProvider,
         write: WriteSide,
         gateway: Gateway | None = None,
+        concurrency: int = 32,
     ) -> None:
+        if concurrency < 1:
+            raise ValueError("payments_concurrency must be at least 1")
         self._pool = pool
         self._provider = provider
         self._write = write
         self._gateway = gateway  # the provider's, closed with it
+        self._concurrency = concurrency
 
     @property
     def name(self) -> str:
@@ -128,8 +138,7 @@ class PaymentsProcess(Outbound):
         stored = await self.checkpoint()
         if stored != batch.start:
             raise CheckpointMoved(batch.start, stored)
-        for event in batch.events:
-            await self._handle(event)
+        await self._settle(batch.events)
         async with self._pool.acquire() as conn, conn.transaction():
             found = await pg_checkpoints.lock(conn, NAME)
             if found is None:
@@ -137,6 +146,27 @@ class PaymentsProcess(Outbound):
             if found != batch.start:
                 raise CheckpointMoved(batch.start, found)
             await pg_checkpoints.write(conn, NAME, batch.next)
+
+    async def _settle(self, events: Sequence[StoredEvent]) -> None:
+        """Every order of ``events``, ``concurrency`` at a time, each order's events one
+        after the other in log order; waits for all of them, then raises the first failure
+        (in log order), if any."""
+        by_order: dict[str, list[StoredEvent]] = {}
+        for event in events:
+            by_order.setdefault(event.aggregate_id, []).append(event)
+        slots = asyncio.Semaphore(self._concurrency)
+
+        async def settle(mine: list[StoredEvent]) -> None:
+            async with slots:
+                for event in mine:
+                    await self._handle(event)
+
+        outcomes = await asyncio.gather(
+            *(settle(mine) for mine in by_order.values()), return_exceptions=True
+        )
+        for outcome in outcomes:  # the orders in the order of their first event
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _handle(self, event: StoredEvent) -> None:
         row = await self._pool.fetchrow(_ORDER, event.aggregate_id)

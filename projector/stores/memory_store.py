@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 
 from google.protobuf.message import Message
 
-from common.pb.shop.v1 import shop_pb2
+from common.entities import Entity
+from common.entities._model import field_text
 from common.positions import ORIGIN, Position
 from projector.errors import CheckpointMoved, StoreLost
-from projector.projections import ProjectionKind
-from projector.stores.port import Change, ProjectionStore, StoreCatchUp
+from projector.stores.port import Change, NoIntegrity, ProjectionStore, StoreCatchUp
 
 
 class MemoryProjectionStore:
@@ -21,7 +21,7 @@ class MemoryProjectionStore:
     :meth:`lose` empties it again, as a Redis restart would.
     """
 
-    def __init__(self, kind: ProjectionKind, name: str | None = None) -> None:
+    def __init__(self, kind: Entity, name: str | None = None) -> None:
         self.kind = kind
         self._name = name or f"memory:{kind.name}"
         self._docs: dict[str, bytes] = {}
@@ -45,11 +45,12 @@ class MemoryProjectionStore:
     async def load(self, ids: Collection[str]) -> dict[str, Message]:
         return {i: self._parse(self._docs[i]) for i in ids if i in self._docs}
 
-    async def order_ids_by_customer(self, customer_ids: Collection[str]) -> dict[str, list[str]]:
-        result: dict[str, list[str]] = {cid: [] for cid in customer_ids}
-        for doc in map(self._parse, self._docs.values()):
-            if isinstance(doc, shop_pb2.Order) and doc.customer_id in result:
-                result[doc.customer_id].append(doc.id)
+    async def ids_by(self, field: str, values: Collection[str]) -> dict[str, list[str]]:
+        result: dict[str, list[str]] = {v: [] for v in values}
+        for doc_id, raw in self._docs.items():
+            value = field_text(self._parse(raw), field)
+            if value in result:
+                result[value].append(doc_id)
         return result
 
     async def commit(self, expected: Position, new: Position, changes: Sequence[Change]) -> None:
@@ -89,8 +90,8 @@ class MemoryProjectionStore:
         await self.checkpoint()
         return f"{len(self._docs)} documents"
 
-    async def integrity_problems(self, expected: Mapping[str, Message]) -> list[str]:
-        return []
+    async def integrity_state(self) -> NoIntegrity:
+        return NoIntegrity()
 
     def _parse(self, raw: bytes) -> Message:
         doc = self.kind.document()

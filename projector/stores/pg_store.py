@@ -1,6 +1,8 @@
 """PostgreSQL projection store: ``read.*_read_model`` rows + a ``read.projection_checkpoints`` row.
 
-A batch is one transaction: ``SELECT ... FOR UPDATE`` the checkpoint row (first,
+A row holds the document's wire bytes (``doc``: what reads return, one index scan and no
+conversion) beside the columns reads filter and sort on (:mod:`common.entities._columns`);
+verify checks that the two agree. A batch is one transaction: ``SELECT ... FOR UPDATE`` the checkpoint row (first,
 so a rebuild's table swap, which locks the same row, serializes with it),
 compare it with the expected position, upsert the changed rows with one
 ``unnest`` statement, delete the removed ones, and update the checkpoint.
@@ -14,89 +16,26 @@ the horizon inside that transaction.
 from __future__ import annotations
 
 import contextlib
-import operator
 import re
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import asyncpg
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
-from common import documents
-from common.documents import items_to_json, payment_status_name, status_name, to_datetime
+from common.entities import Column, Entity
+from common.entities._columns import differences
 from common.positions import Position
+from common.roles import share_created
 from projector.errors import CheckpointMoved, StoreLost
-from projector.projections import PG, ProjectionKind, projection_name
+from projector.projections import PG, projection_name
 from projector.stores import pg_checkpoints, pg_shadow, pg_switch
 from projector.stores.port import Change, ProjectionStore, StoreCatchUp
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
-_BAD_ITEMS_COUNT = """
-SELECT id, items_count, jsonb_array_length(items) AS actual
-FROM {table} WHERE items_count <> jsonb_array_length(items)
-"""
-
-
-def _ts(value: Timestamp) -> datetime:
-    return to_datetime(value)
-
-
-@dataclass(frozen=True, slots=True)
-class _Column:
-    name: str
-    array_type: str  # element type of the unnest parameter
-    value: Callable[[Any], object]
-    select: str = ""  # expression over u.<name> when the column needs a cast
-
-    @property
-    def select_expr(self) -> str:
-        return self.select or f"u.{self.name}"
-
-
-_PG_TYPES = {
-    FieldDescriptor.TYPE_STRING: "text",
-    FieldDescriptor.TYPE_INT64: "bigint",
-    FieldDescriptor.TYPE_INT32: "integer",
-}
-# Columns whose type or value is not the document field's own.
-_SPECIAL: dict[str, tuple[_Column, ...]] = {
-    "id": (_Column("id", "uuid", lambda d: d.id),),
-    "customer_id": (_Column("customer_id", "uuid", lambda d: d.customer_id),),
-    "items": (
-        _Column("items", "text", items_to_json, "u.items::jsonb"),
-        _Column("items_count", "integer", lambda d: len(d.items)),
-    ),
-    "status": (_Column("status", "text", lambda d: status_name(d.status)),),
-    "payment_status": (
-        _Column("payment_status", "text", lambda d: payment_status_name(d.payment_status)),
-    ),
-    "created_at": (_Column("created_at", "timestamptz", lambda d: _ts(d.created_at)),),
-    "updated_at": (_Column("updated_at", "timestamptz", lambda d: _ts(d.updated_at)),),
-}
-
-
-def _columns(kind: ProjectionKind) -> tuple[_Column, ...]:
-    """The read-model table's columns, derived from the entity's fields and document."""
-    descriptor = kind.document.DESCRIPTOR
-    columns: list[_Column] = []
-    for name in ("id", *kind.fields, *documents.DOCUMENT_TAIL):
-        if name in _SPECIAL:
-            columns += _SPECIAL[name]
-        else:
-            pg_type = _PG_TYPES[descriptor.fields_by_name[name].type]
-            columns.append(_Column(name, pg_type, operator.attrgetter(name)))
-    return tuple(columns)
-
-
-_FROM_ROW: dict[str, Callable[[Any], Message]] = {
-    "products": documents.product_from_row,
-    "customers": documents.customer_from_row,
-    "orders": documents.order_from_row,
-}
+# The document's wire bytes, kept beside its columns: what the read server returns.
+_DOC = Column("doc", "bytea", lambda d: d.SerializeToString())
 
 
 class PgProjectionStore:
@@ -110,7 +49,7 @@ class PgProjectionStore:
     def __init__(
         self,
         db: asyncpg.Pool | asyncpg.Connection,
-        kind: ProjectionKind,
+        kind: Entity,
         *,
         table: str | None = None,
         checkpoint_name: str | None = None,
@@ -122,14 +61,8 @@ class PgProjectionStore:
         self.table = f"read.{table}"
         self._db = db
         self._name = checkpoint_name or projection_name(PG, kind)
-        columns = _columns(kind)
-        # The document's columns; jsonb arrives as text either way: say so for order_from_row.
-        selected = ", ".join(
-            "items::text AS items" if c.name == "items" else c.name
-            for c in columns
-            if c.name != "items_count"
-        )
-        self._select = f"SELECT {selected} FROM {self.table}"
+        columns = (*kind.columns, _DOC)
+        self._select = f"SELECT id, doc FROM {self.table}"
         all_names = ", ".join(c.name for c in columns)
         self._upsert = (
             f"INSERT INTO {self.table} ({all_names}) "
@@ -139,7 +72,6 @@ class PgProjectionStore:
             + ", ".join(f"{c.name} = EXCLUDED.{c.name}" for c in columns if c.name != "id")
         )
         self._columns = columns
-        self._from_row = _FROM_ROW[kind.name]
 
     def bound(self, conn: asyncpg.Connection) -> PgProjectionStore:
         """The same projection read and written through ``conn`` (inside its transaction)."""
@@ -166,17 +98,19 @@ class PgProjectionStore:
         if not ids:
             return {}
         rows = await self._db.fetch(f"{self._select} WHERE id = ANY($1::uuid[])", list(ids))
-        return {str(r["id"]): self._from_row(r) for r in rows}
+        return {str(r["id"]): self._parse(r["doc"]) for r in rows}
 
-    async def order_ids_by_customer(self, customer_ids: Collection[str]) -> dict[str, list[str]]:
-        result: dict[str, list[str]] = {cid: [] for cid in customer_ids}
-        if customer_ids:
+    async def ids_by(self, field: str, values: Collection[str]) -> dict[str, list[str]]:
+        column = next(c for c in self._columns if c.name == field)
+        result: dict[str, list[str]] = {v: [] for v in values}
+        if values:
             rows = await self._db.fetch(
-                f"SELECT id, customer_id FROM {self.table} WHERE customer_id = ANY($1::uuid[])",
-                list(customer_ids),
+                f"SELECT id, {field} AS value FROM {self.table} "
+                f"WHERE {field} = ANY($1::{column.array_type}[])",
+                list(values),
             )
             for r in rows:
-                result[str(r["customer_id"])].append(str(r["id"]))
+                result[str(r["value"])].append(str(r["id"]))
         return result
 
     async def commit(self, expected: Position, new: Position, changes: Sequence[Change]) -> None:
@@ -208,7 +142,12 @@ class PgProjectionStore:
 
     async def all_documents(self) -> dict[str, Message]:
         rows = await self._db.fetch(self._select)
-        return {str(r["id"]): self._from_row(r) for r in rows}
+        return {str(r["id"]): self._parse(r["doc"]) for r in rows}
+
+    def _parse(self, raw: bytes) -> Message:
+        doc = self.kind.document()
+        doc.ParseFromString(raw)
+        return doc
 
     # -- copies -----------------------------------------------------------------------------
 
@@ -216,6 +155,9 @@ class PgProjectionStore:
         pool = self._pool()
         shadow_name = self._name + pg_shadow.SHADOW_SUFFIX
         shadow = await pg_shadow.create_shadow(pool, self.kind.table, shadow_name)
+        # Readable by the reader once swapped in, whoever runs the projector.
+        async with pool.acquire() as conn:
+            await share_created(conn, tables=[f"read.{shadow}"], home="read")
         return PgProjectionStore(pool, self.kind, table=shadow, checkpoint_name=shadow_name)
 
     async def switch_to(self, copy: ProjectionStore, catch_up: StoreCatchUp) -> Position:
@@ -241,16 +183,30 @@ class PgProjectionStore:
         await self.checkpoint()
         return f"table {self.table}"
 
-    async def integrity_problems(self, expected: Mapping[str, Message]) -> list[str]:
-        if "items_count" not in (c.name for c in self._columns):
-            return []
-        rows = await self._db.fetch(_BAD_ITEMS_COUNT.format(table=self.table))
-        return [
-            f"{r['id']}: items_count: projection={r['items_count']} items={r['actual']}"
-            for r in rows
-        ]
+    async def integrity_state(self) -> _Columns:
+        names = ", ".join(c.name for c in self.kind.columns)
+        rows = await self._db.fetch(f"SELECT {names}, doc FROM {self.table}")
+        return _Columns(self.kind.columns, {str(r["id"]): dict(r) for r in rows}, self._parse)
 
     def _pool(self) -> asyncpg.Pool:
         if not isinstance(self._db, asyncpg.Pool):
             raise TypeError("copies are made and switched through the pool, not a connection")
         return self._db
+
+
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    """Each row's columns, which reads filter and sort on, against the document it holds
+    (``doc``, which reads return): they must agree."""
+
+    columns: Sequence[Column]
+    rows: Mapping[str, Mapping[str, Any]]
+    parse: Any  # bytes -> the document
+
+    def problems(self, expected: Mapping[str, Message], skip: Collection[str]) -> list[str]:
+        return [
+            f"{doc_id}: {problem}"
+            for doc_id, row in sorted(self.rows.items())
+            if doc_id not in skip
+            for problem in differences(self.columns, row, self.parse(row["doc"]))
+        ]

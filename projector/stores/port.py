@@ -62,8 +62,9 @@ class ProjectionStore(Protocol):
         """The current documents among ``ids`` (absent ids are left out), in one round trip."""
         ...
 
-    async def order_ids_by_customer(self, customer_ids: Collection[str]) -> dict[str, list[str]]:
-        """Orders projection only: the ids of each customer's orders (every key present)."""
+    async def ids_by(self, field: str, values: Collection[str]) -> dict[str, list[str]]:
+        """The ids of the documents whose ``field`` is each of ``values`` (every value a
+        key); ``field`` is one of the entity's list filters (an embed's ``by``)."""
         ...
 
     async def commit(self, expected: Position, new: Position, changes: Sequence[Change]) -> None:
@@ -93,6 +94,23 @@ class ProjectionStore(Protocol):
         """A short state for ``cqrs projector status``."""
         ...
 
-    async def integrity_problems(self, expected: Mapping[str, Message]) -> list[str]:
-        """Store-specific checks against the expected documents (e.g. Redis indexes)."""
+    async def integrity_state(self) -> Integrity:
+        """What the store-specific checks need (e.g. the Redis index memberships), read
+        now; verify reads it with the documents, before the write model's snapshot."""
         ...
+
+
+class Integrity(Protocol):
+    """A store's own structures as read for verify."""
+
+    def problems(self, expected: Mapping[str, Message], skip: Collection[str]) -> list[str]:
+        """Where they differ from what the expected documents imply, leaving out the
+        documents in ``skip`` (in flight). One line per problem."""
+        ...
+
+
+class NoIntegrity:
+    """A store with nothing to check beside its documents."""
+
+    def problems(self, expected: Mapping[str, Message], skip: Collection[str]) -> list[str]:
+        return []

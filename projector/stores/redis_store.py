@@ -23,10 +23,11 @@ from redis.asyncio import Redis
 from common import redis_scripts
 from common.changes import ChangeMessage
 from common.cursors import SortKey
+from common.entities import Entity
 from common.positions import Position
-from common.redis_keys import ProjectionKeys, glob_escape, order_index
+from common.redis_keys import ProjectionKeys, glob_escape
 from projector.errors import CheckpointMoved, StoreLost
-from projector.projections import REDIS, ProjectionKind, member, projection_name
+from projector.projections import REDIS, member, projection_name
 from projector.stores.port import Change, ProjectionStore, StoreCatchUp
 from projector.stores.redis_generations import (
     activate_generation,
@@ -69,7 +70,7 @@ class RedisProjectionStore:
         self,
         client: Redis,
         prefix: str,
-        kind: ProjectionKind,
+        kind: Entity,
         *,
         generation: int | None = None,
         grace_s: float = 2.0,
@@ -121,17 +122,17 @@ class RedisProjectionStore:
         raw = await self._client.mget([self.keys.doc(gen, i) for i in ordered])
         return {i: self._parse(r) for i, r in zip(ordered, raw, strict=True) if r is not None}
 
-    async def order_ids_by_customer(self, customer_ids: Collection[str]) -> dict[str, list[str]]:
-        if self._gen is None or not customer_ids:
-            return {cid: [] for cid in customer_ids}
-        ordered = list(customer_ids)
+    async def ids_by(self, field: str, values: Collection[str]) -> dict[str, list[str]]:
+        if self._gen is None or not values:
+            return {v: [] for v in values}
+        ordered = list(values)
         pipe = self._client.pipeline(transaction=False)
-        for cid in ordered:
-            pipe.zrange(self.keys.index(self._gen, order_index(cid, None)), 0, -1)
+        for value in ordered:
+            pipe.zrange(self.keys.index(self._gen, self.kind.index_for({field: value})), 0, -1)
         results = await pipe.execute()
         return {
-            cid: [SortKey.from_member(m).id for m in members]
-            for cid, members in zip(ordered, results, strict=True)
+            value: [SortKey.from_member(m).id for m in members]
+            for value, members in zip(ordered, results, strict=True)
         }
 
     async def commit(self, expected: Position, new: Position, changes: Sequence[Change]) -> None:
@@ -241,19 +242,8 @@ class RedisProjectionStore:
         await self.checkpoint()
         return f"generation {self._gen}"
 
-    async def integrity_problems(self, expected: Mapping[str, Message]) -> list[str]:
-        """Index memberships that differ from what the expected documents imply."""
-        want_all: dict[str, set[str]] = {}
-        for doc in expected.values():
-            for suffix in self.kind.index_keys(doc):
-                want_all.setdefault(suffix, set()).add(member(doc))
-        actual = await self.index_members()
-        problems: list[str] = []
-        for suffix in sorted(want_all.keys() | actual.keys()):
-            want, got = want_all.get(suffix, set()), actual.get(suffix, set())
-            problems += [f"idx:{suffix}: missing member {m}" for m in sorted(want - got)]
-            problems += [f"idx:{suffix}: extra member {m}" for m in sorted(got - want)]
-        return problems
+    async def integrity_state(self) -> _Indexes:
+        return _Indexes(self.kind, await self.index_members())
 
     # -- internals --------------------------------------------------------------------------
 
@@ -295,3 +285,31 @@ class RedisProjectionStore:
         doc = self.kind.document()
         doc.ParseFromString(raw)
         return doc
+
+
+class _Indexes:
+    """A generation's index memberships, checked against the documents they index."""
+
+    def __init__(self, kind: Entity, members: Mapping[str, set[str]]) -> None:
+        self._kind = kind
+        self._members = members
+
+    def problems(self, expected: Mapping[str, Message], skip: Collection[str]) -> list[str]:
+        want_all: dict[str, set[str]] = {}
+        for doc_id, doc in expected.items():
+            if doc_id in skip:
+                continue
+            for suffix in self._kind.index_keys(doc):
+                want_all.setdefault(suffix, set()).add(member(doc))
+        problems: list[str] = []
+        for suffix in sorted(want_all.keys() | self._members.keys()):
+            want = want_all.get(suffix, set())
+            got = {m for m in self._members.get(suffix, set()) if _member_id(m) not in skip}
+            problems += [f"idx:{suffix}: missing member {m}" for m in sorted(want - got)]
+            problems += [f"idx:{suffix}: extra member {m}" for m in sorted(got - want)]
+        return problems
+
+
+def _member_id(index_member: str) -> str:
+    """The document id of an index member (``<created_us hex>|<id>``)."""
+    return index_member.rpartition("|")[2]

@@ -1,23 +1,38 @@
-"""The webhook dispatcher: sends each subscription's deliveries in log order.
+"""The webhook dispatcher: sends each subscription's deliveries, in the order that matters.
 
 It runs beside the runners of ``cqrs projector run`` under a lease of its own
 (``webhooks:dispatch``, the runners' advisory-lock lease: one active dispatcher, hot
 standbys). While leading it keeps one worker task per subscription that has pending
-deliveries; a worker sends the head of its queue (the oldest delivery not yet
-DELIVERED), records the outcome, and only then moves on, so a subscription's events
-arrive in log order and a slow or dead endpoint delays nothing but its own queue.
+deliveries. A worker keeps up to ``max_in_flight`` of its subscription's deliveries in
+flight, chosen by the order rules of :mod:`.order`: one aggregate's deliveries strictly one
+after the other in log order, different aggregates overlapping; a delivery being retried
+holds back everything after it; a FAILED one parks the subscription. Each attempt records
+its outcome, and the worker reads the front of its queue again as attempts end. A slow or
+dead endpoint so delays nothing but its own queue.
 
 Every outgoing call goes through the API gateway (:mod:`common.gateway`): in-call
-retries, a breaker and a rate limit per host. Between calls the dispatcher's own
-schedule applies: a failed attempt is retried after an exponential back-off with jitter
-(``webhooks_retry_initial_ms`` doubling up to ``webhooks_retry_max_ms``), an open
-breaker or a long ``Retry-After`` postpones the delivery without counting an attempt
-(resp. counting one), and after ``webhooks_max_attempts`` the delivery is FAILED and the
-subscription *parked*: its later deliveries wait behind it, in order, until ``cqrs
-webhooks redeliver``.
+retries, a breaker and a rate limit per host, a whole-attempt timeout, a bounded read of
+the answer, and every address the URL's host resolves to vetted against the SSRF rules
+(:mod:`common.webhook_urls`) for the very connection it makes. Between calls the
+dispatcher's own schedule applies: a failed attempt is retried after an exponential
+back-off with jitter (``webhooks_retry_initial_ms`` doubling up to
+``webhooks_retry_max_ms``); an open breaker or a wait for a free slot (the host's or the
+gateway's pool, taken by other deliveries) postpones the delivery without counting an
+attempt (a call that sent anything, a failed half-open probe included, ends with the
+failure it got, and counts); a long ``Retry-After`` postpones it and counts one. A delivery
+is FAILED and its subscription *parked* (its later deliveries wait, in order, until ``cqrs
+webhooks redeliver``) after ``webhooks_max_attempts``, or at its first failure once it has
+been failing for ``webhooks_max_age_ms`` (since its first failed attempt or open-breaker
+refusal), whatever the breaker let through meanwhile. A delivery that cannot be attempted
+at all (a URL the client cannot send to, stored before today's rules, or a host that
+resolves to a refused address) is FAILED and parked at once, with the reason
+(``refused: ...``), instead of being tried again and again.
+
+A receiver's answer is read up to the gateway's bound (``webhooks_max_response_bytes``) and
+at most :data:`EXCERPT_CHARS` printable characters of it are kept in ``last_error``.
 
 Delivery is at least once: a crash between the endpoint's answer and the UPDATE that
-records it sends that one delivery again (same ``webhook-id``; receivers de-duplicate
+records it sends those deliveries again (same ``webhook-id``; receivers de-duplicate
 on it, as the Standard Webhooks specification expects).
 """
 
@@ -28,13 +43,15 @@ import contextlib
 import logging
 import random
 import time
+from asyncio import FIRST_COMPLETED
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
 from common.cancellation import raise_if_cancelled
 from common.event_log import EVENT_COLUMNS, parse_json, stored_event
-from common.gateway import CircuitOpen, Gateway, GatewayError, RetryLater
+from common.gateway import CircuitOpen, Gateway, GatewayError, RateLimited, RetryLater
 from common.metrics import (
     WEBHOOK_ATTEMPTS,
     WEBHOOK_OLDEST_PENDING,
@@ -42,20 +59,25 @@ from common.metrics import (
     WEBHOOK_PENDING,
 )
 from common.outages import is_transient
-from common.webhook_urls import resolved_problem
+from common.webhook_urls import url_problem
 from projector.errors import LeadershipLost
 from projector.leadership import AdvisoryLease
 from projector.pacing import Backoff
 from projector.wakeup import sleep_unless, wait_any
-from projector.webhooks import messages
+from projector.webhooks import messages, order
 from projector.webhooks import tables as sql
 
 log = logging.getLogger(__name__)
 
 NAME = "webhooks:dispatch"
-_HEAD = sql.HEAD.format(event_columns=EVENT_COLUMNS)
+_TO_SEND = sql.TO_SEND.format(event_columns=EVENT_COLUMNS)
+# The queue rows a worker reads per look, per delivery it may have in flight: enough to
+# find other aggregates behind a run of one aggregate's deliveries.
+_WINDOW_PER_SLOT = 4
 _GAUGES_EVERY_S = 1.0
 _MAX_ERROR = 500
+# The most of a receiver's answer kept in last_error (ListWebhookDeliveries shows it).
+EXCERPT_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +89,38 @@ class DispatchConfig:
     poll_s: float = 0.5
     allow_private: bool = False
     rotation_grace_s: float = 86_400.0
+    max_in_flight: int = 32  # per subscription
+    max_age_s: float = 86_400.0
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1:
+            raise ValueError("webhooks_max_in_flight must be at least 1")
+        if self.max_age_s <= 0:
+            raise ValueError("webhooks_max_age_ms must be positive")
 
     def backoff(self, attempts: int) -> float:
         """Seconds before the next attempt after ``attempts`` failed ones: exponential,
         capped, with jitter (half to all of it) so many failing deliveries spread out."""
         delay = min(self.retry_max_s, self.retry_initial_s * 2 ** max(attempts - 1, 0))
         return float(delay * random.uniform(0.5, 1.0))
+
+
+class _Flight:
+    """One worker's attempts in flight, and what the finished ones said."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[int, asyncio.Task[int | None]] = {}
+        self.answered: dict[int, int] = {}  # delivery -> its 2xx status, not recorded yet
+        self.errors = 0  # attempts that ended in an error since the last look
+
+    def collect(self) -> None:
+        """Take the finished attempts out of :attr:`tasks`."""
+        for ident in [i for i, task in self.tasks.items() if task.done()]:
+            task = self.tasks.pop(ident)
+            if task.cancelled() or task.exception() is not None:
+                self.errors += 1
+            elif (status := task.result()) is not None:
+                self.answered[ident] = status
 
 
 class WebhookDispatcher:
@@ -150,40 +198,114 @@ class WebhookDispatcher:
         return [r["id"] for r in await self._pool.fetch(sql.WORKABLE)]
 
     async def _work(self, sub_id: str, stop: asyncio.Event) -> None:
-        """Send ``sub_id``'s queue head after head until it is empty, parked or disabled."""
+        """Keep up to ``max_in_flight`` of ``sub_id``'s deliveries in flight, as the order
+        rules allow, until its queue is empty, parked or disabled (or ``stop``); the attempts
+        in flight then finish and are recorded (a cancellation cancels them)."""
+        flight = _Flight()
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await self._fill(sub_id, stop, stopped, flight)
+        except asyncio.CancelledError:
+            for task in flight.tasks.values():
+                task.cancel()
+            raise
+        finally:
+            stopped.cancel()
+            if flight.tasks:
+                await asyncio.gather(*flight.tasks.values(), return_exceptions=True)
+                flight.collect()
+            if flight.answered:
+                with contextlib.suppress(Exception):
+                    await self._record(flight, self._pool)
+
+    async def _fill(
+        self, sub_id: str, stop: asyncio.Event, stopped: asyncio.Future[Any], flight: _Flight
+    ) -> None:
+        cfg = self._config
         backoff = Backoff(0.05, 1.0)
         while not stop.is_set():
             try:
-                row = await self._pool.fetchrow(_HEAD, sub_id, self._config.rotation_grace_s)
-                if (
-                    row is None
-                    or row["status"] != sql.PENDING
-                    or row["parked_at"] is not None
-                    or row["subscription_status"] != sql.ACTIVE
-                ):
-                    return  # nothing to send, or held back: the dispatcher looks again later
-                if row["wait_s"] > 0:
-                    await sleep_unless(stop, min(float(row["wait_s"]), self._config.poll_s * 4))
-                    continue
-                await self._attempt(row)
-                backoff.success()
+                # One connection for the look (a pool's release resets the session).
+                async with self._pool.acquire() as conn:
+                    # Record the answered ones first: a recorded delivery leaves the queue,
+                    # an unrecorded one would be sent again.
+                    await self._record(flight, conn)
+                    free = cfg.max_in_flight - len(flight.tasks)
+                    window = len(flight.tasks) + free * _WINDOW_PER_SLOT
+                    rows = await conn.fetch(sql.QUEUE, sub_id, window)
+                    step = order.plan(rows, flight.tasks.keys(), free)
+                    sending = (
+                        await conn.fetch(_TO_SEND, step.send, cfg.rotation_grace_s)
+                        if step.send
+                        else []
+                    )
+                for row in sending:
+                    ident = int(row["delivery_id"])
+                    flight.tasks[ident] = asyncio.create_task(
+                        self._send(row), name=f"webhook-{sub_id}-{ident}"
+                    )
             except Exception as exc:
                 raise_if_cancelled()
                 if not is_transient(exc):
                     log.exception("%s: subscription %s: unexpected error", NAME, sub_id)
                 await sleep_unless(stop, backoff.failure())
+                continue
+            wait_s = min(step.due_in_s or cfg.poll_s, cfg.poll_s)
+            if not flight.tasks:
+                if step.empty or step.held:
+                    return  # the dispatcher starts a worker again when there is work
+                await sleep_unless(stop, wait_s)
+                continue
+            # Look again as soon as an attempt ends (the next delivery of its aggregate may
+            # go, or another one in its slot), when a waiting delivery is due, or after a
+            # poll (new deliveries behind slow ones in flight).
+            await asyncio.wait(
+                [*flight.tasks.values(), stopped], timeout=wait_s, return_when=FIRST_COMPLETED
+            )
+            flight.collect()
+            if flight.errors:
+                flight.errors = 0
+                await sleep_unless(stop, backoff.failure())
+            else:
+                backoff.success()
 
-    async def _attempt(self, row: asyncpg.Record) -> None:
+    async def _record(self, flight: _Flight, db: asyncpg.Pool | asyncpg.Connection) -> None:
+        """Mark the deliveries answered 2xx as DELIVERED, all in one statement."""
+        if not flight.answered:
+            return
+        answered = flight.answered
+        await db.execute(sql.DELIVERED_NOW, list(answered), list(answered.values()))
+        flight.answered = {}
+
+    async def _send(self, row: asyncpg.Record) -> int | None:
+        """One attempt of one delivery: the 2xx status it was answered with (to record),
+        or None when it recorded its outcome itself. An error (the database, say) leaves it
+        PENDING, to be sent again."""
+        try:
+            return await self._attempt(row)
+        except Exception as exc:
+            raise_if_cancelled()
+            if not is_transient(exc):
+                log.exception(
+                    "%s: delivery %s: unexpected error",
+                    NAME,
+                    messages.webhook_id(int(row["delivery_id"])),
+                )
+            raise
+
+    async def _attempt(self, row: asyncpg.Record) -> int | None:
+        """Send one delivery; its 2xx status, or None once a failure is recorded."""
         delivery_id = int(row["delivery_id"])
         event = stored_event(row)
         metadata = parse_json(row["metadata"]) if row["metadata"] else {}
         content = messages.body(event, metadata if isinstance(metadata, dict) else {})
         msg_id = messages.webhook_id(delivery_id)
         url = str(row["url"])
-        problem = await resolved_problem(url, allow_private=self._config.allow_private)
+        problem = url_problem(url, allow_private=self._config.allow_private)
         if problem is not None:
-            await self._failed(row, 0, f"refused: url {problem}", counts=True)
-            return
+            # Stored before today's rules: it cannot become sendable by waiting.
+            await self._failed(row, 0, f"refused: url {problem}", counts=True, final=True)
+            return None
         secrets = [s for s in (str(row["secret"]), str(row["previous_secret"])) if s]
         headers = messages.headers(secrets, msg_id, int(time.time()), content)
         try:
@@ -196,23 +318,35 @@ class WebhookDispatcher:
                 timeout_s=self._config.timeout_s,
             )
         except CircuitOpen as exc:
-            # Nothing was sent: not an attempt; come back when the breaker half-opens.
-            await self._failed(row, 0, str(exc), counts=False, after_s=max(exc.retry_in_s, 0.05))
+            # Nothing was sent: not an attempt; come back when the breaker half-opens. The
+            # host is failing, though: the failing clock runs (max age).
+            await self._failed(
+                row, 0, str(exc), counts=False, after_s=max(exc.retry_in_s, 0.05), failing=True
+            )
             WEBHOOK_ATTEMPTS.labels("circuit_open").inc()
-            return
+            return None
+        except RateLimited as exc:
+            # No slot free in time (other deliveries hold them): nothing was sent, nothing
+            # is wrong with this delivery. Not an attempt, not failing; try again shortly.
+            await self._failed(
+                row, 0, str(exc), counts=False, after_s=self._config.poll_s, failing=False
+            )
+            WEBHOOK_ATTEMPTS.labels("postponed").inc()
+            return None
         except RetryLater as exc:
             await self._failed(row, exc.status, str(exc), counts=True, after_s=exc.after_s)
-            return
+            return None
         except GatewayError as exc:
             status = getattr(exc, "last_status", None) or 0
-            await self._failed(row, int(status), str(exc), counts=True)
-            return
+            # Not retryable (a refused address): the same call would be refused again.
+            await self._failed(row, int(status), str(exc), counts=True, final=not exc.retryable)
+            return None
         if 200 <= response.status_code < 300:
-            await self._pool.execute(sql.DELIVERED_NOW, delivery_id, response.status_code)
             WEBHOOK_ATTEMPTS.labels("delivered").inc()
-            return
-        reason = f"HTTP {response.status_code}: {response.text[:200]}"
+            return response.status_code
+        reason = f"HTTP {response.status_code}: {excerpt(response.content)}"
         await self._failed(row, response.status_code, reason, counts=True)
+        return None
 
     async def _failed(
         self,
@@ -222,11 +356,20 @@ class WebhookDispatcher:
         *,
         counts: bool,
         after_s: float | None = None,
+        final: bool = False,
+        failing: bool = True,
     ) -> None:
         """Record a failed attempt (or a postponement when it does not count); park the
-        delivery as FAILED when it was the last allowed attempt."""
+        delivery as FAILED when it was the last allowed attempt, or ``final`` (it cannot
+        succeed by trying again), or when it has been ``failing`` longer than the maximum
+        age (``failing`` False: a postponement that says nothing about the receiver)."""
+        error = printable(error)[:_MAX_ERROR]
         attempts = int(row["attempts"]) + (1 if counts else 0)
-        park = counts and attempts >= self._config.max_attempts
+        failing_s = row["failing_s"]
+        aged = failing and failing_s is not None and failing_s >= self._config.max_age_s
+        park = (counts and (final or attempts >= self._config.max_attempts)) or aged
+        if aged:
+            error = f"failing for {failing_s:.0f} s (max age), last: {error}"[:_MAX_ERROR]
         delay = after_s if after_s is not None else self._config.backoff(attempts)
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
@@ -236,14 +379,15 @@ class WebhookDispatcher:
                 1 if counts else 0,
                 delay,
                 park,
-                error[:_MAX_ERROR],
+                error,
+                failing,
             )
             if park:
                 await conn.execute(sql.PARK, row["subscription_id"])
         if park:
             WEBHOOK_ATTEMPTS.labels("failed").inc()
             log.warning(
-                "%s: delivery %s FAILED after %d attempts (%s); its subscription is parked "
+                "%s: delivery %s FAILED after %d attempt(s) (%s); its subscription is parked "
                 "until `cqrs webhooks redeliver`",
                 NAME,
                 messages.webhook_id(int(row["delivery_id"])),
@@ -280,6 +424,18 @@ class WebhookDispatcher:
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+
+
+def excerpt(body: bytes) -> str:
+    """At most :data:`EXCERPT_CHARS` characters of a receiver's answer, for ``last_error``:
+    decoded leniently, every non-printable character shown as ``?``."""
+    return printable(body[: EXCERPT_CHARS * 4].decode("utf-8", "replace")[:EXCERPT_CHARS])
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character as ``?``: last_error is shown to API
+    callers and written to logs, and PostgreSQL refuses NUL in text."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _remove(sub_id: str) -> None:

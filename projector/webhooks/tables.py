@@ -36,12 +36,27 @@ WHERE s.status = 'ACTIVE' AND s.parked_at IS NULL
               WHERE d.subscription_id = s.id AND d.status = 'PENDING')
 """
 
-# The head of one subscription's queue (its oldest delivery not yet DELIVERED), with what
-# sending it needs: the event row (EVENT_COLUMNS, alias v), the URL and the current secret.
-HEAD = """
-SELECT d.id AS delivery_id, d.subscription_id::text AS subscription_id, d.status, d.attempts, d.next_attempt_at,
+# The front of one subscription's queue: its oldest deliveries not yet DELIVERED, in log
+# order (``ORDER BY d.id``: the dispatcher's order rules read the rows in this order, and the
+# table's physical order is not the log's once a failed attempt rewrote a row), with what the
+# dispatcher decides on; $2 rows at most.
+QUEUE = """
+SELECT d.id AS delivery_id, d.aggregate_id::text AS aggregate_id, d.status, d.attempts,
        greatest(extract(epoch FROM d.next_attempt_at - now()), 0)::float8 AS wait_s,
-       s.url, s.status AS subscription_status, s.parked_at, w.secret, v.metadata::text AS metadata,
+       s.status AS subscription_status, s.parked_at IS NOT NULL AS parked
+FROM webhooks.deliveries d
+JOIN webhooks.subscriptions s ON s.id = d.subscription_id
+WHERE d.subscription_id = $1::uuid AND d.status <> 'DELIVERED'
+ORDER BY d.id LIMIT $2
+"""
+
+# What sending deliveries $1 needs: the event row (EVENT_COLUMNS, alias v), the URL, the
+# current secret (and the previous one during its grace period, $2 seconds), and how long
+# the delivery has been failing (NULL: it has not failed yet).
+TO_SEND = """
+SELECT d.id AS delivery_id, d.subscription_id::text AS subscription_id, d.status, d.attempts,
+       extract(epoch FROM now() - d.failing_since)::float8 AS failing_s,
+       s.url, w.secret, v.metadata::text AS metadata,
        CASE WHEN w.rotated_at > now() - make_interval(secs => $2) THEN w.previous_secret
             ELSE '' END AS previous_secret,
        {event_columns}
@@ -49,33 +64,38 @@ FROM webhooks.deliveries d
 JOIN webhooks.subscriptions s ON s.id = d.subscription_id
 JOIN public.webhook_subscriptions w ON w.id = d.subscription_id
 JOIN events v ON v.seq = d.event_seq
-WHERE d.subscription_id = $1::uuid AND d.status <> 'DELIVERED'
-ORDER BY d.id LIMIT 1
+WHERE d.id = ANY($1::bigint[]) AND d.status = 'PENDING'
+ORDER BY d.id
 """
 
+# Deliveries $1 answered with statuses $2 (2xx), recorded together.
 DELIVERED_NOW = """
-UPDATE webhooks.deliveries SET status = 'DELIVERED', attempts = attempts + 1,
-  last_status = $2, last_error = '', delivered_at = now()
-WHERE id = $1 AND status = 'PENDING'
+UPDATE webhooks.deliveries d SET status = 'DELIVERED', attempts = d.attempts + 1,
+  last_status = u.status, last_error = '', delivered_at = now()
+FROM unnest($1::bigint[], $2::int[]) AS u(id, status)
+WHERE d.id = u.id AND d.status = 'PENDING'
 """
 
-# $3: whether this attempt counts; $4: seconds until the next one; $5: park it (FAILED).
+# $3: whether this attempt counts; $4: seconds until the next one; $5: park it (FAILED);
+# $7: it failed (the failing clock starts, if not running) rather than being postponed.
 ATTEMPT_FAILED = """
 UPDATE webhooks.deliveries SET
   attempts = attempts + $3::int,
   status = CASE WHEN $5 THEN 'FAILED' ELSE status END,
   next_attempt_at = now() + make_interval(secs => $4),
-  last_status = $2, last_error = $6
+  last_status = $2, last_error = $6,
+  failing_since = CASE WHEN $7 THEN coalesce(failing_since, now()) ELSE failing_since END
 WHERE id = $1 AND status = 'PENDING'
 """
 
 PARK = "UPDATE webhooks.subscriptions SET parked_at = now() WHERE id = $1::uuid"
 
-# `cqrs webhooks redeliver`: FAILED deliveries back to PENDING, the subscription unparked.
+# `cqrs webhooks redeliver`: FAILED deliveries back to PENDING (attempts and failing clock
+# from zero), the subscription unparked.
 REDELIVER = """
 WITH again AS (
   UPDATE webhooks.deliveries SET status = 'PENDING', attempts = 0, next_attempt_at = now(),
-    last_error = 'redelivery requested; was: ' || last_error
+    failing_since = NULL, last_error = 'redelivery requested; was: ' || last_error
   WHERE status = 'FAILED' AND ($1::uuid IS NULL OR subscription_id = $1::uuid)
     AND ($2::bigint IS NULL OR id = $2::bigint)
   RETURNING subscription_id
@@ -83,6 +103,12 @@ WITH again AS (
   UPDATE webhooks.subscriptions SET parked_at = NULL
   WHERE parked_at IS NOT NULL AND ($1::uuid IS NULL OR id = $1::uuid)
     AND ($2::bigint IS NULL OR id IN (SELECT subscription_id FROM again))
+  RETURNING 1
+), fresh AS (
+  -- the deliveries waiting behind them start their failing clock afresh too
+  UPDATE webhooks.deliveries SET failing_since = NULL
+  WHERE status = 'PENDING' AND failing_since IS NOT NULL
+    AND subscription_id IN (SELECT subscription_id FROM again)
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM again) AS deliveries, (SELECT count(*) FROM unparked) AS unparked

@@ -14,19 +14,12 @@ builds it, from letters and digits.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
-from google.protobuf.message import Message
 
-from common.documents import (
-    CUSTOMER_COLUMNS,
-    PRODUCT_COLUMNS,
-    customer_from_row,
-    product_from_row,
-)
+from common import entities
+from common.entities import Entity
 from read_server.search.cursor import SearchCursor
 from read_server.search.query import SearchQuery
 
@@ -41,22 +34,19 @@ class SearchTarget:
     ``PostgresSource.ready`` and binds page tokens to this search."""
 
     entity: str
-    from_row: Callable[[Mapping[str, Any]], Message]
     first: str  # $1 tsquery text, $2 row limit
     after: str  # $1 tsquery text, $2 rank, $3 id, $4 row limit: resumes after a cursor
 
 
-def _target(
-    entity: str, table: str, columns: str, from_row: Callable[[Mapping[str, Any]], Message]
-) -> SearchTarget:
+def _target(entity: Entity) -> SearchTarget:
+    """The search over ``entity``'s read model, whose rows hold the documents' bytes."""
     hits = (
-        f"SELECT {columns}, ts_rank_cd('{RANK_WEIGHTS}', search, q)::float8 AS rank"
-        f" FROM {table}, to_tsquery('simple', $1) AS q WHERE search @@ q"
+        f"SELECT id, doc, ts_rank_cd('{RANK_WEIGHTS}', search, q)::float8 AS rank"
+        f" FROM read.{entity.table}, to_tsquery('simple', $1) AS q WHERE search @@ q"
     )
     order = "ORDER BY rank DESC, id"
     return SearchTarget(
-        entity,
-        from_row,
+        entity.name,
         first=f"SELECT * FROM ({hits}) AS hits {order} LIMIT $2",
         after=(
             f"SELECT * FROM ({hits}) AS hits WHERE rank < $2 OR (rank = $2 AND id > $3)"
@@ -65,8 +55,9 @@ def _target(
     )
 
 
-PRODUCTS = _target("products", "read.product_read_model", PRODUCT_COLUMNS, product_from_row)
-CUSTOMERS = _target("customers", "read.customer_read_model", CUSTOMER_COLUMNS, customer_from_row)
+# The read models with a ``search`` column (migration 0003).
+PRODUCTS = _target(entities.PRODUCTS)
+CUSTOMERS = _target(entities.CUSTOMERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +85,6 @@ async def search_page(
         )
     more = len(rows) > size
     rows = rows[:size]
-    items = [target.from_row(row).SerializeToString() for row in rows]
+    items = [bytes(row["doc"]) for row in rows]
     last = rows[-1] if more else None
     return SearchPage(items, None if last is None else SearchCursor(last["rank"], str(last["id"])))

@@ -1,18 +1,20 @@
 """The port every query source implements, and the values that cross it.
 
-A source answers gets and keyset-paginated lists with *pre-serialized*
-protobuf documents (``Product``/``Customer``/``Order`` wire bytes), so the
-servicer can splice them into a response without decoding. ``None`` from a get
-means "no such entity, or deleted". Ids, categories and statuses arrive
-validated and canonical (lowercase UUIDs, status names such as ``"PENDING"``).
+A source answers gets and keyset-paginated lists of any entity of
+:mod:`common.entities` with *pre-serialized* protobuf documents (wire bytes), so the
+servicer can splice them into a response without decoding. ``None`` from a get means
+"no such entity, or deleted". Ids and filter values arrive validated and canonical
+(lowercase UUIDs, enum labels such as ``"PENDING"``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from common.cursors import SortKey
+from common.entities import Entity
 from common.positions import Position
 
 
@@ -48,43 +50,22 @@ class Page:
     next_key: SortKey | None
 
 
-@dataclass(frozen=True, slots=True)
-class OrderFilter:
-    """``None`` fields do not filter."""
-
-    customer_id: str | None = None
-    status: str | None = None
+# A list's filter: entity filter field -> value (``{"status": "PENDING"}``); empty: all.
+Where = Mapping[str, str]
 
 
 class QuerySource(Protocol):
     """One place the read server can answer from (Redis, read models, write tables)."""
 
-    async def get_product(self, product_id: str, freshness: Freshness) -> bytes | None:
-        """The serialized ``Product``, or ``None`` if it does not exist or was deleted."""
+    async def get(self, entity: Entity, ident: str, freshness: Freshness) -> bytes | None:
+        """The serialized document, or ``None`` if it does not exist or was deleted."""
         ...
 
-    async def list_products(
-        self, page: PageRequest, category: str | None, freshness: Freshness
+    async def list(
+        self, entity: Entity, page: PageRequest, where: Where, freshness: Freshness
     ) -> Page:
-        """Products newest first, optionally only those in ``category``."""
-        ...
-
-    async def get_customer(self, customer_id: str, freshness: Freshness) -> bytes | None:
-        """The serialized ``Customer``, or ``None`` if it does not exist or was deleted."""
-        ...
-
-    async def list_customers(self, page: PageRequest, freshness: Freshness) -> Page:
-        """Customers newest first."""
-        ...
-
-    async def get_order(self, order_id: str, freshness: Freshness) -> bytes | None:
-        """The serialized ``Order``, or ``None`` if it does not exist or was deleted."""
-        ...
-
-    async def list_orders(
-        self, page: PageRequest, order_filter: OrderFilter, freshness: Freshness
-    ) -> Page:
-        """Orders newest first, optionally of one customer and/or in one status."""
+        """Documents newest first, only those matching ``where`` (a combination of the
+        entity's filters it has an index for)."""
         ...
 
 

@@ -1,9 +1,11 @@
 """SOURCE_READ_MODEL and SOURCE_WRITE_MODEL: one PostgreSQL source, two sets of queries.
 
-An :class:`EntityQuery` says where one entity type is read from (the ``SELECT ...
-FROM ... JOIN`` part, the table alias owning the columns and any standing
-condition such as ``deleted_at IS NULL``). :class:`PostgresSource` runs gets and
-keyset pages over it and serializes each row to its protobuf document.
+An :class:`EntityQuery` says where one entity is read from (the ``SELECT ... FROM ...
+JOIN`` part, the table alias owning the columns, any standing condition such as
+``deleted_at IS NULL``) and how a row gives the document's bytes. :class:`PostgresSource`
+runs gets and keyset pages over it. The read models keep each document's bytes in
+``doc`` (written by the projector), so a get or a page is one index scan returning bytes;
+the write model is JOINed and converted, row by row.
 
 The read models are maintained by the projector: a source built with
 ``checkpoints`` (projection names per entity) answers only once that projection has
@@ -20,64 +22,77 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from google.protobuf.message import Message
 
-from common import write_model_queries
-from common.cursors import sort_key
-from common.documents import (
-    CUSTOMER_COLUMNS,
-    ORDER_COLUMNS,
-    PRODUCT_COLUMNS,
-    customer_from_row,
-    order_from_row,
-    product_from_row,
-)
+from common.cursors import SortKey, sort_key
+from common.entities import ENTITIES, Entity
 from common.positions import Position
-from read_server.sources.base import Freshness, OrderFilter, Page, PageRequest
-from read_server.sources.waiting import BEHIND, CheckpointWatch, NotReady, Pending
+from read_server.sources.base import Freshness, Page, PageRequest, Where
+from read_server.sources.batching import Fetch, GetBatcher
+from read_server.sources.waiting import BEHIND, CheckpointWatch, HeadCheck, NotReady, Pending
 
 
 @dataclass(frozen=True, slots=True)
 class EntityQuery:
-    """Where one entity type lives; ``alias`` prefixes its columns (e.g. ``"o."``)."""
+    """Where one entity lives; ``alias`` prefixes its columns (e.g. ``"o."``); ``batched``:
+    concurrent gets share one statement (:mod:`read_server.sources.batching`)."""
 
     select: str
-    from_row: Callable[[Mapping[str, Any]], Message]
+    document: Callable[[Mapping[str, Any]], bytes]  # a row -> the document's bytes
+    key: Callable[[Mapping[str, Any]], SortKey]  # a row -> its place in a list
     alias: str = ""
     conditions: tuple[str, ...] = ()
+    batched: bool = False
+    gets: str = ""  # the select of a get, when it needs less than a page (default: select)
 
 
-@dataclass(frozen=True, slots=True)
-class Queries:
-    products: EntityQuery
-    customers: EntityQuery
-    orders: EntityQuery
+Queries = Mapping[str, EntityQuery]  # entity name -> its query
 
 
-READ_MODEL = Queries(
-    EntityQuery(f"SELECT {PRODUCT_COLUMNS} FROM read.product_read_model", product_from_row),
-    EntityQuery(f"SELECT {CUSTOMER_COLUMNS} FROM read.customer_read_model", customer_from_row),
-    EntityQuery(f"SELECT {ORDER_COLUMNS} FROM read.order_read_model", order_from_row),
-)
-WRITE_MODEL = Queries(
-    EntityQuery(
-        write_model_queries.PRODUCTS, product_from_row, "", (write_model_queries.PRODUCTS_LIVE,)
-    ),
-    EntityQuery(
-        write_model_queries.CUSTOMERS, customer_from_row, "", (write_model_queries.CUSTOMERS_LIVE,)
-    ),
-    EntityQuery(
-        write_model_queries.ORDERS,
-        order_from_row,
-        write_model_queries.ORDERS_ALIAS,
-        (write_model_queries.ORDERS_LIVE,),
-    ),
-)
-# The projections behind READ_MODEL, per entity.
+def _stored(row: Mapping[str, Any]) -> bytes:
+    doc: bytes = row["doc"]
+    return doc
+
+
+def _stored_key(entity: Entity) -> Callable[[Mapping[str, Any]], SortKey]:
+    """A read-model row's key, from its document (only a page's last row needs one, so
+    its columns are not decoded for every row)."""
+
+    def key(row: Mapping[str, Any]) -> SortKey:
+        doc: Any = entity.document.FromString(row["doc"])
+        created = doc.created_at
+        return SortKey(created.seconds * 1_000_000 + created.nanos // 1000, doc.id)
+
+    return key
+
+
+def _converted(entity: Entity) -> Callable[[Mapping[str, Any]], bytes]:
+    return lambda row: entity.from_row(row).SerializeToString()
+
+
+def _row_key(row: Mapping[str, Any]) -> SortKey:
+    return sort_key(row["created_at"], row["id"])
+
+
+# The read models return the stored bytes (``id`` only for batched gets to find theirs).
+READ_MODEL: Queries = {
+    e.name: EntityQuery(
+        f"SELECT doc FROM read.{e.table}",
+        _stored,
+        _stored_key(e),
+        batched=True,
+        gets=f"SELECT id, doc FROM read.{e.table}",
+    )
+    for e in ENTITIES
+}
+WRITE_MODEL: Queries = {
+    e.name: EntityQuery(
+        e.write_model.select, _converted(e), _row_key, e.write_model.alias, (e.write_model.live,)
+    )
+    for e in ENTITIES
+}
+# The projections behind READ_MODEL, per entity (and the other PostgreSQL read models).
 READ_MODEL_CHECKPOINTS = {
-    "products": "pg:products",
-    "customers": "pg:customers",
-    "orders": "pg:orders",
+    **{e.name: f"pg:{e.name}" for e in ENTITIES},
     "analytics": "pg:analytics",
     "webhooks": "webhooks:fanout",
 }
@@ -87,50 +102,58 @@ _BEING_BUILT = NotReady("is being built from the event log; retry shortly")
 
 
 class PostgresSource:
-    """Gets and keyset pages over ``queries``; see the module docstring for ``checkpoints``."""
+    """Gets and keyset pages over ``queries``; see the module docstring for ``checkpoints``;
+    ``check_head`` refuses tokens from the future (:mod:`read_server.sources.waiting`)."""
 
     def __init__(
-        self, pool: asyncpg.Pool, queries: Queries, checkpoints: Mapping[str, str] | None = None
+        self,
+        pool: asyncpg.Pool,
+        queries: Queries,
+        checkpoints: Mapping[str, str] | None = None,
+        check_head: HeadCheck | None = None,
     ) -> None:
         self._pool = pool
         self._queries = queries
         self._checkpoints = dict(checkpoints or {})
         self._built: set[str] = set()  # projections seen built (they stay built)
-        self._watch = CheckpointWatch(self._checkpoint)
+        self._watch = CheckpointWatch(self._checkpoint, check_head)
+        self._batchers = {
+            name: GetBatcher(self._fetcher(query), query.document)
+            for name, query in queries.items()
+            if query.batched
+        }
 
-    async def get_product(self, product_id: str, freshness: Freshness) -> bytes | None:
-        await self.ready("products", freshness)
-        return await self._get(self._queries.products, product_id)
+    def _fetcher(self, query: EntityQuery) -> Fetch:
+        where = " AND ".join([*query.conditions, f"{query.alias}id = ANY($1)"])
+        sql = f"{query.gets or query.select} WHERE {where}"
 
-    async def list_products(
-        self, page: PageRequest, category: str | None, freshness: Freshness
+        async def fetch(ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+            rows: list[asyncpg.Record] = await self._pool.fetch(sql, ids)
+            return rows
+
+        return fetch
+
+    async def get(self, entity: Entity, ident: str, freshness: Freshness) -> bytes | None:
+        await self.ready(entity.name, freshness)
+        batcher = self._batchers.get(entity.name)
+        if batcher is not None:
+            return await batcher.get(ident)
+        query = self._queries[entity.name]
+        where = [*query.conditions, f"{query.alias}id = $1"]
+        row = await self._pool.fetchrow(
+            f"{query.gets or query.select} WHERE {' AND '.join(where)}", uuid.UUID(ident)
+        )
+        return None if row is None else query.document(row)
+
+    async def list(
+        self, entity: Entity, page: PageRequest, where: Where, freshness: Freshness
     ) -> Page:
-        await self.ready("products", freshness)
-        filters = [] if category is None else [("category", category)]
-        return await self._page(self._queries.products, page, filters)
-
-    async def get_customer(self, customer_id: str, freshness: Freshness) -> bytes | None:
-        await self.ready("customers", freshness)
-        return await self._get(self._queries.customers, customer_id)
-
-    async def list_customers(self, page: PageRequest, freshness: Freshness) -> Page:
-        await self.ready("customers", freshness)
-        return await self._page(self._queries.customers, page)
-
-    async def get_order(self, order_id: str, freshness: Freshness) -> bytes | None:
-        await self.ready("orders", freshness)
-        return await self._get(self._queries.orders, order_id)
-
-    async def list_orders(
-        self, page: PageRequest, order_filter: OrderFilter, freshness: Freshness
-    ) -> Page:
-        await self.ready("orders", freshness)
-        filters: list[tuple[str, object]] = []
-        if order_filter.customer_id is not None:
-            filters.append(("customer_id", uuid.UUID(order_filter.customer_id)))
-        if order_filter.status is not None:
-            filters.append(("status", order_filter.status))
-        return await self._page(self._queries.orders, page, filters)
+        await self.ready(entity.name, freshness)
+        filters = [
+            (field, uuid.UUID(value) if entity.filters[field] == "uuid" else value)
+            for field, value in where.items()
+        ]
+        return await self._page(self._queries[entity.name], page, filters)
 
     async def ready(self, entity: str, freshness: Freshness) -> None:
         """Once the projection behind ``entity`` (a key of the checkpoints given) is built,
@@ -152,13 +175,6 @@ class PostgresSource:
     async def _checkpoint(self, projection: str) -> Position | None:
         row = await self._pool.fetchrow(_CHECKPOINT, projection)
         return None if row is None else Position(row["xid"], row["seq"])
-
-    async def _get(self, query: EntityQuery, ident: str) -> bytes | None:
-        where = [*query.conditions, f"{query.alias}id = $1"]
-        row = await self._pool.fetchrow(
-            f"{query.select} WHERE {' AND '.join(where)}", uuid.UUID(ident)
-        )
-        return None if row is None else query.from_row(row).SerializeToString()
 
     async def _page(
         self, query: EntityQuery, page: PageRequest, filters: Sequence[tuple[str, object]] = ()
@@ -182,6 +198,6 @@ class PostgresSource:
         rows = await self._pool.fetch(sql, *args)
         more = len(rows) > page.size
         rows = rows[: page.size]
-        items = [query.from_row(row).SerializeToString() for row in rows]
+        items = [query.document(row) for row in rows]
         last = rows[-1] if more else None
-        return Page(items, None if last is None else sort_key(last["created_at"], last["id"]))
+        return Page(items, None if last is None else query.key(last))

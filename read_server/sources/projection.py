@@ -21,19 +21,15 @@ from redis.commands.core import AsyncScript
 
 from common import redis_scripts
 from common.cursors import SortKey
+from common.entities import ENTITIES, Entity
 from common.errors import Unavailable
 from common.positions import Position
-from common.redis_keys import ALL, ProjectionKeys, category_index, order_index
-from read_server.sources.base import Freshness, OrderFilter, Page, PageRequest
+from common.redis_keys import ProjectionKeys
+from read_server.sources.base import Freshness, Page, PageRequest, Where
 from read_server.sources.near_cache import MISS, PageKey, Shelf
-from read_server.sources.waiting import BEHIND, CheckpointWatch, NotReady, Pending
+from read_server.sources.waiting import BEHIND, CheckpointWatch, HeadCheck, NotReady, Pending
 
 log = logging.getLogger(__name__)
-
-PRODUCTS = "products"
-CUSTOMERS = "customers"
-ORDERS = "orders"
-PROJECTIONS = (PRODUCTS, CUSTOMERS, ORDERS)
 
 _MISSING, _BEHIND = 0, 1
 _NOT_READY = {
@@ -41,7 +37,12 @@ _NOT_READY = {
         "is being rebuilt from the event log; retry shortly (or read SOURCE_READ_MODEL)"
     ),
     b"lost": NotReady("lost its data in Redis; the projector rebuilds it from the event log"),
-    b"absent": NotReady("has not been built yet (is the projector running?)"),
+    # No generation at all: never built, or Redis lost everything (a restart) and the
+    # projector has not begun the rebuild yet; a reader cannot tell the two apart.
+    b"absent": NotReady(
+        "is not built: the projector builds it from the event log (on its first start, or "
+        "after Redis lost its data); retry shortly (or read SOURCE_READ_MODEL)"
+    ),
 }
 
 
@@ -49,7 +50,8 @@ class ProjectionSource:
     """Reads ``{prefix}:{products|customers|orders}:...`` as laid out in ARCHITECTURE.md.
 
     Create one per process: it registers the Lua scripts on ``client`` once
-    (EVALSHA, reloaded transparently after a Redis restart).
+    (EVALSHA, reloaded transparently after a Redis restart). ``check_head`` refuses
+    tokens from the future (:mod:`read_server.sources.waiting`).
     """
 
     def __init__(
@@ -57,43 +59,28 @@ class ProjectionSource:
         client: aioredis.Redis,
         prefix: str,
         shelves: Mapping[str, Shelf] | None = None,
+        check_head: HeadCheck | None = None,
     ) -> None:
-        self._keys = {p: ProjectionKeys(prefix, p) for p in PROJECTIONS}
+        self._keys = {e.name: ProjectionKeys(prefix, e.name) for e in ENTITIES}
         self._get: AsyncScript = client.register_script(redis_scripts.script(*redis_scripts.GET))
         self._list: AsyncScript = client.register_script(redis_scripts.script(*redis_scripts.LIST))
         self._active_checkpoint: AsyncScript = client.register_script(
             redis_scripts.script(*redis_scripts.ACTIVE_CHECKPOINT)
         )
-        self._watch = CheckpointWatch(self._checkpoint)
+        self._watch = CheckpointWatch(self._checkpoint, check_head)
         self._shelves = dict(shelves or {})
 
     def heard(self, projection: str, checkpoint: Position) -> None:
         """The change feed saw ``projection`` reach ``checkpoint``: wake token waiters."""
         self._watch.advanced(f"redis:{projection}", checkpoint)
 
-    async def get_product(self, product_id: str, freshness: Freshness) -> bytes | None:
-        return await self._get_doc(PRODUCTS, product_id, freshness)
+    async def get(self, entity: Entity, ident: str, freshness: Freshness) -> bytes | None:
+        return await self._get_doc(entity.name, ident, freshness)
 
-    async def list_products(
-        self, page: PageRequest, category: str | None, freshness: Freshness
+    async def list(
+        self, entity: Entity, page: PageRequest, where: Where, freshness: Freshness
     ) -> Page:
-        index = "idx:" + (ALL if category is None else category_index(category))
-        return await self._list_page(PRODUCTS, index, page, freshness)
-
-    async def get_customer(self, customer_id: str, freshness: Freshness) -> bytes | None:
-        return await self._get_doc(CUSTOMERS, customer_id, freshness)
-
-    async def list_customers(self, page: PageRequest, freshness: Freshness) -> Page:
-        return await self._list_page(CUSTOMERS, "idx:" + ALL, page, freshness)
-
-    async def get_order(self, order_id: str, freshness: Freshness) -> bytes | None:
-        return await self._get_doc(ORDERS, order_id, freshness)
-
-    async def list_orders(
-        self, page: PageRequest, order_filter: OrderFilter, freshness: Freshness
-    ) -> Page:
-        index = "idx:" + order_index(order_filter.customer_id, order_filter.status)
-        return await self._list_page(ORDERS, index, page, freshness)
+        return await self._list_page(entity.name, "idx:" + entity.index_for(where), page, freshness)
 
     async def _get_doc(self, projection: str, ident: str, freshness: Freshness) -> bytes | None:
         keys = self._keys[projection]

@@ -16,11 +16,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from common.documents import timestamp
+from common.entities import ORDERS, PRODUCTS
+from common.entities import Entity as ProjectionKind
 from common.event_log import Executor
 from common.pb.shop.v1 import shop_pb2
 from common.positions import ORIGIN, Position
 from projector.errors import CheckpointMoved, StoreLost
-from projector.projections import ORDERS, PRODUCTS, ProjectionKind
 from projector.stores.port import Change, ProjectionStore
 
 NewStore = Callable[[ProjectionKind], Awaitable[ProjectionStore]]
@@ -202,12 +203,12 @@ class StoreContract:
         loaded.name = "mutated"
         assert (await store.load([p1.id]))[p1.id] == p1
 
-    async def test_order_ids_by_customer(self, new_store: NewStore) -> None:
+    async def test_ids_by_a_filter_field(self, new_store: NewStore) -> None:
         store = await built(new_store, ORDERS)
         o1, o2, o3 = an_order(1, 7), an_order(2, 7), an_order(3, 8)
         await store.commit(ORIGIN, P1, put(o1, o2, o3))
         c7, c8, c9 = (str(uuid.UUID(int=n)) for n in (7, 8, 9))
-        found = await store.order_ids_by_customer([c7, c8, c9])
+        found = await store.ids_by("customer_id", [c7, c8, c9])
         assert {k: sorted(v) for k, v in found.items()} == {
             c7: sorted([o1.id, o2.id]),
             c8: [o3.id],
@@ -215,5 +216,9 @@ class StoreContract:
         }
         shipped = an_order(1, 7, status=shop_pb2.ORDER_STATUS_SHIPPED)
         await store.commit(P1, P2, [Change(o1.id, o1, shipped), Change(o2.id, o2, None)])
-        assert await store.order_ids_by_customer([c7]) == {c7: [o1.id]}
+        assert await store.ids_by("customer_id", [c7]) == {c7: [o1.id]}
+        assert await store.ids_by("status", ["SHIPPED", "PENDING"]) == {
+            "SHIPPED": [o1.id],
+            "PENDING": [o3.id],
+        }
         assert await store.load([o1.id]) == {o1.id: shipped}

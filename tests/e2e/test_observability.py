@@ -87,6 +87,7 @@ def observed(settings: Settings, tmp_path: Path) -> Iterator[Observed]:
     )
     try:
         system.start_all()
+        system.wait_built()  # the load's token-less reads would meet "being built"
         yield Observed(system, running)
     finally:
         system.stop_all()

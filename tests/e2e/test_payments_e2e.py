@@ -251,3 +251,32 @@ def test_sandbox_down_opens_the_breaker_delays_nothing_else_then_all_complete(
         client.wait_payment(order, shop_pb2.PAYMENT_STATUS_CAPTURED, within=30)
         assert len(sandbox.charges(order)) == 1
     wait_for(lambda: not breaker_open(), 10, "the breaker to close", system.explain())
+
+
+def test_many_orders_are_charged_at_once_each_exactly_once(
+    shop: tuple[System, Sandbox], client: Client
+) -> None:
+    """16 orders confirmed together against a provider taking 0.5 s per answer: charged
+    concurrently (one at a time they would take 8 s or more), each once, then refunded
+    once each after their cancel."""
+    system, sandbox = shop
+    orders = [client.order() for _ in range(16)]
+    sandbox.behave(latency_ms=500)
+    started = time.monotonic()
+    for order in orders:
+        client.write.ConfirmOrder(cpb.ConfirmOrderRequest(id=order))
+
+    def all_are(status: int) -> bool:
+        return all(client.payment(o) == status for o in orders)
+
+    wait_for(lambda: all_are(shop_pb2.PAYMENT_STATUS_CAPTURED), 20, "captured", system.explain())
+    took = time.monotonic() - started
+    assert took < 4, f"16 charges of 0.5 s took {took:.1f} s: not concurrent"
+    assert [len(sandbox.charges(o)) for o in orders] == [1] * 16
+    for order in orders:
+        client.write.CancelOrder(cpb.CancelOrderRequest(id=order))
+    wait_for(lambda: all_are(shop_pb2.PAYMENT_STATUS_REFUNDED), 20, "refunded", system.explain())
+    for order in orders:
+        (charge,) = sandbox.charges(order)
+        assert len(sandbox.refunds(charge["id"])) == 1
+        assert events_of(system, order).count("PaymentCaptured") == 1

@@ -107,10 +107,10 @@ def test_up_serves_until_interrupted(running_up: Running) -> None:
     while True:
         listed = subprocess.run(listing, capture_output=True, text=True, timeout=30)
         # On a first start the projections are built from the (empty) log: a moment of
-        # UNAVAILABLE "being (re)built" (or "not been built yet", before the projector's
-        # first build has begun) is the documented answer, anything else is not.
+        # UNAVAILABLE "being (re)built" (or "is not built", before the projector's first
+        # build has begun) is the documented answer, anything else is not.
         building = "Unavailable" in listed.stderr and (
-            "is being" in listed.stderr or "not been built yet" in listed.stderr
+            "is being" in listed.stderr or "is not built" in listed.stderr
         )
         assert listed.returncode == 0 or building, listed.stderr
         if "Coffee mug" in listed.stdout or time.monotonic() > deadline:

@@ -25,6 +25,7 @@ from common.positions import Position, encode_token
 from common.settings import Settings
 from projector.bootstrap import open_app
 from projector.rebuild import rebuild_one
+from projector.verify import WriteModelReference
 from tests.integration.test_analytics_equivalence import SteppingClock
 from tests.support.events import Shop
 from tests.support.programs import running_system
@@ -125,13 +126,13 @@ async def test_a_known_story_from_both_sources_and_after_a_rebuild(settings: Set
     # `cqrs projector verify` compares every figure family with the live aggregates.
     async with open_app(settings) as app:
         analytics = app.consumer("pg:analytics")
-        audit = await analytics.audit({})
+        audit = await analytics.audit(WriteModelReference(app.pool))
         assert audit is not None and audit.differences == [] and audit.documents > 0
         await app.pool.execute(
             "UPDATE analytics.months SET revenue_cents = revenue_cents + 1"
             " WHERE month = '2026-02-01'"
         )
-        audit = await analytics.audit({})
+        audit = await analytics.audit(WriteModelReference(app.pool))
         assert audit is not None and len(audit.differences) == 2, audit.differences
         assert all(line.startswith("months: ") for line in audit.differences)
 
@@ -359,7 +360,7 @@ async def test_payments_from_both_sources_and_after_a_rebuild(settings: Settings
             assert (stats_a, stats_b) == (expected_a, expected_b)
 
         async with open_app(settings) as app:
-            audit = await app.consumer("pg:analytics").audit({})
+            audit = await app.consumer("pg:analytics").audit(WriteModelReference(app.pool))
             assert audit is not None and audit.differences == [], audit.differences
             before = await _snapshot(app.pool)
             await rebuild_one(app.consumer("pg:analytics"), app.pool, 3)
@@ -369,7 +370,7 @@ async def test_payments_from_both_sources_and_after_a_rebuild(settings: Settings
                 " WHERE customer_id = $1::uuid",
                 b,
             )
-            audit = await app.consumer("pg:analytics").audit({})
+            audit = await app.consumer("pg:analytics").audit(WriteModelReference(app.pool))
             assert audit is not None
             assert [line.split(":")[0] for line in audit.differences] == [
                 "customer currencies", "customer currencies",

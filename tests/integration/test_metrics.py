@@ -142,7 +142,9 @@ async def test_rebuild_progress_goes_to_one_and_rebuilding_back_to_zero(app: App
         return 0.0
 
     out = io.StringIO()
-    rebuild = rebuilding.rebuild([app.consumer(name)], app.pool, batch_size=1, out=out)
+    rebuild = rebuilding.rebuild(
+        [app.consumer(name)], app.pool, dsn=app.settings.asyncpg_dsn, batch_size=1, out=out
+    )
     await watch_max(sample, rebuild)
     assert "live at" in out.getvalue(), out.getvalue()
     assert of("cqrs_projection_rebuilding", name) == 0

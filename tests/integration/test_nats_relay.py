@@ -35,6 +35,7 @@ from projector.relay import NatsRelay, RelayUnavailable
 from projector.relay import headers as h
 from projector.runner import ConsumerRunner, Outcome
 from projector.stores import pg_checkpoints
+from projector.verify import WriteModelReference
 from projector.wakeup import Wakeup
 from tests.conftest import fresh_settings
 from tests.support.events import Shop, eventually
@@ -48,7 +49,7 @@ from tests.support.nats import (
     stream_count,
     unique_stream,
 )
-from tests.support.projector import applied_total, last_event, some_history
+from tests.support.projector import applied_total, below_the_horizon, last_event, some_history
 
 pytestmark = [pytest.mark.integration, pytest.mark.nats]
 
@@ -246,7 +247,8 @@ async def test_a_batch_published_but_not_checkpointed_is_not_duplicated(
     await pg_checkpoints.reset(app.pool, NAME)
     restarted = another_relay(app)
     try:
-        assert await catch_up(restarted, app.pool, 7) == await relay.checkpoint()
+        # At least as far (the cluster's horizon may have moved on since, without events).
+        assert await catch_up(restarted, app.pool, 7) >= await relay.checkpoint()
     finally:
         await restarted.aclose()
     relayed = await read_stream(names.stream)
@@ -272,6 +274,8 @@ async def test_the_fence_holds_beyond_the_duplicate_window(
     async with relay_app(template_database, names, nats_duplicate_window_s=1.0) as app:
         await some_history(Shop(app.pool))
         total = await events_in_log(app)
+        # Else a catch-up while another session holds the horizon back relays only part.
+        await below_the_horizon(app)
         relay = relay_of(app)
         await catch_up(relay, app.pool, 10)
         async with connected() as nc:
@@ -390,7 +394,7 @@ async def test_a_relay_is_not_rebuilt_and_nats_errors_are_outages(
     assert "nats:events cannot be rebuilt" in capsys.readouterr().err
     with pytest.raises(NotRebuildable):
         await relay.new_copy()
-    assert await relay.audit({}) is None
+    assert await relay.audit(WriteModelReference(app.pool)) is None
 
     # Nothing listens there: describe says so, apply raises an outage (retried).
     await Shop(app.pool).create_product()

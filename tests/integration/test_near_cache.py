@@ -17,19 +17,19 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from common.entities import ENTITIES, PRODUCTS
 from common.errors import Unavailable
 from common.event_log import Executor
 from common.pb.shop.v1 import shop_pb2
 from common.positions import ORIGIN, Position
 from common.redis_client import redis_client
 from cqrs.instances import PrivateRedis
-from projector.projections import PRODUCTS
 from projector.stores.port import ProjectionStore
 from projector.stores.redis_store import RedisProjectionStore
 from read_server.sources.base import Freshness, PageRequest
 from read_server.sources.change_feed import CHECK_INTERVAL_S, SILENCE_S, ChangeFeed
 from read_server.sources.near_cache import Shelf
-from read_server.sources.projection import PROJECTIONS, ProjectionSource
+from read_server.sources.projection import ProjectionSource
 from tests.contract.projection_store import a_product, as_it_is, put
 from tests.support.env import unique_name
 
@@ -56,7 +56,7 @@ class Cached:
         """Once the batch is heard of (so no message races the fill), read ``product``
         onto the shelf."""
         await until(lambda: self.shelf.checkpoint == self.position, 2, "heard of the batch")
-        assert await self.source.get_product(product.id, NOW) == product.SerializeToString()
+        assert await self.source.get(PRODUCTS, product.id, NOW) == product.SerializeToString()
         assert self.shelf.doc(product.id) == product.SerializeToString()
 
     def token(self, position: Position) -> Freshness:
@@ -77,7 +77,7 @@ async def cached(private_redis: PrivateRedis) -> AsyncIterator[Cached]:
     client = redis_client(private_redis.url, max_connections=8)
     store = RedisProjectionStore(client, prefix, PRODUCTS, grace_s=0.05)
     await store.switch_to(await store.new_copy(), as_it_is)
-    shelves = {name: Shelf(name, 1000) for name in PROJECTIONS}
+    shelves = {e.name: Shelf(e.name, 1000) for e in ENTITIES}
     source = ProjectionSource(client, prefix, shelves)
     feed = ChangeFeed(private_redis.url, client, prefix, shelves)
     feed.listen(source.heard)
@@ -100,13 +100,13 @@ async def test_a_read_is_kept_and_served_without_redis_until_a_batch_changes_it(
     # Behind the cache's back (no message): the shelf still answers what it kept.
     assert cached.store.generation is not None
     await cached.redis.set(cached.store.keys.doc(cached.store.generation, book.id), b"tampered")
-    assert await cached.source.get_product(book.id, NOW) == book.SerializeToString()
+    assert await cached.source.get(PRODUCTS, book.id, NOW) == book.SerializeToString()
     # A batch that changes it drops it: the next read goes to Redis again.
     book2 = a_product(1, version=2)
     book2.id = book.id
     await cached.commit(book2)
     await until(lambda: cached.shelf.checkpoint == cached.position, 2, "heard of the batch")
-    assert await cached.source.get_product(book.id, NOW) == book2.SerializeToString()
+    assert await cached.source.get(PRODUCTS, book.id, NOW) == book2.SerializeToString()
 
 
 async def test_a_token_read_never_answers_older_than_its_token(cached: Cached) -> None:
@@ -114,11 +114,11 @@ async def test_a_token_read_never_answers_older_than_its_token(cached: Cached) -
     book = a_product(2, version=1)
     await cached.commit(book)
     for version in range(2, 60):
-        assert await cached.source.get_product(book.id, NOW) is not None  # fills the shelf
+        assert await cached.source.get(PRODUCTS, book.id, NOW) is not None  # fills the shelf
         newer = a_product(2, version=version)
         newer.id = book.id
         position = await cached.commit(newer)
-        doc = await cached.source.get_product(book.id, cached.token(position))
+        doc = await cached.source.get(PRODUCTS, book.id, cached.token(position))
         assert doc == newer.SerializeToString(), version
 
 
@@ -127,12 +127,12 @@ async def test_a_cached_page_changes_with_its_index(cached: Cached) -> None:
     await cached.commit(first)
     page = PageRequest(10)
     position = cached.position
-    listed = await cached.source.list_products(page, "books", cached.token(position))
+    listed = await cached.source.list(PRODUCTS, page, {"category": "books"}, cached.token(position))
     assert listed.items == [first.SerializeToString()]
-    await cached.source.list_products(page, "books", NOW)  # from the shelf now
+    await cached.source.list(PRODUCTS, page, {"category": "books"}, NOW)  # from the shelf now
     second = a_product(4, category="books")
     position = await cached.commit(second)
-    listed = await cached.source.list_products(page, "books", cached.token(position))
+    listed = await cached.source.list(PRODUCTS, page, {"category": "books"}, cached.token(position))
     assert sorted(listed.items) == sorted([first.SerializeToString(), second.SerializeToString()])
 
 
@@ -147,11 +147,11 @@ async def test_killed_redis_empties_the_shelf_and_reads_fail_until_it_is_back(
     print(f"\nshelf lost {took:.3f}s after Redis was killed")
     assert len(cached.shelf) == 0
     with pytest.raises((RedisError, OSError)):
-        await cached.source.get_product(book.id, NOW)
+        await cached.source.get(PRODUCTS, book.id, NOW)
     await asyncio.to_thread(private_redis.start)  # empty: keeps nothing on disk
     await until(lambda: cached.shelf.live, 5, "subscribed again")
     with pytest.raises(Unavailable):  # the projection is gone with Redis' data
-        await cached.source.get_product(book.id, NOW)
+        await cached.source.get(PRODUCTS, book.id, NOW)
 
 
 async def test_frozen_redis_takes_the_shelf_off_within_the_silence_limit(
@@ -166,11 +166,11 @@ async def test_frozen_redis_takes_the_shelf_off_within_the_silence_limit(
         took = await until(lambda: not cached.shelf.live, SILENCE_S + 1.5, "lost")
         print(f"\nshelf off {took:.3f}s after Redis froze")
         with pytest.raises((RedisError, OSError)):  # not the cached document
-            await cached.source.get_product(book.id, NOW)
+            await cached.source.get(PRODUCTS, book.id, NOW)
     finally:
         os.kill(private_redis.pid, signal.SIGCONT)
     await until(lambda: cached.shelf.live, 5, "subscribed again")
-    assert await cached.source.get_product(book.id, NOW) == book.SerializeToString()
+    assert await cached.source.get(PRODUCTS, book.id, NOW) == book.SerializeToString()
 
 
 async def test_an_emptied_redis_flushes_the_shelf(cached: Cached) -> None:
@@ -181,7 +181,7 @@ async def test_an_emptied_redis_flushes_the_shelf(cached: Cached) -> None:
     took = await until(lambda: len(cached.shelf) == 0, CHECK_INTERVAL_S + 1, "flushed")
     print(f"\nshelf flushed {took:.3f}s after FLUSHDB")
     with pytest.raises(Unavailable):
-        await cached.source.get_product(book.id, NOW)
+        await cached.source.get(PRODUCTS, book.id, NOW)
 
 
 async def test_a_switched_generation_is_heard_with_its_checkpoint(cached: Cached) -> None:
@@ -198,4 +198,4 @@ async def test_a_switched_generation_is_heard_with_its_checkpoint(cached: Cached
     await until(lambda: cached.shelf.generation not in (None, before), 2, "switched")
     assert cached.shelf.checkpoint == cached.position
     assert len(cached.shelf) == 0
-    assert await cached.source.get_product(book.id, NOW) == book.SerializeToString()
+    assert await cached.source.get(PRODUCTS, book.id, NOW) == book.SerializeToString()

@@ -25,10 +25,10 @@ import uuid
 import asyncpg
 import pytest
 
+from common.entities import PRODUCTS
 from common.pb.shop.v1 import shop_pb2
 from common.positions import ORIGIN, Position
 from projector.bootstrap import App
-from projector.projections import PRODUCTS
 from projector.stores.pg_store import PgProjectionStore
 from projector.stores.port import Change
 from projector.verify import verify

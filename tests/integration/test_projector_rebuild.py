@@ -9,11 +9,11 @@ import uuid
 import pytest
 
 from common import events as ev
+from common.entities import ENTITIES, PRODUCTS
 from common.redis_keys import ProjectionKeys
 from projector import rebuild as rebuild_module
 from projector.bootstrap import App
 from projector.leadership import lock_key
-from projector.projections import KINDS, PRODUCTS
 from projector.stores.redis_generations import active_generation, generations, new_generation
 from tests.support.events import NewEvent, Shop, append_events, now
 from tests.support.projector import (
@@ -45,7 +45,11 @@ return {g, #members, missing}
 async def rebuild(app: App, *families: str) -> tuple[int, str]:
     out = io.StringIO()
     code = await rebuild_module.rebuild(
-        app.select(families), app.pool, batch_size=app.settings.projector_batch_size, out=out
+        app.select(families),
+        app.pool,
+        dsn=app.settings.asyncpg_dsn,
+        batch_size=app.settings.projector_batch_size,
+        out=out,
     )
     return code, out.getvalue()
 
@@ -61,7 +65,7 @@ async def test_fresh_install_rebuild_builds_and_activates(app: App) -> None:
     await some_history(Shop(app.pool))
     keys = ProjectionKeys(app.settings.redis_prefix, "orders")
     abandoned = await new_generation(app.redis, keys)  # a crashed earlier rebuild
-    migrated = {k.table: await index_names(app, k.table) for k in KINDS.values()}
+    migrated = {k.table: await index_names(app, k.table) for k in ENTITIES}
 
     code, report = await rebuild(app)
 
@@ -70,7 +74,7 @@ async def test_fresh_install_rebuild_builds_and_activates(app: App) -> None:
     assert "rebuild pg:analytics" in report
     differences, diff_report = await verify_quietly(app)
     assert differences == 0, diff_report
-    for kind in KINDS.values():
+    for kind in ENTITIES:
         assert await index_names(app, kind.table) == migrated[kind.table]
     shadows = await app.pool.fetchval(
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'read' AND tablename LIKE '%rebuild'"

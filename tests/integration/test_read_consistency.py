@@ -10,10 +10,11 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from common.entities import CUSTOMERS, ORDERS, PRODUCTS
 from common.errors import Unavailable
 from common.positions import Position
 from common.settings import Settings
-from read_server.sources.base import Freshness, OrderFilter, PageRequest
+from read_server.sources.base import Freshness, PageRequest
 from tests.support.read_fixtures import (
     CHECKPOINT,
     GENERATION,
@@ -63,7 +64,7 @@ async def test_reached_positions_answer_at_once(loaded: Loaded) -> None:
     for position in (CHECKPOINT, Position(CHECKPOINT.xid - 1, 900), Position(1, 1)):
         for source in loaded.sources():
             started = time.perf_counter()
-            doc = await source.get_product(product.id, Freshness(position, 5.0))
+            doc = await source.get(PRODUCTS, product.id, Freshness(position, 5.0))
             assert doc == product.SerializeToString()
             assert time.perf_counter() - started < 0.5
 
@@ -72,7 +73,7 @@ async def test_write_model_never_waits(loaded: Loaded) -> None:
     far_ahead = Freshness(Position(10**12, 0), 5.0)
     write_model = loaded.app.sources.write_model
     started = time.perf_counter()
-    page = await write_model.list_orders(PageRequest(5), OrderFilter(), far_ahead)
+    page = await write_model.list(ORDERS, PageRequest(5), {}, far_ahead)
     assert len(page.items) == 5
     assert time.perf_counter() - started < 0.5
 
@@ -91,7 +92,7 @@ async def test_projection_waits_for_its_checkpoint(
 
     started = time.perf_counter()
     catching_up = asyncio.create_task(_later(0.1, catch_up))
-    doc = await loaded.app.sources.projection.get_product(product.id, Freshness(AHEAD, 3.0))
+    doc = await loaded.app.sources.projection.get(PRODUCTS, product.id, Freshness(AHEAD, 3.0))
     elapsed = time.perf_counter() - started
     await catching_up
     assert doc == product.SerializeToString()
@@ -108,8 +109,8 @@ async def test_read_model_lists_wait_for_their_checkpoint(
 
     started = time.perf_counter()
     catching_up = asyncio.create_task(_later(0.1, catch_up))
-    page = await loaded.app.sources.read_model.list_orders(
-        PageRequest(3), OrderFilter(), Freshness(AHEAD, 3.0)
+    page = await loaded.app.sources.read_model.list(
+        ORDERS, PageRequest(3), {}, Freshness(AHEAD, 3.0)
     )
     elapsed = time.perf_counter() - started
     await catching_up
@@ -127,7 +128,7 @@ async def test_wait_times_out_with_unavailable(loaded: Loaded) -> None:
     for name, source in cases:
         started = time.perf_counter()
         with pytest.raises(Unavailable) as caught:
-            await source.get_customer(customer.id, Freshness(AHEAD, 0.15))
+            await source.get(CUSTOMERS, customer.id, Freshness(AHEAD, 0.15))
         elapsed = time.perf_counter() - started
         assert caught.value.message == (
             f"projection {name} has not caught up with the consistency token within 150 ms"
@@ -142,11 +143,11 @@ async def test_a_read_model_without_checkpoint_is_being_built(
     await pg.execute("DELETE FROM read.projection_checkpoints WHERE projection = 'pg:products'")
     read_model = loaded.app.sources.read_model
     with pytest.raises(Unavailable, match="pg:products"):
-        await read_model.list_products(PageRequest(1), None, Freshness(Position(1, 1), 0.05))
+        await read_model.list(PRODUCTS, PageRequest(1), {}, Freshness(Position(1, 1), 0.05))
     with pytest.raises(Unavailable, match="projection pg:products is being built"):
-        await read_model.list_products(PageRequest(1), None, Freshness())
+        await read_model.list(PRODUCTS, PageRequest(1), {}, Freshness())
     await set_pg_checkpoint(pg, "pg:products", CHECKPOINT)  # built
-    page = await read_model.list_products(PageRequest(1), None, Freshness())
+    page = await read_model.list(PRODUCTS, PageRequest(1), {}, Freshness())
     assert len(page.items) == 1
 
 
@@ -158,12 +159,12 @@ async def test_projection_never_built_is_unavailable(
     )
     projection = loaded.app.sources.projection
     order = loaded.ds.orders[0]
-    with pytest.raises(Unavailable, match="redis:orders has not been built"):
-        await projection.get_order(order.id, Freshness())
-    with pytest.raises(Unavailable, match="redis:orders has not been built"):
-        await projection.list_orders(PageRequest(10), OrderFilter(), Freshness(AHEAD, 1.0))
+    with pytest.raises(Unavailable, match="redis:orders is not built"):
+        await projection.get(ORDERS, order.id, Freshness())
+    with pytest.raises(Unavailable, match="redis:orders is not built"):
+        await projection.list(ORDERS, PageRequest(10), {}, Freshness(AHEAD, 1.0))
     # The other projections are unaffected.
-    assert await projection.get_customer(loaded.ds.customers[0].id, Freshness()) is not None
+    assert await projection.get(CUSTOMERS, loaded.ds.customers[0].id, Freshness()) is not None
 
 
 async def test_projection_being_rebuilt_or_lost_is_unavailable(
@@ -175,8 +176,8 @@ async def test_projection_being_rebuilt_or_lost_is_unavailable(
     # The active generation lost its checkpoint (keys vanished): lost.
     await redis_client.delete(f"{settings.redis_prefix}:orders:g{GENERATION}:checkpoint")
     with pytest.raises(Unavailable, match="redis:orders lost its data"):
-        await projection.get_order(order.id, Freshness())
+        await projection.get(ORDERS, order.id, Freshness())
     # No active generation, but one was allocated: a rebuild is filling it.
     await redis_client.delete(f"{settings.redis_prefix}:orders:active")
     with pytest.raises(Unavailable, match="redis:orders is being rebuilt"):
-        await projection.list_orders(PageRequest(10), OrderFilter(), Freshness())
+        await projection.list(ORDERS, PageRequest(10), {}, Freshness())

@@ -10,9 +10,10 @@ from google.protobuf.message import Message
 
 from common.cursors import decode_page_token, encode_page_token
 from common.documents import status_name
+from common.entities import CUSTOMERS, ORDERS, PRODUCTS
 from common.pb.shop.v1 import shop_pb2
 from common.settings import Settings
-from read_server.sources.base import ANY_FRESHNESS, OrderFilter, Page, PageRequest, QuerySource
+from read_server.sources.base import ANY_FRESHNESS, Page, PageRequest, QuerySource
 from tests.support.paging import PageGuard
 from tests.support.read_fixtures import Loaded, ReadDataset, loaded_sources, newest_first
 
@@ -35,15 +36,15 @@ async def test_gets_are_identical_across_sources(loaded: Loaded) -> None:
     ds = loaded.ds
     for source in loaded.sources():
         for product in ds.products:
-            assert await source.get_product(product.id, ANY_FRESHNESS) == (
+            assert await source.get(PRODUCTS, product.id, ANY_FRESHNESS) == (
                 product.SerializeToString()
             )
         for customer in ds.customers:
-            assert await source.get_customer(customer.id, ANY_FRESHNESS) == (
+            assert await source.get(CUSTOMERS, customer.id, ANY_FRESHNESS) == (
                 customer.SerializeToString()
             )
         for order in ds.orders:
-            assert await source.get_order(order.id, ANY_FRESHNESS) == order.SerializeToString()
+            assert await source.get(ORDERS, order.id, ANY_FRESHNESS) == order.SerializeToString()
 
 
 async def test_deleted_and_unknown_entities_are_absent_everywhere(loaded: Loaded) -> None:
@@ -51,11 +52,11 @@ async def test_deleted_and_unknown_entities_are_absent_everywhere(loaded: Loaded
     unknown = str(uuid.uuid4())
     for source in loaded.sources():
         for product_id in (ds.deleted_products[0].id, unknown):
-            assert await source.get_product(product_id, ANY_FRESHNESS) is None
+            assert await source.get(PRODUCTS, product_id, ANY_FRESHNESS) is None
         for customer_id in (ds.deleted_customers[0].id, unknown):
-            assert await source.get_customer(customer_id, ANY_FRESHNESS) is None
+            assert await source.get(CUSTOMERS, customer_id, ANY_FRESHNESS) is None
         for order_id in (ds.deleted_orders[0].id, unknown):
-            assert await source.get_order(order_id, ANY_FRESHNESS) is None
+            assert await source.get(ORDERS, order_id, ANY_FRESHNESS) is None
 
 
 async def test_orders_of_a_deleted_customer_stay_visible_with_its_name(loaded: Loaded) -> None:
@@ -63,9 +64,7 @@ async def test_orders_of_a_deleted_customer_stay_visible_with_its_name(loaded: L
     expected = newest_first(loaded.ds.orders, lambda o: o.customer_id == gone.id)
     assert expected and all(o.customer_name == gone.name for o in expected)
     for source in loaded.sources():
-        page = await source.list_orders(
-            PageRequest(100), OrderFilter(customer_id=gone.id), ANY_FRESHNESS
-        )
+        page = await source.list(ORDERS, PageRequest(100), {"customer_id": gone.id}, ANY_FRESHNESS)
         assert page.items == _ser(expected)
 
 
@@ -73,19 +72,23 @@ ListCall = Callable[[QuerySource, PageRequest], Awaitable[Page]]
 
 
 def _products_in(category: str | None) -> ListCall:
-    return lambda source, page: source.list_products(page, category, ANY_FRESHNESS)
+    where = {} if category is None else {"category": category}
+    return lambda source, page: source.list(PRODUCTS, page, where, ANY_FRESHNESS)
 
 
-def _orders_where(order_filter: OrderFilter) -> ListCall:
-    return lambda source, page: source.list_orders(page, order_filter, ANY_FRESHNESS)
+# (customer_id, status), either None: a filter of the orders.
+OrderWhere = tuple[str | None, str | None]
 
 
-def _selects(order_filter: OrderFilter) -> Callable[[shop_pb2.Order], bool]:
+def _orders_where(f: OrderWhere) -> ListCall:
+    pairs = (("customer_id", f[0]), ("status", f[1]))
+    where = {k: v for k, v in pairs if v is not None}
+    return lambda source, page: source.list(ORDERS, page, where, ANY_FRESHNESS)
+
+
+def _selects(f: OrderWhere) -> Callable[[shop_pb2.Order], bool]:
     def keep(order: shop_pb2.Order) -> bool:
-        return order_filter.customer_id in (None, order.customer_id) and order_filter.status in (
-            None,
-            status_name(order.status),
-        )
+        return f[0] in (None, order.customer_id) and f[1] in (None, status_name(order.status))
 
     return keep
 
@@ -96,24 +99,20 @@ def _list_cases(ds: ReadDataset) -> dict[str, tuple[ListCall, list[bytes]]]:
         "products": (_products_in(None), _ser(newest_first(ds.products))),
         "products/none": (_products_in("no-such-category"), []),
         "customers": (
-            lambda source, page: source.list_customers(page, ANY_FRESHNESS),
+            lambda source, page: source.list(CUSTOMERS, page, {}, ANY_FRESHNESS),
             _ser(newest_first(ds.customers)),
         ),
     }
     for category in {p.category for p in ds.products}:
         in_category = [p for p in ds.products if p.category == category]
         cases[f"products/{category}"] = (_products_in(category), _ser(newest_first(in_category)))
-    filters = {OrderFilter(), OrderFilter(status="PENDING"), OrderFilter(customer_id=_nobody())}
+    filters: set[OrderWhere] = {(None, None), (None, "PENDING"), (_nobody(), None)}
     for o in ds.orders:
         status = status_name(o.status)
-        filters |= {
-            OrderFilter(customer_id=o.customer_id),
-            OrderFilter(status=status),
-            OrderFilter(customer_id=o.customer_id, status=status),
-        }
+        filters |= {(o.customer_id, None), (None, status), (o.customer_id, status)}
     for f in filters:
         expected = _ser(newest_first(ds.orders, _selects(f)))
-        cases[f"orders/{f.customer_id}/{f.status}"] = (_orders_where(f), expected)
+        cases[f"orders/{f[0]}/{f[1]}"] = (_orders_where(f), expected)
     return cases
 
 

@@ -23,8 +23,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from common.documents import timestamp
 from common.pb.shop.v1 import query_service_pb2 as qs
-from common.pb.shop.v1 import query_service_pb2_grpc
+from common.pb.shop.v1 import query_service_pb2_grpc, shop_pb2
 from common.positions import Position, encode_token
 from common.settings import Settings
 from projector import rebuild as rebuild_module
@@ -97,15 +98,20 @@ async def _insert_product(
 ) -> str:
     ident = uuid.uuid4()
     at = T0 + timedelta(seconds=n)
+    doc = shop_pb2.Product(
+        id=str(ident), name=name, description=description, price_cents=100, currency="EUR",
+        category=category, stock=1, version=1, created_at=timestamp(at), updated_at=timestamp(at),
+    )  # fmt: skip
     await conn.execute(
         "INSERT INTO read.product_read_model (id, name, description, price_cents, currency,"
-        " category, stock, version, created_at, updated_at)"
-        " VALUES ($1, $2, $3, 100, 'EUR', $4, 1, 1, $5, $5)",
+        " category, stock, version, created_at, updated_at, doc)"
+        " VALUES ($1, $2, $3, 100, 'EUR', $4, 1, 1, $5, $5, $6)",
         ident,
         name,
         description,
         category,
         at,
+        doc.SerializeToString(),
     )
     return str(ident)
 
@@ -113,14 +119,20 @@ async def _insert_product(
 async def _insert_customer(conn: asyncpg.Connection, name: str, email: str, n: int) -> str:
     ident = uuid.uuid4()
     at = T0 + timedelta(seconds=n)
+    doc = shop_pb2.Customer(
+        id=str(ident), name=name, email=email, address="1 Main St", city="Glasgow",
+        postal_code="G1", country="GB", version=1, created_at=timestamp(at),
+        updated_at=timestamp(at),
+    )  # fmt: skip
     await conn.execute(
         "INSERT INTO read.customer_read_model (id, name, email, address, city, postal_code,"
-        " country, version, created_at, updated_at)"
-        " VALUES ($1, $2, $3, '1 Main St', 'Glasgow', 'G1', 'GB', 1, $4, $4)",
+        " country, version, created_at, updated_at, doc)"
+        " VALUES ($1, $2, $3, '1 Main St', 'Glasgow', 'G1', 'GB', 1, $4, $4, $5)",
         ident,
         name,
         email,
         at,
+        doc.SerializeToString(),
     )
     return str(ident)
 
@@ -425,7 +437,11 @@ async def test_projected_rows_deletes_renames_and_a_rebuild_keep_search_working(
 
             out = io.StringIO()
             code = await rebuild_module.rebuild(
-                [app.consumer("pg:products")], app.pool, batch_size=2, out=out
+                [app.consumer("pg:products")],
+                app.pool,
+                dsn=app.settings.asyncpg_dsn,
+                batch_size=2,
+                out=out,
             )
             assert code == 0, out.getvalue()
             # The swapped-in table kept the generated column and the index (by its name).

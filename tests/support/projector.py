@@ -19,6 +19,7 @@ from common.positions import ORIGIN, Position
 from projector import verify as verify_module
 from projector.bootstrap import App
 from projector.errors import StoreLost
+from projector.outbox import head
 from projector.projection import Projection
 from projector.rebuild import rebuild_one
 from projector.runner import ConsumerRunner
@@ -90,6 +91,20 @@ async def last_event(app: App) -> Position:
         "SELECT xid::text::bigint AS xid, seq FROM events ORDER BY xid DESC, seq DESC LIMIT 1"
     )
     return Position(row["xid"], row["seq"]) if row else ORIGIN
+
+
+async def below_the_horizon(app: App, within: float = 20) -> Position:
+    """Until every event in the log is below the commit-safe horizon, so a rebuild or a
+    catch-up reads it: another session's open transaction (anywhere in the cluster, such
+    as a concurrent test's) holds the horizon back, and a rebuild started meanwhile stops
+    before our newest events. The last event's position."""
+    target = await last_event(app)
+
+    async def passed() -> bool:
+        return (await head(app.pool)).xid > target.xid
+
+    await eventually(passed, within=within)
+    return target
 
 
 async def wait_applied(

@@ -21,13 +21,15 @@ from typing import Any, TypeVar
 import asyncpg
 import redis.asyncio as aioredis
 
+from common import entities
 from common.cursors import SortKey, sort_key
-from common.documents import items_to_json, status_name, status_value, timestamp
+from common.documents import status_name, status_value, timestamp
+from common.entities import Entity
 from common.pb.shop.v1 import shop_pb2
 from common.positions import Position
 from common.settings import Settings
 from read_server.bootstrap import App, bootstrap
-from read_server.sources.base import Freshness, OrderFilter, Page, PageRequest, QuerySource
+from read_server.sources.base import Freshness, Page, PageRequest, QuerySource, Where
 
 Doc = TypeVar("Doc", shop_pb2.Product, shop_pb2.Customer, shop_pb2.Order)
 
@@ -218,39 +220,23 @@ async def load_write_model(conn: asyncpg.Connection, ds: ReadDataset) -> None:
 async def load_read_model(
     conn: asyncpg.Connection, ds: ReadDataset, checkpoint: Position = CHECKPOINT
 ) -> None:
-    """Live rows in ``read.*`` and the three ``pg:*`` checkpoints at ``checkpoint``."""
-    await conn.executemany(
-        "INSERT INTO read.product_read_model (id, name, description, price_cents, currency,"
-        " category, stock, version, created_at, updated_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        [
-            (uuid.UUID(p.id), p.name, p.description, p.price_cents, p.currency, p.category,
-             p.stock, p.version, created_at(p), _updated_at(p))
-            for p in ds.products
-        ],
-    )  # fmt: skip
-    await conn.executemany(
-        "INSERT INTO read.customer_read_model (id, name, email, address, city, postal_code,"
-        " country, version, created_at, updated_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        [
-            (uuid.UUID(c.id), c.name, c.email, c.address, c.city, c.postal_code, c.country,
-             c.version, created_at(c), _updated_at(c))
-            for c in ds.customers
-        ],
-    )  # fmt: skip
-    await conn.executemany(
-        "INSERT INTO read.order_read_model (id, order_number, customer_id, customer_name,"
-        " customer_email, items, items_count, total_cents, currency, status, version,"
-        " created_at, updated_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13)",
-        [
-            (uuid.UUID(o.id), o.order_number, uuid.UUID(o.customer_id), o.customer_name,
-             o.customer_email, items_to_json(o), len(o.items), o.total_cents, o.currency,
-             status_name(o.status), o.version, created_at(o), _updated_at(o))
-            for o in ds.orders
-        ],
-    )  # fmt: skip
+    """Live rows in ``read.*`` (the columns each entity declares, and its document's bytes
+    in ``doc``) and the three ``pg:*`` checkpoints at ``checkpoint``."""
+    for entity, docs in (
+        (entities.PRODUCTS, ds.products),
+        (entities.CUSTOMERS, ds.customers),
+        (entities.ORDERS, ds.orders),
+    ):
+        columns = [*entity.columns]
+        names = ", ".join([*(c.name for c in columns), "doc"])
+        values = ", ".join(
+            f"${n}::jsonb" if c.select.endswith("::jsonb") else f"${n}"
+            for n, c in enumerate(columns, 1)
+        )
+        await conn.executemany(
+            f"INSERT INTO read.{entity.table} ({names}) VALUES ({values}, ${len(columns) + 1})",
+            [(*(c.value(d) for c in columns), d.SerializeToString()) for d in docs],
+        )
     for projection in ("pg:products", "pg:customers", "pg:orders"):
         await set_pg_checkpoint(conn, projection, checkpoint)
 
@@ -385,32 +371,14 @@ class FakeSource:
     page: Page = field(default_factory=lambda: Page([], None))
     calls: list[tuple[Any, ...]] = field(default_factory=list)
 
-    async def get_product(self, product_id: str, freshness: Freshness) -> bytes | None:
-        self.calls.append(("get_product", product_id, freshness))
-        return self.docs.get(product_id)
+    async def get(self, entity: Entity, ident: str, freshness: Freshness) -> bytes | None:
+        self.calls.append(("get", entity.name, ident, freshness))
+        return self.docs.get(ident)
 
-    async def list_products(
-        self, page: PageRequest, category: str | None, freshness: Freshness
+    async def list(
+        self, entity: Entity, page: PageRequest, where: Where, freshness: Freshness
     ) -> Page:
-        self.calls.append(("list_products", page, category, freshness))
-        return self.page
-
-    async def get_customer(self, customer_id: str, freshness: Freshness) -> bytes | None:
-        self.calls.append(("get_customer", customer_id, freshness))
-        return self.docs.get(customer_id)
-
-    async def list_customers(self, page: PageRequest, freshness: Freshness) -> Page:
-        self.calls.append(("list_customers", page, freshness))
-        return self.page
-
-    async def get_order(self, order_id: str, freshness: Freshness) -> bytes | None:
-        self.calls.append(("get_order", order_id, freshness))
-        return self.docs.get(order_id)
-
-    async def list_orders(
-        self, page: PageRequest, order_filter: OrderFilter, freshness: Freshness
-    ) -> Page:
-        self.calls.append(("list_orders", page, order_filter, freshness))
+        self.calls.append(("list", entity.name, page, dict(where), freshness))
         return self.page
 
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
+from common.pb.shop.v1 import query_service_pb2 as qpb
+from common.pb.shop.v1 import query_service_pb2_grpc as qpb_grpc
 from common.settings import Settings
 from tests.support.servers import ROOT, Process, env_for, free_port, start, wait_serving
 
@@ -61,6 +66,31 @@ class System:
     def start_all(self) -> None:
         for kind in _COMMANDS:
             self.start(kind)
+
+    def wait_built(self, within: float = 60) -> None:
+        """Until every projection and read model answers (a first start builds them, and
+        meanwhile reads without a consistency token are UNAVAILABLE, "being built")."""
+        lists = (
+            ("ListProducts", qpb.ListProductsRequest),
+            ("ListCustomers", qpb.ListCustomersRequest),
+            ("ListOrders", qpb.ListOrdersRequest),
+        )
+        deadline = time.monotonic() + within
+        with grpc.insecure_channel(self.read) as channel:
+            stub = qpb_grpc.QueryServiceStub(channel)
+            for method, request in lists:
+                for source in (qpb.SOURCE_PROJECTION, qpb.SOURCE_READ_MODEL):
+                    while True:
+                        try:
+                            getattr(stub, method)(request(page_size=1, source=source), timeout=5)
+                            break
+                        except grpc.RpcError as exc:
+                            if exc.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+                                raise
+                            assert time.monotonic() < deadline, (
+                                f"{method} not built\n{self.explain()}"
+                            )
+                            time.sleep(0.05)
 
     def signal(self, name: str, sig: int) -> None:
         self.processes[name].proc.send_signal(sig)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from projector.projections import ProjectionKind
+from common.entities import Entity as ProjectionKind
 from projector.stores.memory_store import MemoryProjectionStore
 from projector.stores.port import ProjectionStore
 from tests.contract.projection_store import Lose, NewStore, StoreContract

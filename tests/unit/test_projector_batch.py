@@ -7,12 +7,13 @@ from typing import Any
 import pytest
 
 from common import events as ev
+from common.entities import ORDERS, PRODUCTS
+from common.entities import Entity as ProjectionKind
 from common.events import StoredEvent
 from common.pb.shop.v1 import shop_pb2
 from common.positions import ORIGIN, Position
 from common.reducers import ReducerError
 from projector.batch import reduce_batch
-from projector.projections import ORDERS, PRODUCTS, ProjectionKind
 from projector.stores.memory_store import MemoryProjectionStore
 from tests.contract.projection_store import as_it_is
 from tests.unit.test_projector_reducers import CID, CUSTOMER, OID, PID, PLACED, PRODUCT, T0

@@ -10,17 +10,13 @@ import pytest
 
 from common import events as ev
 from common.documents import timestamp
+from common.entities import reduce_document
+from common.entities.customer import reduce_customer
+from common.entities.order import apply_customer_contact, customer_contact, reduce_order
+from common.entities.product import reduce_product
 from common.events import StoredEvent
 from common.pb.shop.v1 import shop_pb2
-from common.reducers import (
-    ReducerError,
-    apply_customer_contact,
-    customer_contact,
-    reduce_customer,
-    reduce_document,
-    reduce_order,
-    reduce_product,
-)
+from common.reducers import ReducerError
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 PID = str(uuid.UUID(int=1))

@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from common.cursors import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, SortKey, encode_page_token
+from common.entities import ORDERS, PRODUCTS
 from common.errors import InvalidArgument
 from common.pb.shop.v1 import query_service_pb2 as qs
 from common.pb.shop.v1 import shop_pb2
@@ -72,13 +73,28 @@ def test_ids_are_validated_and_canonicalized() -> None:
     assert _fields(p) == ["id", "id", "customer_id"]
 
 
-def test_statuses() -> None:
+def test_enum_filters() -> None:
     p = RequestParser()
-    assert p.status(shop_pb2.ORDER_STATUS_UNSPECIFIED) is None
-    assert p.status(shop_pb2.ORDER_STATUS_SHIPPED) == "SHIPPED"
+    assert p.enum(qs.ListOrdersRequest(), "status") is None  # UNSPECIFIED: no filter
+    shipped = qs.ListOrdersRequest(status=shop_pb2.ORDER_STATUS_SHIPPED)
+    assert p.enum(shipped, "status") == "SHIPPED"
     p.done()
-    p.status(42)
+    p.enum(qs.ListOrdersRequest(status=42), "status")  # type: ignore[arg-type]
     assert _fields(p) == ["status"]
+
+
+def test_where_reads_the_entity_filters_from_the_request() -> None:
+    customer = str(uuid.uuid4())
+    request = qs.ListOrdersRequest(
+        customer_id=customer.upper(), status=shop_pb2.ORDER_STATUS_PENDING
+    )
+    p = RequestParser()
+    assert p.where(ORDERS, request) == {"customer_id": customer, "status": "PENDING"}
+    assert p.where(PRODUCTS, qs.ListProductsRequest(category="books")) == {"category": "books"}
+    assert p.where(PRODUCTS, qs.ListProductsRequest()) == {}  # "": every category
+    p.done()
+    p.where(ORDERS, qs.ListOrdersRequest(customer_id="not-a-uuid"))
+    assert _fields(p) == ["customer_id"]
 
 
 def test_sources() -> None:

@@ -12,7 +12,7 @@ from common.pb.shop.v1 import query_service_pb2 as qs
 from common.pb.shop.v1 import shop_pb2
 from common.positions import Position, encode_token
 from read_server.servicer import QueryServicer
-from read_server.sources.base import OrderFilter, Page, PageRequest, SourceSet
+from read_server.sources.base import Page, PageRequest, SourceSet
 from tests.support.read_fixtures import FakeContext, FakeSource
 
 KEY = SortKey(1_700_000_000_000_000, "6f1c54a4-2f5e-4a57-9a43-3b7f0b0c7f11")
@@ -20,7 +20,7 @@ KEY = SortKey(1_700_000_000_000_000, "6f1c54a4-2f5e-4a57-9a43-3b7f0b0c7f11")
 
 def _servicer(max_wait_ms: int = 2000) -> tuple[QueryServicer, FakeSource, FakeSource, FakeSource]:
     projection, read_model, write_model = FakeSource(), FakeSource(), FakeSource()
-    servicer = QueryServicer(SourceSet(projection, read_model, write_model), max_wait_ms)
+    servicer = QueryServicer(SourceSet(projection, read_model, write_model), max_wait_ms / 1000)
     return servicer, projection, read_model, write_model
 
 
@@ -31,7 +31,7 @@ async def test_get_returns_the_stored_bytes_from_the_chosen_source() -> None:
     read_model.docs[ident] = product
     request = qs.GetProductRequest(id=ident.upper(), source=qs.SOURCE_READ_MODEL)
     assert await servicer.GetProduct(request, FakeContext()) is product
-    assert read_model.calls[0][:2] == ("get_product", ident)
+    assert read_model.calls[0][:3] == ("get", "products", ident)
     assert projection.calls == []
 
 
@@ -63,9 +63,9 @@ async def test_lists_are_wire_bytes_with_a_next_page_token() -> None:
     response = qs.ListOrdersResponse.FromString(wire)
     assert list(response.orders) == docs
     assert decode_page_token(response.next_page_token) == KEY
-    _, page, order_filter, _ = projection.calls[0]
-    assert page == PageRequest(3, None)
-    assert order_filter == OrderFilter(customer_id=customer, status="CANCELLED")
+    _, entity, page, where, _ = projection.calls[0]
+    assert (entity, page) == ("orders", PageRequest(3, None))
+    assert where == {"customer_id": customer, "status": "CANCELLED"}
 
 
 async def test_last_page_has_no_token_and_empty_category_means_all() -> None:
@@ -73,8 +73,8 @@ async def test_last_page_has_no_token_and_empty_category_means_all() -> None:
     wire = await servicer.ListProducts(qs.ListProductsRequest(), FakeContext())
     assert wire == b""
     assert qs.ListProductsResponse.FromString(wire).next_page_token == ""
-    _, page, category, _ = projection.calls[0]
-    assert (page.size, category) == (50, None)
+    _, entity, page, where, _ = projection.calls[0]
+    assert (entity, page.size, where) == ("products", 50, {})
 
 
 @pytest.mark.parametrize(

@@ -146,7 +146,7 @@ def test_an_empty_token_is_the_first_page() -> None:
 async def test_bad_requests_collect_every_violation_before_any_read() -> None:
     # Built without PostgreSQL reads: validation must fail before it needs them.
     sources = SourceSet(FakeSource(), FakeSource(), FakeSource())
-    servicer = QueryServicer(sources, 1000)
+    servicer = QueryServicer(sources, 1.0)
     other = encode_search_token(
         query_digest("customers", parse_query("ann")), SearchCursor(1.0, str(uuid.uuid4()))
     )

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from common import events as ev
+from common.entities.order import reduce_order
 from common.event_log import current_payload, stored_event
-from common.reducers import ReducerError, reduce_order
+from common.reducers import ReducerError
 from common.upcasting import UPCASTERS, UpcastError, current_version, upcast
 
 CID = "0190a000-0000-7000-8000-000000000001"
