@@ -46,7 +46,10 @@ RUNS: dict[str, list[str]] = {
     "redis (3)": [p for p in PROJECTIONS if p.startswith("redis:")],
     "all six": PROJECTIONS,
     "all seven": [*PROJECTIONS, ANALYTICS],
+    "all seven, 2 processes": [*PROJECTIONS, ANALYTICS],
 }
+# Runs by several `cqrs projector run` processes sharing the consumers (fair share).
+PROCESSES = {"all seven, 2 processes": 2}
 # The runs with the analytics consumer (the analytics group's projector scenario).
 ANALYTICS_RUNS = [ANALYTICS, "all seven"]
 _POLL_S = 0.05
@@ -77,7 +80,7 @@ async def measure(
         results = []
         for name in runs or list(RUNS):
             projections = RUNS[name]
-            seconds, rss = await _catch_up(scratch, projections, head)
+            seconds, rss = await _catch_up(scratch, projections, head, PROCESSES.get(name, 1))
             results.append(Result(name, events_read(counts, projections), seconds, rss))
             _say(f"  catch-up {name}: {results[-1].events_per_s:,.0f} events/s")
         if rebuild:
@@ -186,22 +189,24 @@ def _env(settings: Settings) -> dict[str, str]:
 
 
 async def _catch_up(
-    scratch: Settings, projections: list[str], head: Position
+    scratch: Settings, projections: list[str], head: Position, processes: int = 1
 ) -> tuple[float, float]:
-    """Seconds until ``projections`` cover ``head`` from zero, and the peak RSS (MB)."""
+    """Seconds until ``projections`` cover ``head`` from zero (run by ``processes``
+    projector processes sharing them), and the peak RSS (MB) of the largest."""
     settings = dataclasses.replace(scratch, redis_prefix=f"bench{uuid.uuid4().hex[:8]}")
     await _reset_read_models(settings)
     argv = ["projector", "run"]
     for projection in projections:
         argv += ["--only", projection]
-    process = await _Process.start(argv, settings)
+    started = [await _Process.start(argv, settings) for _ in range(processes)]
     try:
-        await _until_caught_up(settings, projections, head, process)
+        await _until_caught_up(settings, projections, head, started)
     finally:
-        seconds = process.elapsed()
-        await process.stop()
+        seconds = started[0].elapsed()
+        for process in started:
+            await process.stop()
     await _drop_redis_prefix(settings)
-    return seconds, process.peak_rss_mb
+    return seconds, max(p.peak_rss_mb for p in started)
 
 
 async def _rebuild(scratch: Settings, events: int) -> Result:
@@ -269,7 +274,7 @@ class _Process:
 
 
 async def _until_caught_up(
-    settings: Settings, projections: list[str], head: Position, process: _Process
+    settings: Settings, projections: list[str], head: Position, processes: list[_Process]
 ) -> None:
     from redis.asyncio import Redis
 
@@ -278,9 +283,10 @@ async def _until_caught_up(
     deadline = time.monotonic() + _TIMEOUT_S
     try:
         while True:
-            process.sample()
-            if process.returncode is not None:
-                raise RuntimeError(f"the projector exited with {process.returncode}")
+            for process in processes:
+                process.sample()
+                if process.returncode is not None:
+                    raise RuntimeError(f"the projector exited with {process.returncode}")
             positions = [await _checkpoint(p, settings, redis, db) for p in projections]
             if all(p is not None and p >= head for p in positions):
                 return

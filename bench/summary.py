@@ -20,8 +20,13 @@ _NS_PER_MS = 1e6
 # the projector >= 10,000 events/s with the analytics consumer among its projections.
 ANALYTICS_RATIO_TARGET = 100.0
 ANALYTICS_RATIO_SHAPES = ("monthly_revenue", "top_products")
-PROJECTOR_TARGET_EVENTS_S = 10_000.0
+PROJECTOR_TARGET_EVENTS_S = 10_000.0  # on the grown log (470k events)
+DEMO_LOG_TARGET_EVENTS_S = 12_000.0
+GROWN_LOG_EVENTS = 300_000  # a log this long is the grown one (the demo log: ~134k events)
 PROJECTOR_TARGET_RUN = "all seven"
+REBUILD_TARGET_EVENTS_S = 15_000.0
+TWO_PROCESSES_RUN = "all seven, 2 processes"
+TWO_PROCESSES_TARGET_X = 1.3
 
 
 def rpc_row(scenario: RpcScenario, report: dict[str, Any]) -> dict[str, Any]:
@@ -351,21 +356,36 @@ def analytics_tables(rpc: dict[str, dict[str, Any]], outcomes: dict[str, Any]) -
 
 
 def projector_target(outcome: dict[str, Any]) -> list[str]:
-    """Whether the projector keeps the target rate with the analytics consumer enabled
-    (nothing if ``outcome`` has no run with it)."""
+    """The projector's targets, from this run: all seven consumers in one process (>= 10,000
+    events/s on the grown log, 12,000 on the demo log), the rebuild of everything (>= 15,000)
+    and two processes sharing them (>= 1.3x one); nothing if ``outcome`` has none of these."""
     runs = {r["run"]: r for r in outcome["catch_up"]}
-    figures = [
-        f"{name} {_verdict(runs[name]['events_per_s'], PROJECTOR_TARGET_EVENTS_S, ' events/s')}"
-        if name == PROJECTOR_TARGET_RUN
-        else f"{name} alone {runs[name]['events_per_s']:,.0f} events/s"
-        for name in (PROJECTOR_TARGET_RUN, ANALYTICS)
-        if name in runs
-    ]
+    figures = []
+    one = runs.get(PROJECTOR_TARGET_RUN)
+    if one is not None:
+        grown = outcome["log_events"] >= GROWN_LOG_EVENTS
+        target = PROJECTOR_TARGET_EVENTS_S if grown else DEMO_LOG_TARGET_EVENTS_S
+        figures.append(
+            f"{PROJECTOR_TARGET_RUN} {_verdict(one['events_per_s'], target, ' events/s')}"
+        )
+    if ANALYTICS in runs:
+        figures.append(f"{ANALYTICS} alone {runs[ANALYTICS]['events_per_s']:,.0f} events/s")
+    rebuilt = outcome.get("rebuild")
+    if rebuilt:
+        rate = rebuilt["events_per_s"]
+        figures.append(f"rebuild {_verdict(rate, REBUILD_TARGET_EVENTS_S, ' events/s')}")
+    two = runs.get(TWO_PROCESSES_RUN)
+    if one is not None and two is not None and one["events_per_s"]:
+        ratio = two["events_per_s"] / one["events_per_s"]
+        figures.append(f"two processes {_verdict(ratio, TWO_PROCESSES_TARGET_X, 'x')} one")
     if not figures:
         return []
     return [
-        f"Target (>= {PROJECTOR_TARGET_EVENTS_S:,.0f} events/s with the analytics enabled, "
-        f"i.e. {PROJECTOR_TARGET_RUN}): " + "; ".join(figures) + ".",
+        f"Targets (all seven >= {PROJECTOR_TARGET_EVENTS_S:,.0f} events/s on the grown log, "
+        f">= {DEMO_LOG_TARGET_EVENTS_S:,.0f} on the demo log; rebuild >= "
+        f"{REBUILD_TARGET_EVENTS_S:,.0f}; two processes >= {TWO_PROCESSES_TARGET_X}x one): "
+        + "; ".join(figures)
+        + ".",
         "",
     ]
 

@@ -93,6 +93,10 @@ class Settings:
     projector_poll_interval_ms: int = 500
     # A leader silent (frozen) for this long loses its lease to a standby.
     projector_lease_timeout_ms: int = 10000
+    # Projector processes share the consumers, each leading at most its fair share
+    # (projector.membership); false: each tries to lead them all (one active, the others
+    # hot standbys).
+    projector_fair_share: bool = True
     # How long a replaced Redis generation is kept after a rebuild switched, so runners
     # and readers mid-call on it finish first.
     projector_switch_grace_ms: int = 2000
@@ -274,6 +278,7 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CQRS_PROJECTOR_BATCH_SIZE": ("projector_batch_size", int),
     "CQRS_PROJECTOR_POLL_INTERVAL_MS": ("projector_poll_interval_ms", int),
     "CQRS_PROJECTOR_LEASE_TIMEOUT_MS": ("projector_lease_timeout_ms", int),
+    "CQRS_PROJECTOR_FAIR_SHARE": ("projector_fair_share", _flag),
     "CQRS_PROJECTOR_SWITCH_GRACE_MS": ("projector_switch_grace_ms", int),
     "CQRS_LOG_LEVEL": ("log_level", str),
     "CQRS_LOG_FORMAT": ("log_format", str),

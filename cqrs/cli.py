@@ -158,6 +158,10 @@ def _parser() -> argparse.ArgumentParser:
         "alert rules of deploy/prometheus, on PORT (default 9090; 0: any free port)",
     )  # fmt: skip
     up.add_argument(
+        "--projectors", type=int, choices=range(1, 33), default=1, metavar="N",
+        help="projector processes sharing the consumers, each leading a fair share (default 1)",
+    )  # fmt: skip
+    up.add_argument(
         "--no-payments", action="store_true",
         help="do not start the payments sandbox (without CQRS_PAYMENTS_URL orders ship unpaid)",
     )  # fmt: skip
@@ -337,7 +341,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             settings = dataclasses.replace(
                 settings, read_workers=args.workers, write_workers=args.workers
             )
-        return up(settings, prometheus_port=args.prometheus, sandbox=not args.no_payments)
+        return up(
+            settings,
+            prometheus_port=args.prometheus,
+            sandbox=not args.no_payments,
+            projectors=args.projectors,
+        )
     if command == "dashboard-png":
         import time
 

@@ -24,12 +24,15 @@ ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "cqrs.json"
 
 
-def scrape_targets(settings: Settings, host: str = "127.0.0.1") -> dict[str, list[str]]:
-    """Each job's ``host:port`` targets (every worker of a ``--workers N`` server)."""
+def scrape_targets(
+    settings: Settings, host: str = "127.0.0.1", projectors: int = 1
+) -> dict[str, list[str]]:
+    """Each job's ``host:port`` targets (every worker of a ``--workers N`` server, every
+    process of ``cqrs up --projectors N``)."""
     jobs = {
         "write-server": (settings.write_metrics_port, settings.write_workers),
         "read-server": (settings.read_metrics_port, settings.read_workers),
-        "projector": (settings.projector_metrics_port, 1),
+        "projector": (settings.projector_metrics_port, projectors),
     }
     return {
         job: [f"{host}:{worker_metrics_port(port, i)}" for i in range(workers)]
@@ -39,15 +42,16 @@ def scrape_targets(settings: Settings, host: str = "127.0.0.1") -> dict[str, lis
 
 
 def local_config(
-    settings: Settings, *, interval: str = "5s", rules: Path = ALERTS
+    settings: Settings, *, interval: str = "5s", rules: Path = ALERTS, projectors: int = 1
 ) -> dict[str, Any]:
-    """The Prometheus config scraping ``settings``' processes on this machine."""
+    """The Prometheus config scraping ``settings``' processes on this machine (with
+    ``projectors`` projector processes)."""
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [str(rules)],
         "scrape_configs": [
             {"job_name": job, "static_configs": [{"targets": targets}]}
-            for job, targets in scrape_targets(settings).items()
+            for job, targets in scrape_targets(settings, projectors=projectors).items()
         ],
     }
 

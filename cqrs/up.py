@@ -52,6 +52,7 @@ def up(
     *,
     prometheus_port: int | None = None,
     sandbox: bool = True,
+    projectors: int = 1,
 ) -> int:
     """Run everything until interrupted; the exit code for ``cqrs up``.
 
@@ -61,6 +62,8 @@ def up(
     the three processes with the committed alert rules. Unless ``CQRS_PAYMENTS_URL`` names a
     provider already, ``sandbox`` starts ``cqrs payments-sandbox`` on a free port (state in
     ``data_dir``) and points the processes at it, so confirmed orders are charged.
+    ``projectors`` processes share the consumers of the log (``projector.membership``),
+    the second one's metrics on the next worker port, and so on.
     """
     with stop_on_signals() as stop:
         try:
@@ -78,7 +81,7 @@ def up(
                     f"cqrs up: started private {instance.name} at {redact(instance.url)} "
                     f"(data in {instance.data_dir})"
                 )
-            return _run(settings, stop, data_dir, prometheus_port, sandbox)
+            return _run(settings, stop, data_dir, prometheus_port, sandbox, projectors)
         finally:
             for instance in reversed(instances):
                 instance.stop()
@@ -91,6 +94,7 @@ def _run(
     data_dir: Path,
     prometheus_port: int | None,
     sandbox: bool = True,
+    projectors: int = 1,
 ) -> int:
     if stop.is_set():
         return 0
@@ -120,8 +124,13 @@ def _run(
     try:
         for name, args in commands.items():
             children.append(Child(name, [sys.executable, "-m", "cqrs", *args], env))
+        for i in range(1, projectors):
+            port = worker_metrics_port(settings.projector_metrics_port, i)
+            own = {**env, "CQRS_PROJECTOR_METRICS_PORT": str(port)}
+            argv = [sys.executable, "-m", "cqrs", *commands["projector"]]
+            children.append(Child(f"projector-{i + 1}", argv, own))
         if prometheus_port is not None:
-            watcher = _start_prometheus(settings, data_dir, prometheus_port)
+            watcher = _start_prometheus(settings, data_dir, prometheus_port, projectors)
         return _supervise(settings, children, stop, watcher)
     finally:
         if watcher is not None:
@@ -129,11 +138,15 @@ def _run(
         stop_children(children, stop_timeout(settings))
 
 
-def _start_prometheus(settings: Settings, data_dir: Path, port: int) -> prometheus.Running | None:
+def _start_prometheus(
+    settings: Settings, data_dir: Path, port: int, projectors: int = 1
+) -> prometheus.Running | None:
     """Prometheus beside the system, or None (with a note) when it cannot run here."""
     try:
         return prometheus.start(
-            prometheus.local_config(settings), data_dir / "prometheus", port or free_port()
+            prometheus.local_config(settings, projectors=projectors),
+            data_dir / "prometheus",
+            port or free_port(),
         )
     except RuntimeError as exc:
         say(f"cqrs up: no Prometheus: {exc}", err=True)
@@ -277,8 +290,13 @@ def banner(settings: Settings, children: list[Child], prometheus_url: str | None
         f"{metrics(settings.write_metrics_port, settings.write_workers)}  pid {pids.get('write-server')}",
         f"  read server   {read_at:<22} shop.v1.QueryService    "
         f"{metrics(settings.read_metrics_port, settings.read_workers)}  pid {pids.get('read-server')}",
-        f"  projector     {'':<22} {'':<23} "
-        f"{metrics(settings.projector_metrics_port)}  pid {pids.get('projector')}",
+        *(
+            f"  {name:<13} {'':<22} {'':<23} "
+            f"{metrics(worker_metrics_port(settings.projector_metrics_port, i))}  pid {pid}"
+            for i, (name, pid) in enumerate(
+                (n, p) for n, p in pids.items() if n.startswith("projector")
+            )
+        ),
         f"  PostgreSQL    {redact(settings.asyncpg_dsn)}",
         f"  Redis         {redact(settings.redis_url)} (key prefix {settings.redis_prefix!r})",
         *(

@@ -54,5 +54,10 @@ class LeadershipLost(Exception):
     """The runner no longer (provably) holds its consumer's lease."""
 
 
+class GaveWay(LeadershipLost):
+    """The runner gives its lease back: its process leads more than its fair share since
+    another process joined (:mod:`projector.membership`)."""
+
+
 class NotRebuildable(Exception):
     """The consumer has no copies to rebuild (a relay: what it published stays published)."""

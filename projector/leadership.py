@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from typing import Protocol
 
 import asyncpg
 
@@ -45,13 +46,25 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.database = a.datid
 """
 
 
+class Share(Protocol):
+    """How many leases a process may hold (:class:`projector.membership.Membership`)."""
+
+    def claim(self, name: str) -> bool:
+        """Whether ``name`` may try for its lease now (counted as held if so)."""
+        ...
+
+    def drop(self, name: str) -> None:
+        """``name``'s lease is not held (the try failed, or it was given back)."""
+        ...
+
+
 def lock_key(name: str) -> int:
     """A stable signed 64-bit advisory lock key for ``name``."""
     digest = hashlib.blake2b(f"cqrs-projector:{name}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _lock_parts(key: int) -> tuple[int, int]:
+def lock_parts(key: int) -> tuple[int, int]:
     """(classid, objid) under which pg_locks shows a bigint advisory lock."""
     unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
     return unsigned >> 32, unsigned & 0xFFFF_FFFF
@@ -70,7 +83,7 @@ class AdvisoryLease:
     ) -> None:
         self.name = name
         self.key = lock_key(name)
-        self._parts = _lock_parts(self.key)
+        self._parts = lock_parts(self.key)
         self._dsn = dsn
         self._retry = retry_interval
         self._timeout = lease_timeout
@@ -105,27 +118,39 @@ class AdvisoryLease:
         """The PostgreSQL backend holding (or trying for) the lock (tests, diagnostics)."""
         return self._conn.get_server_pid() if self._conn is not None else None
 
-    async def acquire(self, stop: asyncio.Event) -> bool:
-        """Wait until the lock is ours (True) or ``stop`` is set (False)."""
+    async def acquire(self, stop: asyncio.Event, share: Share | None = None) -> bool:
+        """Wait until the lock is ours (True) or ``stop`` is set (False); try only while
+        ``share`` lets this consumer claim a place (its process is below its fair share)."""
         waiting_logged = False
         while not stop.is_set():
+            if share is not None and not share.claim(self.name):
+                await sleep_unless(stop, self._retry)
+                continue
             try:
-                if self._conn is None or self._conn.is_closed():
-                    self._conn = await asyncpg.connect(
-                        self._dsn,
-                        server_settings={"application_name": f"cqrs-projector:{self.name}"},
-                    )
-                if await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key):
-                    self._lead()
+                if await self._try():
                     return True
                 if not waiting_logged:
                     log.info("%s: another runner leads; standing by", self.name)
                     waiting_logged = True
+                assert self._conn is not None
                 await self._break_frozen_holder(self._conn)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("%s: lock connection failed: %s", self.name, exc)
                 await self._drop()
+            finally:
+                if share is not None and not self.held:
+                    share.drop(self.name)
             await sleep_unless(stop, self._retry)
+        return False
+
+    async def _try(self) -> bool:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(
+                self._dsn, server_settings={"application_name": f"cqrs-projector:{self.name}"}
+            )
+        if await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key):
+            self._lead()
+            return True
         return False
 
     def check(self) -> None:

@@ -13,8 +13,8 @@ from ``recorded_at`` (when the write side stored the event, database clock), nev
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from common.event_log import (
@@ -65,6 +65,18 @@ class Batch:
         """Whether committing this batch changes anything (events or the checkpoint)."""
         return bool(self.events) or self.next != self.start
 
+    @property
+    def skippable(self) -> bool:
+        """Nothing of the consumer's in it, and more follows at once: the consumer may read
+        on without committing its checkpoint here (it stays a lower bound; the next
+        batch it applies starts at the stored one, see :meth:`since`)."""
+        return self.full and not self.events
+
+    def since(self, start: Position) -> Batch:
+        """This batch begun at ``start``, an earlier position of the same consumer with
+        none of its events between (the stretches it skipped)."""
+        return self if start == self.start else replace(self, start=start)
+
 
 async def read_batch(
     db: Executor,
@@ -76,6 +88,42 @@ async def read_batch(
     """Up to ``limit`` events of ``types`` (aggregate types; only ``event_types`` of them if
     given) after ``after`` in ``(xid, seq)`` order, below the horizon. ``db`` is a pool or a
     connection (e.g. one inside a transaction)."""
+    read = await read_log(db, after, types, limit, event_types)
+    return read.batch(lambda _event: True)
+
+
+@dataclass(frozen=True, slots=True)
+class LogRead:
+    """One commit-safe read of the log: the events (each with when it was stored) after
+    ``start``, and where the next read begins. The stretch ``start``..``next`` holds no
+    other event of the read's filter, so any narrower filter of it is a batch too
+    (:meth:`batch`): what :mod:`projector.feed` shares between consumers."""
+
+    start: Position
+    events: list[StoredEvent]
+    recorded_at: list[datetime]  # one per event
+    next: Position
+    full: bool
+
+    def batch(self, keep: Callable[[StoredEvent], bool]) -> Batch:
+        """The batch of the events ``keep`` selects (same ``start``, ``next`` and ``full``)."""
+        events: list[StoredEvent] = []
+        newest: datetime | None = None
+        for event, recorded in zip(self.events, self.recorded_at, strict=True):
+            if keep(event):
+                events.append(event)
+                newest = recorded if newest is None else max(newest, recorded)
+        return Batch(self.start, events, self.next, self.full, newest)
+
+
+async def read_log(
+    db: Executor,
+    after: Position,
+    types: Sequence[str],
+    limit: int,
+    event_types: Sequence[str] | None = None,
+) -> LogRead:
+    """The read behind :func:`read_batch` (same arguments), every event kept."""
     if limit < 1:
         raise ValueError("limit must be positive")
     wanted = None if event_types is None else list(event_types)
@@ -83,8 +131,8 @@ async def read_batch(
     found = [r for r in rows if r["seq"] is not None]
     events = [stored_event(r) for r in found]
     nxt = continue_at(after, events, limit, int(rows[0]["horizon"]))
-    newest = max((r["recorded_at"] for r in found), default=None)
-    return Batch(after, events, nxt, len(events) == limit, newest)
+    recorded = [r["recorded_at"] for r in found]
+    return LogRead(after, events, recorded, nxt, len(events) == limit)
 
 
 async def count_after(

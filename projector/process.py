@@ -1,4 +1,5 @@
-"""The projector process: one runner per consumer plus the NOTIFY listener."""
+"""The projector process: one runner per consumer, the NOTIFY listener and the log
+feed they share."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from common.events import NOTIFY_CHANNEL
 from common.settings import Settings
 from projector.consumer import Consumer
 from projector.failures import FailureLog
+from projector.feed import LogFeed
 from projector.leadership import AdvisoryLease
+from projector.membership import Membership
 from projector.runner import ConsumerRunner, Outcome, RunnerConfig
 from projector.wakeup import NotifyListener, Wakeup
 
@@ -26,8 +29,11 @@ def make_runner(
     failures: FailureLog,
     consumer: Consumer,
     wakeup: Wakeup,
+    feed: LogFeed | None = None,
+    membership: Membership | None = None,
 ) -> ConsumerRunner:
-    """A runner for ``consumer``, configured from ``settings``."""
+    """A runner for ``consumer``, configured from ``settings``, reading through ``feed``
+    (the process's shared reader; default: one of its own)."""
     poll = settings.seconds.projector_poll_interval
     return ConsumerRunner(
         consumer=consumer,
@@ -41,6 +47,8 @@ def make_runner(
         failures=failures,
         wakeup=wakeup,
         config=RunnerConfig(batch_size=settings.projector_batch_size, poll_interval=poll),
+        feed=feed,
+        membership=membership,
     )
 
 
@@ -72,12 +80,30 @@ class Projector:
     ) -> None:
         self.wakeup = Wakeup()
         self.listener = NotifyListener(settings.asyncpg_dsn, NOTIFY_CHANNEL, self.wakeup)
-        self.runners = [make_runner(settings, pool, failures, c, self.wakeup) for c in consumers]
+        # One reader of the log for every runner of the process (projector.feed).
+        self.feed = LogFeed(pool, consumers, generation=self.wakeup)
+        # Sharing the consumers with the other projector processes (projector.membership).
+        self.membership = (
+            Membership(
+                settings.asyncpg_dsn,
+                len(consumers),
+                lease_timeout=settings.seconds.projector_lease_timeout,
+            )
+            if settings.projector_fair_share
+            else None
+        )
+        self.runners = [
+            make_runner(settings, pool, failures, c, self.wakeup, self.feed, self.membership)
+            for c in consumers
+        ]
         self.services = list(services)
 
     async def run(self, stop: asyncio.Event) -> dict[str, Outcome]:
         """Run every runner until ``stop`` is set (or every one has failed)."""
         listener = asyncio.create_task(self.listener.run(stop), name="projector-listen")
+        member = asyncio.create_task(
+            self.membership.run(stop) if self.membership else stop.wait(), name="projector-member"
+        )
         tasks = {
             r.name: asyncio.create_task(r.run(stop), name=f"projector-{r.name}")
             for r in self.runners
@@ -94,11 +120,12 @@ class Projector:
             if services and (stop.is_set() or not tasks):
                 await asyncio.wait(services)  # stopping: each finishes what it is doing
         finally:
-            for task in (*tasks.values(), *services, listener, waker):
+            for task in (*tasks.values(), *services, listener, member, waker):
                 task.cancel()
             await asyncio.gather(
-                *tasks.values(), *services, listener, waker, return_exceptions=True
+                *tasks.values(), *services, listener, member, waker, return_exceptions=True
             )
+            await self.feed.aclose()
             for task in services:
                 if not task.cancelled() and task.exception() is not None:
                     log.error("%s crashed", task.get_name(), exc_info=task.exception())

@@ -114,6 +114,12 @@ async def catch_up(
 
     A poison event raises :class:`PoisonEvent`, unless ``poisoned`` is given: then the
     events before it are applied, it is appended there, and catching up stops.
+
+    It reads with its own filter, not through the process's :class:`~projector.feed.LogFeed`:
+    consumers catching up drift apart, and a read of their union narrowed to one of them
+    gives it smaller batches (more commits) while reading is a small part of a catch-up
+    (measured one after the other: all seven consumers from zero took 8.6-8.8 s through a
+    shared feed against 7.8-8.2 s reading alone).
     """
     checkpoint = await consumer.checkpoint()
     while True:

@@ -61,17 +61,20 @@ from common.metrics import (
 from common.outages import is_transient
 from common.positions import Position
 from projector.consumer import Consumer
-from projector.errors import CheckpointMoved, LeadershipLost, PoisonEvent, StoreLost
+from projector.errors import CheckpointMoved, GaveWay, LeadershipLost, PoisonEvent, StoreLost
 from projector.failures import FailureLog
+from projector.feed import LogFeed
 from projector.leadership import AdvisoryLease
+from projector.membership import Membership
 from projector.outbox import Batch, behind, read_batch
 from projector.pacing import Backoff, retry_hint
 from projector.rebuild import apply_before, events_to_copy, rebuild_lock, rebuild_one, tracked
-from projector.wakeup import Wakeup, sleep_unless, wait_ticket
+from projector.wakeup import Wakeup, sleep_unless, wait_any, wait_ticket
 
 log = logging.getLogger(__name__)
 
 _LAG_EVERY_S = 1.0
+_JOIN_WAIT_S = 5.0  # at most, for the process's membership before taking leases
 
 
 class Outcome(enum.Enum):
@@ -101,8 +104,13 @@ class ConsumerRunner:
         failures: FailureLog,
         wakeup: Wakeup,
         config: RunnerConfig,
+        feed: LogFeed | None = None,
+        membership: Membership | None = None,
     ) -> None:
         self.consumer = consumer
+        self._membership = membership  # None: lead whenever the lease is free
+        # The process's shared reader of the log (projector.feed); alone: one of its own.
+        self._feed = feed if feed is not None else LogFeed(db, [consumer], generation=wakeup)
         self.name = consumer.name
         self._db = db
         self._lease = lease
@@ -127,15 +135,22 @@ class ConsumerRunner:
     async def run(self, stop: asyncio.Event) -> Outcome:
         """Lead (or stand by) and follow the log until ``stop`` is set or a poison event."""
         PROJECTION_FAILED.labels(self.name).set(0)
+        members = self._membership
+        if members is not None:
+            await wait_any((members.joined, stop), _JOIN_WAIT_S)  # know the share first
         while not stop.is_set():
-            if not await self._lease.acquire(stop):
+            if not await self._lease.acquire(stop, members):
                 break
             try:
                 if await self._lead(stop):
                     return Outcome.FAILED
+            except GaveWay:
+                log.info("%s: another projector process joined; giving way", self.name)
             except LeadershipLost:
                 log.warning("%s: lost the runner lock; standing by", self.name)
             finally:
+                if members is not None:
+                    members.drop(self.name)
                 await self._lease.release()
                 self._forget_lag()
                 if self.state != "stopped-on-poison":
@@ -189,14 +204,30 @@ class ConsumerRunner:
         careful_until: Position | None = None  # retry one event at a time up to here
         self.state = "following"
         log.info("%s: following from %s", self.name, checkpoint)
+        at = checkpoint  # where to read next: ahead of the checkpoint over skipped stretches
+        # Woken by a NOTIFY: a read the feed began since then will do; otherwise (first
+        # look, poll interval spent) only one begun now (see projector.feed).
+        notified = False
         while not stop.is_set():
+            seen = self._wakeup.generation
             ticket = self._wakeup.ticket()
             self._lease.check()
-            careful = careful_until is not None and checkpoint < careful_until
-            limit = 1 if careful else self._config.batch_size
-            batch = await read_batch(
-                self._db, checkpoint, consumer.consumes, limit, consumer.event_types
-            )
+            if self._membership is not None and self._membership.must_yield(self.name):
+                raise GaveWay(self.name)
+            if careful_until is not None and checkpoint < careful_until:
+                batch = await read_batch(
+                    self._db, checkpoint, consumer.consumes, 1, consumer.event_types
+                )
+            else:
+                batch = await self._feed.batch(
+                    consumer, at, self._config.batch_size, seen=seen if notified else None
+                )
+                if batch.skippable:
+                    at = batch.next
+                    raise_if_cancelled()
+                    continue
+                batch = batch.since(checkpoint)
+            at = checkpoint
             if batch.moved:
                 started = time.perf_counter()
                 try:
@@ -204,7 +235,7 @@ class ConsumerRunner:
                 except StoreLost:
                     raise
                 except CheckpointMoved as exc:
-                    checkpoint = await consumer.checkpoint()
+                    checkpoint = at = await consumer.checkpoint()
                     self.checkpoint = checkpoint
                     log.info("%s: %s; continuing from %s", self.name, exc, checkpoint)
                     continue
@@ -223,7 +254,7 @@ class ConsumerRunner:
                     )
                     careful_until = batch.events[-1].position
                     continue
-                checkpoint = batch.next
+                checkpoint = at = batch.next
                 self.checkpoint = checkpoint
                 if batch.events and failure_pending:
                     failure_pending = False
@@ -233,6 +264,7 @@ class ConsumerRunner:
             backoff.success()  # the batch applied (or there was nothing to apply)
             if not batch.full:
                 await wait_ticket(ticket, self._config.poll_interval)
+                notified = ticket.is_set()
             raise_if_cancelled()
         return False
 
@@ -243,6 +275,15 @@ class ConsumerRunner:
         level = logging.WARNING if self.checkpoint is not None else logging.INFO
         log.log(level, "%s: %s; building it from the event log", self.name, lost.why)
         self.state = "rebuilding"
+        if self._membership is not None:
+            self._membership.building.add(self.name)
+        try:
+            return await self._build(stop, level)
+        finally:
+            if self._membership is not None:
+                self._membership.building.discard(self.name)
+
+    async def _build(self, stop: asyncio.Event, level: int) -> bool:
         started = time.monotonic()
         async with rebuild_lock(self._lease.dsn, self.name, wait_until=stop) as locked:
             if not locked:

@@ -22,6 +22,7 @@ class Wakeup:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.generation = 0  # how many times it fired (projector.feed: which reads are new)
 
     def ticket(self) -> asyncio.Event:
         """Take before looking for work, then :func:`wait_ticket` on it: a fire in
@@ -29,6 +30,7 @@ class Wakeup:
         return self._event
 
     def fire(self) -> None:
+        self.generation += 1
         self._event.set()
         self._event = asyncio.Event()
 

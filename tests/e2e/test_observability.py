@@ -87,7 +87,10 @@ def observed(settings: Settings, tmp_path: Path) -> Iterator[Observed]:
     )
     try:
         system.start_all()
-        system.wait_built()  # the load's token-less reads would meet "being built"
+        # The load's token-less reads would meet "being built"; asking the read server
+        # until they do not would itself count UNAVAILABLE answers (the error-ratio alert
+        # then went pending in a "healthy" system when the build was slow).
+        system.wait_following(settings.projector_metrics_port)
         yield Observed(system, running)
     finally:
         system.stop_all()

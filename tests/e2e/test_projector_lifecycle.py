@@ -78,6 +78,9 @@ def test_sigterm_during_catch_up_hands_over_at_once(settings: Settings, tmp_path
         CQRS_PROJECTOR_BATCH_SIZE="20",  # many batches: the catch-up takes seconds
         CQRS_PROJECTOR_LEASE_TIMEOUT_MS=str(LEASE_TIMEOUT_S * 1000),
         CQRS_SHUTDOWN_GRACE_MS=str(GRACE_S * 1000),
+        # Active/passive: the second process is a hot standby of every consumer (with a
+        # fair share it would lead half of them; test_projector_scale_out covers that).
+        CQRS_PROJECTOR_FAIR_SHARE="false",
     )
     ports = {"first": free_port(), "standby": free_port()}
 

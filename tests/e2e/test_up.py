@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -149,6 +150,38 @@ def test_up_with_prometheus_scrapes_every_process(running_up: Running) -> None:
     assert up.process.wait(timeout=60) == 0, up.text()
     for pid in children:
         assert not _alive(pid), f"child {pid} survived `cqrs up`"
+
+
+@pytest.mark.parametrize("running_up", [["--projectors", "2", "--no-payments"]], indirect=True)
+def test_up_with_two_projectors_shares_the_consumers(running_up: Running) -> None:
+    up = running_up
+    _wait_until_serving(up)
+    ports = [
+        int(port) for port in re.findall(r"projector(?:-2)?\s.*?metrics :(\d+)/metrics", up.text())
+    ]
+    assert len(ports) == 2, up.text()
+    assert len(_children(up.process.pid)) == 4, up.text()  # two servers, two projectors
+    deadline = time.monotonic() + 60
+    while True:
+        leads = [_led(port) for port in ports]
+        led = [name for lead in leads for name in lead]
+        # six projections, pg:analytics and webhooks:fanout, each led once, 4 + 4
+        if len(led) == len(set(led)) == 8 and all(len(lead) == 4 for lead in leads):
+            break
+        assert time.monotonic() < deadline, f"leads: {leads}\n{up.text()}"
+        time.sleep(0.3)
+    up.process.send_signal(signal.SIGINT)
+    assert up.process.wait(timeout=60) == 0, up.text()
+
+
+def _led(port: int) -> set[str]:
+    """The consumers the projector with metrics on ``port`` leads (its /healthz)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
+            body = json.loads(answer.read())
+    except (OSError, ValueError):  # not up yet, or unready (503)
+        return set()
+    return {n for n, c in body["consumers"].items() if c["role"] == "leader"}
 
 
 def _wait_until_serving(up: Running) -> None:

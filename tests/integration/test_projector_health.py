@@ -5,6 +5,7 @@ stuck event loop."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import time
@@ -67,6 +68,9 @@ def roles(body: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 async def test_healthz_reports_leaders_standbys_poison_and_stopping(app: App) -> None:
+    # Active/passive (CQRS_PROJECTOR_FAIR_SHARE=false): the second is a hot standby of
+    # every consumer, where a fair share would have it lead half of them.
+    app.settings = dataclasses.replace(app.settings, projector_fair_share=False)
     leader, standby = app.projector(), app.projector()
     stop, standby_stop = asyncio.Event(), asyncio.Event()
     async with (

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -91,6 +93,26 @@ class System:
                                 f"{method} not built\n{self.explain()}"
                             )
                             time.sleep(0.05)
+
+    def wait_following(self, metrics_port: int, within: float = 60) -> None:
+        """Until the projector with metrics on ``metrics_port`` leads every consumer and
+        follows the log (each built), asked of its /healthz: unlike :meth:`wait_built` this
+        makes no call that the read server answers UNAVAILABLE (which the error-ratio
+        alert counts)."""
+        deadline = time.monotonic() + within
+        url = f"http://127.0.0.1:{metrics_port}/healthz"
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as reply:
+                    consumers = json.loads(reply.read())["consumers"].values()
+                if consumers and all(
+                    c["role"] == "leader" and c["state"] == "following" for c in consumers
+                ):
+                    return
+            except (OSError, ValueError, KeyError):
+                pass  # not up yet, or unready (503: an HTTPError, an OSError)
+            assert time.monotonic() < deadline, f"the projector is not following\n{self.explain()}"
+            time.sleep(0.1)
 
     def signal(self, name: str, sig: int) -> None:
         self.processes[name].proc.send_signal(sig)

@@ -70,6 +70,9 @@ def test_generated_config_is_valid_and_scrapes_the_committed_jobs(tmp_path: Path
     }
     assert ports == {"write-server": ["9101"], "read-server": ["9102"], "projector": ["9103"]}
     assert generated["rule_files"] == [str(prometheus.ALERTS)]
+    # `cqrs up --projectors 2`: the second projector's metrics on the next worker port.
+    two = prometheus.scrape_targets(settings, projectors=2)["projector"]
+    assert two == ["127.0.0.1:9103", "127.0.0.1:9203"]
 
 
 def test_dashboard_panels_each_have_queries_and_a_datasource_uid() -> None:
