@@ -61,6 +61,13 @@ PROJECTION_REBUILD_PROGRESS = Gauge(
 PROJECTION_LEADER = Gauge(
     "cqrs_projection_leader", "1 while this process holds the projection's lease", ["projection"]
 )
+PROJECTOR_PROCESSES = Gauge(
+    "cqrs_projector_processes",
+    "Projector processes sharing the consumers, as this one counts them (fair share)",
+)
+PROJECTOR_SHARE = Gauge(
+    "cqrs_projector_share", "How many consumers this projector process may lead (fair share)"
+)
 OUTBOX_BACKLOG = Gauge(
     "cqrs_outbox_backlog_events",
     "Committed events the slowest projection has not applied yet (capped at 10 million)",

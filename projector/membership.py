@@ -25,6 +25,7 @@ import math
 
 import asyncpg
 
+from common.metrics import PROJECTOR_PROCESSES, PROJECTOR_SHARE
 from projector.leadership import lock_key, lock_parts
 from projector.wakeup import sleep_unless
 
@@ -112,6 +113,8 @@ class Membership:
                     share = _share(self._units, live)
                     log.info("projector processes: %d; this one leads up to %d", live, share)
                 self.live = max(live, 1)
+                PROJECTOR_PROCESSES.set(self.live)
+                PROJECTOR_SHARE.set(self.share)
                 if not self.joined.is_set() and not settling:
                     # Processes started together (`cqrs up --projectors N`) join within
                     # moments of each other: count again before anyone takes a lease, so

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client import REGISTRY
 
 from common.settings import Settings
 from projector.membership import Membership
@@ -29,6 +30,9 @@ async def test_members_count_each_other_and_a_leaver_stops_counting(settings: Se
 
         await eventually(both, within=10)
         assert first.share == second.share == 4
+        # (both in this one test process: the gauges hold the last count of either)
+        assert REGISTRY.get_sample_value("cqrs_projector_processes") == 2
+        assert REGISTRY.get_sample_value("cqrs_projector_share") == 4
 
         stop_second.set()
         await tasks[1]
