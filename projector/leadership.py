@@ -20,11 +20,15 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
+import socket
 import time
+from collections.abc import Iterable
 from typing import Protocol
 
 import asyncpg
 
+from common.event_log import Executor
 from common.metrics import PROJECTION_LEADER
 from projector.errors import LeadershipLost
 from projector.wakeup import sleep_unless
@@ -56,6 +60,39 @@ class Share(Protocol):
     def drop(self, name: str) -> None:
         """``name``'s lease is not held (the try failed, or it was given back)."""
         ...
+
+
+def lease_session_name(name: str) -> str:
+    """The ``application_name`` of the session holding ``name``'s lease: the consumer and
+    the process (``host/pid``), so ``cqrs projector status`` and ``pg_stat_activity`` tell
+    which projector process leads it."""
+    return f"cqrs-projector:{name} {socket.gethostname()}/{os.getpid()}"[:63]
+
+
+def leader_of(session_name: str) -> str:
+    """The process (``host/pid``) in a :func:`lease_session_name`, or ``?``."""
+    _, space, process = session_name.partition(" ")
+    return process if space else "?"
+
+
+# Which session holds each consumer's lease (by the lock's pg_locks parts).
+_LEADERS = """
+SELECT l.classid::bigint AS classid, l.objid::bigint AS objid, a.application_name
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.mode = 'ExclusiveLock'
+  AND a.datname = current_database()
+"""
+
+
+async def leaders(db: Executor, names: Iterable[str]) -> dict[str, str]:
+    """The process leading each of ``names`` (``host/pid``), for those led now."""
+    wanted = {lock_parts(lock_key(name)): name for name in names}
+    found: dict[str, str] = {}
+    for row in await db.fetch(_LEADERS):
+        name = wanted.get((row["classid"], row["objid"]))
+        if name is not None:
+            found[name] = leader_of(row["application_name"] or "")
+    return found
 
 
 def lock_key(name: str) -> int:
@@ -146,7 +183,7 @@ class AdvisoryLease:
     async def _try(self) -> bool:
         if self._conn is None or self._conn.is_closed():
             self._conn = await asyncpg.connect(
-                self._dsn, server_settings={"application_name": f"cqrs-projector:{self.name}"}
+                self._dsn, server_settings={"application_name": lease_session_name(self.name)}
             )
         if await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key):
             self._lead()

@@ -1,4 +1,5 @@
-"""``cqrs projector status``: checkpoint, events behind and state of every consumer."""
+"""``cqrs projector status``: checkpoint, events behind, leading process (``host/pid``,
+``-`` when none leads it) and state of every consumer."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from common.event_log import COUNT_CAP
 from projector.consumer import Consumer
 from projector.errors import StoreLost
 from projector.failures import FailureLog
+from projector.leadership import leaders
 from projector.outbox import count_after
 
 
@@ -25,7 +27,11 @@ async def status(
     """Print one line per consumer; 1 if any is stopped on a failure, else 0."""
     out = out if out is not None else sys.stdout
     stopped = await failures.all()
-    print(f"{'projection':<16} {'checkpoint (xid:seq)':<42} {'behind':>8}  state", file=out)
+    led = await leaders(pool, [c.name for c in consumers])
+    print(
+        f"{'projection':<16} {'checkpoint (xid:seq)':<42} {'behind':>8}  {'leader':<24} state",
+        file=out,
+    )
     for consumer in consumers:
         try:
             checkpoint = await consumer.checkpoint()
@@ -45,5 +51,9 @@ async def status(
                 f"{failure.failed_at.isoformat(timespec='seconds')}: {failure.error}"
             )
         shown = "-" if behind is None else f">={behind}" if behind >= COUNT_CAP else str(behind)
-        print(f"{consumer.name:<16} {shown_checkpoint:<42} {shown:>8}  {state}", file=out)
+        leader = led.get(consumer.name, "-")
+        print(
+            f"{consumer.name:<16} {shown_checkpoint:<42} {shown:>8}  {leader:<24} {state}",
+            file=out,
+        )
     return 1 if stopped else 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import signal
 import time
 import urllib.error
@@ -155,6 +156,11 @@ def test_processes_share_the_consumers_survive_a_kill_and_make_room(
             system.log_tails,
         )
         assert any(led(ports["p4"])), "the newcomer leads nothing"
+        # `cqrs projector status` names the process leading each consumer (host/pid).
+        status = system.cqrs("projector", "status", timeout=60).stdout
+        pids = {str(system.processes[n].proc.pid) for n in [*survivors, "p4"]}
+        shown = re.findall(r"^\S+:\S+ .* \S+/(\d+) ", status, re.MULTILINE)
+        assert len(shown) == CONSUMERS and set(shown) <= pids, status
 
         with grpc.insecure_channel(system.write) as channel:
             reply = cpb_grpc.CommandServiceStub(channel).CreateProduct(

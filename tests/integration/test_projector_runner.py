@@ -61,8 +61,9 @@ async def test_every_projection_follows_the_log_and_verifies(app: App) -> None:
         assert differences == 0, report
         out = io.StringIO()
         assert await status_module.status(app.consumers, app.pool, app.failures, out=out) == 0
-        # six + pg:analytics + webhooks:fanout
+        # six + pg:analytics + webhooks:fanout, each led by this process
         assert out.getvalue().count(" ok") == len(app.consumers) == 8
+        assert out.getvalue().count(f"/{os.getpid()} ") == 8, out.getvalue()
     finally:
         stop.set()
         outcomes = await asyncio.wait_for(run, 10)
