@@ -12,57 +12,22 @@ the same processes.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from common.settings import Settings
+from tests.support.projector_health import every, healthz, until
 from tests.support.servers import ROOT, Process, env_for, free_port, start
 
 pytestmark = pytest.mark.e2e
 
 LEASE_TIMEOUT_S = 60
 GRACE_S = 10
-
-
-def healthz(port: int) -> tuple[int, dict[str, Any]]:
-    """/healthz: status and body; (0, {}) while nothing answers."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-    except OSError:
-        return 0, {}
-
-
-def until(what: str, check: Any, within: float, explain: Any = lambda: "") -> float:
-    """Poll ``check`` until true; the time it took. Fails after ``within`` seconds."""
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < within, f"not {what} after {within}s\n{explain()}"
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
-def every(port: int, role: str, state: str | None = None) -> bool:
-    status, body = healthz(port)
-    consumers = body.get("consumers", {})
-    return (
-        status == 200
-        and bool(consumers)
-        and all(
-            c["role"] == role and (state is None or c["state"] == state) for c in consumers.values()
-        )
-    )
 
 
 def cqrs(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

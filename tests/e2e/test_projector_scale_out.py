@@ -7,14 +7,10 @@ three sources answer every list identically."""
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import re
 import signal
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +23,7 @@ from common.pb.shop.v1 import query_service_pb2 as qpb
 from common.pb.shop.v1 import query_service_pb2_grpc as qpb_grpc
 from common.settings import Settings
 from tests.faults.load import wait_visible
+from tests.support.projector_health import healthz, led, until
 from tests.support.servers import Process, free_port, start
 from tests.support.system import System
 
@@ -34,38 +31,6 @@ pytestmark = pytest.mark.e2e
 
 LEASE_TIMEOUT_S = 2.0
 CONSUMERS = 8  # six projections, pg:analytics, webhooks:fanout (no NATS, no payments here)
-
-
-def healthz(port: int) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as reply:
-            body: dict[str, Any] = json.loads(reply.read())
-    except urllib.error.HTTPError as exc:
-        body = json.loads(exc.read())
-    except OSError:
-        return None
-    return body
-
-
-def led(port: int) -> set[str]:
-    """The consumers the projector with metrics on ``port`` leads now."""
-    body = healthz(port)
-    if body is None:
-        return set()
-    return {
-        n
-        for n, c in body.get("consumers", {}).items()
-        if c["role"] == "leader" and n != "webhooks:dispatch"
-    }
-
-
-def until(what: str, check: Callable[[], bool], within: float, explain: Callable[[], str]) -> float:
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > within:
-            raise AssertionError(f"not {what} within {within}s\n{explain()}")
-        time.sleep(0.1)
-    return time.monotonic() - started
 
 
 def pages(call: Any, request: Any, within: float = 180) -> list[bytes]:
@@ -135,7 +100,7 @@ def test_processes_share_the_consumers_survive_a_kill_and_make_room(
         # Killed in the middle of the catch-up (20-event batches over ~10,000 events): the
         # process leading a consumer that is still being built.
         def busy(name: str) -> bool:
-            body = healthz(ports[name]) or {}
+            _, body = healthz(ports[name])
             return any(
                 c["role"] == "leader" and (c["state"] == "rebuilding" or (c["lag_events"] or 0))
                 for c in body.get("consumers", {}).values()
@@ -151,7 +116,7 @@ def test_processes_share_the_consumers_survive_a_kill_and_make_room(
         projector("p4")
         until(
             "made room for a fourth",
-            lambda: shared_fairly(["p2", "p3", "p4"]),
+            lambda: shared_fairly([*survivors, "p4"]),
             120,  # one being built gives way once built (a build is never thrown away)
             system.log_tails,
         )

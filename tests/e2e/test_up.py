@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import shlex
@@ -29,6 +28,7 @@ from cqrs import prometheus
 from cqrs.instances import free_port
 from tests.conftest import delete_redis_prefix
 from tests.support.env import ADMIN_DSN, REDIS_URL, unique_name
+from tests.support.projector_health import led
 
 pytestmark = pytest.mark.e2e
 
@@ -163,25 +163,15 @@ def test_up_with_two_projectors_shares_the_consumers(running_up: Running) -> Non
     assert len(_children(up.process.pid)) == 4, up.text()  # two servers, two projectors
     deadline = time.monotonic() + 60
     while True:
-        leads = [_led(port) for port in ports]
-        led = [name for lead in leads for name in lead]
+        leads = [led(port) for port in ports]
+        names = [name for lead in leads for name in lead]
         # six projections, pg:analytics and webhooks:fanout, each led once, 4 + 4
-        if len(led) == len(set(led)) == 8 and all(len(lead) == 4 for lead in leads):
+        if len(names) == len(set(names)) == 8 and all(len(lead) == 4 for lead in leads):
             break
         assert time.monotonic() < deadline, f"leads: {leads}\n{up.text()}"
         time.sleep(0.3)
     up.process.send_signal(signal.SIGINT)
     assert up.process.wait(timeout=60) == 0, up.text()
-
-
-def _led(port: int) -> set[str]:
-    """The consumers the projector with metrics on ``port`` leads (its /healthz)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
-            body = json.loads(answer.read())
-    except (OSError, ValueError):  # not up yet, or unready (503)
-        return set()
-    return {n for n, c in body["consumers"].items() if c["role"] == "leader"}
 
 
 def _wait_until_serving(up: Running) -> None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +16,7 @@ import grpc
 from common.pb.shop.v1 import query_service_pb2 as qpb
 from common.pb.shop.v1 import query_service_pb2_grpc as qpb_grpc
 from common.settings import Settings
+from tests.support.projector_health import every, until
 from tests.support.servers import ROOT, Process, env_for, free_port, start, wait_serving
 
 _COMMANDS = {
@@ -99,20 +98,7 @@ class System:
         follows the log (each built), asked of its /healthz: unlike :meth:`wait_built` this
         makes no call that the read server answers UNAVAILABLE (which the error-ratio
         alert counts)."""
-        deadline = time.monotonic() + within
-        url = f"http://127.0.0.1:{metrics_port}/healthz"
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as reply:
-                    consumers = json.loads(reply.read())["consumers"].values()
-                if consumers and all(
-                    c["role"] == "leader" and c["state"] == "following" for c in consumers
-                ):
-                    return
-            except (OSError, ValueError, KeyError):
-                pass  # not up yet, or unready (503: an HTTPError, an OSError)
-            assert time.monotonic() < deadline, f"the projector is not following\n{self.explain()}"
-            time.sleep(0.1)
+        until("following", lambda: every(metrics_port, "leader", "following"), within, self.explain)
 
     def signal(self, name: str, sig: int) -> None:
         self.processes[name].proc.send_signal(sig)
