@@ -89,7 +89,7 @@ async def read_batch(
     given) after ``after`` in ``(xid, seq)`` order, below the horizon. ``db`` is a pool or a
     connection (e.g. one inside a transaction)."""
     read = await read_log(db, after, types, limit, event_types)
-    return read.batch(lambda _event: True)
+    return read.batch()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +105,13 @@ class LogRead:
     next: Position
     full: bool
 
-    def batch(self, keep: Callable[[StoredEvent], bool]) -> Batch:
-        """The batch of the events ``keep`` selects (same ``start``, ``next`` and ``full``)."""
+    def batch(self, keep: Callable[[StoredEvent], bool] | None = None) -> Batch:
+        """The batch of the events ``keep`` selects (all if ``None``), with the same
+        ``start``, ``next`` and ``full``."""
+        if keep is None:  # a read of one consumer's own filter (catch-ups): no copy
+            return Batch(
+                self.start, self.events, self.next, self.full, max(self.recorded_at, default=None)
+            )
         events: list[StoredEvent] = []
         newest: datetime | None = None
         for event, recorded in zip(self.events, self.recorded_at, strict=True):
