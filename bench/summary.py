@@ -27,6 +27,9 @@ PROJECTOR_TARGET_RUN = "all seven"
 REBUILD_TARGET_EVENTS_S = 15_000.0
 TWO_PROCESSES_RUN = "all seven, 2 processes"
 TWO_PROCESSES_TARGET_X = 1.3
+# The same pair following the log from built copies, the projections in two segments.
+FOLLOWING_RUN = "all seven, following"
+SEGMENTS_RUN = "all seven, following, 2 processes, 2 segments"
 
 
 def rpc_row(scenario: RpcScenario, report: dict[str, Any]) -> dict[str, Any]:
@@ -378,6 +381,13 @@ def projector_target(outcome: dict[str, Any]) -> list[str]:
     if one is not None and two is not None and one["events_per_s"]:
         ratio = two["events_per_s"] / one["events_per_s"]
         figures.append(f"two processes {_verdict(ratio, TWO_PROCESSES_TARGET_X, 'x')} one")
+    following, split = runs.get(FOLLOWING_RUN), runs.get(SEGMENTS_RUN)
+    if following is not None and split is not None and following["events_per_s"]:
+        ratio = split["events_per_s"] / following["events_per_s"]
+        figures.append(
+            f"following: two processes, two segments "
+            f"{_verdict(ratio, TWO_PROCESSES_TARGET_X, 'x')} one"
+        )
     if not figures:
         return []
     return [

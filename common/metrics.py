@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 from common.ops_http import OpsServer, start_ops_server
+from common.projection_checkpoints import SEGMENT_SEPARATOR
 
 RPC_TOTAL = Counter("cqrs_rpc_total", "RPCs handled", ["method", "code"])
 RPC_LATENCY = Histogram(
@@ -13,53 +14,64 @@ RPC_LATENCY = Histogram(
     ["method"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-PROJECTION_POSITION = Gauge("cqrs_projection_seq", "Last event seq applied", ["projection"])
+# Every projector consumer's series: ``projection`` (``redis:orders``) and ``segment``
+# (``1/4`` for a segment of a split one, projector.segments; "" otherwise).
+PROJECTION_LABELS = ("projection", "segment")
+
+
+def projection_labels(name: str) -> tuple[str, str]:
+    """The label values of a consumer (``redis:orders``) or segment (``redis:orders#1/4``)."""
+    base, _, segment = name.partition(SEGMENT_SEPARATOR)
+    return base, segment
+
+
+PROJECTION_POSITION = Gauge("cqrs_projection_seq", "Last event seq applied", PROJECTION_LABELS)
 PROJECTION_LAG = Gauge(
-    "cqrs_projection_lag_events", "Committed events not yet applied", ["projection"]
+    "cqrs_projection_lag_events", "Committed events not yet applied", PROJECTION_LABELS
 )
-PROJECTION_APPLIED = Counter("cqrs_projection_events_total", "Events applied", ["projection"])
+PROJECTION_APPLIED = Counter("cqrs_projection_events_total", "Events applied", PROJECTION_LABELS)
 PROJECTION_REBUILDS = Counter(
     "cqrs_projection_rebuilds_total",
     "Times the projector rebuilt a projection that had lost its state",
-    ["projection"],
+    PROJECTION_LABELS,
 )
 PROJECTION_FAILED = Gauge(
-    "cqrs_projection_failed", "1 while a projection is stopped on a poison event", ["projection"]
+    "cqrs_projection_failed", "1 while a projection is stopped on a poison event", PROJECTION_LABELS
 )
 # Applied batches (the runner's, not a rebuild's): how many events, how long the apply took.
 PROJECTION_BATCH_EVENTS = Histogram(
     "cqrs_projection_batch_events",
     "Events per applied batch",
-    ["projection"],
+    PROJECTION_LABELS,
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
 )
 PROJECTION_BATCH_SECONDS = Histogram(
     "cqrs_projection_batch_seconds",
     "Time to apply one batch (store writes and checkpoint)",
-    ["projection"],
+    PROJECTION_LABELS,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 PROJECTION_LAG_SECONDS = Gauge(
     "cqrs_projection_lag_seconds",
     "Age (from events.recorded_at) of the oldest committed event not yet applied; 0 caught up",
-    ["projection"],
+    PROJECTION_LABELS,
 )
 PROJECTION_DELAY = Histogram(
     "cqrs_projection_delay_seconds",
     "Freshness: from recorded_at of a batch's newest event to its application",
-    ["projection"],
+    PROJECTION_LABELS,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 PROJECTION_REBUILDING = Gauge(
-    "cqrs_projection_rebuilding", "1 while this process rebuilds the projection", ["projection"]
+    "cqrs_projection_rebuilding", "1 while this process rebuilds the projection", PROJECTION_LABELS
 )
 PROJECTION_REBUILD_PROGRESS = Gauge(
     "cqrs_projection_rebuild_progress",
     "Events copied / events to copy by the current (or last) rebuild, 0..1",
-    ["projection"],
+    PROJECTION_LABELS,
 )
 PROJECTION_LEADER = Gauge(
-    "cqrs_projection_leader", "1 while this process holds the projection's lease", ["projection"]
+    "cqrs_projection_leader", "1 while this process holds the projection's lease", PROJECTION_LABELS
 )
 PROJECTOR_PROCESSES = Gauge(
     "cqrs_projector_processes",

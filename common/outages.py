@@ -8,9 +8,11 @@ deadlock, lock timeout), which the write side reports as ABORTED.
 
 from __future__ import annotations
 
+import sys
+from types import ModuleType
+
 import asyncpg
 import redis.exceptions
-import sqlalchemy.exc
 
 # SQLSTATE classes: 08 connection exception, 53 insufficient resources, 57P operator
 # intervention (shutdown, cannot connect now), 57014 statement timeout, 58 system error.
@@ -30,10 +32,19 @@ _REDIS_OUTAGES: tuple[type[BaseException], ...] = (
 )
 
 
+def _sqlalchemy() -> ModuleType | None:
+    """``sqlalchemy.exc`` if something imported it (the migrations do); otherwise no
+    exception can be one of SQLAlchemy's, and the servers and the projector, which never
+    use it, do not pay for importing it (a third of a second per process start)."""
+    return sys.modules.get("sqlalchemy.exc")
+
+
 def root_cause(exc: BaseException) -> BaseException:
     """The driver's own exception behind SQLAlchemy's wrappers (asyncpg's, for us)."""
-    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
-        return exc.orig.__cause__ or exc.orig
+    sa = _sqlalchemy()
+    if sa is not None and isinstance(exc, sa.DBAPIError) and exc.orig is not None:
+        cause: BaseException = exc.orig.__cause__ or exc.orig
+        return cause
     return exc
 
 
@@ -44,12 +55,14 @@ def sqlstate(exc: BaseException) -> str:
 
 def is_outage(exc: BaseException) -> bool:
     """True when ``exc`` means PostgreSQL or Redis cannot be reached or cannot serve now."""
-    if isinstance(exc, sqlalchemy.exc.TimeoutError):  # the pool waited in vain
-        return True
-    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    if isinstance(exc, sqlalchemy.exc.OperationalError):
-        return True
+    sa = _sqlalchemy()
+    if sa is not None:
+        if isinstance(exc, sa.TimeoutError):  # the pool waited in vain
+            return True
+        if isinstance(exc, sa.DBAPIError) and exc.connection_invalidated:
+            return True
+        if isinstance(exc, sa.OperationalError):
+            return True
     cause = root_cause(exc)
     if isinstance(cause, _NETWORK + _REDIS_OUTAGES):
         return True

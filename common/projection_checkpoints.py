@@ -23,9 +23,14 @@ SHADOW_SUFFIX = "__rebuild"
 # The Redis projections (``redis:<family>``), each under ``P:<family>``.
 REDIS_FAMILIES: tuple[str, ...] = ("products", "customers", "orders")
 
-_PG_LIVE = """
+# A split projection's segments have rows of their own (``pg:orders#1/4``); its own row
+# is the lowest of theirs, and the one that counts here.
+SEGMENT_SEPARATOR = "#"
+
+_PG_LIVE = f"""
 SELECT projection, xid, seq FROM read.projection_checkpoints
 WHERE right(projection, length($1::text)) <> $1::text
+  AND strpos(projection, '{SEGMENT_SEPARATOR}') = 0
 """
 
 

@@ -46,7 +46,20 @@ class ProjectionKeys:
         return f"{self.base}:g{gen}:"
 
     def checkpoint(self, gen: int) -> str:
+        """The projection's checkpoint (a split one's: the lowest of its segments')."""
         return f"{self.generation(gen)}checkpoint"
+
+    def segment_checkpoint(self, gen: int, label: str) -> str:
+        """Segment ``label``'s (``1/4``, :mod:`projector.segments`)."""
+        return f"{self.checkpoint(gen)}{self.segment_suffix(label)}"
+
+    @staticmethod
+    def segment_suffix(label: str) -> str:
+        return f":{label}"
+
+    def segments(self, gen: int) -> str:
+        """How many segments generation ``gen`` was split into (absent: not split)."""
+        return f"{self.generation(gen)}segments"
 
     def doc(self, gen: int, doc_id: str) -> str:
         return f"{self.generation(gen)}doc:{doc_id}"

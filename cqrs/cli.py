@@ -232,6 +232,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             security_for(settings, "write")
             security_for(settings, "read")
+        if args.command in ("projector", "up"):
+            from projector.projections import ALL_PROJECTIONS
+            from projector.segments import counts_for
+
+            counts_for(settings.projector_segments, ALL_PROJECTIONS)
     except ValueError as exc:
         print(f"cqrs: {exc}", file=sys.stderr)
         return 2

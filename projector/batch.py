@@ -8,7 +8,7 @@ document cost one read and one write.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from google.protobuf.message import Message
 
@@ -20,9 +20,14 @@ from projector.stores.port import Change, ProjectionStore
 
 
 async def reduce_batch(
-    kind: Entity, store: ProjectionStore, events: Sequence[StoredEvent]
+    kind: Entity,
+    store: ProjectionStore,
+    events: Sequence[StoredEvent],
+    mine: Callable[[str], bool] | None = None,
 ) -> list[Change]:
     """The changes ``events`` make to ``store``'s current documents (nothing is written).
+    ``mine``: which documents are this segment's (:mod:`projector.segments`); an embedded
+    aggregate's event changes only those (``None``: every document).
 
     Raises :class:`~common.reducers.ReducerError` for a poison event, an event type the
     entity does not know (neither folded nor declared ignored) included.
@@ -43,7 +48,9 @@ async def reduce_batch(
         }
         if changing:
             stored = await store.ids_by(embed.by, changing)
-            shown[embed.aggregate_type] = {k: set(v) for k, v in stored.items()}
+            shown[embed.aggregate_type] = {
+                k: {d for d in v if mine is None or mine(d)} for k, v in stored.items()
+            }
             for doc_ids in shown[embed.aggregate_type].values():
                 ids |= doc_ids
     before = await store.load(ids) if ids else {}

@@ -31,10 +31,11 @@ from projector.failures import FailureLog
 from projector.leadership import AdvisoryLease
 from projector.payments.process import PaymentsProcess, WriteSide
 from projector.process import Projector, make_runner
-from projector.projection import Projection
-from projector.projections import BACKENDS, PG, REDIS
+from projector.projection import Projection, segments_of
+from projector.projections import ALL_PROJECTIONS, BACKENDS, PG, REDIS, projection_name
 from projector.relay import NatsRelay
 from projector.runner import ConsumerRunner
+from projector.segments import base_name, counts_for
 from projector.stores.pg_store import PgProjectionStore
 from projector.stores.port import ProjectionStore
 from projector.stores.redis_store import RedisProjectionStore
@@ -58,11 +59,22 @@ class App:
     gateway: Gateway | None = None  # made with the dispatcher: only `projector run` calls out
 
     def consumer(self, name: str) -> Consumer:
-        """The consumer called ``name`` (e.g. ``redis:orders``)."""
+        """The consumer called ``name`` (e.g. ``redis:orders``, or one of its segments:
+        ``redis:orders#1/4``)."""
         for consumer in self.consumers:
-            if consumer.name == name:
-                return consumer
+            if consumer.name == base_name(name):
+                for part in segments_of(consumer):
+                    if part.name == name:
+                        return part
+                if consumer.name == name:
+                    return consumer
         raise ValueError(f"unknown consumer {name!r}; expected one of {self.names()}")
+
+    def runnable(self, names: Sequence[str] | None = None) -> list[Consumer]:
+        """What runners follow: every consumer (or those named), a split one as its
+        segments (:mod:`projector.segments`)."""
+        chosen = self.consumers if names is None else [self.consumer(n) for n in names]
+        return [part for c in chosen for part in (segments_of(c) or [c])]
 
     def names(self) -> list[str]:
         return [c.name for c in self.consumers]
@@ -92,7 +104,7 @@ class App:
         dispatcher unless ``names`` leaves out ``webhooks:dispatch``."""
         dispatch = names is None or DISPATCH in names
         wanted = None if names is None else [n for n in names if n != DISPATCH]
-        chosen = self.consumers if wanted is None else [self.consumer(n) for n in wanted]
+        chosen = self.runnable(wanted)
         services = [self.dispatcher()] if dispatch else []
         return Projector(self.settings, self.pool, self.failures, chosen, services)
 
@@ -148,14 +160,21 @@ class App:
 
 
 def make_store(
-    settings: Settings, pool: asyncpg.Pool, redis: Redis, backend: str, kind: Entity
+    settings: Settings,
+    pool: asyncpg.Pool,
+    redis: Redis,
+    backend: str,
+    kind: Entity,
+    segments: int = 1,
 ) -> ProjectionStore:
-    """The live store of one projection."""
+    """The live store of one projection, split into ``segments``."""
     if backend == REDIS:
         grace_s = settings.seconds.projector_switch_grace
-        return RedisProjectionStore(redis, settings.redis_prefix, kind, grace_s=grace_s)
+        return RedisProjectionStore(
+            redis, settings.redis_prefix, kind, grace_s=grace_s, segments=segments
+        )
     assert backend == PG
-    return PgProjectionStore(pool, kind)
+    return PgProjectionStore(pool, kind, segments=segments)
 
 
 def make_consumers(
@@ -163,8 +182,12 @@ def make_consumers(
 ) -> list[Consumer]:
     """Every consumer of the event log this process runs (``webhook_wake`` is set when the
     webhook fan-out added deliveries)."""
+    split = counts_for(settings.projector_segments, ALL_PROJECTIONS)
     projections: list[Consumer] = [
-        Projection(kind, make_store(settings, pool, redis, backend, kind))
+        Projection(
+            kind,
+            make_store(settings, pool, redis, backend, kind, split[projection_name(backend, kind)]),
+        )
         for backend in BACKENDS
         for kind in ENTITIES
     ]

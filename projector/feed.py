@@ -41,24 +41,30 @@ from common.events import StoredEvent
 from common.positions import Position
 from projector.consumer import Consumer
 from projector.outbox import Batch, LogRead, read_batch, read_log
+from projector.segments import Split, SplitConsumer
 
 
 @dataclass(frozen=True, slots=True)
 class Filter:
     """The events a consumer reads: of the aggregate types ``consumes``, and only of
-    ``event_types`` if given."""
+    ``event_types`` if given; of a segment (``split``), only its aggregates' (a narrowing
+    the log's statement does not make: applied to what was read)."""
 
     consumes: frozenset[str]
     event_types: frozenset[str] | None
+    split: Split | None = None
 
     @classmethod
     def of(cls, consumer: Consumer) -> Filter:
         types = consumer.event_types
-        return cls(frozenset(consumer.consumes), None if types is None else frozenset(types))
+        split = consumer.split if isinstance(consumer, SplitConsumer) else None
+        return cls(frozenset(consumer.consumes), None if types is None else frozenset(types), split)
 
     def keeps(self, event: StoredEvent) -> bool:
-        return event.aggregate_type in self.consumes and (
-            self.event_types is None or event.event_type in self.event_types
+        return (
+            event.aggregate_type in self.consumes
+            and (self.event_types is None or event.event_type in self.event_types)
+            and (self.split is None or self.split.keeps(event))
         )
 
     def within(self, other: Filter) -> bool:
@@ -105,7 +111,12 @@ class LogFeed:
         generation: Generations | None = None,
     ) -> None:
         self._db = db
-        self._filter = Filter.union(Filter.of(c) for c in consumers)
+        # Each consumer's filter, made once (a runtime protocol check is not cheap), kept
+        # with the consumer so that a reused id is not mistaken for it.
+        self._filters: dict[int, tuple[Consumer, Filter]] = {
+            id(c): (c, Filter.of(c)) for c in consumers
+        }
+        self._filter = Filter.union(f for _, f in self._filters.values())
         self._keep = keep
         self._generation: Generations = generation or _Never()
         self._kept: OrderedDict[tuple[Position, int], _Kept] = OrderedDict()
@@ -124,12 +135,20 @@ class LogFeed:
         it). ``seen``: the wakeup generation the asker saw before it decided to read (a
         runner woken by a NOTIFY); ``None``: the asker wants what is committed now (a runner
         that polls or starts)."""
-        wanted = Filter.of(consumer)
+        wanted = self._filter_of(consumer)
         if not wanted.within(self._filter):
             self.statements += 1
             return await read_batch(self._db, after, consumer.consumes, limit, consumer.event_types)
         read = await self._read(after, limit, seen)
         return read.batch(wanted.keeps)
+
+    def _filter_of(self, consumer: Consumer) -> Filter:
+        known = self._filters.get(id(consumer))
+        if known is not None and known[0] is consumer:
+            return known[1]
+        found = Filter.of(consumer)
+        self._filters[id(consumer)] = (consumer, found)
+        return found
 
     async def _read(self, after: Position, limit: int, seen: int | None) -> LogRead:
         key = (after, limit)

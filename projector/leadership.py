@@ -29,7 +29,7 @@ from typing import Protocol
 import asyncpg
 
 from common.event_log import Executor
-from common.metrics import PROJECTION_LEADER
+from common.metrics import PROJECTION_LEADER, projection_labels
 from projector.errors import LeadershipLost
 from projector.wakeup import sleep_unless
 
@@ -130,7 +130,7 @@ class AdvisoryLease:
         self._beat_at = 0.0
         # cqrs_projection_leader: this process' leases of the consumer held (0 or 1; two
         # runners of one consumer in one process only happen in tests).
-        self._leader = PROJECTION_LEADER.labels(name)
+        self._leader = PROJECTION_LEADER.labels(*projection_labels(name))
         self._leader.inc(0)  # the series exists (0) in a standby too
         self._held = False
 

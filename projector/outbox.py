@@ -14,7 +14,7 @@ from ``recorded_at`` (when the write side stored the event, database clock), nev
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from common.event_log import (
@@ -65,17 +65,14 @@ class Batch:
         """Whether committing this batch changes anything (events or the checkpoint)."""
         return bool(self.events) or self.next != self.start
 
-    @property
-    def skippable(self) -> bool:
-        """Nothing of the consumer's in it, and more follows at once: the consumer may read
-        on without committing its checkpoint here (it stays a lower bound; the next
-        batch it applies starts at the stored one, see :meth:`since`)."""
-        return self.full and not self.events
-
-    def since(self, start: Position) -> Batch:
-        """This batch begun at ``start``, an earlier position of the same consumer with
-        none of its events between (the stretches it skipped)."""
-        return self if start == self.start else replace(self, start=start)
+    def then(self, more: Batch) -> Batch:
+        """This batch and ``more``, the one read right after it, as one."""
+        if more.start != self.next:
+            raise ValueError(f"{more.start} does not follow {self.next}")
+        stamps = [t for t in (self.recorded_at, more.recorded_at) if t is not None]
+        return Batch(
+            self.start, self.events + more.events, more.next, more.full, max(stamps, default=None)
+        )
 
 
 async def read_batch(

@@ -22,15 +22,32 @@ from projector.compare import diff_documents
 from projector.consumer import Audit, CatchUp, Consumer, Reference
 from projector.errors import CheckpointMoved, PoisonEvent, StoreLost
 from projector.outbox import Batch
-from projector.stores.port import ProjectionStore
+from projector.segments import Split, all_segments
+from projector.stores.port import ProjectionStore, SplittableStore
 
 
 class Projection:
-    """The consumer that keeps ``store`` equal to the event log folded by ``kind``."""
+    """The consumer that keeps ``store`` equal to the event log folded by ``kind`` (one
+    segment of it if the store commits as a segment, :mod:`projector.segments`)."""
 
     def __init__(self, kind: Entity, store: ProjectionStore) -> None:
         self.kind = kind
         self.store = store
+        self.segment = store.segment if isinstance(store, SplittableStore) else None
+        # What it reads when it is one segment (projector.feed narrows reads with it).
+        self.split = None if self.segment is None else Split(kind.aggregate_type, self.segment)
+
+    def segments(self) -> list[Projection]:
+        """One projection per segment of a split store (none: the store is not split, or
+        this is a segment already)."""
+        store = self.store
+        if (
+            not isinstance(store, SplittableStore)
+            or store.segments == 1
+            or self.segment is not None
+        ):
+            return []
+        return [Projection(self.kind, store.split(s)) for s in all_segments(store.segments)]
 
     @property
     def name(self) -> str:
@@ -55,8 +72,15 @@ class Projection:
         return await self.store.checkpoint()
 
     async def apply(self, batch: Batch) -> None:
+        events, mine = batch.events, None
+        if self.split is not None:
+            # Its own aggregates' events, and every event of an embedded aggregate (each
+            # segment rewrites the documents it owns that show it). The feed gives it only
+            # these; a read of its own (a careful retry) gives it all.
+            mine = self.split.segment.owns
+            events = [e for e in events if self.split.keeps(e)]
         try:
-            changes = await reduce_batch(self.kind, self.store, batch.events)
+            changes = await reduce_batch(self.kind, self.store, events, mine)
         except ReducerError as exc:
             found = await self.store.checkpoint()  # StoreLost if the store is gone
             if found != batch.start:
@@ -65,6 +89,7 @@ class Projection:
         await self.store.commit(batch.start, batch.next, changes)
 
     async def new_copy(self) -> Projection:
+        # Built whole (not split): switching it in splits it (ProjectionStore.switch_to).
         return Projection(self.kind, await self.store.new_copy())
 
     async def switch_to(self, copy: Consumer, catch_up: CatchUp) -> Position:
@@ -95,6 +120,11 @@ class Projection:
         skip = expected.in_flight
         lines = compare_documents(expected.documents, actual, skip)
         return Audit(len(actual), lines + integrity.problems(expected.documents, skip), len(skip))
+
+
+def segments_of(consumer: Consumer) -> list[Consumer]:
+    """The segments of a split projection (none: not split, or not a projection)."""
+    return list(consumer.segments()) if isinstance(consumer, Projection) else []
 
 
 def compare_documents(

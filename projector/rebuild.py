@@ -36,7 +36,7 @@ import asyncpg
 from common.cancellation import raise_if_cancelled
 from common.event_log import Executor
 from common.events import StoredEvent
-from common.metrics import PROJECTION_REBUILD_PROGRESS, PROJECTION_REBUILDING
+from common.metrics import PROJECTION_REBUILD_PROGRESS, PROJECTION_REBUILDING, projection_labels
 from common.positions import ORIGIN, Position
 from common.progress import Progress
 from projector.consumer import Consumer
@@ -60,7 +60,7 @@ class _Tracked:
     """Passes each advance on and keeps the rebuild-progress gauge current."""
 
     def __init__(self, name: str, total: int, inner: Advance | None) -> None:
-        self._progress = PROJECTION_REBUILD_PROGRESS.labels(name)
+        self._progress = PROJECTION_REBUILD_PROGRESS.labels(*projection_labels(name))
         self._total = total
         self._inner = inner
         self.done = 0
@@ -79,8 +79,8 @@ def tracked(name: str, total: int, inner: Advance | None = None) -> Iterator[Adv
     rebuilding 1 and progress 0 on entry, rebuilding 0 on exit and progress 1 if it
     completed (it stays where it stopped otherwise). Yields the :class:`Advance` to give
     :func:`rebuild_one` (each advance is passed on to ``inner``)."""
-    rebuilding = PROJECTION_REBUILDING.labels(name)
-    progress = PROJECTION_REBUILD_PROGRESS.labels(name)
+    rebuilding = PROJECTION_REBUILDING.labels(*projection_labels(name))
+    progress = PROJECTION_REBUILD_PROGRESS.labels(*projection_labels(name))
     progress.set(0)
     rebuilding.set(1)
     try:

@@ -57,6 +57,7 @@ from common.metrics import (
     PROJECTION_POSITION,
     PROJECTION_REBUILDING,
     PROJECTION_REBUILDS,
+    projection_labels,
 )
 from common.outages import is_transient
 from common.positions import Position
@@ -69,6 +70,7 @@ from projector.membership import Membership
 from projector.outbox import Batch, behind, read_batch
 from projector.pacing import Backoff, retry_hint
 from projector.rebuild import apply_before, events_to_copy, rebuild_lock, rebuild_one, tracked
+from projector.segments import base_name
 from projector.wakeup import Wakeup, sleep_unless, wait_any, wait_ticket
 
 log = logging.getLogger(__name__)
@@ -122,10 +124,10 @@ class ConsumerRunner:
         # For /healthz (projector.health): what the runner does now, the last lag counted.
         self.state = "standby"  # following, rebuilding, retrying, stopped-on-poison, stopped
         self.lag_events: int | None = None
-        self._batch_events = PROJECTION_BATCH_EVENTS.labels(self.name)
-        self._batch_seconds = PROJECTION_BATCH_SECONDS.labels(self.name)
-        self._delay = PROJECTION_DELAY.labels(self.name)
-        PROJECTION_REBUILDING.labels(self.name).set(0)
+        self._batch_events = PROJECTION_BATCH_EVENTS.labels(*projection_labels(self.name))
+        self._batch_seconds = PROJECTION_BATCH_SECONDS.labels(*projection_labels(self.name))
+        self._delay = PROJECTION_DELAY.labels(*projection_labels(self.name))
+        PROJECTION_REBUILDING.labels(*projection_labels(self.name)).set(0)
 
     @property
     def leading(self) -> bool:
@@ -134,7 +136,7 @@ class ConsumerRunner:
 
     async def run(self, stop: asyncio.Event) -> Outcome:
         """Lead (or stand by) and follow the log until ``stop`` is set or a poison event."""
-        PROJECTION_FAILED.labels(self.name).set(0)
+        PROJECTION_FAILED.labels(*projection_labels(self.name)).set(0)
         members = self._membership
         if members is not None:
             await wait_any((members.joined, stop), _JOIN_WAIT_S)  # know the share first
@@ -204,7 +206,6 @@ class ConsumerRunner:
         careful_until: Position | None = None  # retry one event at a time up to here
         self.state = "following"
         log.info("%s: following from %s", self.name, checkpoint)
-        at = checkpoint  # where to read next: ahead of the checkpoint over skipped stretches
         # Woken by a NOTIFY: a read the feed began since then will do; otherwise (first
         # look, poll interval spent) only one begun now (see projector.feed).
         notified = False
@@ -219,15 +220,7 @@ class ConsumerRunner:
                     self._db, checkpoint, consumer.consumes, 1, consumer.event_types
                 )
             else:
-                batch = await self._feed.batch(
-                    consumer, at, self._config.batch_size, seen=seen if notified else None
-                )
-                if batch.skippable:
-                    at = batch.next
-                    raise_if_cancelled()
-                    continue
-                batch = batch.since(checkpoint)
-            at = checkpoint
+                batch = await self._gather(checkpoint, seen if notified else None)
             if batch.moved:
                 started = time.perf_counter()
                 try:
@@ -235,7 +228,7 @@ class ConsumerRunner:
                 except StoreLost:
                     raise
                 except CheckpointMoved as exc:
-                    checkpoint = at = await consumer.checkpoint()
+                    checkpoint = await consumer.checkpoint()
                     self.checkpoint = checkpoint
                     log.info("%s: %s; continuing from %s", self.name, exc, checkpoint)
                     continue
@@ -254,7 +247,7 @@ class ConsumerRunner:
                     )
                     careful_until = batch.events[-1].position
                     continue
-                checkpoint = at = batch.next
+                checkpoint = batch.next
                 self.checkpoint = checkpoint
                 if batch.events and failure_pending:
                     failure_pending = False
@@ -267,6 +260,17 @@ class ConsumerRunner:
                 notified = ticket.is_set()
             raise_if_cancelled()
         return False
+
+    async def _gather(self, at: Position, seen: int | None) -> Batch:
+        """The next batch of the consumer from the feed, made of as many reads as it takes
+        for ``batch_size`` of its own events (or the horizon): a read covers every
+        consumer of the process (the union of their filters), so one narrowed to a consumer
+        holds a fraction of a batch, and committing each would multiply the commits."""
+        size = self._config.batch_size
+        batch = await self._feed.batch(self.consumer, at, size, seen=seen)
+        while batch.full and len(batch.events) < size:
+            batch = batch.then(await self._feed.batch(self.consumer, batch.next, size, seen=seen))
+        return batch
 
     async def _rebuild(self, stop: asyncio.Event, lost: StoreLost) -> bool:
         """Heal a lost consumer by rebuilding it; True if a poison event prevents that."""
@@ -285,7 +289,9 @@ class ConsumerRunner:
 
     async def _build(self, stop: asyncio.Event, level: int) -> bool:
         started = time.monotonic()
-        async with rebuild_lock(self._lease.dsn, self.name, wait_until=stop) as locked:
+        # One lock for every segment of a consumer: the first to get it builds the copy
+        # and switches it in split; the others find their checkpoint there then.
+        async with rebuild_lock(self._lease.dsn, base_name(self.name), wait_until=stop) as locked:
             if not locked:
                 return False  # stopping
             try:
@@ -312,7 +318,7 @@ class ConsumerRunner:
                     keep_before_poison=True,
                     copy=copy,
                 )
-        PROJECTION_REBUILDS.labels(self.name).inc()
+        PROJECTION_REBUILDS.labels(*projection_labels(self.name)).inc()
         log.log(
             level,
             "%s: built from the event log and switched in at %s in %.2fs",
@@ -336,8 +342,10 @@ class ConsumerRunner:
     async def _observe(self, batch: Batch, seconds: float) -> None:
         """The metrics of a committed batch that took ``seconds`` to apply."""
         if batch.events:
-            PROJECTION_APPLIED.labels(self.name).inc(len(batch.events))
-            PROJECTION_POSITION.labels(self.name).set(max(e.seq for e in batch.events))
+            PROJECTION_APPLIED.labels(*projection_labels(self.name)).inc(len(batch.events))
+            PROJECTION_POSITION.labels(*projection_labels(self.name)).set(
+                max(e.seq for e in batch.events)
+            )
             self._batch_events.observe(len(batch.events))
             self._batch_seconds.observe(seconds)
             if batch.recorded_at is not None:
@@ -346,8 +354,8 @@ class ConsumerRunner:
                 self._delay.observe(max(age, 0.0))
         if not batch.full:
             self.lag_events = 0
-            PROJECTION_LAG.labels(self.name).set(0)
-            PROJECTION_LAG_SECONDS.labels(self.name).set(0)
+            PROJECTION_LAG.labels(*projection_labels(self.name)).set(0)
+            PROJECTION_LAG_SECONDS.labels(*projection_labels(self.name)).set(0)
         elif time.monotonic() - self._lag_at >= _LAG_EVERY_S:
             # Counting a backlog costs O(backlog): sample it, don't do it every batch.
             self._lag_at = time.monotonic()
@@ -355,8 +363,8 @@ class ConsumerRunner:
                 self._db, batch.next, self.consumer.consumes, COUNT_CAP, self.consumer.event_types
             )
             self.lag_events = lag.events
-            PROJECTION_LAG.labels(self.name).set(lag.events)
-            PROJECTION_LAG_SECONDS.labels(self.name).set(lag.seconds)
+            PROJECTION_LAG.labels(*projection_labels(self.name)).set(lag.events)
+            PROJECTION_LAG_SECONDS.labels(*projection_labels(self.name)).set(lag.seconds)
 
     async def _lag_while_retrying(self) -> None:
         """While a batch keeps failing the checkpoint stands still and nothing observes
@@ -378,15 +386,15 @@ class ConsumerRunner:
             log.debug("%s: lag not counted: %s", self.name, exc)
             return
         self.lag_events = lag.events
-        PROJECTION_LAG.labels(self.name).set(lag.events)
-        PROJECTION_LAG_SECONDS.labels(self.name).set(lag.seconds)
+        PROJECTION_LAG.labels(*projection_labels(self.name)).set(lag.events)
+        PROJECTION_LAG_SECONDS.labels(*projection_labels(self.name)).set(lag.seconds)
 
     def _forget_lag(self) -> None:
         """Out of leadership this process no longer knows the lag: drop its series, so a
         stale figure never outlives the lease (the leader's process exports the lag)."""
         for gauge in (PROJECTION_LAG, PROJECTION_LAG_SECONDS):
             with contextlib.suppress(KeyError):
-                gauge.remove(self.name)
+                gauge.remove(*projection_labels(self.name))
 
     async def _poison(self, event: StoredEvent, exc: BaseException) -> None:
         log.error(
@@ -399,7 +407,7 @@ class ConsumerRunner:
             event.aggregate_version,
             exc_info=exc,
         )
-        PROJECTION_FAILED.labels(self.name).set(1)
+        PROJECTION_FAILED.labels(*projection_labels(self.name)).set(1)
         self.state = "stopped-on-poison"
         try:
             await self._failures.record(
@@ -413,7 +421,7 @@ class _Applied:
     """Counts the events a rebuild applies under the consumer's own name."""
 
     def __init__(self, name: str) -> None:
-        self._counter = PROJECTION_APPLIED.labels(name)
+        self._counter = PROJECTION_APPLIED.labels(*projection_labels(name))
 
     def advance(self, n: int) -> None:
         self._counter.inc(n)

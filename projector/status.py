@@ -15,6 +15,7 @@ from projector.errors import StoreLost
 from projector.failures import FailureLog
 from projector.leadership import leaders
 from projector.outbox import count_after
+from projector.projection import segments_of
 
 
 async def status(
@@ -27,12 +28,15 @@ async def status(
     """Print one line per consumer; 1 if any is stopped on a failure, else 0."""
     out = out if out is not None else sys.stdout
     stopped = await failures.all()
-    led = await leaders(pool, [c.name for c in consumers])
+    # A split projection: its line (the lowest checkpoint of its segments, what readers
+    # see), then one per segment, each with its own leader.
+    shown_all = [part for c in consumers for part in (c, *segments_of(c))]
+    led = await leaders(pool, [c.name for c in shown_all])
     print(
-        f"{'projection':<16} {'checkpoint (xid:seq)':<42} {'behind':>8}  {'leader':<24} state",
+        f"{'projection':<22} {'checkpoint (xid:seq)':<42} {'behind':>8}  {'leader':<24} state",
         file=out,
     )
-    for consumer in consumers:
+    for consumer in shown_all:
         try:
             checkpoint = await consumer.checkpoint()
             state = f"ok ({await consumer.describe()})"
@@ -52,8 +56,10 @@ async def status(
             )
         shown = "-" if behind is None else f">={behind}" if behind >= COUNT_CAP else str(behind)
         leader = led.get(consumer.name, "-")
+        if segments_of(consumer):
+            leader = "(segments)"
         print(
-            f"{consumer.name:<16} {shown_checkpoint:<42} {shown:>8}  {leader:<24} {state}",
+            f"{consumer.name:<22} {shown_checkpoint:<42} {shown:>8}  {leader:<24} {state}",
             file=out,
         )
     return 1 if stopped else 0

@@ -1,20 +1,25 @@
 """``read.projection_checkpoints``: every statement on a checkpoint row, in one place.
 
-A row per PostgreSQL projection (and per rebuild's shadow copy), updated in the same
+A row per PostgreSQL projection (and per rebuild's shadow copy, and per segment of a
+split projection: ``pg:orders#1/4``, see :mod:`projector.segments`), updated in the same
 transaction as the projection's rows. Positions are ``(xid, seq)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from common.positions import ORIGIN, Position
+from common.projection_checkpoints import SEGMENT_SEPARATOR as SEPARATOR
 
 TABLE = "read.projection_checkpoints"
 
 
 class _Db(Protocol):
     async def fetchrow(self, query: str, *args: Any) -> Any: ...
+
+    async def fetch(self, query: str, *args: Any) -> Any: ...
 
     async def execute(self, query: str, *args: Any) -> str: ...
 
@@ -75,3 +80,36 @@ async def reset(db: _Db, name: str) -> None:
 
 async def delete(db: _Db, name: str) -> None:
     await db.execute(f"DELETE FROM {TABLE} WHERE projection = $1", name)
+
+
+# The rows of the segments of $1 (``pg:orders#1/4`` ..., projector.segments).
+_SEGMENT_ROWS = f"left(projection, length($1::text) + 1) = $1::text || '{SEPARATOR}'"
+
+
+async def segments(db: _Db, name: str) -> set[str]:
+    """The names of the segment rows of ``name`` (none: it is not split)."""
+    rows = await db.fetch(f"SELECT projection FROM {TABLE} WHERE {_SEGMENT_ROWS}", name)
+    return {r["projection"] for r in rows}
+
+
+async def write_lowest(db: _Db, name: str) -> None:
+    """The row of ``name`` at the lowest of its segments' checkpoints (run while holding
+    it: segments move forward only, so this does too)."""
+    await db.execute(
+        f"UPDATE {TABLE} SET (xid, seq, updated_at) = (SELECT xid, seq, now() FROM {TABLE} "
+        f"WHERE {_SEGMENT_ROWS} ORDER BY xid, seq LIMIT 1) WHERE projection = $1",
+        name,
+    )
+
+
+async def split(db: _Db, name: str, names: Sequence[str], position: Position) -> None:
+    """Replace the segment rows of ``name`` with ``names``, each at ``position`` (none:
+    ``name`` is no longer split)."""
+    await db.execute(f"DELETE FROM {TABLE} WHERE {_SEGMENT_ROWS}", name)
+    for segment in names:
+        await db.execute(
+            f"INSERT INTO {TABLE} (projection, xid, seq) VALUES ($1, $2, $3)",
+            segment,
+            position.xid,
+            position.seq,
+        )

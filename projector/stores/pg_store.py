@@ -30,6 +30,7 @@ from common.positions import Position
 from common.roles import share_created
 from projector.errors import CheckpointMoved, StoreLost
 from projector.projections import PG, projection_name
+from projector.segments import Segment, all_segments
 from projector.stores import pg_checkpoints, pg_shadow, pg_switch
 from projector.stores.port import Change, ProjectionStore, StoreCatchUp
 
@@ -43,7 +44,10 @@ class PgProjectionStore:
     table and a checkpoint row of its own).
 
     ``db`` is the pool, or one connection (see :meth:`bound`): then every read sees
-    that connection's transaction and :meth:`commit` runs inside it.
+    that connection's transaction and :meth:`commit` runs inside it. ``segments``: how
+    many segments the live projection is split into (:mod:`projector.segments`, a row
+    each); ``segment``: the one this store commits as (``None``: the projection as a
+    whole, which a split live projection only reads and switches).
     """
 
     def __init__(
@@ -53,14 +57,23 @@ class PgProjectionStore:
         *,
         table: str | None = None,
         checkpoint_name: str | None = None,
+        segments: int = 1,
+        segment: Segment | None = None,
     ) -> None:
         table = table or kind.table
         if not _IDENTIFIER.match(table):
             raise ValueError(f"bad table name {table!r}")
+        if segment is not None and segment.count != segments:
+            raise ValueError(f"segment {segment.label} of a projection split {segments} ways")
         self.kind = kind
         self.table = f"read.{table}"
         self._db = db
-        self._name = checkpoint_name or projection_name(PG, kind)
+        self.segments = segments
+        self.segment = segment
+        # The projection's checkpoint row (readers read it; a split one's is the lowest of
+        # its segments'), and the row this store commits (a segment's own).
+        self._whole = checkpoint_name or projection_name(PG, kind)
+        self._name = self._whole if segment is None else segment.name(self._whole)
         columns = (*kind.columns, _DOC)
         self._select = f"SELECT id, doc FROM {self.table}"
         all_names = ", ".join(c.name for c in columns)
@@ -76,7 +89,23 @@ class PgProjectionStore:
     def bound(self, conn: asyncpg.Connection) -> PgProjectionStore:
         """The same projection read and written through ``conn`` (inside its transaction)."""
         return PgProjectionStore(
-            conn, self.kind, table=self.table.removeprefix("read."), checkpoint_name=self._name
+            conn,
+            self.kind,
+            table=self.table.removeprefix("read."),
+            checkpoint_name=self._whole,
+            segments=self.segments,
+            segment=self.segment,
+        )
+
+    def split(self, segment: Segment) -> PgProjectionStore:
+        """The live projection as ``segment`` commits it."""
+        return PgProjectionStore(
+            self._db,
+            self.kind,
+            table=self.table.removeprefix("read."),
+            checkpoint_name=self._whole,
+            segments=self.segments,
+            segment=segment,
         )
 
     @property
@@ -92,6 +121,15 @@ class PgProjectionStore:
         found = await pg_checkpoints.read(self._db, self._name)
         if found is None:
             raise StoreLost(self._name, "has no checkpoint row (never built)")
+        if self.segment is None and not self.is_copy:
+            # A segment's row exists only in the split it was switched in with; the whole's
+            # row is there whatever the split: compare the split with this process's.
+            split_into = len(await pg_checkpoints.segments(self._db, self._name)) or 1
+            if split_into != self.segments:
+                raise StoreLost(
+                    self._name,
+                    f"is split into {split_into} segment(s), this process runs {self.segments}",
+                )
         return found
 
     async def load(self, ids: Collection[str]) -> dict[str, Message]:
@@ -114,9 +152,13 @@ class PgProjectionStore:
         return result
 
     async def commit(self, expected: Position, new: Position, changes: Sequence[Change]) -> None:
+        if self.segment is None and self.segments > 1 and not self.is_copy:
+            raise TypeError(f"{self._name} is split into segments: they commit, not the whole")
         async with self._connection() as conn, conn.transaction():
             # The checkpoint row is locked before the table is touched (lock order, see
-            # the module docstring).
+            # the module docstring); a segment's, after the whole's, which it moves too.
+            if self.segment is not None and await pg_checkpoints.lock(conn, self._whole) is None:
+                raise StoreLost(self._whole, "has no checkpoint row", expected)
             found = await pg_checkpoints.lock(conn, self._name)
             if found is None:
                 raise StoreLost(self._name, "has no checkpoint row", expected)
@@ -131,6 +173,8 @@ class PgProjectionStore:
             if deletes:
                 await conn.execute(f"DELETE FROM {self.table} WHERE id = ANY($1::uuid[])", deletes)
             await pg_checkpoints.write(conn, self._name, new)
+            if self.segment is not None:
+                await pg_checkpoints.write_lowest(conn, self._whole)
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -153,7 +197,7 @@ class PgProjectionStore:
 
     async def new_copy(self) -> PgProjectionStore:
         pool = self._pool()
-        shadow_name = self._name + pg_shadow.SHADOW_SUFFIX
+        shadow_name = self._whole + pg_shadow.SHADOW_SUFFIX
         shadow = await pg_shadow.create_shadow(pool, self.kind.table, shadow_name)
         # Readable by the reader once swapped in, whoever runs the projector.
         async with pool.acquire() as conn:
@@ -168,12 +212,14 @@ class PgProjectionStore:
         # Fresh statistics, so queries plan well on the new table from the first read.
         await pool.execute(f"ANALYZE {copy.table}")
         table = self.kind.table
+        split = [] if self.segments == 1 else all_segments(self.segments)
         return await pg_switch.switch_in(
             pool,
-            self._name,
+            self._whole,
             copy.name,
             lambda conn: catch_up(copy.bound(conn), conn),
             lambda conn: pg_shadow.swap_in_shadow(conn, table),
+            [s.name(self._whole) for s in split],
         )
 
     async def discard(self) -> None:

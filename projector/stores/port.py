@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from google.protobuf.message import Message
 
 from common.positions import Position
+from projector.segments import Segment
 
 if TYPE_CHECKING:
     from common.event_log import Executor
@@ -97,6 +98,19 @@ class ProjectionStore(Protocol):
     async def integrity_state(self) -> Integrity:
         """What the store-specific checks need (e.g. the Redis index memberships), read
         now; verify reads it with the documents, before the write model's snapshot."""
+        ...
+
+
+@runtime_checkable
+class SplittableStore(ProjectionStore, Protocol):
+    """A store whose live projection may be split into segments (:mod:`projector.segments`):
+    each segment commits its own checkpoint, and the projection's is the lowest of them."""
+
+    segments: int  # how many the live projection is split into (1: not split)
+    segment: Segment | None  # the one this store commits as (None: the whole)
+
+    def split(self, segment: Segment) -> SplittableStore:
+        """The live projection as ``segment`` commits it."""
         ...
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -40,11 +41,16 @@ async def new_generation(client: Redis, keys: ProjectionKeys) -> int:
     return gen
 
 
-async def activate_generation(client: Redis, keys: ProjectionKeys, gen: int) -> SwitchResult:
-    """Make ``gen`` active unless it is behind the active generation (one atomic script)."""
+async def activate_generation(
+    client: Redis, keys: ProjectionKeys, gen: int, segments: Sequence[str] = ()
+) -> SwitchResult:
+    """Make ``gen`` active unless it is behind the active generation (one atomic script),
+    split into ``segments`` (their checkpoint keys, each set to the copy's checkpoint;
+    none: not split)."""
     script = client.register_script(redis_scripts.script(*redis_scripts.SWITCH_GENERATION))
     outcome, detail = await script(
-        keys=[keys.active, keys.checkpoint(gen)], args=[str(gen), keys.base, keys.changes]
+        keys=[keys.active, keys.checkpoint(gen), keys.segments(gen), *segments],
+        args=[str(gen), keys.base, keys.changes],
     )
     if outcome == b"ok":
         return SwitchResult(True, int(detail) if detail else None, None)

@@ -28,6 +28,7 @@ from common.positions import Position
 from common.redis_keys import ProjectionKeys, glob_escape
 from projector.errors import CheckpointMoved, StoreLost
 from projector.projections import REDIS, member, projection_name
+from projector.segments import Segment, all_segments
 from projector.stores.port import Change, ProjectionStore, StoreCatchUp
 from projector.stores.redis_generations import (
     activate_generation,
@@ -64,6 +65,9 @@ class RedisProjectionStore:
 
     ``grace_s``: how long a replaced generation is kept after a switch, so a runner
     mid-batch on it fails its compare-and-set instead of finding keys gone.
+    ``segments``: how many segments the live projection is split into
+    (:mod:`projector.segments`); ``segment``: the one this store commits as (``None``: the
+    projection as a whole, which a split live projection only reads and switches).
     """
 
     def __init__(
@@ -74,8 +78,14 @@ class RedisProjectionStore:
         *,
         generation: int | None = None,
         grace_s: float = 2.0,
+        segments: int = 1,
+        segment: Segment | None = None,
     ) -> None:
+        if segment is not None and segment.count != segments:
+            raise ValueError(f"segment {segment.label} of a projection split {segments} ways")
         self.kind = kind
+        self.segments = segments
+        self.segment = segment
         self.keys = ProjectionKeys(prefix, kind.name)
         self._client = client
         self._prefix = prefix
@@ -90,7 +100,20 @@ class RedisProjectionStore:
     @property
     def name(self) -> str:
         name = projection_name(REDIS, self.kind)
+        if self.segment is not None:
+            return self.segment.name(name)
         return f"{name}@g{self._gen}" if self._fixed else name
+
+    def split(self, segment: Segment) -> RedisProjectionStore:
+        """The live projection as ``segment`` commits it."""
+        return RedisProjectionStore(
+            self._client,
+            self._prefix,
+            self.kind,
+            grace_s=self._grace_s,
+            segments=self.segments,
+            segment=segment,
+        )
 
     @property
     def generation(self) -> int | None:
@@ -104,12 +127,21 @@ class RedisProjectionStore:
             if raw is None:
                 raise StoreLost(self.name, "the generation being built has vanished")
             return Position.from_checkpoint(raw)
-        found = await self._active_checkpoint(keys=[self.keys.active], args=[self.keys.base])
+        seg = self.segment
+        own = "" if seg is None else self.keys.segment_suffix(seg.label)
+        found = await self._active_checkpoint(keys=[self.keys.active], args=[self.keys.base, own])
         if not found:
             self._gen = None
             raise StoreLost(self.name, "has no active generation (never built, or Redis lost it)")
-        gen, checkpoint = found
+        gen, checkpoint, split = found
         self._gen = int(gen)
+        split_into = int(split) if split else 1
+        if split_into != self.segments:
+            raise StoreLost(
+                self.name,
+                f"active generation {self._gen} is split into {split_into} segment(s), this "
+                f"process runs {self.segments}",
+            )
         if checkpoint is None:
             raise StoreLost(self.name, f"active generation {self._gen} has lost its checkpoint")
         return Position.from_checkpoint(checkpoint)
@@ -148,7 +180,11 @@ class RedisProjectionStore:
             else:
                 sets.append((key, change.after.SerializeToString()))
         rems, adds = self._index_changes(gen, changes)
-        keys = [self.keys.active, self.keys.checkpoint(gen)]
+        seg = self.segment
+        if seg is None and self.segments > 1 and not self._fixed:
+            raise TypeError(f"{self.name} is split into segments: they commit, not the whole")
+        own = self.keys.checkpoint(gen) if seg is None else self._segment_key(gen, seg)
+        keys = [self.keys.active, own]
         keys += [k for k, _ in sets] + dels + [k for k, _ in rems] + [k for k, _ in adds]
         args: list[str | bytes] = [
             "" if self._fixed else str(gen),
@@ -163,6 +199,9 @@ class RedisProjectionStore:
             "" if self._fixed else change_message(gen, new, changes, rems + adds, self.keys),
         ]
         args += [v for _, v in sets] + [m for _, m in rems] + [m for _, m in adds]
+        if seg is not None:
+            keys += [self.keys.checkpoint(gen), *self._segment_keys(gen)]
+            args.append(str(seg.count))
         outcome, found = await self._apply(keys=keys, args=args)
         if outcome == b"ok":
             return
@@ -220,7 +259,9 @@ class RedisProjectionStore:
         gen = copy.generation
         while True:
             position = await catch_up(copy, None)
-            result = await activate_generation(self._client, self.keys, gen)
+            result = await activate_generation(
+                self._client, self.keys, gen, self._segment_keys(gen)
+            )
             if result.lost:
                 raise StoreLost(copy.name, "vanished before it could be switched in")
             if result.switched:
@@ -246,6 +287,15 @@ class RedisProjectionStore:
         return _Indexes(self.kind, await self.index_members())
 
     # -- internals --------------------------------------------------------------------------
+
+    def _segment_key(self, gen: int, segment: Segment) -> str:
+        return self.keys.segment_checkpoint(gen, segment.label)
+
+    def _segment_keys(self, gen: int) -> list[str]:
+        """Every segment's checkpoint key (none: not split)."""
+        if self.segments == 1:
+            return []
+        return [self._segment_key(gen, s) for s in all_segments(self.segments)]
 
     async def _readable_generation(self) -> int | None:
         """The generation to read whole (``None``: nothing to read)."""

@@ -1,4 +1,5 @@
-"""Several ``cqrs projector run`` processes sharing the consumers (projector.membership):
+"""Several ``cqrs projector run`` processes sharing the consumers (projector.membership),
+the orders projections split into four segments each (projector.segments, a lease each):
 three of them each lead a fair share; one is SIGKILLed in the middle of a catch-up and the
 others take its consumers within the lease timeout; a fourth joins and the others give
 way to it. Nothing is lost or applied twice: ``cqrs projector verify`` is clean and the
@@ -30,7 +31,10 @@ from tests.support.system import System
 pytestmark = pytest.mark.e2e
 
 LEASE_TIMEOUT_S = 2.0
-CONSUMERS = 8  # six projections, pg:analytics, webhooks:fanout (no NATS, no payments here)
+SEGMENTS = "redis:orders=4,pg:orders=4"
+# Runners: four projections whole, two in four segments, pg:analytics, webhooks:fanout (no
+# NATS, no payments here).
+CONSUMERS = 4 + 2 * 4 + 2
 
 
 def pages(call: Any, request: Any, within: float = 180) -> list[bytes]:
@@ -68,6 +72,7 @@ def test_processes_share_the_consumers_survive_a_kill_and_make_room(
             "CQRS_PROJECTOR_LEASE_TIMEOUT_MS": str(int(LEASE_TIMEOUT_S * 1000)),
             "CQRS_PROJECTOR_BATCH_SIZE": "20",  # many batches: the catch-up takes seconds
             "CQRS_PROJECTOR_POLL_INTERVAL_MS": "100",
+            "CQRS_PROJECTOR_SEGMENTS": SEGMENTS,
         },
     )
     system.start("write")
@@ -121,11 +126,13 @@ def test_processes_share_the_consumers_survive_a_kill_and_make_room(
             system.log_tails,
         )
         assert any(led(ports["p4"])), "the newcomer leads nothing"
-        # `cqrs projector status` names the process leading each consumer (host/pid).
+        # `cqrs projector status` names the process leading each consumer or segment.
         status = system.cqrs("projector", "status", timeout=60).stdout
         pids = {str(system.processes[n].proc.pid) for n in [*survivors, "p4"]}
         shown = re.findall(r"^\S+:\S+ .* \S+/(\d+) ", status, re.MULTILINE)
         assert len(shown) == CONSUMERS and set(shown) <= pids, status
+        segments = re.findall(r"^(\S+:orders#\d/4) ", status, re.MULTILINE)
+        assert len(segments) == 8, status
 
         with grpc.insecure_channel(system.write) as channel:
             reply = cpb_grpc.CommandServiceStub(channel).CreateProduct(

@@ -11,8 +11,10 @@ tie-break is exercised. The database accumulates across examples on purpose.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
+import asyncpg
 import grpc
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -97,6 +99,37 @@ def test_three_sources_agree_after_any_program(
 ) -> None:
     world = _WORLDS.setdefault(settings.database_url, World())
     asyncio.run(run_example(settings, world, program))
+
+
+@hsettings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(program=st.lists(ops, min_size=1, max_size=25))
+def test_three_sources_agree_with_every_projection_in_four_segments(
+    settings: Settings, program: list[tuple[Any, ...]]
+) -> None:
+    """The same with each projection split into four segments (projector.segments): an
+    order's events in its own segment, a customer's update rewriting, in each segment,
+    the orders that segment owns."""
+    split = dataclasses.replace(settings, projector_segments="*=4")
+    world = _WORLDS.setdefault(settings.database_url, World())
+    asyncio.run(run_example(split, world, program))
+    assert asyncio.run(_segment_rows(settings)) == {
+        f"pg:{family}#{i}/4" for family in ("products", "customers", "orders") for i in range(4)
+    }
+
+
+async def _segment_rows(settings: Settings) -> set[str]:
+    conn = await asyncpg.connect(settings.asyncpg_dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT projection FROM read.projection_checkpoints WHERE projection LIKE '%#%'"
+        )
+        return {r["projection"] for r in rows}
+    finally:
+        await conn.close()
 
 
 _WORLDS: dict[str, World] = {}

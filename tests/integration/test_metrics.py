@@ -48,7 +48,7 @@ def value(metric: str, **labels: str) -> float | None:
 
 
 def of(metric: str, projection: str) -> float:
-    return value(metric, projection=projection) or 0.0
+    return value(metric, projection=projection, segment="") or 0.0
 
 
 def product_created(name: str, occurred_days_ago: int) -> NewEvent:
@@ -105,7 +105,7 @@ async def test_lag_seconds_count_from_recorded_at_not_occurred_at(app: App) -> N
         assert 85 <= highest < 3600, highest  # two years would be ~6.3e7
 
         async def caught_up() -> bool:
-            return value("cqrs_projection_lag_seconds", projection=name) == 0
+            return value("cqrs_projection_lag_seconds", projection=name, segment="") == 0
 
         await eventually(caught_up, within=20)
         assert of("cqrs_projection_lag_events", name) == 0
@@ -124,7 +124,7 @@ async def test_lag_seconds_count_from_recorded_at_not_occurred_at(app: App) -> N
     assert grew("cqrs_projection_delay_seconds", "count") == batches
     assert grew("cqrs_projection_delay_seconds", "sum") / batches >= 85
     # Out of leadership the process no longer exports the lag.
-    assert value("cqrs_projection_lag_seconds", projection=name) is None
+    assert value("cqrs_projection_lag_seconds", projection=name, segment="") is None
 
 
 async def test_rebuild_progress_goes_to_one_and_rebuilding_back_to_zero(app: App) -> None:
@@ -191,7 +191,7 @@ async def scraped_leader(port: int, name: str) -> float | None:
         samples = await asyncio.to_thread(scrape, port)
     except OSError:
         return None  # not listening yet
-    return samples.get(("cqrs_projection_leader", (("projection", name),)))
+    return samples.get(("cqrs_projection_leader", (("projection", name), ("segment", ""))))
 
 
 async def test_leader_is_one_for_the_holder_and_zero_for_a_standby(

@@ -164,7 +164,9 @@ async def test_every_event_is_relayed_once_in_order_with_its_headers(
     published, applied = sample("cqrs_relay_published_total"), applied_total(NAME)
     async with running(app):
         await wait_relayed(app)
-        lag = REGISTRY.get_sample_value("cqrs_projection_lag_events", {"projection": NAME})
+        lag = REGISTRY.get_sample_value(
+            "cqrs_projection_lag_events", {"projection": NAME, "segment": ""}
+        )
         out = io.StringIO()
         await status_module.status(app.consumers, app.pool, app.failures, out=out)
     relayed = await read_stream(names.stream)

@@ -339,7 +339,7 @@ async def _poison_product_update(app: App, product_id: str) -> int:
 
 
 def _gauge(metric: str, projection: str) -> float | None:
-    return REGISTRY.get_sample_value(metric, {"projection": projection})
+    return REGISTRY.get_sample_value(metric, {"projection": projection, "segment": ""})
 
 
 async def test_notify_wakes_runners_before_the_poll_interval(app: App) -> None:

@@ -96,7 +96,9 @@ async def _run_for(runner: ConsumerRunner, seconds: float) -> None:
 
 
 def _lag(name: str) -> float | None:
-    return REGISTRY.get_sample_value("cqrs_projection_lag_events", {"projection": name})
+    return REGISTRY.get_sample_value(
+        "cqrs_projection_lag_events", {"projection": name, "segment": ""}
+    )
 
 
 async def test_a_failing_apply_backs_off_and_counts_as_lag(

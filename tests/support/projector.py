@@ -143,7 +143,10 @@ async def build_while_empty(app: App, name: str) -> Position:
 
 def applied_total(projection: str) -> float:
     return (
-        REGISTRY.get_sample_value("cqrs_projection_events_total", {"projection": projection}) or 0
+        REGISTRY.get_sample_value(
+            "cqrs_projection_events_total", {"projection": projection, "segment": ""}
+        )
+        or 0
     )
 
 

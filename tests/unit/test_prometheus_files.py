@@ -89,3 +89,53 @@ def test_dashboard_panels_each_have_queries_and_a_datasource_uid() -> None:
             chr(65 + i) for i in range(len(panel["targets"]))
         }
     assert len(prometheus.dashboard_targets()) >= 15
+
+
+@needs_promtool
+def test_a_segment_without_a_leader_alerts_although_its_siblings_have_one(tmp_path: Path) -> None:
+    """Leases are per segment (projector.segments): the rule must not sum them away."""
+    cases = {
+        "rule_files": [str(prometheus.ALERTS)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": 'cqrs_projection_leader{projection="pg:orders",segment="0/2",'
+                        'instance="a"}',
+                        "values": "1x5",
+                    },
+                    {
+                        "series": 'cqrs_projection_leader{projection="pg:orders",segment="1/2",'
+                        'instance="a"}',
+                        "values": "0x5",
+                    },
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "4m",
+                        "alertname": "CqrsProjectionWithoutLeader",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "critical",
+                                    "projection": "pg:orders",
+                                    "segment": "1/2",
+                                },
+                                "exp_annotations": {
+                                    "summary": "no projector leads pg:orders 1/2",
+                                    "description": "Projector processes run but none holds the "
+                                    "lease of this projection: it is not being updated.",
+                                },
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "segments_test.yml"
+    path.write_text(json.dumps(cases))
+    tested = _promtool("test", "rules", str(path))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
