@@ -88,12 +88,20 @@ async def run_example(settings: Settings, world: World, program: list[tuple[Any,
         assert read_model[key] == write_model[key], f"read model differs on {key}"
 
 
-@hsettings(
-    max_examples=20,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(program=st.lists(ops, min_size=1, max_size=25))
+def examples(n: int) -> Any:
+    """``n`` random programs, against one database that accumulates across them."""
+    return hsettings(
+        max_examples=n,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+
+
+PROGRAMS = st.lists(ops, min_size=1, max_size=25)
+
+
+@examples(20)
+@given(program=PROGRAMS)
 def test_three_sources_agree_after_any_program(
     settings: Settings, program: list[tuple[Any, ...]]
 ) -> None:
@@ -101,12 +109,8 @@ def test_three_sources_agree_after_any_program(
     asyncio.run(run_example(settings, world, program))
 
 
-@hsettings(
-    max_examples=8,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(program=st.lists(ops, min_size=1, max_size=25))
+@examples(8)
+@given(program=PROGRAMS)
 def test_three_sources_agree_with_every_projection_in_four_segments(
     settings: Settings, program: list[tuple[Any, ...]]
 ) -> None:
