@@ -47,9 +47,16 @@ NATS_INSTALL = command -v nats-server >/dev/null || test -x /usr/sbin/nats-serve
 	(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nats-server >/dev/null 2>&1))) || \
 	echo "nats-server not available: the NATS relay's tests are skipped unless NATS answers on :4222"
 
+# Debian's pgbouncer: the test of that deployment starts a private one (skipped without it).
+PGBOUNCER_INSTALL = command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || \
+	(command -v apt-get >/dev/null && (apt-get install -y -q pgbouncer >/dev/null 2>&1 || \
+	(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q pgbouncer >/dev/null 2>&1))) || \
+	echo "pgbouncer not available: its test is skipped"
+
 test: $(STAMP)
 	@$(PROMETHEUS_INSTALL)
 	@$(NATS_INSTALL)
+	@$(PGBOUNCER_INSTALL)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
@@ -62,6 +69,7 @@ test-integration: $(STAMP)
 test-e2e: $(STAMP)
 	@$(PROMETHEUS_INSTALL)
 	@$(NATS_INSTALL)
+	@$(PGBOUNCER_INSTALL)
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 test-faults: $(STAMP)

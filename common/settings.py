@@ -21,6 +21,7 @@ class Seconds:
     the ``*_ms`` settings (the variables' unit), when the settings are built."""
 
     statement_timeout: float
+    db_pool_idle: float
     consistency_wait_max: float
     projector_poll_interval: float
     projector_lease_timeout: float
@@ -58,6 +59,12 @@ class Settings:
     # in another one can scrape.
     metrics_host: str = "127.0.0.1"
     db_pool_size: int = 10
+    # A pooled connection idle this long is closed (beyond the pool's minimum): an idle
+    # system holds few of PostgreSQL's connections (common.connection_budget).
+    db_pool_idle_ms: int = 30_000
+    # asyncpg's prepared-statement cache per connection; 0 behind PgBouncer < 1.21 in
+    # transaction mode (a statement prepared on one server connection is not on the next).
+    db_statement_cache_size: int = 100
     # Idle-in-transaction sessions hold back the projector's safe horizon: kill them.
     idle_in_transaction_timeout_ms: int = 5000
     statement_timeout_ms: int = 10000
@@ -263,6 +270,8 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CQRS_PROJECTOR_METRICS_PORT": ("projector_metrics_port", int),
     "CQRS_METRICS_HOST": ("metrics_host", str),
     "CQRS_DB_POOL_SIZE": ("db_pool_size", int),
+    "CQRS_DB_POOL_IDLE_MS": ("db_pool_idle_ms", int),
+    "CQRS_DB_STATEMENT_CACHE_SIZE": ("db_statement_cache_size", int),
     "CQRS_IDLE_IN_TRANSACTION_TIMEOUT_MS": ("idle_in_transaction_timeout_ms", int),
     "CQRS_STATEMENT_TIMEOUT_MS": ("statement_timeout_ms", int),
     "CQRS_CONSISTENCY_WAIT_MAX_MS": ("consistency_wait_max_ms", int),

@@ -244,6 +244,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args, settings)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        line = unreachable(exc, settings)
+        if line is None:
+            raise  # a bug: the crash log (common.logs) has the traceback
+        print(f"cqrs {args.command}: {line}", file=sys.stderr)
+        return 1
+
+
+def unreachable(exc: BaseException, settings: Settings) -> str | None:
+    """One line for a failure to reach PostgreSQL or Redis (refused, too many clients, not
+    accepting connections yet, gone mid-way); ``None`` for any other failure."""
+    import redis.exceptions
+
+    from common.outages import is_outage, root_cause
+    from cqrs.up import redact
+
+    if not is_outage(exc):
+        return None
+    cause = root_cause(exc)
+    if isinstance(cause, redis.exceptions.RedisError):
+        return f"Redis at {redact(settings.redis_url)} is unavailable: {cause}"
+    return f"PostgreSQL at {redact(settings.asyncpg_dsn)} is unavailable: {cause}"
 
 
 def _configure_logs(args: argparse.Namespace, settings: Settings) -> None:

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from common.connection_budget import budget, describe
 from common.rpc import tls
 from common.settings import (
     Settings,
@@ -298,6 +299,7 @@ def banner(settings: Settings, children: list[Child], prometheus_url: str | None
             )
         ),
         f"  PostgreSQL    {redact(settings.asyncpg_dsn)}",
+        f"                connections at most: {connection_budget(settings, children)}",
         f"  Redis         {redact(settings.redis_url)} (key prefix {settings.redis_prefix!r})",
         *(
             [
@@ -324,6 +326,17 @@ def banner(settings: Settings, children: list[Child], prometheus_url: str | None
         "",
     ]
     return "\n".join(lines)
+
+
+def connection_budget(settings: Settings, children: list[Child]) -> str:
+    """What the processes started may hold of PostgreSQL's connections, at most."""
+    lines = budget(
+        settings,
+        write=settings.write_workers,
+        read=settings.read_workers,
+        projectors=sum(1 for child in children if child.name.startswith("projector")),
+    )
+    return describe(lines)
 
 
 def redact(url: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from common.connection_budget import pool_options, projector_pool_max
 from common.entities import ENTITIES, Entity
 from common.gateway import Gateway, GatewayConfig
 from common.payments import make_provider
@@ -28,9 +29,9 @@ from common.webhook_urls import delivery_vetter
 from projector.analytics.consumer import AnalyticsConsumer
 from projector.consumer import Consumer
 from projector.failures import FailureLog
-from projector.leadership import AdvisoryLease
+from projector.leadership import AdvisoryLease, LeaseSession
 from projector.payments.process import PaymentsProcess, WriteSide
-from projector.process import Projector, make_runner
+from projector.process import Projector, make_runner, process_leases
 from projector.projection import Projection, segments_of
 from projector.projections import ALL_PROJECTIONS, BACKENDS, PG, REDIS, projection_name
 from projector.relay import NatsRelay
@@ -105,11 +106,13 @@ class App:
         dispatch = names is None or DISPATCH in names
         wanted = None if names is None else [n for n in names if n != DISPATCH]
         chosen = self.runnable(wanted)
-        services = [self.dispatcher()] if dispatch else []
-        return Projector(self.settings, self.pool, self.failures, chosen, services)
+        leases = process_leases(self.settings)
+        services = [self.dispatcher(leases)] if dispatch else []
+        return Projector(self.settings, self.pool, self.failures, chosen, services, leases)
 
-    def dispatcher(self) -> WebhookDispatcher:
-        """The webhook dispatcher (and the API gateway it calls through)."""
+    def dispatcher(self, leases: LeaseSession | None = None) -> WebhookDispatcher:
+        """The webhook dispatcher (and the API gateway it calls through), its lease held on
+        ``leases`` (the process's lease session; default: one of its own)."""
         s = self.settings
         if self.gateway is None:
             self.gateway = Gateway(
@@ -129,6 +132,7 @@ class App:
             DISPATCH,
             retry_interval=poll,
             lease_timeout=s.seconds.projector_lease_timeout,
+            session=leases,
         )
         config = DispatchConfig(
             max_attempts=s.webhooks_max_attempts,
@@ -235,8 +239,9 @@ async def bootstrap(settings: Settings) -> App:
     pool = await asyncpg.create_pool(
         settings.asyncpg_dsn,
         min_size=1,
-        max_size=max(settings.db_pool_size, 2),
+        max_size=projector_pool_max(settings),
         server_settings=settings.pg_session_settings("cqrs-projector"),
+        **pool_options(settings),
     )
     redis = redis_client(settings.redis_url, max_connections=max(settings.db_pool_size, 8))
     pools = watch_pools(pg={"projector": pool}, redis={"projector": redis})

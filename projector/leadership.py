@@ -35,10 +35,10 @@ from projector.wakeup import sleep_unless
 
 log = logging.getLogger(__name__)
 
-_HOLDS = """
-SELECT EXISTS (
-  SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
-    AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1)
+# The leases this session holds (bigint advisory locks show with objsubid 1).
+_MINE = """
+SELECT classid::bigint AS classid, objid::bigint AS objid FROM pg_locks
+WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted AND objsubid = 1
 """
 # The session holding the lock, and how long it has been idle (its last statement ended).
 _HOLDER = """
@@ -62,11 +62,12 @@ class Share(Protocol):
         ...
 
 
-def lease_session_name(name: str) -> str:
-    """The ``application_name`` of the session holding ``name``'s lease: the consumer and
-    the process (``host/pid``), so ``cqrs projector status`` and ``pg_stat_activity`` tell
-    which projector process leads it."""
-    return f"cqrs-projector:{name} {socket.gethostname()}/{os.getpid()}"[:63]
+def lease_session_name(name: str = "") -> str:
+    """The ``application_name`` of the session holding leases: the consumer (for a session
+    of its own) and the process (``host/pid``), so ``cqrs projector status`` and
+    ``pg_stat_activity`` tell which projector process leads it."""
+    owner = f":{name}" if name else "-leases"
+    return f"cqrs-projector{owner} {socket.gethostname()}/{os.getpid()}"[:63]
 
 
 def leader_of(session_name: str) -> str:
@@ -107,8 +108,118 @@ def lock_parts(key: int) -> tuple[int, int]:
     return unsigned >> 32, unsigned & 0xFFFF_FFFF
 
 
+class LeaseSession:
+    """The PostgreSQL session holding the leases of one projector process (or of one
+    lease, when none is shared): every consumer's advisory lock on one connection, and one
+    heartbeat proving every ``lease_timeout / 5`` which of them it still holds.
+
+    One session per process, not one per consumer: a process leads many consumers (and
+    segments), and a connection each spent most of PostgreSQL's connection budget on
+    idle lock holders. Nothing is lost by sharing: a frozen process freezes every heartbeat
+    at once anyway, and a standby breaking a frozen holder ends that one session.
+    Statements on it take turns (one asyncpg connection runs one at a time).
+    """
+
+    def __init__(self, dsn: str, application_name: str, *, lease_timeout: float) -> None:
+        self.dsn = dsn
+        self._name = application_name
+        self._timeout = lease_timeout
+        self._beat_every = lease_timeout / 5
+        self._conn: asyncpg.Connection | None = None
+        self._turn = asyncio.Lock()
+        self._held: dict[tuple[int, int], AdvisoryLease] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.epoch = 0  # grows with every new connection: a lease of an older one is gone
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    @property
+    def backend_pid(self) -> int | None:
+        return self._conn.get_server_pid() if self._conn is not None else None
+
+    async def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
+        """Run ``query`` on the session (connecting first if needed)."""
+        async with self._turn:
+            if not self.connected:
+                self._conn = await asyncpg.connect(
+                    self.dsn, server_settings={"application_name": self._name}
+                )
+                self.epoch += 1
+            assert self._conn is not None
+            async with asyncio.timeout(self._timeout / 2):
+                rows: list[asyncpg.Record] = await self._conn.fetch(query, *args)
+            return rows
+
+    async def fetchval(self, query: str, *args: object) -> object:
+        rows = await self.fetch(query, *args)
+        return rows[0][0] if rows else None
+
+    def hold(self, lease: AdvisoryLease) -> None:
+        """``lease``'s lock was just taken on this session: beat for it from now on."""
+        self._held[lease.parts] = lease
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.create_task(self._beat(), name=f"lease-{self._name}")
+
+    async def unhold(self, lease: AdvisoryLease) -> None:
+        """Give ``lease``'s lock back (the session stays, for the others it holds)."""
+        if self._held.get(lease.parts) is not lease:
+            return
+        del self._held[lease.parts]
+        if not self.connected:
+            return
+        try:
+            await self.fetchval("SELECT pg_advisory_unlock($1)", lease.key)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("%s: unlock failed (%s); ending the session", lease.name, exc)
+            await self.reset()
+
+    async def reset(self) -> None:
+        """End the session: every lock it holds goes with it."""
+        for lease in list(self._held.values()):
+            lease.held = False
+        self._held.clear()
+        beat, self._heartbeat = self._heartbeat, None
+        if beat is not None and beat is not asyncio.current_task():
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await beat
+        async with self._turn:
+            conn, self._conn = self._conn, None
+        if conn is None or conn.is_closed():
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                await conn.close()
+        if not conn.is_closed():
+            conn.terminate()
+
+    async def _beat(self) -> None:
+        """While it holds any lock: prove every few seconds which ones are still ours."""
+        try:
+            while self._held:
+                await asyncio.sleep(self._beat_every)
+                rows = await self.fetch(_MINE)
+                mine = {(int(r["classid"]), int(r["objid"])) for r in rows}
+                now = time.monotonic()
+                for parts, lease in list(self._held.items()):
+                    if parts in mine:
+                        lease.beat_at = now
+                    else:
+                        log.warning("%s: the lock is no longer held by this session", lease.name)
+                        lease.held = False
+                        del self._held[parts]
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # Whether the locks are still held cannot be told: end the session, so they are
+            # not (a standby may take them), and the leases know they are lost.
+            log.warning("%s: lease heartbeat failed: %s", self._name, exc)
+            await self.reset()
+
+
 class AdvisoryLease:
-    """Acquire / check / release the advisory lock of one consumer."""
+    """Acquire / check / release the advisory lock of one consumer, on ``session`` (the
+    process's; default: a session of its own)."""
 
     def __init__(
         self,
@@ -117,17 +228,19 @@ class AdvisoryLease:
         *,
         retry_interval: float,
         lease_timeout: float = 10.0,
+        session: LeaseSession | None = None,
     ) -> None:
         self.name = name
         self.key = lock_key(name)
-        self._parts = lock_parts(self.key)
-        self._dsn = dsn
+        self.parts = lock_parts(self.key)
+        self._own = session is None
+        self.session = session or LeaseSession(
+            dsn, lease_session_name(name), lease_timeout=lease_timeout
+        )
         self._retry = retry_interval
         self._timeout = lease_timeout
-        self._beat_every = lease_timeout / 5
-        self._conn: asyncpg.Connection | None = None
-        self._heartbeat: asyncio.Task[None] | None = None
-        self._beat_at = 0.0
+        self._epoch = 0
+        self.beat_at = 0.0  # when the session last proved the lock ours
         # cqrs_projection_leader: this process' leases of the consumer held (0 or 1; two
         # runners of one consumer in one process only happen in tests).
         self._leader = PROJECTION_LEADER.labels(*projection_labels(name))
@@ -137,7 +250,7 @@ class AdvisoryLease:
     @property
     def dsn(self) -> str:
         """The database the lease is held in (its other locks are taken there too)."""
-        return self._dsn
+        return self.session.dsn
 
     @property
     def held(self) -> bool:
@@ -153,7 +266,7 @@ class AdvisoryLease:
     @property
     def backend_pid(self) -> int | None:
         """The PostgreSQL backend holding (or trying for) the lock (tests, diagnostics)."""
-        return self._conn.get_server_pid() if self._conn is not None else None
+        return self.session.backend_pid
 
     async def acquire(self, stop: asyncio.Event, share: Share | None = None) -> bool:
         """Wait until the lock is ours (True) or ``stop`` is set (False); try only while
@@ -164,80 +277,52 @@ class AdvisoryLease:
                 await sleep_unless(stop, self._retry)
                 continue
             try:
-                if await self._try():
+                if await self.session.fetchval("SELECT pg_try_advisory_lock($1)", self.key):
+                    self._lead()
                     return True
                 if not waiting_logged:
                     log.info("%s: another runner leads; standing by", self.name)
                     waiting_logged = True
-                assert self._conn is not None
-                await self._break_frozen_holder(self._conn)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                await self._break_frozen_holder()
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("%s: lock connection failed: %s", self.name, exc)
-                await self._drop()
+                await self.session.reset()
             finally:
                 if share is not None and not self.held:
                     share.drop(self.name)
             await sleep_unless(stop, self._retry)
         return False
 
-    async def _try(self) -> bool:
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(
-                self._dsn, server_settings={"application_name": lease_session_name(self.name)}
-            )
-        if await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key):
-            self._lead()
-            return True
-        return False
-
     def check(self) -> None:
         """Raise :class:`LeadershipLost` unless the lock was provably ours very recently."""
-        conn = self._conn
         if (
             not self.held
-            or conn is None
-            or conn.is_closed()
-            or time.monotonic() - self._beat_at > self._timeout
+            or not self.session.connected
+            or self.session.epoch != self._epoch
+            or time.monotonic() - self.beat_at > self._timeout
         ):
             self.held = False
             raise LeadershipLost(self.name)
 
     async def release(self) -> None:
-        """Give the lock up (closing the session releases it)."""
-        self.held = False
-        beat, self._heartbeat = self._heartbeat, None
-        if beat is not None:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await beat
-        await self._drop()
+        """Give the lock up (a session of its own is closed, which releases it)."""
+        was_held, self.held = self.held, False
+        if self._own:
+            await self.session.reset()
+        elif was_held or self.session.epoch == self._epoch:
+            await self.session.unhold(self)
 
     def _lead(self) -> None:
         self.held = True
-        self._beat_at = time.monotonic()
-        self._heartbeat = asyncio.create_task(self._beat(), name=f"lease-{self.name}")
+        self._epoch = self.session.epoch
+        self.beat_at = time.monotonic()
+        self.session.hold(self)
         log.info("%s: leading", self.name)
 
-    async def _beat(self) -> None:
-        """Until the lock is lost: prove every few seconds that it is still ours."""
-        conn = self._conn
-        assert conn is not None
-        try:
-            while True:
-                await asyncio.sleep(self._beat_every)
-                async with asyncio.timeout(self._timeout / 2):
-                    holds = await conn.fetchval(_HOLDS, *self._parts)
-                if not holds:
-                    log.warning("%s: the lock is no longer held by this session", self.name)
-                    break
-                self._beat_at = time.monotonic()
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("%s: lease heartbeat failed: %s", self.name, exc)
-        self.held = False
-
-    async def _break_frozen_holder(self, conn: asyncpg.Connection) -> None:
+    async def _break_frozen_holder(self) -> None:
         """Terminate the holder's session if it has stopped beating (a frozen leader)."""
-        row = await conn.fetchrow(_HOLDER, *self._parts)
+        rows = await self.session.fetch(_HOLDER, *self.parts)
+        row = rows[0] if rows else None
         if row is None or row["state"] == "active" or row["idle_s"] <= self._timeout:
             return
         log.warning(
@@ -246,14 +331,4 @@ class AdvisoryLease:
             row["pid"],
             row["idle_s"],
         )
-        await conn.fetchval("SELECT pg_terminate_backend($1)", row["pid"])
-
-    async def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None or conn.is_closed():
-            return
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(2):
-                await conn.close()
-        if not conn.is_closed():
-            conn.terminate()
+        await self.session.fetchval("SELECT pg_terminate_backend($1)", row["pid"])

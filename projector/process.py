@@ -15,7 +15,7 @@ from common.settings import Settings
 from projector.consumer import Consumer
 from projector.failures import FailureLog
 from projector.feed import LogFeed
-from projector.leadership import AdvisoryLease
+from projector.leadership import AdvisoryLease, LeaseSession, lease_session_name
 from projector.membership import Membership
 from projector.runner import ConsumerRunner, Outcome, RunnerConfig
 from projector.wakeup import NotifyListener, Wakeup
@@ -31,9 +31,11 @@ def make_runner(
     wakeup: Wakeup,
     feed: LogFeed | None = None,
     membership: Membership | None = None,
+    leases: LeaseSession | None = None,
 ) -> ConsumerRunner:
     """A runner for ``consumer``, configured from ``settings``, reading through ``feed``
-    (the process's shared reader; default: one of its own)."""
+    (the process's shared reader; default: one of its own), its lease held on ``leases``
+    (the process's lease session; default: one of its own)."""
     poll = settings.seconds.projector_poll_interval
     return ConsumerRunner(
         consumer=consumer,
@@ -43,12 +45,22 @@ def make_runner(
             consumer.name,
             retry_interval=poll,
             lease_timeout=settings.seconds.projector_lease_timeout,
+            session=leases,
         ),
         failures=failures,
         wakeup=wakeup,
         config=RunnerConfig(batch_size=settings.projector_batch_size, poll_interval=poll),
         feed=feed,
         membership=membership,
+    )
+
+
+def process_leases(settings: Settings) -> LeaseSession:
+    """The session that holds the leases of one projector process."""
+    return LeaseSession(
+        settings.asyncpg_dsn,
+        lease_session_name(),
+        lease_timeout=settings.seconds.projector_lease_timeout,
     )
 
 
@@ -77,7 +89,10 @@ class Projector:
         failures: FailureLog,
         consumers: Sequence[Consumer],
         services: Sequence[Service] = (),
+        leases: LeaseSession | None = None,
     ) -> None:
+        # One PostgreSQL session holds every lease of the process (projector.leadership).
+        self.leases = leases or process_leases(settings)
         self.wakeup = Wakeup()
         self.listener = NotifyListener(settings.asyncpg_dsn, NOTIFY_CHANNEL, self.wakeup)
         # One reader of the log for every runner of the process (projector.feed).
@@ -93,7 +108,9 @@ class Projector:
             else None
         )
         self.runners = [
-            make_runner(settings, pool, failures, c, self.wakeup, self.feed, self.membership)
+            make_runner(
+                settings, pool, failures, c, self.wakeup, self.feed, self.membership, self.leases
+            )
             for c in consumers
         ]
         self.services = list(services)
@@ -126,6 +143,7 @@ class Projector:
                 *tasks.values(), *services, listener, member, waker, return_exceptions=True
             )
             await self.feed.aclose()
+            await self.leases.reset()  # every lease released (each runner gave its own back)
             for task in services:
                 if not task.cancelled() and task.exception() is not None:
                     log.error("%s crashed", task.get_name(), exc_info=task.exception())

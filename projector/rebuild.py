@@ -41,13 +41,14 @@ from common.positions import ORIGIN, Position
 from common.progress import Progress
 from projector.consumer import Consumer
 from projector.errors import PoisonEvent
-from projector.leadership import lock_key
+from projector.leadership import LeaseSession, lock_key
 from projector.outbox import Batch, count_after, read_batch
 
 log = logging.getLogger(__name__)
 
 _COUNT_CAP = 1_000_000_000
 _LOCK_POLL_S = 0.2
+_LOCK_TIMEOUT_S = 10.0  # a statement on a rebuild lock session of its own, at most
 
 
 class Advance(Protocol):
@@ -202,27 +203,38 @@ async def rebuild_one(
 
 @contextlib.asynccontextmanager
 async def rebuild_lock(
-    dsn: str, name: str, *, wait_until: asyncio.Event | None = None
+    dsn: str,
+    name: str,
+    *,
+    wait_until: asyncio.Event | None = None,
+    session: LeaseSession | None = None,
 ) -> AsyncIterator[bool]:
     """Hold the rebuild lock of consumer ``name``; yields False if another holds it.
 
     With ``wait_until``, waits for the lock instead, until that event is set. The lock is
-    a session lock on a connection of its own (to ``dsn``), never a pooled one: a build
-    holds it for minutes, and the first start builds every consumer at once, which would
-    take a small pool's every connection and leave none for the builds themselves.
+    a session lock, never on a pooled connection (a build holds it for minutes, and the
+    first start builds every consumer at once, which would take a small pool's every
+    connection): on ``session`` (the process's lease session) or a connection of its own
+    (to ``dsn``).
     """
     key = lock_key(f"rebuild:{name}")
-    conn = await asyncpg.connect(dsn)
+    own = session is None
+    locks = session or LeaseSession(dsn, "cqrs-projector-rebuild", lease_timeout=_LOCK_TIMEOUT_S)
+    got = False
     try:
-        got = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+        got = bool(await locks.fetchval("SELECT pg_try_advisory_lock($1)", key))
         while not got and wait_until is not None and not wait_until.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_LOCK_POLL_S):
                     await wait_until.wait()
-            got = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+            got = bool(await locks.fetchval("SELECT pg_try_advisory_lock($1)", key))
         yield got
     finally:
-        await conn.close()  # ends the session: releases the lock
+        if own:
+            await locks.reset()  # ends the session: releases the lock
+        elif got:
+            with contextlib.suppress(Exception):  # a session gone has released it
+                await locks.fetchval("SELECT pg_advisory_unlock($1)", key)
 
 
 async def rebuild(

@@ -291,7 +291,9 @@ class ConsumerRunner:
         started = time.monotonic()
         # One lock for every segment of a consumer: the first to get it builds the copy
         # and switches it in split; the others find their checkpoint there then.
-        async with rebuild_lock(self._lease.dsn, base_name(self.name), wait_until=stop) as locked:
+        async with rebuild_lock(
+            self._lease.dsn, base_name(self.name), wait_until=stop, session=self._lease.session
+        ) as locked:
             if not locked:
                 return False  # stopping
             try:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import redis.asyncio as aioredis
 
+from common.connection_budget import pool_options, read_pool_max
 from common.db import keep_session
 from common.entities import ENTITIES
 from common.pool_metrics import PoolWatch, watch_pools
@@ -72,8 +73,9 @@ async def open_pg_pool(settings: Settings) -> asyncpg.Pool:
         # No eager connection: the server starts (and Redis reads work) while
         # PostgreSQL is down.
         min_size=0,
-        max_size=settings.db_pool_size,
+        max_size=read_pool_max(settings),
         timeout=PG_CONNECT_TIMEOUT_S,
+        **pool_options(settings),
         command_timeout=settings.seconds.statement_timeout,
         server_settings={
             **settings.pg_session_settings("cqrs-read-server"),

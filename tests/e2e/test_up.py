@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -41,6 +42,7 @@ class Running:
     output: Path
     write: str
     read: str
+    database: str  # its URL
 
     def text(self) -> str:
         return self.output.read_text(errors="replace")
@@ -67,6 +69,9 @@ def running_up(request: pytest.FixtureRequest) -> Iterator[Running]:
         "CQRS_READ_METRICS_PORT": str(free_port()),
         "CQRS_PROJECTOR_METRICS_PORT": str(free_port()),
         "CQRS_PROJECTOR_POLL_INTERVAL_MS": "200",
+        # Idle pooled connections closed after a second (30 by default): the idle count
+        # is reached sooner, the same count.
+        "CQRS_DB_POOL_IDLE_MS": "1000",
     }
     # Its own working directory, so a private instance (none expected here) stays out of the repo.
     workdir = Path(tempfile.mkdtemp(prefix="cqrs-up-e2e-"))
@@ -81,7 +86,7 @@ def running_up(request: pytest.FixtureRequest) -> Iterator[Running]:
             stderr=subprocess.STDOUT,
         )
     try:
-        yield Running(process, output, f"127.0.0.1:{write_port}", f"127.0.0.1:{read_port}")
+        yield Running(process, output, f"127.0.0.1:{write_port}", f"127.0.0.1:{read_port}", dsn)
     finally:
         if process.poll() is None:
             _kill_tree(process)
@@ -118,6 +123,15 @@ def test_up_serves_until_interrupted(running_up: Running) -> None:
             break
         time.sleep(0.2)
     assert "Coffee mug" in listed.stdout
+    # What it may hold at most, printed; what it holds once idle, counted.
+    assert re.search(
+        r"connections at most: write server 1 x 20 \+ read server 1 x 10 \+ projector 1 x 13 = 43",
+        up.text(),
+    ), up.text()
+    deadline = time.monotonic() + 20
+    while (held := _connections(up)) > IDLE_CONNECTIONS_MAX:
+        assert time.monotonic() < deadline, f"{held} connections held while idle"
+        time.sleep(0.5)
 
     up.process.send_signal(signal.SIGINT)
     assert up.process.wait(timeout=60) == 0, up.text()
@@ -161,6 +175,7 @@ def test_up_with_two_projectors_shares_the_consumers(running_up: Running) -> Non
     ]
     assert len(ports) == 2, up.text()
     assert len(_children(up.process.pid)) == 4, up.text()  # two servers, two projectors
+    assert "projector 2 x 13 = 56" in up.text(), up.text()
     deadline = time.monotonic() + 60
     while True:
         leads = [led(port) for port in ports]
@@ -172,6 +187,26 @@ def test_up_with_two_projectors_shares_the_consumers(running_up: Running) -> Non
         time.sleep(0.3)
     up.process.send_signal(signal.SIGINT)
     assert up.process.wait(timeout=60) == 0, up.text()
+
+
+IDLE_CONNECTIONS_MAX = 12  # an idle `make run`, every process and pool counted
+
+
+def _connections(up: Running) -> int:
+    """The PostgreSQL connections to the system's database now."""
+    dsn = up.database
+
+    async def count() -> int:
+        conn = await asyncpg.connect(f"{dsn.rsplit('/', 1)[0]}/postgres")
+        try:
+            found = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", dsn.rsplit("/", 1)[1]
+            )
+            return int(found)
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
 
 
 def _wait_until_serving(up: Running) -> None:

@@ -53,12 +53,15 @@ class System:
     def read(self) -> str:
         return f"127.0.0.1:{self.read_port}"
 
-    def start(self, kind: str, name: str | None = None) -> Process:
-        """Start a process of ``kind`` (write, read, projector) under ``name``."""
+    def start(
+        self, kind: str, name: str | None = None, env: dict[str, str] | None = None
+    ) -> Process:
+        """Start a process of ``kind`` (write, read, projector) under ``name``, with ``env``
+        over the system's environment."""
         name = name or kind
         self._started += 1
         log = self.logs / f"{name}.{self._started}.log"
-        process = start(_COMMANDS[kind], self.env, log)
+        process = start(_COMMANDS[kind], {**self.env, **(env or {})}, log)
         self.processes[name] = process
         if kind in ("write", "read"):
             wait_serving(self.write if kind == "write" else self.read, process)

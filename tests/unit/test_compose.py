@@ -145,3 +145,24 @@ def test_mounts_exist_and_dependencies_are_services(compose: dict[str, Any]) -> 
     )
     dashboards_at = provisioned["providers"][0]["options"]["path"]
     assert f"./deploy/grafana/dashboards:{dashboards_at}:ro" in services["grafana"]["volumes"]
+
+
+def test_the_pgbouncer_override_is_valid_and_routes_only_the_servers(
+    schema: dict[str, Any], compose: dict[str, Any]
+) -> None:
+    """deploy/compose/pgbouncer.yml (over docker-compose.yml): a valid compose file, whose
+    variables are settings, sending the servers (cache off) through PgBouncer and leaving
+    the projector (session locks, LISTEN) on PostgreSQL."""
+    override: dict[str, Any] = yaml.safe_load(
+        (ROOT / "deploy" / "compose" / "pgbouncer.yml").read_text()
+    )
+    assert _errors(schema, override) == []
+    services = override["services"]
+    for name in ("write-server", "read-server"):
+        env = services[name]["environment"]
+        assert set(env) <= set(_ENV_FIELDS)
+        assert "@pgbouncer:" in env["CQRS_DATABASE_URL"]
+        assert env["CQRS_DB_STATEMENT_CACHE_SIZE"] == "0"
+        assert name in compose["services"]
+    assert "projector" not in services
+    assert services["pgbouncer"]["depends_on"]["postgres"]["condition"] == "service_healthy"

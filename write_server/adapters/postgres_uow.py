@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 import orjson
 
+from common.connection_budget import pool_options, write_pool_max
 from common.db import keep_session
 from common.events import CUSTOMER_FIELDS, NOTIFY_CHANNEL, PRODUCT_FIELDS
 from common.positions import Position
@@ -59,8 +60,9 @@ async def open_pool(settings: Settings) -> asyncpg.Pool:
     pool: asyncpg.Pool = await asyncpg.create_pool(
         settings.asyncpg_dsn,
         min_size=0,
-        max_size=settings.db_pool_size * 2,
+        max_size=write_pool_max(settings),
         timeout=CONNECT_TIMEOUT_S,
+        **pool_options(settings),
         server_settings=settings.pg_session_settings("cqrs-write-server"),
         reset=keep_session,
     )
