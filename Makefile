@@ -9,7 +9,7 @@ BENCH_ARGS ?=
 # e.g. `make run RUN_ARGS=--prometheus`
 RUN_ARGS ?=
 
-.PHONY: install proto proto-check migrate run test test-unit test-integration test-e2e test-faults lint format \
+.PHONY: install proto proto-check migrate run test test-unit test-integration test-e2e test-faults test-cluster lint format \
         seed verify status rebuild-projections rebuild-products rebuild-customers rebuild-orders rebuild-analytics \
         bench bench-data clean
 
@@ -74,6 +74,9 @@ test-e2e: $(STAMP)
 
 test-faults: $(STAMP)
 	$(BIN)/pytest tests/faults $(PYTEST_ARGS)
+
+test-cluster: $(STAMP)
+	$(BIN)/pytest tests/cluster $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

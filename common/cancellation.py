@@ -11,6 +11,7 @@ stops there (``Task.cancelling()`` still counts the request).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 
 def raise_if_cancelled() -> None:
@@ -18,3 +19,12 @@ def raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def cancel_and_wait(task: asyncio.Task[object] | None) -> None:
+    """Cancel a background task (if any) and wait until it has ended."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -80,6 +80,22 @@ PROJECTOR_PROCESSES = Gauge(
 PROJECTOR_SHARE = Gauge(
     "cqrs_projector_share", "How many consumers this projector process may lead (fair share)"
 )
+# The read server's PostgreSQL reads by database, and its streaming replica (if any).
+DB_READS = Counter(
+    "cqrs_db_reads_total",
+    "Read-model, search, history and analytics calls by database",
+    ["database"],
+)
+REPLICA_LAG_BYTES = Gauge(
+    "cqrs_read_replica_lag_bytes", "WAL the read replica has not replayed yet (bytes)"
+)
+REPLICA_LAG_SECONDS = Gauge(
+    "cqrs_read_replica_lag_seconds",
+    "How long ago the primary stood where the read replica's replay stands now",
+)
+REPLICA_IN_ROTATION = Gauge(
+    "cqrs_read_replica_in_rotation", "1 while the read replica answers (0: the primary does)"
+)
 OUTBOX_BACKLOG = Gauge(
     "cqrs_outbox_backlog_events",
     "Committed events the slowest projection has not applied yet (capped at 10 million)",

@@ -22,6 +22,7 @@ class Seconds:
 
     statement_timeout: float
     db_pool_idle: float
+    read_replica_max_lag: float
     consistency_wait_max: float
     projector_poll_interval: float
     projector_lease_timeout: float
@@ -65,6 +66,10 @@ class Settings:
     # asyncpg's prepared-statement cache per connection; 0 behind PgBouncer < 1.21 in
     # transaction mode (a statement prepared on one server connection is not on the next).
     db_statement_cache_size: int = 100
+    # A streaming replica the read server reads the read models, search, history and the
+    # analytics from (empty: the primary); out of rotation when it lags more than this.
+    read_database_url: str = ""
+    read_replica_max_lag_ms: int = 5000
     # Idle-in-transaction sessions hold back the projector's safe horizon: kill them.
     idle_in_transaction_timeout_ms: int = 5000
     statement_timeout_ms: int = 10000
@@ -218,6 +223,11 @@ class Settings:
         return to_plain_dsn(self.database_url)
 
     @property
+    def read_replica_dsn(self) -> str | None:
+        """The streaming replica's URL for asyncpg, if one is configured."""
+        return to_plain_dsn(self.read_database_url) if self.read_database_url else None
+
+    @property
     def sqlalchemy_url(self) -> str:
         """The database URL with the ``+asyncpg`` driver SQLAlchemy needs."""
         return "postgresql+asyncpg://" + self.asyncpg_dsn.split("://", 1)[1]
@@ -272,6 +282,8 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CQRS_DB_POOL_SIZE": ("db_pool_size", int),
     "CQRS_DB_POOL_IDLE_MS": ("db_pool_idle_ms", int),
     "CQRS_DB_STATEMENT_CACHE_SIZE": ("db_statement_cache_size", int),
+    "CQRS_READ_DATABASE_URL": ("read_database_url", str),
+    "CQRS_READ_REPLICA_MAX_LAG_MS": ("read_replica_max_lag_ms", int),
     "CQRS_IDLE_IN_TRANSACTION_TIMEOUT_MS": ("idle_in_transaction_timeout_ms", int),
     "CQRS_STATEMENT_TIMEOUT_MS": ("statement_timeout_ms", int),
     "CQRS_CONSISTENCY_WAIT_MAX_MS": ("consistency_wait_max_ms", int),

@@ -17,7 +17,7 @@ from common.redis_client import redis_client
 from common.settings import Settings
 from read_server.history.limits import HistoryLimits
 from read_server.reads import Reads
-from read_server.sources.base import SourceSet
+from read_server.sources.base import QuerySource, SourceSet
 from read_server.sources.change_feed import ChangeFeed
 from read_server.sources.head import LogHead
 from read_server.sources.near_cache import Shelf
@@ -28,6 +28,7 @@ from read_server.sources.postgres import (
     PostgresSource,
 )
 from read_server.sources.projection import ProjectionSource
+from read_server.sources.replica import ReplicaRouter, Routed, RoutedSource
 
 PG_CONNECT_TIMEOUT_S = 5.0
 CLOSE_TIMEOUT_S = 3.0
@@ -41,9 +42,11 @@ class App:
     pg_pool: asyncpg.Pool
     redis: aioredis.Redis
     sources: SourceSet
-    reads: Reads
+    reads: Reads | Routed[Reads]
     change_feed: ChangeFeed | None = None
     pools: PoolWatch | None = None
+    replica_pool: asyncpg.Pool | None = None
+    router: ReplicaRouter | None = None
     _closed: bool = field(default=False, repr=False)
 
     async def close(self) -> None:
@@ -54,7 +57,10 @@ class App:
             self.pools.close()
         if self.change_feed is not None:
             await self.change_feed.close()
-        await asyncio.gather(_close_pool(self.pg_pool), self.redis.aclose())
+        if self.router is not None:
+            await self.router.close()
+        pools = [self.pg_pool, *([self.replica_pool] if self.replica_pool else [])]
+        await asyncio.gather(*(_close_pool(p) for p in pools), self.redis.aclose())
 
 
 async def _close_pool(pool: asyncpg.Pool) -> None:
@@ -66,10 +72,11 @@ async def _close_pool(pool: asyncpg.Pool) -> None:
         pool.terminate()
 
 
-async def open_pg_pool(settings: Settings) -> asyncpg.Pool:
-    """The asyncpg pool both PostgreSQL sources share (read-only sessions)."""
+async def open_pg_pool(settings: Settings, dsn: str | None = None) -> asyncpg.Pool:
+    """The asyncpg pool both PostgreSQL sources share (read-only sessions), on the primary
+    or on ``dsn`` (the read replica)."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        settings.asyncpg_dsn,
+        dsn or settings.asyncpg_dsn,
         # No eager connection: the server starts (and Redis reads work) while
         # PostgreSQL is down.
         min_size=0,
@@ -108,12 +115,29 @@ async def bootstrap(settings: Settings) -> App:
         feed = ChangeFeed(settings.redis_url, client, settings.redis_prefix, shelves)
         feed.listen(projection.heard)
         feed.start()
+    limits = HistoryLimits.from_settings(settings)
     read_model = PostgresSource(pg_pool, READ_MODEL, READ_MODEL_CHECKPOINTS, head.check)
+    on_primary = Reads(pg_pool, read_model, limits)
+    reads: Reads | Routed[Reads] = on_primary
+    routed_model: QuerySource = read_model
+    replica_pool, router = None, None
+    if settings.read_replica_dsn:
+        # The read models, search, history and analytics from the replica while it keeps
+        # up; the write model (the baseline: live tables) always from the primary.
+        replica_pool = await open_pg_pool(settings, settings.read_replica_dsn)
+        router = ReplicaRouter(
+            pg_pool, replica_pool, max_lag_s=settings.seconds.read_replica_max_lag
+        )
+        on_replica = PostgresSource(replica_pool, READ_MODEL, READ_MODEL_CHECKPOINTS, head.check)
+        routed_model = RoutedSource(Routed(router, on_replica, read_model))
+        reads = Routed(router, Reads(replica_pool, on_replica, limits), on_primary)
+        await router.measure()
+        router.start()
     sources = SourceSet(
         projection=projection,
-        read_model=read_model,
+        read_model=routed_model,
         write_model=PostgresSource(pg_pool, WRITE_MODEL),
     )
-    pools = watch_pools(pg={"read": pg_pool}, redis={"read": client})
-    reads = Reads(pg_pool, read_model, HistoryLimits.from_settings(settings))
-    return App(settings, pg_pool, client, sources, reads, feed, pools)
+    pg = {"read": pg_pool, **({"read-replica": replica_pool} if replica_pool else {})}
+    pools = watch_pools(pg=pg, redis={"read": client})
+    return App(settings, pg_pool, client, sources, reads, feed, pools, replica_pool, router)

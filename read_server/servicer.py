@@ -25,6 +25,7 @@ from read_server.reads import Reads
 from read_server.requests import RequestParser
 from read_server.search.rpcs import SearchRpcs
 from read_server.sources.base import Page, SourceSet
+from read_server.sources.replica import Routed
 from read_server.webhooks.rpcs import WebhookRpcs
 from read_server.wire import list_response
 
@@ -37,7 +38,10 @@ class QueryServicer(HistoryRpcs, AnalyticsRpcs, SearchRpcs, WebhookRpcs):
     their mixins (one module each)."""
 
     def __init__(
-        self, sources: SourceSet, consistency_wait_max_s: float, reads: Reads | None = None
+        self,
+        sources: SourceSet,
+        consistency_wait_max_s: float,
+        reads: Reads | Routed[Reads] | None = None,
     ) -> None:
         self._sources = sources
         self._max_wait_s = consistency_wait_max_s
@@ -46,9 +50,12 @@ class QueryServicer(HistoryRpcs, AnalyticsRpcs, SearchRpcs, WebhookRpcs):
 
     @property
     def _reads(self) -> Reads:
-        if self._maybe_reads is None:
+        """The reads over the database that answers now (the primary, or the replica while
+        it is in rotation): take them once per request, so all of it reads one database."""
+        reads = self._maybe_reads
+        if reads is None:
             raise RuntimeError("this servicer was built without PostgreSQL reads")
-        return self._maybe_reads
+        return reads.now() if isinstance(reads, Routed) else reads
 
     def _wait_budget(self, context: grpc.aio.ServicerContext) -> float:
         return wait_budget(context, self._max_wait_s)

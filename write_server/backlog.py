@@ -13,10 +13,9 @@ built are left out; before any is built, every committed event is backlog.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
-from common.cancellation import raise_if_cancelled
+from common.cancellation import cancel_and_wait, raise_if_cancelled
 from common.event_log import Executor, count_all_after
 from common.metrics import OUTBOX_BACKLOG
 from common.positions import ORIGIN
@@ -56,10 +55,7 @@ class Backlog:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while True:

@@ -97,6 +97,31 @@ class PrivatePostgres:
         )
         self._running = True
 
+    def replica(self, data_dir: Path, log_file: Path, port: int) -> PrivatePostgres:
+        """A streaming replica of this running cluster in ``data_dir`` (``pg_basebackup -R``:
+        a base backup that starts as a standby following this one), not started yet."""
+        user = _service_user()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.chmod(0o700)
+        _chown(data_dir, user)
+        log_file.touch()
+        _chown(log_file, user)
+        standby = PrivatePostgres(
+            self.bin_dir, data_dir, log_file, self.host, port, name="PostgreSQL replica"
+        )
+        standby._run(
+            "pg_basebackup",
+            "-D", str(data_dir),
+            "-h", self.host,
+            "-p", str(self.port),
+            "-U", "postgres",
+            "-R",  # standby.signal and primary_conninfo: it follows this cluster
+            "-X", "stream",
+            "-c", "fast",
+            user=user,
+        )  # fmt: skip
+        return standby
+
     def stop(self) -> None:
         """Fast shutdown (rolls back open transactions), waiting until it is down."""
         if not self._running:

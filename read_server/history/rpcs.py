@@ -64,8 +64,9 @@ class HistoryRpcs(RpcMixin):
         except InvalidHistoryToken:
             p.bad("page_token", "is not a page token issued by this server for this aggregate")
         p.done()
-        pool = self._reads.pool
-        page = _Page(size, self._reads.history.page_max_bytes)
+        reads = self._reads  # one database for the whole request
+        pool = reads.pool
+        page = _Page(size, reads.history.page_max_bytes)
         version = after
         while True:
             wanted = min(size - len(page.events), FETCH_ROWS) + 1
@@ -111,10 +112,11 @@ class HistoryRpcs(RpcMixin):
         at = as_of_time(p, request.as_of if request.HasField("as_of") else None)
         p.done()
         name = kind.lower()
-        limits = self._reads.history
+        reads = self._reads  # one database for the whole request
+        limits = reads.history
         async with (
             limits.replay_turn(self._wait_budget(context)),
-            self._reads.pool.acquire() as conn,
+            reads.pool.acquire() as conn,
             # One snapshot: an order reads its own events and then its customer's.
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):

@@ -48,8 +48,9 @@ class SearchRpcs(RpcMixin):
         freshness = p.freshness(request.consistency_token, self._wait_budget(context))
         p.done()
         assert query is not None  # p.done() raised otherwise
-        await self._reads.read_model.ready(target.entity, freshness)
-        page = await search_page(self._reads.pool, target, query, size, after)
+        reads = self._reads  # the token waited for and the rows read on one database
+        await reads.read_model.ready(target.entity, freshness)
+        page = await search_page(reads.pool, target, query, size, after)
         digest = query_digest(target.entity, query)
         token = "" if page.next is None else encode_search_token(digest, page.next)
         # Search responses have the List*Response layout (documents = 1, token = 2).

@@ -9,20 +9,13 @@ them too).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from common.db import migrate
-from common.settings import Settings
-from cqrs.instances import (
-    Lookup,
-    PrivatePostgres,
-    find_postgres_bin,
-    free_port,
-)
+from cqrs.instances import PrivatePostgres
+from tests.support.private_postgres import started
 
 pytestmark = pytest.mark.faults
 
@@ -30,17 +23,8 @@ pytestmark = pytest.mark.faults
 @pytest.fixture
 def private_postgres(scratch: Path) -> Iterator[PrivatePostgres]:
     """A PostgreSQL cluster of our own (initdb), with the ``cqrs`` database migrated."""
-    bin_dir = find_postgres_bin(Lookup())
-    if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries are not installed: the test needs its own")
-    server = PrivatePostgres(
-        bin_dir, scratch / "postgres", scratch / "postgres.log", "127.0.0.1", free_port()
-    )
-    server.url = f"postgresql://postgres@127.0.0.1:{server.port}/cqrs"
-    server.start()
+    server = started(scratch)
     try:
-        settings = Settings(database_url=server.url)
-        asyncio.run(migrate(settings.asyncpg_dsn, settings.sqlalchemy_url))
         yield server
     finally:
         server.stop()

@@ -9,7 +9,6 @@ import asyncio
 import dataclasses
 import io
 import time
-import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,6 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from prometheus_client.parser import text_string_to_metric_families
 
 from common import events as ev
 from common.settings import Settings
@@ -35,6 +33,7 @@ from tests.support.projector import (
     projection,
     wait_applied,
 )
+from tests.support.scrape import scrape
 from tests.support.servers import env_for, free_port, start
 from write_server.bootstrap import bootstrap as bootstrap_write
 from write_server.bootstrap import command_service
@@ -175,15 +174,6 @@ async def test_self_healing_rebuild_sets_the_rebuild_gauges(app: App) -> None:
     assert of("cqrs_projection_rebuilds_total", name) == rebuilds + 1
     assert of("cqrs_projection_rebuild_progress", name) == 1
     assert of("cqrs_projection_rebuilding", name) == 0
-
-
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 async def scraped_leader(port: int, name: str) -> float | None:

@@ -1,0 +1,38 @@
+"""Fixtures of the scale-out suite: local engines of our own (a PostgreSQL primary and its
+streaming replica), started from the installed binaries (skipped with the reason where
+there are none); the shared servers are never reconfigured."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cqrs.instances import PrivatePostgres, free_port
+from tests.support.private_postgres import started
+
+pytestmark = pytest.mark.cluster
+
+
+@dataclass(frozen=True, slots=True)
+class Replicated:
+    primary: PrivatePostgres
+    replica: PrivatePostgres
+
+
+@pytest.fixture
+def replicated(scratch: Path) -> Iterator[Replicated]:
+    """A primary of our own (the ``cqrs`` database migrated) and a streaming replica of it."""
+    primary = started(scratch, "primary")
+    replica: PrivatePostgres | None = None
+    try:
+        replica = primary.replica(scratch / "replica", scratch / "replica.log", free_port())
+        replica.url = f"postgresql://postgres@127.0.0.1:{replica.port}/cqrs"
+        replica.start()
+        yield Replicated(primary, replica)
+    finally:
+        if replica is not None:
+            replica.stop()
+        primary.stop()

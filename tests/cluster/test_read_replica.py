@@ -1,0 +1,139 @@
+"""The read server on a PostgreSQL streaming replica (``CQRS_READ_DATABASE_URL``): read
+models answered from the replica, a consistency token never answered stale however far
+behind the replica replays (``recovery_min_apply_delay``), the primary answering while the
+replica lags beyond the bound or is down."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+
+from common.pb.shop.v1 import command_service_pb2 as cpb
+from common.pb.shop.v1 import command_service_pb2_grpc as cpb_grpc
+from common.pb.shop.v1 import query_service_pb2 as qpb
+from common.pb.shop.v1 import query_service_pb2_grpc as qpb_grpc
+from common.settings import Settings
+from tests.cluster.conftest import Replicated
+from tests.support.scrape import scrape
+from tests.support.servers import free_port
+from tests.support.system import System
+
+pytestmark = pytest.mark.cluster
+
+
+def _reads(port: int, database: str) -> float:
+    return scrape(port).get(("cqrs_db_reads_total", (("database", database),)), 0.0)
+
+
+def _in_rotation(port: int) -> float:
+    return scrape(port).get(("cqrs_read_replica_in_rotation", ()), -1.0)
+
+
+def _until(what: str, check: object, within: float) -> None:
+    deadline = time.monotonic() + within
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def _apply_delay(url: str, delay: str) -> None:
+    """Make the replica replay only WAL older than ``delay`` (its own server: allowed)."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(url.rsplit("/", 1)[0] + "/postgres")
+        try:
+            await conn.execute(f"ALTER SYSTEM SET recovery_min_apply_delay = '{delay}'")
+            await conn.execute("SELECT pg_reload_conf()")
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def test_reads_from_the_replica_never_behind_a_token(
+    settings: Settings, replicated: Replicated, tmp_path: Path
+) -> None:
+    on_primary = dataclasses.replace(settings, database_url=replicated.primary.url)
+    metrics = free_port()
+    system = System(
+        on_primary,
+        tmp_path,
+        {"CQRS_CONSISTENCY_WAIT_MAX_MS": "8000", "CQRS_PROJECTOR_POLL_INTERVAL_MS": "100"},
+    )
+    replica_env = {
+        "CQRS_READ_DATABASE_URL": replicated.replica.url,
+        "CQRS_READ_REPLICA_MAX_LAG_MS": "4000",
+        "CQRS_READ_METRICS_PORT": str(metrics),
+    }
+    try:
+        system.start("write")
+        system.start("projector")
+        system.start("read", env=replica_env)
+        _until("replica in rotation", lambda: _in_rotation(metrics) == 1, 30)
+        with (
+            grpc.insecure_channel(system.write) as w,
+            grpc.insecure_channel(system.read) as r,
+        ):
+            write, read = cpb_grpc.CommandServiceStub(w), qpb_grpc.QueryServiceStub(r)
+            created = write.CreateProduct(
+                cpb.CreateProductRequest(name="mug", price_cents=100, currency="EUR", stock=5),
+                timeout=30,
+            )
+
+            def update_and_read(n: int) -> tuple[int, float]:
+                """Rename, then read it back with the reply's token: (version seen, seconds)."""
+                reply = write.UpdateProduct(
+                    cpb.UpdateProductRequest(id=created.id, name=f"mug {n}"), timeout=30
+                )
+                started = time.monotonic()
+                got = read.GetProduct(
+                    qpb.GetProductRequest(
+                        id=created.id,
+                        source=qpb.SOURCE_READ_MODEL,
+                        consistency_token=reply.consistency_token,
+                    ),
+                    timeout=30,
+                )
+                assert got.name == f"mug {n}", f"stale: {got.name!r} after renaming to mug {n}"
+                return got.version, time.monotonic() - started
+
+            before = _reads(metrics, "replica")
+            for n in range(5):
+                update_and_read(n)
+            assert _reads(metrics, "replica") >= before + 5  # the replica answered
+
+            # The replica replays 1.5 s late: still within the 4 s bound, so it answers,
+            # and every read waits for its token there instead of answering stale.
+            _apply_delay(replicated.replica.url, "1500ms")
+            before = _reads(metrics, "replica")
+            waited = [update_and_read(n)[1] for n in range(5, 10)]
+            assert _reads(metrics, "replica") >= before + 5
+            assert max(waited) >= 1.0, waited  # the token was waited for on the replica
+
+            # 6 s late: beyond the bound, out of rotation; the primary answers at once.
+            _apply_delay(replicated.replica.url, "6s")
+            for n in range(10, 14):
+                update_and_read(n)
+                time.sleep(0.5)
+            _until("replica out of rotation", lambda: _in_rotation(metrics) == 0, 20)
+            before = _reads(metrics, "primary")
+            waited = [update_and_read(n)[1] for n in range(14, 18)]
+            assert _reads(metrics, "primary") >= before + 4
+            assert max(waited) < 1.0, waited
+
+            # The replica stopped: the primary goes on answering.
+            replicated.replica.stop()
+            for n in range(18, 21):
+                update_and_read(n)
+            assert _in_rotation(metrics) == 0
+            lag = scrape(metrics)
+            assert ("cqrs_read_replica_lag_bytes", ()) in lag
+    finally:
+        codes = system.stop_all()
+    assert set(codes.values()) == {0}, f"{codes}\n{system.log_tails()}"
