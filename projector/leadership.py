@@ -144,7 +144,9 @@ class LeaseSession:
         async with self._turn:
             if not self.connected:
                 self._conn = await asyncpg.connect(
-                    self.dsn, server_settings={"application_name": self._name}
+                    self.dsn,
+                    timeout=self._timeout,
+                    server_settings={"application_name": self._name},
                 )
                 self.epoch += 1
             assert self._conn is not None

@@ -28,7 +28,7 @@ from read_server.sources.postgres import (
     PostgresSource,
 )
 from read_server.sources.projection import ProjectionSource
-from read_server.sources.replica import ReplicaRouter, Routed, RoutedSource
+from read_server.sources.replica import ReplicaCommits, ReplicaRouter, Routed, RoutedSource
 
 PG_CONNECT_TIMEOUT_S = 5.0
 CLOSE_TIMEOUT_S = 3.0
@@ -122,8 +122,8 @@ async def bootstrap(settings: Settings) -> App:
     routed_model: QuerySource = read_model
     replica_pool, router = None, None
     if settings.read_replica_dsn:
-        # The read models, search, history and analytics from the replica while it keeps
-        # up; the write model (the baseline: live tables) always from the primary.
+        # The read models, search, history, analytics and the write model from the replica
+        # while it keeps up; a token waited for there (checkpoints, or the transaction).
         replica_pool = await open_pg_pool(settings, settings.read_replica_dsn)
         router = ReplicaRouter(
             pg_pool, replica_pool, max_lag_s=settings.seconds.read_replica_max_lag
@@ -133,10 +133,15 @@ async def bootstrap(settings: Settings) -> App:
         reads = Routed(router, Reads(replica_pool, on_replica, limits), on_primary)
         await router.measure()
         router.start()
+    write_model: QuerySource = PostgresSource(pg_pool, WRITE_MODEL)
+    if replica_pool is not None and router is not None:
+        commits = ReplicaCommits(replica_pool, head.check)
+        on_replica_tables = PostgresSource(replica_pool, WRITE_MODEL, replayed=commits.wait)
+        write_model = RoutedSource(Routed(router, on_replica_tables, write_model))
     sources = SourceSet(
         projection=projection,
         read_model=routed_model,
-        write_model=PostgresSource(pg_pool, WRITE_MODEL),
+        write_model=write_model,
     )
     pg = {"read": pg_pool, **({"read-replica": replica_pool} if replica_pool else {})}
     pools = watch_pools(pg=pg, redis={"read": client})

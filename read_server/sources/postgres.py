@@ -17,7 +17,7 @@ write model is the truth: built without ``checkpoints``, it never waits.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +98,8 @@ READ_MODEL_CHECKPOINTS = {
 }
 
 _CHECKPOINT = "SELECT xid, seq FROM read.projection_checkpoints WHERE projection = $1"
+# Waits until the database answering has the token's transaction (a replica: replayed).
+Replayed = Callable[[Freshness], Awaitable[None]]
 _BEING_BUILT = NotReady("is being built from the event log; retry shortly")
 
 
@@ -111,8 +113,12 @@ class PostgresSource:
         queries: Queries,
         checkpoints: Mapping[str, str] | None = None,
         check_head: HeadCheck | None = None,
+        replayed: Replayed | None = None,
     ) -> None:
         self._pool = pool
+        # The write model on a read replica: a token is reached once the replica has
+        # replayed its transaction (read_server.sources.replica.ReplicaCommits).
+        self._replayed = replayed
         self._queries = queries
         self._checkpoints = dict(checkpoints or {})
         self._built: set[str] = set()  # projections seen built (they stay built)
@@ -159,7 +165,11 @@ class PostgresSource:
         """Once the projection behind ``entity`` (a key of the checkpoints given) is built,
         and has reached the token if there is one; UNAVAILABLE when the wait is spent."""
         projection = self._checkpoints.get(entity)
-        if projection is None or (freshness.position is None and projection in self._built):
+        if projection is None:
+            if self._replayed is not None:
+                await self._replayed(freshness)
+            return
+        if freshness.position is None and projection in self._built:
             return
         wanted = freshness.position
 

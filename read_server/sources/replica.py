@@ -26,8 +26,10 @@ import asyncpg
 
 from common.cancellation import cancel_and_wait, raise_if_cancelled
 from common.entities import Entity
+from common.errors import Unavailable
 from common.metrics import DB_READS, REPLICA_IN_ROTATION, REPLICA_LAG_BYTES, REPLICA_LAG_SECONDS
 from read_server.sources.base import Freshness, Page, PageRequest, QuerySource, Where
+from read_server.sources.waiting import POLL_INTERVAL_S, HeadCheck
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ _REPLICA_STATE = """
 SELECT pg_is_in_recovery() AS standby, pg_last_wal_replay_lsn()::text AS replayed
 """
 _PRIMARY_LSN = "SELECT pg_current_wal_lsn()::text"
+# Whether this server's snapshot sees transaction $1 committed (on a replica: replayed).
+_VISIBLE = "SELECT pg_visible_in_snapshot($1::bigint::text::xid8, pg_current_snapshot())"
 
 T = TypeVar("T")
 
@@ -138,6 +142,40 @@ class ReplicaRouter:
     async def close(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task)
+
+
+class ReplicaCommits:
+    """The write model read on the replica (the live tables, replicated): a consistency
+    token is reached once the replica has replayed the token's transaction (visible in its
+    snapshot), waited for like a projection's checkpoint, within the request's budget."""
+
+    def __init__(self, replica: asyncpg.Pool, check_head: HeadCheck) -> None:
+        self._replica = replica
+        self._check_head = check_head
+
+    async def wait(self, freshness: Freshness) -> None:
+        wanted = freshness.position
+        if wanted is None or await self._replayed(wanted.xid):
+            return
+        budget = asyncio.timeout(freshness.max_wait_s)
+        try:
+            async with budget:
+                await self._check_head(wanted)  # a token from the future: INVALID_ARGUMENT
+                while True:
+                    await asyncio.sleep(POLL_INTERVAL_S)
+                    if await self._replayed(wanted.xid):
+                        return
+        except TimeoutError:
+            if not budget.expired():
+                raise
+        waited_ms = max(0, round(freshness.max_wait_s * 1000))
+        raise Unavailable(
+            f"the read replica has not replayed the consistency token's transaction within "
+            f"{waited_ms} ms"
+        )
+
+    async def _replayed(self, xid: int) -> bool:
+        return bool(await self._replica.fetchval(_VISIBLE, xid))
 
 
 class Routed(Generic[T]):
