@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 import time
 from pathlib import Path
 
@@ -139,6 +140,102 @@ def test_reads_from_the_replica_never_behind_a_token(
             assert _in_rotation(metrics) == 0
             lag = scrape(metrics)
             assert ("cqrs_read_replica_lag_bytes", ()) in lag
+    finally:
+        codes = system.stop_all()
+    assert set(codes.values()) == {0}, f"{codes}\n{system.log_tails()}"
+
+
+PROGRAMS = 200
+
+
+def test_no_token_read_is_stale_over_random_programs(
+    settings: Settings, replicated: Replicated, tmp_path: Path
+) -> None:
+    """200 random programs (seeded: the seed is printed), each a command and reads with its
+    token from the read model and the write model, on a replica replaying 50 ms late:
+    every read shows the command's version; an order read after its customer's rename
+    shows the new name (the embed), however far the replica is behind."""
+    seed = random.randrange(1 << 30)
+    print(f"\nseed {seed}")
+    rng = random.Random(seed)
+    on_primary = dataclasses.replace(settings, database_url=replicated.primary.url)
+    metrics = free_port()
+    system = System(on_primary, tmp_path, {"CQRS_CONSISTENCY_WAIT_MAX_MS": "8000"})
+    replica_env = {
+        "CQRS_READ_DATABASE_URL": replicated.replica.url,
+        "CQRS_READ_METRICS_PORT": str(metrics),
+    }
+    _apply_delay(replicated.replica.url, "50ms")
+    sources = (qpb.SOURCE_READ_MODEL, qpb.SOURCE_WRITE_MODEL)
+    try:
+        system.start("write")
+        system.start("projector")
+        system.start("read", env=replica_env)
+        _until("replica in rotation", lambda: _in_rotation(metrics) == 1, 30)
+        with (
+            grpc.insecure_channel(system.write) as w,
+            grpc.insecure_channel(system.read) as r,
+        ):
+            write, read = cpb_grpc.CommandServiceStub(w), qpb_grpc.QueryServiceStub(r)
+            products: list[str] = []
+            customers: dict[str, list[str]] = {}  # customer -> its orders
+
+            def check(kind: str, ident: str, reply: cpb.CommandReply, **want: object) -> None:
+                for source in sources:
+                    getter = getattr(read, f"Get{kind}")
+                    request = getattr(qpb, f"Get{kind}Request")
+                    got = getter(
+                        request(id=ident, source=source, consistency_token=reply.consistency_token),
+                        timeout=30,
+                    )
+                    for field, value in want.items():
+                        assert getattr(got, field) == value, (seed, kind, source, field)
+
+            for n in range(PROGRAMS):
+                step = rng.choice(["product", "rename", "customer", "order", "recontact"])
+                if step == "product" or not products:
+                    reply = write.CreateProduct(
+                        cpb.CreateProductRequest(
+                            name=f"p{n}", price_cents=100, currency="EUR", stock=1000
+                        ),
+                        timeout=30,
+                    )
+                    products.append(reply.id)
+                    check("Product", reply.id, reply, name=f"p{n}", version=reply.version)
+                elif step == "rename":
+                    ident = rng.choice(products)
+                    reply = write.UpdateProduct(
+                        cpb.UpdateProductRequest(id=ident, name=f"p{n}"), timeout=30
+                    )
+                    check("Product", ident, reply, name=f"p{n}", version=reply.version)
+                elif step == "customer" or not customers:
+                    reply = write.CreateCustomer(
+                        cpb.CreateCustomerRequest(name=f"c{n}", email=f"c{n}@example.com"),
+                        timeout=30,
+                    )
+                    customers[reply.id] = []
+                    check("Customer", reply.id, reply, name=f"c{n}", version=reply.version)
+                elif step == "order":
+                    customer = rng.choice(list(customers))
+                    reply = write.PlaceOrder(
+                        cpb.PlaceOrderRequest(
+                            customer_id=customer,
+                            items=[cpb.PlaceOrderRequest.Item(product_id=rng.choice(products),
+                                                              quantity=1)],
+                        ),
+                        timeout=30,
+                    )  # fmt: skip
+                    customers[customer].append(reply.id)
+                    check("Order", reply.id, reply, version=reply.version)
+                else:
+                    customer = rng.choice(list(customers))
+                    reply = write.UpdateCustomer(
+                        cpb.UpdateCustomerRequest(id=customer, name=f"c{n}"), timeout=30
+                    )
+                    check("Customer", customer, reply, name=f"c{n}", version=reply.version)
+                    for order in customers[customer]:  # each shows the new name
+                        check("Order", order, reply, customer_name=f"c{n}")
+            assert _reads(metrics, "replica") >= 2 * PROGRAMS  # the replica answered them
     finally:
         codes = system.stop_all()
     assert set(codes.values()) == {0}, f"{codes}\n{system.log_tails()}"
