@@ -29,6 +29,7 @@ from bench.catalogue import ROOT
 from common.db import drop_database, migrate, split_database
 from common.events import CUSTOMER, ORDER, PRODUCT
 from common.positions import Position
+from common.redis_keys import ProjectionKeys
 from common.settings import Settings, to_environ
 
 # Which aggregate types each consumer reads (projector/projections.py, projector/analytics).
@@ -341,7 +342,7 @@ async def _checkpoint(
             "SELECT xid, seq FROM read.projection_checkpoints WHERE projection = $1", projection
         )
         return Position(row["xid"], row["seq"]) if row else None
-    base = f"{settings.redis_prefix}:{family}"
+    base = ProjectionKeys(settings.redis_prefix, family).base
     gen = await redis.get(f"{base}:active")
     if gen is None:
         return None

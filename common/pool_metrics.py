@@ -52,11 +52,26 @@ def pg_sizes(pool: PgPool) -> Sizes:
 
 
 def redis_sizes(client: RedisClient) -> Sizes:
-    """(in use, idle, max) of a redis-py client's pool (connection objects it holds)."""
+    """(in use, idle, max) of a redis-py client's pool (connection objects it holds); of a
+    Redis Cluster client, summed over its nodes' pools."""
+    nodes = getattr(client, "get_nodes", None)
+    if nodes is not None:  # redis.asyncio.cluster.RedisCluster: a pool per node
+        sizes = [_node_sizes(node) for node in nodes()]
+        return (
+            sum(s[0] for s in sizes),
+            sum(s[1] for s in sizes),
+            sum(s[2] for s in sizes),
+        )
     pool = client.connection_pool
     in_use = len(getattr(pool, "_in_use_connections", ()))
     idle = len(getattr(pool, "_available_connections", ()))
     return in_use, idle, int(getattr(pool, "max_connections", 0) or 0)
+
+
+def _node_sizes(node: Any) -> Sizes:
+    opened = len(getattr(node, "_connections", ()))
+    idle = len(getattr(node, "_free", ()))
+    return max(opened - idle, 0), idle, int(getattr(node, "max_connections", 0) or 0)
 
 
 class _Collector(Collector):

@@ -1,8 +1,9 @@
 """The Redis key layout of the projections (docs/ARCHITECTURE.md, "Redis layout").
 
-``P:proj:active`` names the generation readers and the live runner use; each
+``P:{proj}:active`` names the generation readers and the live runner use; each
 generation ``G`` keeps its own documents, indexes and checkpoint under
-``P:proj:gG:``, so a rebuild can fill a new one and switch with one SET.
+``P:{proj}:gG:``, so a rebuild can fill a new one and switch with one SET. The braces are
+a Redis Cluster hash tag: a projection's keys share one slot.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ class ProjectionKeys:
 
     @property
     def base(self) -> str:
-        return f"{self.prefix}:{self.projection}"
+        """``P:{proj}``: the braces are a Redis Cluster hash tag, so every key of a
+        projection is in one slot, and a script may touch them all (on one Redis they are
+        only part of the name)."""
+        return f"{self.prefix}:{{{self.projection}}}"
 
     @property
     def active(self) -> str:

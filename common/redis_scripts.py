@@ -1,8 +1,9 @@
 """The Lua scripts of the Redis projections (``common/lua``), for the projector and the readers.
 
-Every script takes the projection's base key ``P:proj`` (:attr:`ProjectionKeys.base`)
+Every script takes the projection's base key ``P:{proj}`` (:attr:`ProjectionKeys.base`)
 and derives a generation's keys as ``base .. ':g' .. G .. ':'``, exactly as
-:meth:`ProjectionKeys.generation` does. The readers' scripts share one prelude
+:meth:`ProjectionKeys.generation` does: all in the slot of the projection's hash tag, on
+one Redis or on one node of a cluster. The readers' scripts share one prelude
 (``read_prelude.lua``) that resolves the active generation.
 """
 

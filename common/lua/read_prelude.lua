@@ -1,6 +1,7 @@
 -- Shared start of every read (get.lua, list.lua): resolve the active generation and
 -- check it is whole and fresh enough. Generation keys are derived here, after reading
--- `active`, so a read never mixes generations (single Redis node, not Cluster).
+-- `active`, so a read never mixes generations; they share the projection's hash tag, so
+-- they are in the slot of the declared keys (one Redis, or one node of a cluster).
 -- KEYS[1]  {P}:{proj}:active      KEYS[2]  {P}:{proj}:next_gen
 -- ARGV[1]  {P}:{proj}             ARGV[2]  required checkpoint ('' = don't check)
 -- Early replies: {0, 'building'} no active generation but one is being made,

@@ -32,6 +32,7 @@ class PrivateRedis:
     port: int
     password: str | None = None
     persistent: bool = True
+    options: tuple[str, ...] = ()  # more redis-server arguments (e.g. cluster mode)
     name: str = "Redis"
     url: str = ""
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -62,6 +63,7 @@ class PrivateRedis:
             argv += ["--requirepass", self.password]
         if not self.persistent:
             argv += ["--save", ""]
+        argv += self.options
         with self.log_file.open("ab") as log:
             self._process = subprocess.Popen(
                 argv,

@@ -33,7 +33,7 @@ from common import redis_scripts
 from common.cancellation import raise_if_cancelled
 from common.changes import BadChangeMessage, ChangeMessage
 from common.positions import Position
-from common.redis_client import redis_client
+from common.redis_client import node_url, redis_client
 from common.redis_keys import ProjectionKeys
 from read_server.sources.near_cache import Shelf
 
@@ -97,7 +97,8 @@ class ChangeFeed:
         retry_s = RETRY_FIRST_S
         while True:
             raise_if_cancelled()
-            subscriber = redis_client(self._url, max_connections=1, retries=0)
+            # One node of a cluster: a PUBLISH reaches every node's subscribers.
+            subscriber = redis_client(node_url(self._url), max_connections=1, retries=0)
             self._confirmed = False
             try:
                 # _listen in the body, not a second child: on 3.11 a child failing after

@@ -155,7 +155,7 @@ async def test_projection_never_built_is_unavailable(
     loaded: Loaded, settings: Settings, redis_client: aioredis.Redis
 ) -> None:
     await redis_client.delete(
-        f"{settings.redis_prefix}:orders:active", f"{settings.redis_prefix}:orders:next_gen"
+        f"{settings.redis_prefix}:{{orders}}:active", f"{settings.redis_prefix}:{{orders}}:next_gen"
     )
     projection = loaded.app.sources.projection
     order = loaded.ds.orders[0]
@@ -174,10 +174,10 @@ async def test_projection_being_rebuilt_or_lost_is_unavailable(
     projection = loaded.app.sources.projection
     order = loaded.ds.orders[0]
     # The active generation lost its checkpoint (keys vanished): lost.
-    await redis_client.delete(f"{settings.redis_prefix}:orders:g{GENERATION}:checkpoint")
+    await redis_client.delete(f"{settings.redis_prefix}:{{orders}}:g{GENERATION}:checkpoint")
     with pytest.raises(Unavailable, match="redis:orders lost its data"):
         await projection.get(ORDERS, order.id, Freshness())
     # No active generation, but one was allocated: a rebuild is filling it.
-    await redis_client.delete(f"{settings.redis_prefix}:orders:active")
+    await redis_client.delete(f"{settings.redis_prefix}:{{orders}}:active")
     with pytest.raises(Unavailable, match="redis:orders is being rebuilt"):
         await projection.list(ORDERS, PageRequest(10), {}, Freshness())

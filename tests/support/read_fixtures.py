@@ -27,6 +27,7 @@ from common.documents import status_name, status_value, timestamp
 from common.entities import Entity
 from common.pb.shop.v1 import shop_pb2
 from common.positions import Position
+from common.redis_keys import ProjectionKeys
 from common.settings import Settings
 from read_server.bootstrap import App, bootstrap
 from read_server.sources.base import Freshness, Page, PageRequest, QuerySource, Where
@@ -293,7 +294,7 @@ async def load_redis(
     }
     pipe = client.pipeline(transaction=True)
     for projection, entries in _redis_entries(ds).items():
-        base = f"{prefix}:{projection}"
+        base = ProjectionKeys(prefix, projection).base
         for doc, indexes in entries:
             member = key_of(doc).member()
             pipe.set(f"{base}:g{generation}:doc:{doc.id}", doc.SerializeToString())
@@ -316,7 +317,8 @@ async def set_redis_checkpoint(
     position: Position,
     generation: int = GENERATION,
 ) -> None:
-    await client.set(f"{prefix}:{projection}:g{generation}:checkpoint", position.to_checkpoint())
+    keys = ProjectionKeys(prefix, projection)
+    await client.set(keys.checkpoint(generation), position.to_checkpoint())
 
 
 async def load_everywhere(settings: Settings, ds: ReadDataset) -> None:
