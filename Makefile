@@ -9,7 +9,7 @@ BENCH_ARGS ?=
 # e.g. `make run RUN_ARGS=--prometheus`
 RUN_ARGS ?=
 
-.PHONY: install proto proto-check migrate run test test-unit test-integration test-e2e test-faults test-cluster lint format \
+.PHONY: install proto proto-check migrate run run-cluster test test-unit test-integration test-e2e test-faults test-cluster lint format \
         seed verify status rebuild-projections rebuild-products rebuild-customers rebuild-orders rebuild-analytics \
         bench bench-data clean
 
@@ -33,6 +33,10 @@ migrate: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/cqrs up $(RUN_ARGS)
+
+# The scale-out topology on this machine (Redis Cluster, PostgreSQL primary + replica).
+run-cluster: $(STAMP)
+	$(BIN)/cqrs up --cluster $(RUN_ARGS)
 
 # Debian's prometheus (promtool + a real Prometheus for the observability e2e test); tests
 # skip with a clear reason where it cannot be installed.

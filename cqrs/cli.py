@@ -162,6 +162,12 @@ def _parser() -> argparse.ArgumentParser:
         help="projector processes sharing the consumers, each leading a fair share (default 1)",
     )  # fmt: skip
     up.add_argument(
+        "--cluster", action="store_true",
+        help="run the scale-out topology on this machine: a three-master Redis Cluster, a "
+        "PostgreSQL primary and a streaming replica (private, under .data/cluster), two "
+        "workers per server and two projectors",
+    )  # fmt: skip
+    up.add_argument(
         "--no-payments", action="store_true",
         help="do not start the payments sandbox (without CQRS_PAYMENTS_URL orders ship unpaid)",
     )  # fmt: skip
@@ -373,6 +379,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             prometheus_port=args.prometheus,
             sandbox=not args.no_payments,
             projectors=args.projectors,
+            cluster=args.cluster,
         )
     if command == "dashboard-png":
         import time

@@ -36,10 +36,12 @@ from cqrs.children import Child, say, stop_children, stop_on_signals, stop_timeo
 from cqrs.instances import (
     InstanceError,
     Lookup,
+    PrivateInstance,
     ServicesUnavailable,
     ensure_services,
     free_port,
 )
+from cqrs.instances.cluster import start_local_cluster
 
 HEALTH_TIMEOUT_S = 60.0
 _COMMANDS = "shop.v1.CommandService"
@@ -54,8 +56,13 @@ def up(
     prometheus_port: int | None = None,
     sandbox: bool = True,
     projectors: int = 1,
+    cluster: bool = False,
 ) -> int:
     """Run everything until interrupted; the exit code for ``cqrs up``.
+
+    ``cluster``: on the scale-out topology of :mod:`cqrs.instances.cluster` (private
+    servers under ``data_dir / "cluster"``), with two workers per server and two projectors
+    at least.
 
     ``data_dir`` (default ``./.data``) holds private PostgreSQL/Redis instances (and the
     Prometheus data); ``lookup`` says where to find their binaries (default: PATH and the
@@ -69,7 +76,11 @@ def up(
     with stop_on_signals() as stop:
         try:
             data_dir = data_dir or Path.cwd() / ".data"
-            settings, instances = ensure_services(settings, data_dir, lookup=lookup)
+            if cluster:
+                settings, instances = _on_local_cluster(settings, data_dir / "cluster", lookup)
+                projectors = max(projectors, 2)
+            else:
+                settings, instances = ensure_services(settings, data_dir, lookup=lookup)
         except ServicesUnavailable as exc:
             say(str(exc), err=True)
             return 2
@@ -87,6 +98,22 @@ def up(
             for instance in reversed(instances):
                 instance.stop()
                 say(f"cqrs up: stopped private {instance.name}")
+
+
+def _on_local_cluster(
+    settings: Settings, data_dir: Path, lookup: Lookup | None
+) -> tuple[Settings, list[PrivateInstance]]:
+    """The scale-out topology started, and the settings that use it."""
+    local = start_local_cluster(data_dir, lookup or Lookup())
+    settings = dataclasses.replace(
+        settings,
+        database_url=local.primary.url,
+        read_database_url=local.replica.url,
+        redis_url=local.redis.url,
+        write_workers=max(settings.write_workers, 2),
+        read_workers=max(settings.read_workers, 2),
+    )
+    return settings, local.instances
 
 
 def _run(
@@ -299,6 +326,11 @@ def banner(settings: Settings, children: list[Child], prometheus_url: str | None
             )
         ),
         f"  PostgreSQL    {redact(settings.asyncpg_dsn)}",
+        *(
+            [f"  read replica  {redact(settings.read_database_url)} (streaming; the read server)"]
+            if settings.read_database_url
+            else []
+        ),
         f"                connections at most: {connection_budget(settings, children)}",
         f"  Redis         {redact(settings.redis_url)} (key prefix {settings.redis_prefix!r})",
         *(

@@ -4,18 +4,16 @@ there are none); the shared servers are never reconfigured."""
 
 from __future__ import annotations
 
-import random
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from cqrs.instances import Lookup, PrivatePostgres, PrivateRedis, find_redis_server, free_port
+from cqrs.instances import Lookup, PrivatePostgres, find_redis_server, free_port
+from cqrs.instances.cluster import node_ports
+from cqrs.instances.cluster import redis_cluster as redis_cluster_nodes
 from tests.support.private_postgres import started
 
 pytestmark = pytest.mark.cluster
@@ -43,68 +41,16 @@ def replicated(scratch: Path) -> Iterator[Replicated]:
         primary.stop()
 
 
-def _cluster_port() -> int:
-    """A free port for a cluster node: at most 55535, its bus port (+10000) free too."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randint(20000, 55535)
-        if all(_free(p) for p in (port, port + 10000)):
-            return port
-    raise RuntimeError("no free port pair for a Redis Cluster node")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 @pytest.fixture
 def redis_cluster(scratch: Path) -> Iterator[str]:
     """A Redis Cluster of our own: three masters (``redis-cli --cluster create``); yields
     its ``redis+cluster://`` URL."""
-    executable = find_redis_server(Lookup())
-    cli = shutil.which("redis-cli")
-    if executable is None or cli is None:
+    lookup = Lookup()
+    if find_redis_server(lookup) is None or shutil.which("redis-cli") is None:
         pytest.skip("redis-server and redis-cli are not installed: the test needs its own")
-    nodes: list[PrivateRedis] = []
+    nodes = redis_cluster_nodes(scratch, lookup, node_ports())
     try:
-        for i in range(3):
-            node = PrivateRedis(
-                executable,
-                scratch / f"redis{i}",
-                scratch / f"redis{i}.log",
-                "127.0.0.1",
-                _cluster_port(),
-                persistent=False,
-                options=(
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", str((scratch / f"redis{i}" / "nodes.conf").resolve()),
-                    "--cluster-node-timeout", "2000",
-                ),
-            )  # fmt: skip
-            node.start()
-            nodes.append(node)
-        addresses = [f"127.0.0.1:{n.port}" for n in nodes]
-        created = subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert created.returncode == 0, created.stdout + created.stderr
-        deadline = time.monotonic() + 30
-        while True:
-            info = subprocess.run(
-                [cli, "-p", str(nodes[0].port), "cluster", "info"],
-                capture_output=True, text=True, timeout=10,
-            ).stdout  # fmt: skip
-            if "cluster_state:ok" in info:
-                break
-            assert time.monotonic() < deadline, info
-            time.sleep(0.2)
-        yield "redis+cluster://" + ",".join(addresses)
+        nodes.start()
+        yield nodes.url
     finally:
-        for node in nodes:
-            node.stop()
+        nodes.stop()

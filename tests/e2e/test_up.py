@@ -25,6 +25,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.db import drop_database
+from common.pb.shop.v1 import query_service_pb2 as qpb
+from common.pb.shop.v1 import query_service_pb2_grpc as qpb_grpc
 from cqrs import prometheus
 from cqrs.instances import free_port
 from tests.conftest import delete_redis_prefix
@@ -75,6 +77,7 @@ def running_up(request: pytest.FixtureRequest) -> Iterator[Running]:
     }
     # Its own working directory, so a private instance (none expected here) stays out of the repo.
     workdir = Path(tempfile.mkdtemp(prefix="cqrs-up-e2e-"))
+    workdir.chmod(0o755)  # private PostgreSQL servers (--cluster) run as their own user
     output = workdir / "up.log"
     with output.open("wb") as sink:
         process = subprocess.Popen(
@@ -270,3 +273,48 @@ def _kill_tree(process: subprocess.Popen[bytes]) -> None:
             os.kill(pid, signal.SIGKILL)
     process.kill()
     process.wait()
+
+
+@pytest.mark.skipif(
+    shutil.which("redis-cli") is None or shutil.which("redis-server") is None,
+    reason="redis-server and redis-cli are not installed: --cluster runs a Redis Cluster",
+)
+@pytest.mark.parametrize("running_up", [["--cluster", "--no-payments"]], indirect=True)
+def test_up_cluster_runs_the_scale_out_topology(running_up: Running) -> None:
+    """`cqrs up --cluster`: a three-master Redis Cluster, a PostgreSQL primary and its
+    streaming replica of its own, two workers per server, two projectors; a product written
+    is read back with its token from all three sources, the read models from the replica."""
+    up = running_up
+    _wait_until_serving(up)
+    text = up.text()
+    assert "started private Redis Cluster at redis+cluster://" in text, text
+    assert re.search(r"read replica\s+postgresql://", text), text
+    assert "write server 2 x 20 + read server 2 x 10 + projector 2 x 13" in text, text
+    create, _ = _printed_grpcurl_commands(up)
+    created = subprocess.run(create, capture_output=True, text=True, timeout=30)
+    assert created.returncode == 0, created.stderr
+    token = re.search(r'"consistency_token": "([^"]+)"', created.stdout)
+    assert token, created.stdout
+    with grpc.insecure_channel(up.read) as channel:
+        read = qpb_grpc.QueryServiceStub(channel)
+        for source in (qpb.SOURCE_PROJECTION, qpb.SOURCE_READ_MODEL, qpb.SOURCE_WRITE_MODEL):
+            listed = read.ListProducts(
+                qpb.ListProductsRequest(source=source, consistency_token=token.group(1)),
+                timeout=60,
+            )
+            assert [p.name for p in listed.products] == ["Coffee mug"], source
+    port = int(re.findall(r"read server .*?metrics :(\d+)", text)[0])
+    deadline = time.monotonic() + 10
+    while 'cqrs_db_reads_total{database="replica"}' not in _metrics_text(port):
+        assert time.monotonic() < deadline, "the replica answered nothing"
+        time.sleep(0.2)
+    up.process.send_signal(signal.SIGINT)
+    assert up.process.wait(timeout=90) == 0, up.text()
+    assert "stopped private Redis Cluster" in up.text()
+
+
+def _metrics_text(port: int) -> str:
+    # Each worker of the read server has its own port: the first one's is enough here,
+    # the router measures the replica in every worker.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        return str(answer.read().decode())
