@@ -70,6 +70,13 @@ class RedisClusterNodes:
     def start(self) -> None:
         """Start the nodes; join them unless they already are a cluster (their nodes.conf
         kept from an earlier run); wait until the cluster serves every slot."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # the nodes already started
+            raise
+
+    def _start(self) -> None:
         for node in self.nodes:
             node.start()
         if _field(self._info(), "cluster_known_nodes") == "1":  # not joined yet
