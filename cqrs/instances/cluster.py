@@ -60,6 +60,7 @@ class RedisClusterNodes:
 
     nodes: list[PrivateRedis]
     cli: str
+    replicas: int = 0  # per master (then ``nodes`` holds masters x (1 + replicas))
     name: str = "Redis Cluster"
     data_dir: Path = field(default_factory=Path)
     url: str = ""  # redis+cluster://node,node,node
@@ -82,21 +83,26 @@ class RedisClusterNodes:
         if _field(self._info(), "cluster_known_nodes") == "1":  # not joined yet
             addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
             created = subprocess.run(
-                [self.cli, "--cluster", "create", *addresses, "--cluster-replicas", "0",
-                 "--cluster-yes"],
+                [self.cli, "--cluster", "create", *addresses, "--cluster-replicas",
+                 str(self.replicas), "--cluster-yes"],
                 capture_output=True, text=True, timeout=60, check=False,
             )  # fmt: skip
             if created.returncode != 0:
                 raise InstanceError(f"redis-cli --cluster create failed:\n{created.stdout}")
-        deadline = time.monotonic() + START_TIMEOUT_S
+        self.wait_ok()
+
+    def wait_ok(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Until the cluster serves every slot (as one of the live nodes sees it)."""
+        deadline = time.monotonic() + timeout
         while "cluster_state:ok" not in self._info():
             if time.monotonic() > deadline:
                 raise InstanceError(f"the Redis Cluster did not come up:\n{self._info()}")
             time.sleep(0.2)
 
     def _info(self) -> str:
+        live = next((n for n in self.nodes if n.pid is not None), self.nodes[0])
         return subprocess.run(
-            [self.cli, "-p", str(self.nodes[0].port), "cluster", "info"],
+            [self.cli, "-p", str(live.port), "cluster", "info"],
             capture_output=True, text=True, timeout=10, check=False,
         ).stdout  # fmt: skip
 
@@ -114,8 +120,11 @@ def _field(info: str, name: str) -> str:
     return ""
 
 
-def redis_cluster(data_dir: Path, lookup: Lookup, ports: list[int]) -> RedisClusterNodes:
-    """Three cluster-enabled redis-servers in ``data_dir`` on ``ports`` (not started)."""
+def redis_cluster(
+    data_dir: Path, lookup: Lookup, ports: list[int], replicas: int = 0
+) -> RedisClusterNodes:
+    """Cluster-enabled redis-servers in ``data_dir`` on ``ports`` (not started): masters,
+    and ``replicas`` for each (``redis-cli --cluster create`` assigns them)."""
     executable = find_redis_server(lookup)
     cli = shutil.which("redis-cli", path=lookup.path)
     if executable is None or cli is None:
@@ -131,10 +140,13 @@ def redis_cluster(data_dir: Path, lookup: Lookup, ports: list[int]) -> RedisClus
                     "--cluster-enabled", "yes",
                     "--cluster-config-file", str((home / "nodes.conf").resolve()),
                     "--cluster-node-timeout", "2000",
+                    # A replica may always take over a failed master (availability first;
+                    # a projection is rebuilt from the log if anything was lost).
+                    "--cluster-replica-validity-factor", "0",
                 ),
             )
         )  # fmt: skip
-    return RedisClusterNodes(nodes, cli, data_dir=data_dir)
+    return RedisClusterNodes(nodes, cli, replicas, data_dir=data_dir)
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cqrs.instances import Lookup, PrivatePostgres, find_redis_server, free_port
-from cqrs.instances.cluster import node_ports
+from cqrs.instances.cluster import RedisClusterNodes, node_ports
 from cqrs.instances.cluster import redis_cluster as redis_cluster_nodes
 from tests.support.private_postgres import started
 
@@ -52,5 +52,19 @@ def redis_cluster(scratch: Path) -> Iterator[str]:
     try:
         nodes.start()
         yield nodes.url
+    finally:
+        nodes.stop()
+
+
+@pytest.fixture
+def redis_cluster_with_replicas(scratch: Path) -> Iterator[RedisClusterNodes]:
+    """Three masters with a replica each, of our own (the test may kill a master)."""
+    lookup = Lookup()
+    if find_redis_server(lookup) is None or shutil.which("redis-cli") is None:
+        pytest.skip("redis-server and redis-cli are not installed: the test needs its own")
+    nodes = redis_cluster_nodes(scratch, lookup, node_ports(6), replicas=1)
+    try:
+        nodes.start()
+        yield nodes
     finally:
         nodes.stop()

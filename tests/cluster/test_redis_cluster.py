@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from redis.crc import key_slot
 from common.redis_client import cluster_nodes
 from common.redis_keys import ProjectionKeys
 from common.settings import Settings
+from cqrs.instances.cluster import RedisClusterNodes
 from tests.integration.test_equivalence import examples, run_example
 from tests.support.programs import World, ops
 
@@ -77,3 +79,35 @@ def test_a_master_emptied_heals_from_the_log(settings: Settings, redis_cluster: 
             node.close()
     assert emptied is not None, "no master owns the orders projection's slot"
     asyncio.run(run_example(on_cluster, world, STORY))  # rebuilt, then equal again
+
+
+def test_a_master_killed_its_replica_promoted_the_projections_go_on(
+    settings: Settings, redis_cluster_with_replicas: RedisClusterNodes
+) -> None:
+    """SIGKILL of the master owning the orders projection's slot: its replica is promoted
+    (the cluster fails over after the node timeout) and the projector and the read server go
+    on there; the three sources agree after more commands."""
+    cluster = redis_cluster_with_replicas
+    on_cluster = dataclasses.replace(settings, redis_url=cluster.url)
+    world = World()
+    asyncio.run(run_example(on_cluster, world, STORY))
+    slot = key_slot(ProjectionKeys(settings.redis_prefix, "orders").active.encode())
+    owner = _owner(cluster, slot)
+    victim = next(node for node in cluster.nodes if node.port == owner)
+    victim.kill()
+    deadline = time.monotonic() + 60
+    while _owner(cluster, slot) == owner:  # until a replica of the victim owns the slot
+        assert time.monotonic() < deadline, "no failover"
+        time.sleep(0.2)
+    cluster.wait_ok(timeout=60)
+    asyncio.run(run_example(on_cluster, world, STORY))
+
+
+def _owner(cluster: RedisClusterNodes, slot: int) -> int:
+    """The port of the master serving ``slot``, as a live node sees it."""
+    live = next(node for node in cluster.nodes if node.pid is not None)
+    client = redis.Redis(host="127.0.0.1", port=live.port)
+    try:
+        return next(int(r[2][1]) for r in client.cluster("slots") if r[0] <= slot <= r[1])
+    finally:
+        client.close()
