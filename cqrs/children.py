@@ -11,6 +11,8 @@ the supervisor's whole output stays one object per line.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import subprocess
 import sys
@@ -119,3 +121,20 @@ def say(text: str, *, err: bool = False, raw: bool = False) -> None:
     with _OUTPUT_LOCK:
         stream.write(text + "\n")
         stream.flush()
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with(parent: int) -> None:
+    """SIGTERM this process when ``parent`` exits, however it ends (SIGKILL included), so a
+    worker never outlives its supervisor (Linux ``PR_SET_PDEATHSIG``; elsewhere nothing).
+    A parent already gone before the request took effect is checked for too."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -35,11 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     write.add_argument(
         "--workers", dest="write_workers", type=int, help="processes sharing the port"
     )
+    # A worker started by `--workers N`: it stops when its supervisor (this pid) is gone.
+    write.add_argument("--supervisor", type=int, help=argparse.SUPPRESS)
 
     read = sub.add_parser("read-server", help="serve shop.v1.QueryService")
     read.add_argument("--host", dest="read_host")
     read.add_argument("--port", dest="read_port", type=int)
     read.add_argument("--workers", dest="read_workers", type=int, help="processes sharing the port")
+    read.add_argument("--supervisor", type=int, help=argparse.SUPPRESS)
 
     projector = sub.add_parser("projector", help="run, rebuild, verify or inspect projections")
     psub = projector.add_subparsers(dest="projector_command", required=True)
@@ -303,6 +306,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         asyncio.run(migrate(settings.asyncpg_dsn, settings.sqlalchemy_url))
         print(f"migrated {settings.asyncpg_dsn}")
         return 0
+    if command in ("write-server", "read-server") and args.supervisor:
+        from cqrs.children import die_with
+
+        die_with(args.supervisor)
     if command == "write-server":
         if settings.write_workers > 1:
             return _workers(settings, "write-server", settings.write_workers)

@@ -80,4 +80,5 @@ def serve_workers(settings: Settings, server: str, count: int) -> int:
 def _start(settings: Settings, server: str, index: int) -> Child:
     env = {**os.environ, **to_environ(worker_settings(settings, server, index))}
     env["PYTHONUNBUFFERED"] = "1"
-    return Child(f"{server}[{index}]", [sys.executable, "-m", "cqrs", server], env)
+    argv = [sys.executable, "-m", "cqrs", server, "--supervisor", str(os.getpid())]
+    return Child(f"{server}[{index}]", argv, env)

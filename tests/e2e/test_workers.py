@@ -127,3 +127,21 @@ def test_workers_need_a_fixed_port(settings: Settings, tmp_path: Path) -> None:
                     tmp_path / "r.log")  # fmt: skip
     assert process.proc.wait(30) == 2
     assert "needs a fixed port" in process.log()
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(settings: Settings, tmp_path: Path) -> None:
+    """SIGKILL of the supervisor (it cannot pass anything on): the kernel tells each worker
+    (PR_SET_PDEATHSIG), which stops; none is left holding the port."""
+    port = free_port()
+    process = start(
+        ["read-server", "--port", str(port), "--workers", "2"], env_for(settings),
+        tmp_path / "r.log",
+    )  # fmt: skip
+    workers = _workers_of(process, 2)
+    wait_serving(f"127.0.0.1:{port}", process)
+    process.proc.kill()
+    process.proc.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, f"workers outlived their supervisor: {workers}"
+        time.sleep(0.1)
