@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 from common.ops_http import OpsServer, start_ops_server
-from common.projection_checkpoints import SEGMENT_SEPARATOR
+from common.projection_checkpoints import segment_parts
 
 RPC_TOTAL = Counter("cqrs_rpc_total", "RPCs handled", ["method", "code"])
 RPC_LATENCY = Histogram(
@@ -21,8 +21,7 @@ PROJECTION_LABELS = ("projection", "segment")
 
 def projection_labels(name: str) -> tuple[str, str]:
     """The label values of a consumer (``redis:orders``) or segment (``redis:orders#1/4``)."""
-    base, _, segment = name.partition(SEGMENT_SEPARATOR)
-    return base, segment
+    return segment_parts(name)
 
 
 PROJECTION_POSITION = Gauge("cqrs_projection_seq", "Last event seq applied", PROJECTION_LABELS)

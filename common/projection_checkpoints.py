@@ -27,6 +27,14 @@ REDIS_FAMILIES: tuple[str, ...] = ("products", "customers", "orders")
 # is the lowest of theirs, and the one that counts here.
 SEGMENT_SEPARATOR = "#"
 
+
+def segment_parts(name: str) -> tuple[str, str]:
+    """``redis:orders#1/4`` -> ``("redis:orders", "1/4")``; a name that is not a
+    segment's -> ``(name, "")``."""
+    base, _, segment = name.partition(SEGMENT_SEPARATOR)
+    return base, segment
+
+
 _PG_LIVE = f"""
 SELECT projection, xid, seq FROM read.projection_checkpoints
 WHERE right(projection, length($1::text)) <> $1::text

@@ -33,19 +33,15 @@ class Projection:
     def __init__(self, kind: Entity, store: ProjectionStore) -> None:
         self.kind = kind
         self.store = store
-        self.segment = store.segment if isinstance(store, SplittableStore) else None
+        segment = store.segment if isinstance(store, SplittableStore) else None
         # What it reads when it is one segment (projector.feed narrows reads with it).
-        self.split = None if self.segment is None else Split(kind.aggregate_type, self.segment)
+        self.split = None if segment is None else Split(kind.aggregate_type, segment)
 
     def segments(self) -> list[Projection]:
         """One projection per segment of a split store (none: the store is not split, or
         this is a segment already)."""
         store = self.store
-        if (
-            not isinstance(store, SplittableStore)
-            or store.segments == 1
-            or self.segment is not None
-        ):
+        if not isinstance(store, SplittableStore) or store.segments == 1 or self.split is not None:
             return []
         return [Projection(self.kind, store.split(s)) for s in all_segments(store.segments)]
 

@@ -32,6 +32,7 @@ from typing import Protocol, runtime_checkable
 
 from common.events import StoredEvent
 from common.projection_checkpoints import SEGMENT_SEPARATOR as SEPARATOR
+from common.projection_checkpoints import segment_parts
 
 ALL = "*"
 
@@ -92,12 +93,7 @@ def all_segments(count: int) -> list[Segment]:
 
 def base_name(name: str) -> str:
     """``redis:orders#1/4`` -> ``redis:orders`` (a consumer's own name unchanged)."""
-    return name.partition(SEPARATOR)[0]
-
-
-def segment_label(name: str) -> str:
-    """``redis:orders#1/4`` -> ``1/4``; ``""`` for a consumer that is not split."""
-    return name.partition(SEPARATOR)[2]
+    return segment_parts(name)[0]
 
 
 def parse_segments(text: str) -> dict[str, int]:

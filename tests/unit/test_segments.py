@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from common.projection_checkpoints import segment_parts
 from projector.projections import ALL_PROJECTIONS
 from projector.segments import (
     Segment,
@@ -17,7 +18,6 @@ from projector.segments import (
     base_name,
     counts_for,
     parse_segments,
-    segment_label,
     segment_of,
 )
 
@@ -56,8 +56,9 @@ def test_names_and_labels() -> None:
     segment = Segment(1, 4)
     assert segment.name("redis:orders") == "redis:orders#1/4"
     assert base_name("redis:orders#1/4") == "redis:orders"
-    assert segment_label("redis:orders#1/4") == "1/4"
-    assert base_name("pg:analytics") == "pg:analytics" and segment_label("pg:analytics") == ""
+    assert segment_parts("redis:orders#1/4") == ("redis:orders", "1/4")
+    assert base_name("pg:analytics") == "pg:analytics"
+    assert segment_parts("pg:analytics") == ("pg:analytics", "")
     with pytest.raises(ValueError):
         Segment(4, 4)
 
