@@ -9,7 +9,10 @@ import asyncio
 import dataclasses
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
@@ -57,20 +60,25 @@ def _apply_delay(url: str, delay: str) -> None:
     asyncio.run(run())
 
 
-def test_reads_from_the_replica_never_behind_a_token(
-    settings: Settings, replicated: Replicated, tmp_path: Path
-) -> None:
+@contextmanager
+def _on_the_replica(
+    settings: Settings,
+    replicated: Replicated,
+    tmp_path: Path,
+    system_env: dict[str, str],
+    read_env: dict[str, str],
+) -> Iterator[tuple[Any, Any, int]]:
+    """The write server and the projector on the primary, the read server also on the
+    replica (``read_env`` over that), waited for until the replica is in rotation; yields
+    the command and query stubs and the read server's metrics port. On exit each process
+    must stop with status 0."""
     on_primary = dataclasses.replace(settings, database_url=replicated.primary.url)
     metrics = free_port()
-    system = System(
-        on_primary,
-        tmp_path,
-        {"CQRS_CONSISTENCY_WAIT_MAX_MS": "8000", "CQRS_PROJECTOR_POLL_INTERVAL_MS": "100"},
-    )
+    system = System(on_primary, tmp_path, system_env)
     replica_env = {
         "CQRS_READ_DATABASE_URL": replicated.replica.url,
-        "CQRS_READ_REPLICA_MAX_LAG_MS": "4000",
         "CQRS_READ_METRICS_PORT": str(metrics),
+        **read_env,
     }
     try:
         system.start("write")
@@ -81,68 +89,80 @@ def test_reads_from_the_replica_never_behind_a_token(
             grpc.insecure_channel(system.write) as w,
             grpc.insecure_channel(system.read) as r,
         ):
-            write, read = cpb_grpc.CommandServiceStub(w), qpb_grpc.QueryServiceStub(r)
-            created = write.CreateProduct(
-                cpb.CreateProductRequest(name="mug", price_cents=100, currency="EUR", stock=5),
-                timeout=30,
-            )
-
-            def update_and_read(n: int) -> dict[int, float]:
-                """For each of the read model and the write model: rename, then read it back
-                from that source with the reply's token; the seconds each read took."""
-                took: dict[int, float] = {}
-                for i, source in enumerate((qpb.SOURCE_READ_MODEL, qpb.SOURCE_WRITE_MODEL)):
-                    name = f"mug {n}.{i}"
-                    reply = write.UpdateProduct(
-                        cpb.UpdateProductRequest(id=created.id, name=name), timeout=30
-                    )
-                    started = time.monotonic()
-                    got = read.GetProduct(
-                        qpb.GetProductRequest(
-                            id=created.id, source=source, consistency_token=reply.consistency_token
-                        ),
-                        timeout=30,
-                    )
-                    took[source] = time.monotonic() - started
-                    assert got.name == name, f"stale {source}: {got.name!r}, wrote {name!r}"
-                return took
-
-            before = _reads(metrics, "replica")
-            for n in range(5):
-                update_and_read(n)
-            assert _reads(metrics, "replica") >= before + 10  # the replica answered both
-
-            # The replica replays 1.5 s late: still within the 4 s bound, so it answers,
-            # and every read waits for its token there instead of answering stale.
-            _apply_delay(replicated.replica.url, "1500ms")
-            before = _reads(metrics, "replica")
-            waited = [update_and_read(n) for n in range(5, 10)]
-            assert _reads(metrics, "replica") >= before + 10
-            for source in (qpb.SOURCE_READ_MODEL, qpb.SOURCE_WRITE_MODEL):
-                # the token was waited for on the replica: its checkpoint, its transaction
-                assert max(w[source] for w in waited) >= 1.0, waited
-
-            # 6 s late: beyond the bound, out of rotation; the primary answers at once.
-            _apply_delay(replicated.replica.url, "6s")
-            for n in range(10, 14):
-                update_and_read(n)
-                time.sleep(0.5)
-            _until("replica out of rotation", lambda: _in_rotation(metrics) == 0, 20)
-            before = _reads(metrics, "primary")
-            waited = [update_and_read(n) for n in range(14, 18)]
-            assert _reads(metrics, "primary") >= before + 8
-            assert max(max(w.values()) for w in waited) < 1.0, waited
-
-            # The replica stopped: the primary goes on answering.
-            replicated.replica.stop()
-            for n in range(18, 21):
-                update_and_read(n)
-            assert _in_rotation(metrics) == 0
-            lag = scrape(metrics)
-            assert ("cqrs_read_replica_lag_bytes", ()) in lag
+            yield cpb_grpc.CommandServiceStub(w), qpb_grpc.QueryServiceStub(r), metrics
     finally:
         codes = system.stop_all()
     assert set(codes.values()) == {0}, f"{codes}\n{system.log_tails()}"
+
+
+def test_reads_from_the_replica_never_behind_a_token(
+    settings: Settings, replicated: Replicated, tmp_path: Path
+) -> None:
+    with _on_the_replica(
+        settings,
+        replicated,
+        tmp_path,
+        {"CQRS_CONSISTENCY_WAIT_MAX_MS": "8000", "CQRS_PROJECTOR_POLL_INTERVAL_MS": "100"},
+        {"CQRS_READ_REPLICA_MAX_LAG_MS": "4000"},
+    ) as (write, read, metrics):
+        created = write.CreateProduct(
+            cpb.CreateProductRequest(name="mug", price_cents=100, currency="EUR", stock=5),
+            timeout=30,
+        )
+
+        def update_and_read(n: int) -> dict[int, float]:
+            """For each of the read model and the write model: rename, then read it back
+            from that source with the reply's token; the seconds each read took."""
+            took: dict[int, float] = {}
+            for i, source in enumerate((qpb.SOURCE_READ_MODEL, qpb.SOURCE_WRITE_MODEL)):
+                name = f"mug {n}.{i}"
+                reply = write.UpdateProduct(
+                    cpb.UpdateProductRequest(id=created.id, name=name), timeout=30
+                )
+                started = time.monotonic()
+                got = read.GetProduct(
+                    qpb.GetProductRequest(
+                        id=created.id, source=source, consistency_token=reply.consistency_token
+                    ),
+                    timeout=30,
+                )
+                took[source] = time.monotonic() - started
+                assert got.name == name, f"stale {source}: {got.name!r}, wrote {name!r}"
+            return took
+
+        before = _reads(metrics, "replica")
+        for n in range(5):
+            update_and_read(n)
+        assert _reads(metrics, "replica") >= before + 10  # the replica answered both
+
+        # The replica replays 1.5 s late: still within the 4 s bound, so it answers,
+        # and every read waits for its token there instead of answering stale.
+        _apply_delay(replicated.replica.url, "1500ms")
+        before = _reads(metrics, "replica")
+        waited = [update_and_read(n) for n in range(5, 10)]
+        assert _reads(metrics, "replica") >= before + 10
+        for source in (qpb.SOURCE_READ_MODEL, qpb.SOURCE_WRITE_MODEL):
+            # the token was waited for on the replica: its checkpoint, its transaction
+            assert max(w[source] for w in waited) >= 1.0, waited
+
+        # 6 s late: beyond the bound, out of rotation; the primary answers at once.
+        _apply_delay(replicated.replica.url, "6s")
+        for n in range(10, 14):
+            update_and_read(n)
+            time.sleep(0.5)
+        _until("replica out of rotation", lambda: _in_rotation(metrics) == 0, 20)
+        before = _reads(metrics, "primary")
+        waited = [update_and_read(n) for n in range(14, 18)]
+        assert _reads(metrics, "primary") >= before + 8
+        assert max(max(w.values()) for w in waited) < 1.0, waited
+
+        # The replica stopped: the primary goes on answering.
+        replicated.replica.stop()
+        for n in range(18, 21):
+            update_and_read(n)
+        assert _in_rotation(metrics) == 0
+        lag = scrape(metrics)
+        assert ("cqrs_read_replica_lag_bytes", ()) in lag
 
 
 PROGRAMS = 200
@@ -158,84 +178,67 @@ def test_no_token_read_is_stale_over_random_programs(
     seed = random.randrange(1 << 30)
     print(f"\nseed {seed}")
     rng = random.Random(seed)
-    on_primary = dataclasses.replace(settings, database_url=replicated.primary.url)
-    metrics = free_port()
-    system = System(on_primary, tmp_path, {"CQRS_CONSISTENCY_WAIT_MAX_MS": "8000"})
-    replica_env = {
-        "CQRS_READ_DATABASE_URL": replicated.replica.url,
-        "CQRS_READ_METRICS_PORT": str(metrics),
-    }
     _apply_delay(replicated.replica.url, "50ms")
     sources = (qpb.SOURCE_READ_MODEL, qpb.SOURCE_WRITE_MODEL)
-    try:
-        system.start("write")
-        system.start("projector")
-        system.start("read", env=replica_env)
-        _until("replica in rotation", lambda: _in_rotation(metrics) == 1, 30)
-        with (
-            grpc.insecure_channel(system.write) as w,
-            grpc.insecure_channel(system.read) as r,
-        ):
-            write, read = cpb_grpc.CommandServiceStub(w), qpb_grpc.QueryServiceStub(r)
-            products: list[str] = []
-            customers: dict[str, list[str]] = {}  # customer -> its orders
+    with _on_the_replica(
+        settings, replicated, tmp_path, {"CQRS_CONSISTENCY_WAIT_MAX_MS": "8000"}, {}
+    ) as (write, read, metrics):
+        products: list[str] = []
+        customers: dict[str, list[str]] = {}  # customer -> its orders
 
-            def check(kind: str, ident: str, reply: cpb.CommandReply, **want: object) -> None:
-                for source in sources:
-                    getter = getattr(read, f"Get{kind}")
-                    request = getattr(qpb, f"Get{kind}Request")
-                    got = getter(
-                        request(id=ident, source=source, consistency_token=reply.consistency_token),
-                        timeout=30,
-                    )
-                    for field, value in want.items():
-                        assert getattr(got, field) == value, (seed, kind, source, field)
+        def check(kind: str, ident: str, reply: cpb.CommandReply, **want: object) -> None:
+            for source in sources:
+                getter = getattr(read, f"Get{kind}")
+                request = getattr(qpb, f"Get{kind}Request")
+                got = getter(
+                    request(id=ident, source=source, consistency_token=reply.consistency_token),
+                    timeout=30,
+                )
+                for field, value in want.items():
+                    assert getattr(got, field) == value, (seed, kind, source, field)
 
-            for n in range(PROGRAMS):
-                step = rng.choice(["product", "rename", "customer", "order", "recontact"])
-                if step == "product" or not products:
-                    reply = write.CreateProduct(
-                        cpb.CreateProductRequest(
-                            name=f"p{n}", price_cents=100, currency="EUR", stock=1000
-                        ),
-                        timeout=30,
-                    )
-                    products.append(reply.id)
-                    check("Product", reply.id, reply, name=f"p{n}", version=reply.version)
-                elif step == "rename":
-                    ident = rng.choice(products)
-                    reply = write.UpdateProduct(
-                        cpb.UpdateProductRequest(id=ident, name=f"p{n}"), timeout=30
-                    )
-                    check("Product", ident, reply, name=f"p{n}", version=reply.version)
-                elif step == "customer" or not customers:
-                    reply = write.CreateCustomer(
-                        cpb.CreateCustomerRequest(name=f"c{n}", email=f"c{n}@example.com"),
-                        timeout=30,
-                    )
-                    customers[reply.id] = []
-                    check("Customer", reply.id, reply, name=f"c{n}", version=reply.version)
-                elif step == "order":
-                    customer = rng.choice(list(customers))
-                    reply = write.PlaceOrder(
-                        cpb.PlaceOrderRequest(
-                            customer_id=customer,
-                            items=[cpb.PlaceOrderRequest.Item(product_id=rng.choice(products),
-                                                              quantity=1)],
-                        ),
-                        timeout=30,
-                    )  # fmt: skip
-                    customers[customer].append(reply.id)
-                    check("Order", reply.id, reply, version=reply.version)
-                else:
-                    customer = rng.choice(list(customers))
-                    reply = write.UpdateCustomer(
-                        cpb.UpdateCustomerRequest(id=customer, name=f"c{n}"), timeout=30
-                    )
-                    check("Customer", customer, reply, name=f"c{n}", version=reply.version)
-                    for order in customers[customer]:  # each shows the new name
-                        check("Order", order, reply, customer_name=f"c{n}")
-            assert _reads(metrics, "replica") >= 2 * PROGRAMS  # the replica answered them
-    finally:
-        codes = system.stop_all()
-    assert set(codes.values()) == {0}, f"{codes}\n{system.log_tails()}"
+        for n in range(PROGRAMS):
+            step = rng.choice(["product", "rename", "customer", "order", "recontact"])
+            if step == "product" or not products:
+                reply = write.CreateProduct(
+                    cpb.CreateProductRequest(
+                        name=f"p{n}", price_cents=100, currency="EUR", stock=1000
+                    ),
+                    timeout=30,
+                )
+                products.append(reply.id)
+                check("Product", reply.id, reply, name=f"p{n}", version=reply.version)
+            elif step == "rename":
+                ident = rng.choice(products)
+                reply = write.UpdateProduct(
+                    cpb.UpdateProductRequest(id=ident, name=f"p{n}"), timeout=30
+                )
+                check("Product", ident, reply, name=f"p{n}", version=reply.version)
+            elif step == "customer" or not customers:
+                reply = write.CreateCustomer(
+                    cpb.CreateCustomerRequest(name=f"c{n}", email=f"c{n}@example.com"),
+                    timeout=30,
+                )
+                customers[reply.id] = []
+                check("Customer", reply.id, reply, name=f"c{n}", version=reply.version)
+            elif step == "order":
+                customer = rng.choice(list(customers))
+                reply = write.PlaceOrder(
+                    cpb.PlaceOrderRequest(
+                        customer_id=customer,
+                        items=[cpb.PlaceOrderRequest.Item(product_id=rng.choice(products),
+                                                          quantity=1)],
+                    ),
+                    timeout=30,
+                )  # fmt: skip
+                customers[customer].append(reply.id)
+                check("Order", reply.id, reply, version=reply.version)
+            else:
+                customer = rng.choice(list(customers))
+                reply = write.UpdateCustomer(
+                    cpb.UpdateCustomerRequest(id=customer, name=f"c{n}"), timeout=30
+                )
+                check("Customer", customer, reply, name=f"c{n}", version=reply.version)
+                for order in customers[customer]:  # each shows the new name
+                    check("Order", order, reply, customer_name=f"c{n}")
+        assert _reads(metrics, "replica") >= 2 * PROGRAMS  # the replica answered them

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.support.servers import free_port
+
 BINARY = shutil.which("pgbouncer") or (
     "/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None
 )
@@ -48,9 +50,7 @@ def pgbouncer(directory: Path, host: str, port: int, user: str) -> Iterator[int]
     (trust); yields its port. ``directory`` must be enterable by the ``postgres`` user
     when running as root (PgBouncer refuses root)."""
     assert BINARY is not None
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        listen = s.getsockname()[1]
+    listen = free_port()
     config = directory / "pgbouncer.ini"
     config.write_text(
         _CONFIG.format(host=host, port=port, listen=listen, dir=directory, user=user,
