@@ -29,6 +29,9 @@ _REDIS_OUTAGES: tuple[type[BaseException], ...] = (
     redis.exceptions.BusyLoadingError,
     redis.exceptions.ReadOnlyError,
     redis.exceptions.TryAgainError,
+    # A cluster that cannot serve the slot now: CLUSTERDOWN, or redirections and TRYAGAIN
+    # replies that outlasted the client's retries (a slot half moved by a reshard).
+    redis.exceptions.ClusterError,
 )
 
 

@@ -58,12 +58,26 @@ class RedisCheckpoints:
         self._script = client.register_script(
             redis_scripts.script(*redis_scripts.ACTIVE_CHECKPOINT)
         )
+        self._guesses = redis_scripts.GenerationGuesses()
+
+    async def active(self, keys: ProjectionKeys) -> tuple[int, Position | None] | None:
+        """The active generation of one projection and its checkpoint (``None``: it has
+        lost it), or ``None`` when no generation is active."""
+
+        async def attempt(gen: int) -> list[bytes | None] | None:
+            return await self._script(  # type: ignore[no-any-return]
+                keys=[keys.active, keys.checkpoint(gen)], args=[str(gen)]
+            )
+
+        reply = await self._guesses.call(keys, attempt)
+        if not reply:
+            return None
+        return int(reply[0]), Position.from_checkpoint(reply[1]) if reply[1] else None
 
     async def read(self) -> dict[str, Position]:
         """Every built Redis projection's checkpoint (by consumer name)."""
         found: dict[str, Position] = {}
         for name, keys in self._keys.items():
-            reply = await self._script(keys=[keys.active], args=[keys.base])
-            if reply and reply[1]:
-                found[name] = Position.from_checkpoint(reply[1])
+            if (active := await self.active(keys)) is not None and active[1] is not None:
+                found[name] = active[1]
         return found

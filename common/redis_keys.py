@@ -55,11 +55,7 @@ class ProjectionKeys:
 
     def segment_checkpoint(self, gen: int, label: str) -> str:
         """Segment ``label``'s (``1/4``, :mod:`projector.segments`)."""
-        return f"{self.checkpoint(gen)}{self.segment_suffix(label)}"
-
-    @staticmethod
-    def segment_suffix(label: str) -> str:
-        return f":{label}"
+        return f"{self.checkpoint(gen)}:{label}"
 
     def segments(self, gen: int) -> str:
         """How many segments generation ``gen`` was split into (absent: not split)."""

@@ -42,16 +42,30 @@ async def new_generation(client: Redis, keys: ProjectionKeys) -> int:
 
 
 async def activate_generation(
-    client: Redis, keys: ProjectionKeys, gen: int, segments: Sequence[str] = ()
+    client: Redis,
+    keys: ProjectionKeys,
+    gen: int,
+    segments: Sequence[str] = (),
+    guesses: redis_scripts.GenerationGuesses | None = None,
 ) -> SwitchResult:
     """Make ``gen`` active unless it is behind the active generation (one atomic script),
     split into ``segments`` (their checkpoint keys, each set to the copy's checkpoint;
-    none: not split)."""
+    none: not split). ``guesses``: the caller's, naming the generation it saw active."""
     script = client.register_script(redis_scripts.script(*redis_scripts.SWITCH_GENERATION))
-    outcome, detail = await script(
-        keys=[keys.active, keys.checkpoint(gen), keys.segments(gen), *segments],
-        args=[str(gen), keys.base, keys.changes],
-    )
+
+    async def attempt(active: int) -> list[bytes]:
+        return await script(  # type: ignore[no-any-return]
+            keys=[
+                keys.active,
+                keys.checkpoint(gen),
+                keys.checkpoint(active),
+                keys.segments(gen),
+                *segments,
+            ],
+            args=[str(gen), str(active), keys.changes],
+        )
+
+    outcome, detail = await (guesses or redis_scripts.GenerationGuesses()).call(keys, attempt)
     if outcome == b"ok":
         return SwitchResult(True, int(detail) if detail else None, None)
     if outcome == b"lost":

@@ -95,6 +95,7 @@ class RedisProjectionStore:
         self._active_checkpoint = client.register_script(
             redis_scripts.script(*redis_scripts.ACTIVE_CHECKPOINT)
         )
+        self._guesses = redis_scripts.GenerationGuesses()
         self._apply = client.register_script(redis_scripts.script(*redis_scripts.APPLY_BATCH))
 
     @property
@@ -128,13 +129,21 @@ class RedisProjectionStore:
                 raise StoreLost(self.name, "the generation being built has vanished")
             return Position.from_checkpoint(raw)
         seg = self.segment
-        own = "" if seg is None else self.keys.segment_suffix(seg.label)
-        found = await self._active_checkpoint(keys=[self.keys.active], args=[self.keys.base, own])
+
+        async def attempt(gen: int) -> list[bytes | None] | None:
+            keys = [self.keys.active, self.keys.checkpoint(gen), self.keys.segments(gen)]
+            if seg is not None:
+                keys.append(self._segment_key(gen, seg))
+            return await self._active_checkpoint(keys=keys, args=[str(gen)])  # type: ignore[no-any-return]
+
+        found = await self._guesses.call(self.keys, attempt)
         if not found:
             self._gen = None
             raise StoreLost(self.name, "has no active generation (never built, or Redis lost it)")
-        gen, checkpoint, split = found
-        self._gen = int(gen)
+        self._gen = int(found[0])
+        # How many segments the generation was split into, and the checkpoint this store
+        # commits from (a segment's own).
+        split, checkpoint = found[2], found[1] if seg is None else found[3]
         split_into = int(split) if split else 1
         if split_into != self.segments:
             raise StoreLost(
@@ -260,7 +269,7 @@ class RedisProjectionStore:
         while True:
             position = await catch_up(copy, None)
             result = await activate_generation(
-                self._client, self.keys, gen, self._segment_keys(gen)
+                self._client, self.keys, gen, self._segment_keys(gen), self._guesses
             )
             if result.lost:
                 raise StoreLost(copy.name, "vanished before it could be switched in")

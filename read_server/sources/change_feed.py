@@ -26,13 +26,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from common import redis_scripts
 from common.cancellation import raise_if_cancelled
 from common.changes import BadChangeMessage, ChangeMessage
 from common.positions import Position
+from common.projection_checkpoints import RedisCheckpoints
 from common.redis_client import node_url, redis_client
 from common.redis_keys import ProjectionKeys
 from read_server.sources.near_cache import Shelf
@@ -71,9 +70,7 @@ class ChangeFeed:
         self._keys = {name: ProjectionKeys(prefix, name) for name in shelves}
         self._shelves = dict(shelves)
         self._by_channel = {keys.changes.encode(): shelves[n] for n, keys in self._keys.items()}
-        self._active_checkpoint: AsyncScript = client.register_script(
-            redis_scripts.script(*redis_scripts.ACTIVE_CHECKPOINT)
-        )
+        self._checkpoints = RedisCheckpoints(client, prefix, tuple(shelves))
         self._listeners: list[CheckpointListener] = []
         self._task: asyncio.Task[None] | None = None
         self._confirmed = False  # the current connection's subscription was confirmed
@@ -161,10 +158,11 @@ class ChangeFeed:
             await asyncio.sleep(CHECK_INTERVAL_S)
             for name, shelf in self._shelves.items():
                 keys = self._keys[name]
-                found = await self._active_checkpoint(keys=[keys.active], args=[keys.base])
-                gone = not found or found[1] is None
-                if gone or (shelf.generation is not None and int(found[0]) != shelf.generation):
-                    shelf.flush("redis emptied" if gone else "switch")
+                found = await self._checkpoints.active(keys)
+                if found is None or found[1] is None:
+                    shelf.flush("redis emptied")
+                elif shelf.generation is not None and found[0] != shelf.generation:
+                    shelf.flush("switch")
 
     def _lose_all(self, reason: str) -> None:
         for shelf in self._shelves.values():

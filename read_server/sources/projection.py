@@ -1,19 +1,21 @@
-"""SOURCE_PROJECTION: the Redis projections, one Lua call per get or list.
+"""SOURCE_PROJECTION: the Redis projections, one Lua call per get, two per list.
 
 Documents are stored as ``SerializeToString()`` bytes and returned untouched.
 With a near-cache (:mod:`read_server.sources.near_cache`), a read the cache can
 answer — fresh enough for its token — never reaches Redis; a miss reads Redis as
 below and leaves the answer on the shelf.
-Each call resolves the active generation, checks that it is whole (its checkpoint
-exists) and fresh enough for the consistency token, and reads, atomically (see
-``common/lua``). A projection that is not there (never built, being rebuilt after
+Each call checks the active generation is the one its keys name (every key is declared,
+:mod:`common.redis_scripts`), that it is whole (its checkpoint exists) and fresh enough
+for the consistency token, and reads, atomically (see ``common/lua``). A list reads the
+page's members, then their documents provided the checkpoint has not moved meanwhile, so
+a page is one snapshot. A projection that is not there (never built, being rebuilt after
 Redis lost it, or vanished) is UNAVAILABLE, never an empty answer.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -24,6 +26,7 @@ from common.cursors import SortKey
 from common.entities import ENTITIES, Entity
 from common.errors import Unavailable
 from common.positions import Position
+from common.projection_checkpoints import RedisCheckpoints
 from common.redis_keys import ProjectionKeys
 from read_server.sources.base import Freshness, Page, PageRequest, Where
 from read_server.sources.near_cache import MISS, PageKey, Shelf
@@ -32,6 +35,9 @@ from read_server.sources.waiting import BEHIND, CheckpointWatch, HeadCheck, NotR
 log = logging.getLogger(__name__)
 
 _MISSING, _BEHIND = 0, 1
+# A page is listed, then its documents read if no batch committed in between: a projection
+# taking batches back to back may need another try (each is two round trips of ~0.1 ms).
+_LIST_TRIES = 8
 _NOT_READY = {
     b"building": NotReady(
         "is being rebuilt from the event log; retry shortly (or read SOURCE_READ_MODEL)"
@@ -64,9 +70,9 @@ class ProjectionSource:
         self._keys = {e.name: ProjectionKeys(prefix, e.name) for e in ENTITIES}
         self._get: AsyncScript = client.register_script(redis_scripts.script(*redis_scripts.GET))
         self._list: AsyncScript = client.register_script(redis_scripts.script(*redis_scripts.LIST))
-        self._active_checkpoint: AsyncScript = client.register_script(
-            redis_scripts.script(*redis_scripts.ACTIVE_CHECKPOINT)
-        )
+        self._docs: AsyncScript = client.register_script(redis_scripts.script(*redis_scripts.DOCS))
+        self._guesses = redis_scripts.GenerationGuesses()
+        self._checkpoints = RedisCheckpoints(client, prefix, tuple(self._keys))
         self._watch = CheckpointWatch(self._checkpoint, check_head)
         self._shelves = dict(shelves or {})
 
@@ -84,8 +90,12 @@ class ProjectionSource:
 
     async def _get_doc(self, projection: str, ident: str, freshness: Freshness) -> bytes | None:
         keys = self._keys[projection]
-        script_keys = [keys.active, keys.next_gen]
-        args = [keys.base, _required(freshness), ident]
+        required = _required(freshness)
+
+        async def read(gen: int) -> list[Any]:
+            return await self._get(  # type: ignore[no-any-return]
+                keys=[*_prelude_keys(keys, gen), keys.doc(gen, ident)], args=[gen, required]
+            )
 
         async def attempt() -> bytes | Pending | None:
             shelf = self._shelf(projection, freshness)
@@ -93,7 +103,7 @@ class ProjectionSource:
                 if (cached := shelf.doc(ident)) is not MISS:
                     return cached
                 since = shelf.epoch
-            reply = await self._get(keys=script_keys, args=args)
+            reply = await self._call(keys, read)
             if (pending := _pending(reply)) is not None:
                 return pending
             doc = bytes(reply[1]) if reply[1] is not None else None
@@ -107,10 +117,15 @@ class ProjectionSource:
         self, projection: str, index: str, page: PageRequest, freshness: Freshness
     ) -> Page:
         keys = self._keys[projection]
-        script_keys = [keys.active, keys.next_gen]
         start = "+" if page.after is None else "(" + page.after.member()
-        args: list[str | int] = [keys.base, _required(freshness), index, start, page.size + 1]
+        required = _required(freshness)
         key: PageKey = (index, start, page.size)
+
+        async def members(gen: int) -> list[Any]:
+            return await self._list(  # type: ignore[no-any-return]
+                keys=[*_prelude_keys(keys, gen), keys.generation(gen) + index],
+                args=[gen, required, start, page.size + 1],
+            )
 
         async def attempt() -> Page | Pending:
             shelf = self._shelf(projection, freshness)
@@ -118,15 +133,45 @@ class ProjectionSource:
                 if (cached := shelf.page(key)) is not MISS:
                     return cached
                 since = shelf.epoch
-            reply = await self._list(keys=script_keys, args=args)
-            if (pending := _pending(reply)) is not None:
-                return pending
-            found = _to_page(projection, reply[1], reply[2], page.size)
+            for _ in range(_LIST_TRIES):
+                reply = await self._call(keys, members)
+                if (pending := _pending(reply)) is not None:
+                    return pending
+                found = await self._page_docs(projection, keys, reply, page.size)
+                if found is not None:
+                    break
+            else:
+                raise Unavailable(
+                    f"projection redis:{projection} changed under every read of this page; retry"
+                )
             if shelf is not None:
                 shelf.keep_page(since, key, found, _ids(reply[1], page.size))
             return found
 
         return await self._watch.until_fresh(f"redis:{projection}", freshness, attempt)
+
+    async def _page_docs(
+        self, projection: str, keys: ProjectionKeys, listed: Sequence[Any], size: int
+    ) -> Page | None:
+        """The page of ``list.lua``'s reply (members, checkpoint, generation); ``None``: a
+        batch (or a switch) committed since the members were listed."""
+        _, members, checkpoint, raw_gen = listed
+        if not members:
+            return Page([], None)
+        gen = int(raw_gen)
+        doc_keys = [keys.doc(gen, SortKey.from_member(m).id) for m in members]
+        reply = await self._docs(
+            keys=[keys.active, keys.checkpoint(gen), *doc_keys], args=[gen, checkpoint]
+        )
+        if reply is None:
+            return None
+        return _to_page(projection, members, reply[0], size)
+
+    async def _call(self, keys: ProjectionKeys, read: Callable[[int], Awaitable[Any]]) -> Any:
+        try:
+            return await self._guesses.call(keys, read)
+        except redis_scripts.GenerationMoving as exc:
+            raise Unavailable(f"{exc}; retry") from exc
 
     def _shelf(self, projection: str, freshness: Freshness) -> Shelf | None:
         """The near-cache shelf that may answer this read, if any."""
@@ -135,9 +180,13 @@ class ProjectionSource:
 
     async def _checkpoint(self, name: str) -> Position | None:
         """The active generation's checkpoint of ``redis:<projection>``, if any."""
-        keys = self._keys[name.removeprefix("redis:")]
-        found = await self._active_checkpoint(keys=[keys.active], args=[keys.base])
-        return Position.from_checkpoint(found[1]) if found and found[1] else None
+        found = await self._checkpoints.active(self._keys[name.removeprefix("redis:")])
+        return found[1] if found is not None else None
+
+
+def _prelude_keys(keys: ProjectionKeys, gen: int) -> list[str]:
+    """The keys ``read_prelude.lua`` checks, for generation ``gen``."""
+    return [keys.active, keys.next_gen, keys.checkpoint(gen)]
 
 
 def _required(freshness: Freshness) -> str:

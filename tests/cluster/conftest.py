@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from cqrs.instances import Lookup, PrivatePostgres, find_redis_server, free_port
 from cqrs.instances.cluster import RedisClusterNodes, node_ports
-from cqrs.instances.cluster import redis_cluster as redis_cluster_nodes
+from cqrs.instances.cluster import redis_cluster as start_cluster
 from tests.support.private_postgres import started
 
 pytestmark = pytest.mark.cluster
@@ -42,27 +43,32 @@ def replicated(scratch: Path) -> Iterator[Replicated]:
 
 
 @pytest.fixture
-def redis_cluster(scratch: Path) -> Iterator[str]:
-    """A Redis Cluster of our own: three masters (``redis-cli --cluster create``); yields
-    its ``redis+cluster://`` URL."""
-    lookup = Lookup()
-    if find_redis_server(lookup) is None or shutil.which("redis-cli") is None:
-        pytest.skip("redis-server and redis-cli are not installed: the test needs its own")
-    nodes = redis_cluster_nodes(scratch, lookup, node_ports())
-    try:
-        nodes.start()
-        yield nodes.url
-    finally:
-        nodes.stop()
+def redis_cluster(redis_cluster_nodes: RedisClusterNodes) -> str:
+    """A Redis Cluster of our own: three masters (``redis-cli --cluster create``); its
+    ``redis+cluster://`` URL."""
+    return redis_cluster_nodes.url
+
+
+@pytest.fixture
+def redis_cluster_nodes(scratch: Path) -> Iterator[RedisClusterNodes]:
+    """Three masters of our own."""
+    with _own_cluster(scratch, masters=3, replicas=0) as nodes:
+        yield nodes
 
 
 @pytest.fixture
 def redis_cluster_with_replicas(scratch: Path) -> Iterator[RedisClusterNodes]:
     """Three masters with a replica each, of our own (the test may kill a master)."""
+    with _own_cluster(scratch, masters=3, replicas=1) as nodes:
+        yield nodes
+
+
+@contextmanager
+def _own_cluster(scratch: Path, masters: int, replicas: int) -> Iterator[RedisClusterNodes]:
     lookup = Lookup()
     if find_redis_server(lookup) is None or shutil.which("redis-cli") is None:
         pytest.skip("redis-server and redis-cli are not installed: the test needs its own")
-    nodes = redis_cluster_nodes(scratch, lookup, node_ports(6), replicas=1)
+    nodes = start_cluster(scratch, lookup, node_ports(masters * (1 + replicas)), replicas)
     try:
         nodes.start()
         yield nodes

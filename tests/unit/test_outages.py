@@ -41,6 +41,10 @@ REDIS_OUTAGES = [
     redis.exceptions.TimeoutError("slow"),
     redis.exceptions.BusyLoadingError("loading"),
     redis.exceptions.ResponseError("OOM command not allowed when used memory > 'maxmemory'"),
+    # A cluster slot half moved by a reshard, past the client's retries; a cluster down.
+    redis.exceptions.TryAgainError("TRYAGAIN Multiple keys request during rehashing of slot"),
+    redis.exceptions.ClusterError("TTL exhausted."),
+    redis.exceptions.ClusterDownError("CLUSTERDOWN The cluster is down"),
 ]
 NOT_OUTAGES = [
     redis.exceptions.ResponseError("ERR bug in script"),
