@@ -9,7 +9,7 @@ BENCH_ARGS ?=
 # e.g. `make run RUN_ARGS=--prometheus`
 RUN_ARGS ?=
 
-.PHONY: install proto proto-check migrate run run-cluster test test-unit test-integration test-e2e test-faults test-cluster lint format \
+.PHONY: install proto proto-check migrate run run-cluster test test-unit test-integration test-e2e test-faults test-cluster test-on-cluster lint format \
         seed verify status rebuild-projections rebuild-products rebuild-customers rebuild-orders rebuild-analytics \
         bench bench-data clean
 
@@ -62,6 +62,12 @@ test: $(STAMP)
 	@$(NATS_INSTALL)
 	@$(PGBOUNCER_INSTALL)
 	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/python -m tests.support.on_cluster tests/integration $(PYTEST_ARGS)
+
+# The integration suite again, its Redis a Redis Cluster of its own (three masters).
+test-on-cluster: $(STAMP)
+	@$(NATS_INSTALL)
+	$(BIN)/python -m tests.support.on_cluster tests/integration $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

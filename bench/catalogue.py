@@ -180,6 +180,8 @@ OTHER_SCENARIOS: dict[str, str] = {
     "relay": "projector",  # the NATS relay's catch-up (skipped when NATS does not answer)
     "freshness": "freshness",
     "scale-out": "scale-out",
+    # bench/cluster.py: the Redis projections on a Redis Cluster of our own beside one Redis
+    "cluster": "cluster",
     # bench/outbound.py: webhook deliveries (alone, then beside a slow and a dead receiver)
     # and payment captures, each on a scratch database with processes of its own
     "webhooks": "outbound",
@@ -188,7 +190,8 @@ OTHER_SCENARIOS: dict[str, str] = {
 }
 # In running order; analytics last, since it grows the database.
 GROUPS = (
-    "floor", "reads", "writes", "projector", "freshness", "scale-out", "outbound", "analytics",
+    "floor", "reads", "writes", "projector", "freshness", "scale-out", "cluster", "outbound",
+    "analytics",
 )  # fmt: skip
 
 

@@ -29,7 +29,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import sys
 import time
 import uuid
@@ -42,6 +41,7 @@ import grpc
 import orjson
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench import processes
 from bench.catalogue import ROOT
 from bench.receiver import Receiver
 from bench.report import percentile
@@ -370,7 +370,7 @@ class _Running:
 async def _system(settings: Settings, consumers: list[str], logs: Path) -> AsyncIterator[_Running]:
     """A scratch database, a write server and ``cqrs projector run --only consumers`` on
     it. Everything is gone afterwards."""
-    scratch = dataclasses.replace(_scratch(settings), write_port=_free_port())
+    scratch = dataclasses.replace(_scratch(settings), write_port=processes.free_port())
     await drop_database(scratch.asyncpg_dsn)
     await migrate(scratch.asyncpg_dsn, scratch.sqlalchemy_url)
     env = {**os.environ, **to_environ(scratch), "PYTHONPATH": str(ROOT)}
@@ -396,7 +396,7 @@ async def _system(settings: Settings, consumers: list[str], logs: Path) -> Async
 @contextlib.asynccontextmanager
 async def _sandbox(logs: Path) -> AsyncIterator[str]:
     """A ``cqrs payments-sandbox`` answering after :data:`LATENCY_S`; yields its URL."""
-    port = _free_port()
+    port = processes.free_port()
     latency = f"{LATENCY_S * 1000:g}"
     process = await _spawn(
         ["payments-sandbox", "--port", str(port), "--latency-ms", latency],
@@ -452,13 +452,6 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
         except TimeoutError:
             process.kill()
             await process.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # -- helpers -----------------------------------------------------------------------------

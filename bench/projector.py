@@ -29,6 +29,8 @@ from bench.catalogue import ROOT
 from common.db import drop_database, migrate, split_database
 from common.events import CUSTOMER, ORDER, PRODUCT
 from common.positions import Position
+from common.projection_checkpoints import RedisCheckpoints
+from common.redis_client import redis_client
 from common.redis_keys import ProjectionKeys
 from common.settings import Settings, to_environ
 
@@ -311,18 +313,17 @@ class _Process:
 async def _until_caught_up(
     settings: Settings, projections: list[str], head: Position, processes: list[_Process]
 ) -> None:
-    from redis.asyncio import Redis
-
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_client(settings.redis_url, max_connections=2)
     db = await asyncpg.connect(settings.asyncpg_dsn)
     deadline = time.monotonic() + _TIMEOUT_S
     try:
+        in_redis = RedisCheckpoints(redis, settings.redis_prefix)
         while True:
             for process in processes:
                 process.sample()
                 if process.returncode is not None:
                     raise RuntimeError(f"the projector exited with {process.returncode}")
-            positions = [await _checkpoint(p, settings, redis, db) for p in projections]
+            positions = [await _checkpoint(p, in_redis, db) for p in projections]
             if all(p is not None and p >= head for p in positions):
                 return
             if time.monotonic() > deadline:
@@ -334,7 +335,7 @@ async def _until_caught_up(
 
 
 async def _checkpoint(
-    projection: str, settings: Settings, redis: Any, db: asyncpg.Connection
+    projection: str, in_redis: RedisCheckpoints, db: asyncpg.Connection
 ) -> Position | None:
     backend, family = projection.split(":")
     if backend == "pg":
@@ -342,12 +343,8 @@ async def _checkpoint(
             "SELECT xid, seq FROM read.projection_checkpoints WHERE projection = $1", projection
         )
         return Position(row["xid"], row["seq"]) if row else None
-    base = ProjectionKeys(settings.redis_prefix, family).base
-    gen = await redis.get(f"{base}:active")
-    if gen is None:
-        return None
-    raw = await redis.get(f"{base}:g{int(gen)}:checkpoint")
-    return Position.from_checkpoint(raw) if raw else None
+    active = await in_redis.active(ProjectionKeys(in_redis.prefix, family))
+    return active[1] if active is not None else None
 
 
 async def _reset_read_models(settings: Settings) -> None:
@@ -362,9 +359,7 @@ async def _reset_read_models(settings: Settings) -> None:
 
 
 async def _drop_redis_prefix(settings: Settings) -> None:
-    from redis.asyncio import Redis
-
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_client(settings.redis_url, max_connections=2)
     try:
         batch = [key async for key in redis.scan_iter(match=f"{settings.redis_prefix}:*")]
         for start in range(0, len(batch), 500):

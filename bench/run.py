@@ -29,7 +29,17 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench import data, freshness, outbound, processes, projector, relay, scale_out, summary
+from bench import (
+    cluster,
+    data,
+    freshness,
+    outbound,
+    processes,
+    projector,
+    relay,
+    scale_out,
+    summary,
+)
 from bench.catalogue import OTHER_SCENARIOS, ROOT, RPC_SCENARIOS, select
 from bench.rpc import Run, run_scenario
 from common.pb.shop.v1 import command_service_pb2 as cpb
@@ -165,6 +175,8 @@ def _run_all(
                 f"{rate:g}/s": asyncio.run(freshness.measure(write, read, rate, seconds))
                 for rate in FRESHNESS_RATES
             }
+        elif name == "cluster":
+            outcome = cluster.measure(settings, plan.run, results, _serving, interrupted)
         else:  # scale-out
             outcome = scale_out.measure(settings, plan.run, results, _serving, interrupted)
         (results / f"{name}.json").write_text(json.dumps(outcome, indent=2))

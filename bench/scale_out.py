@@ -38,11 +38,11 @@ def measure(
     scenario = RPC_SCENARIOS[SCENARIO]
     rows: dict[str, Any] = {}
     for workers in WORKERS:
-        port, base = _free_port(), free_metrics_base(workers)
+        port, base = processes.free_port(), free_metrics_base(workers)
         log = results / f"scale-out-w{workers}.log"
-        server = _start(settings, port, base, workers, log)
+        server = start_read_server(settings, port, base, workers, log)
         try:
-            _wait(server, f"127.0.0.1:{port}", serving, log, workers)
+            wait_serving(server, f"127.0.0.1:{port}", serving, log, workers)
             urls = [
                 f"http://127.0.0.1:{worker_metrics_port(base, i)}/metrics" for i in range(workers)
             ]
@@ -57,17 +57,10 @@ def measure(
     return {"scenario": SCENARIO, "runs": rows, "ratio": last / first if first else 0.0}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def free_metrics_base(workers: int) -> int:
     """A metrics port whose ``workers`` worker ports (``worker_metrics_port``) are all free."""
     for _ in range(50):
-        base = _free_port()
+        base = processes.free_port()
         try:
             for i in range(1, workers):
                 with socket.socket() as s:
@@ -78,7 +71,7 @@ def free_metrics_base(workers: int) -> int:
     raise SystemExit("cqrs bench: no free metrics ports for the scale-out servers")
 
 
-def _start(
+def start_read_server(
     settings: Settings, port: int, metrics_base: int, workers: int, log: Path
 ) -> subprocess.Popen[bytes]:
     server_settings = dataclasses.replace(settings, read_metrics_port=metrics_base)
@@ -91,7 +84,7 @@ def _start(
         )  # fmt: skip
 
 
-def _wait(
+def wait_serving(
     server: subprocess.Popen[bytes],
     address: str,
     serving: Callable[[str], bool],

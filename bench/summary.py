@@ -115,6 +115,8 @@ def write(results: Path, outcomes: dict[str, Any], machine: dict[str, str], comm
         lines += _freshness_table(outcomes["freshness"])
     if "scale-out" in outcomes:
         lines += _scale_out_table(outcomes["scale-out"])
+    if "cluster" in outcomes:
+        lines += cluster_tables(outcomes["cluster"])
     lines += outbound_table(outcomes)
     lines += analytics_tables(rpc, outcomes)
     text = "\n".join(lines)
@@ -246,6 +248,62 @@ def _scale_out_table(outcome: dict[str, Any]) -> list[str]:
             f"| {row['p99_ms']:.2f} | {row['errors']} |"
         )
     return [*lines, "", f"Ratio: {outcome['ratio']:.2f}x.", ""]
+
+
+# Reads on a Redis Cluster within this of one Redis (issue 24).
+CLUSTER_TARGET = 0.8
+
+
+def cluster_tables(outcome: dict[str, Any]) -> list[str]:
+    """The cluster group (bench/cluster.py): projector and reads, one Redis beside a cluster."""
+    title = "## Redis Cluster (three masters) beside one Redis"
+    if "skipped" in outcome:
+        return [title, "", f"Not measured: {outcome['skipped']}.", ""]
+    lines = [
+        title,
+        "",
+        "Catch-up of the three Redis projections from zero:",
+        "",
+        "| run | one Redis events/s | cluster events/s | cluster x |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    single, on_cluster = outcome["projector"]["one Redis"], outcome["projector"]["cluster"]
+    for a, b in zip(single, on_cluster, strict=True):
+        ratio = b["events_per_s"] / a["events_per_s"] if a["events_per_s"] else 0.0
+        lines.append(
+            f"| {a['run']} | {a['events_per_s']:,.0f} | {b['events_per_s']:,.0f} | {ratio:.2f} |"
+        )
+    lines += [
+        "",
+        "Reads from the projection, a read server of one worker each, near-cache off (every "
+        "read reaches Redis):",
+        "",
+        "| scenario | one Redis rps | p99 ms | cluster rps | p99 ms | cluster x |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    reads = outcome["reads"]
+    ratios = [r for r in outcome["ratios"].values() if r is not None]
+    for name, row in reads["one Redis"].items():
+        other = reads["cluster"].get(name)
+        ratio = outcome["ratios"].get(name)
+        other_rps = "" if other is None else f"{other['rps']:,.0f}"
+        other_p99 = "" if other is None else f"{other['p99_ms']:.2f}"
+        ratio_text = "" if ratio is None else f"{ratio:.2f}"
+        lines.append(
+            f"| {name} | {row['rps']:,.0f} | {row['p99_ms']:.2f} "
+            f"| {other_rps} | {other_p99} | {ratio_text} |"
+        )
+    if not ratios:
+        verdict = "not measured"
+    else:
+        lowest = min(ratios)
+        verdict = f"{lowest:.2f}x ({'met' if lowest >= CLUSTER_TARGET else 'missed'})"
+    return [
+        *lines,
+        "",
+        f"Target: every read on the cluster >= {CLUSTER_TARGET}x one Redis; lowest: {verdict}",
+        "",
+    ]
 
 
 def outbound_table(outcomes: dict[str, Any]) -> list[str]:

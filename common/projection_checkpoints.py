@@ -54,6 +54,7 @@ class RedisCheckpoints:
     def __init__(
         self, client: Redis, prefix: str, families: Sequence[str] = REDIS_FAMILIES
     ) -> None:
+        self.prefix = prefix
         self._keys = {f"redis:{f}": ProjectionKeys(prefix, f) for f in families}
         self._script = client.register_script(
             redis_scripts.script(*redis_scripts.ACTIVE_CHECKPOINT)

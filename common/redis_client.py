@@ -8,10 +8,13 @@ outage the caller handles (UNAVAILABLE for readers, back-off for the projector).
 
 from __future__ import annotations
 
-from typing import cast
+import asyncio
+from contextvars import ContextVar
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+import redis.exceptions
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -54,9 +57,12 @@ def redis_client(url: str, max_connections: int, retries: int = 1) -> aioredis.R
     every script's keys share a projection's hash tag (:mod:`common.redis_keys`).
     """
     if is_cluster(url):
-        cluster = RedisCluster(
+        cluster = _WaitingCluster(
+            max_connections,
             startup_nodes=[ClusterNode(host, port) for host, port in cluster_nodes(url)],
-            max_connections=max_connections,
+            # Commands are bounded by the client's semaphore; the other half is for the
+            # pipelines, which hold a connection on every node they touch.
+            max_connections=2 * max_connections,
             socket_timeout=SOCKET_TIMEOUT_S,
             socket_connect_timeout=SOCKET_TIMEOUT_S,
             retry=Retry(NoBackoff(), retries),
@@ -73,3 +79,39 @@ def redis_client(url: str, max_connections: int, retries: int = 1) -> aioredis.R
         retry=Retry(NoBackoff(), retries),
     )
     return aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
+
+
+class _WaitingCluster(RedisCluster):
+    """A RedisCluster whose callers wait for a connection, as the single-node client's
+    ``BlockingConnectionPool`` makes them (up to :data:`POOL_WAIT_S`, then a
+    ``ConnectionError``: an outage).
+
+    redis-py's cluster pools never wait: a call finding its node's pool in use fails at once
+    with ``MaxConnectionsError``. Commands here take a slot of a semaphore first, so no more
+    of them are in flight than one node's pool holds."""
+
+    def __init__(self, concurrency: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._in_flight = asyncio.Semaphore(concurrency)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if _holding.get():  # redis-py resending part of a command of ours: its slot is ours
+            return await super().execute_command(*args, **kwargs)
+        try:
+            async with asyncio.timeout(POOL_WAIT_S):
+                await self._in_flight.acquire()
+        except TimeoutError:
+            raise redis.exceptions.ConnectionError(
+                f"no Redis connection free within {POOL_WAIT_S:g} s"
+            ) from None
+        token = _holding.set(True)
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            _holding.reset(token)
+            self._in_flight.release()
+
+
+# Set while a task runs a command of _WaitingCluster's: redis-py may call execute_command
+# again inside it (a multi-slot command's failed part), which must not wait for a slot.
+_holding: ContextVar[bool] = ContextVar("redis_cluster_slot_held", default=False)

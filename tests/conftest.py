@@ -18,9 +18,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 
 from common.db import drop_database, migrate, split_database
+from common.redis_client import redis_client
 from common.settings import Settings
 from cqrs.instances import (
     Lookup,
@@ -70,7 +70,7 @@ async def settings(template_database: str) -> AsyncIterator[Settings]:
 
 
 async def delete_redis_prefix(prefix: str) -> None:
-    client = aioredis.from_url(REDIS_URL)
+    client = redis_client(REDIS_URL, max_connections=4)
     try:
         batch: list[bytes] = []
         async for key in client.scan_iter(match=f"{prefix}:*", count=1000):

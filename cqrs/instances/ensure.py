@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from common.redis_client import is_cluster, node_url
 from common.settings import Settings
 from cqrs.instances.base import Lookup, PrivateInstance, ServicesUnavailable
 from cqrs.instances.network import (
@@ -57,7 +58,9 @@ def ensure_services(
     # Absolute: the servers run with another working directory (and maybe as another user).
     data_dir = data_dir.resolve()
     pg_host, pg_port = url_host_port(settings.asyncpg_dsn, 5432)
-    redis_host, redis_port = url_host_port(settings.redis_url, 6379)
+    # A Redis Cluster answers for itself through its first seed node; it is never replaced
+    # by a private single Redis (`cqrs up --cluster` starts a private cluster instead).
+    redis_host, redis_port = url_host_port(node_url(settings.redis_url), 6379)
     pg = _Plan(
         "PostgreSQL",
         settings.database_url,
@@ -66,7 +69,7 @@ def ensure_services(
         probe_postgres(pg_host, pg_port, timeout),
     )
     redis = _Plan(
-        "Redis",
+        "Redis Cluster" if is_cluster(settings.redis_url) else "Redis",
         settings.redis_url,
         redis_host,
         redis_port,
@@ -75,7 +78,7 @@ def ensure_services(
     pg_version = _cluster_version(data_dir / "postgres")
     if pg.probe is not Probe.ANSWERS:
         pg.binary = find_postgres_bin(lookup, pg_version)
-    if redis.probe is not Probe.ANSWERS:
+    if redis.probe is not Probe.ANSWERS and not is_cluster(settings.redis_url):
         redis.binary = find_redis_server(lookup)
     problems = [p for p in (pg, redis) if p.probe is not Probe.ANSWERS and not _can_start(p)]
     if problems:
@@ -156,6 +159,11 @@ def missing_services_message(problems: Sequence[_Plan]) -> str:
             lines.append(
                 f"cannot reach {where} ({state}); it is not on this machine, so no "
                 "private instance can replace it."
+            )
+        elif p.name == "Redis Cluster":
+            lines.append(
+                f"cannot reach {where} ({state}), the first node of CQRS_REDIS_URL: start that "
+                "cluster, or run `cqrs up --cluster` for a private one."
             )
         elif p.name == "PostgreSQL":
             lines.append(

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from common.redis_client import cluster_nodes
+from common.redis_client import cluster_nodes, redis_client
 from common.redis_keys import ProjectionKeys
 from common.settings import Settings
 from cqrs.instances.cluster import RedisClusterNodes
@@ -111,3 +111,18 @@ def _owner(cluster: RedisClusterNodes, slot: int) -> int:
         return next(int(r[2][1]) for r in client.cluster("slots") if r[0] <= slot <= r[1])
     finally:
         client.close()
+
+
+def test_callers_wait_for_a_connection_as_on_one_redis(redis_cluster: str) -> None:
+    """More concurrent commands than connections: on a cluster as on one Redis, callers
+    wait their turn (redis-py's cluster pools would fail them with MaxConnectionsError)."""
+
+    async def many() -> list[bytes | None]:
+        client = redis_client(redis_cluster, max_connections=1)
+        try:
+            await client.set("{waiting}:k", b"v")
+            return await asyncio.gather(*(client.get("{waiting}:k") for _ in range(50)))
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(many()) == [b"v"] * 50

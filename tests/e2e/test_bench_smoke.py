@@ -16,6 +16,7 @@ import pytest
 
 from bench import report
 from bench.catalogue import RPC_SCENARIOS
+from bench.cluster import SCENARIOS as CLUSTER_SCENARIOS
 from bench.projector import RUNS
 from common.settings import Settings
 from tests.support.servers import ROOT, free_port
@@ -101,6 +102,13 @@ async def test_every_scenario_runs_and_reports_in_ghz_format(
             assert freshness[rate]["sources"][source]["samples"] > 0, (rate, source)
     scale = json.loads((run / "scale-out.json").read_text())
     assert set(scale["runs"]) == {"workers 1", "workers 2"} and scale["ratio"] > 0
+    cluster = json.loads((run / "cluster.json").read_text())
+    for where in ("one Redis", "cluster"):
+        assert cluster["projector"][where][0]["events_per_s"] > 0, cluster
+        assert set(cluster["reads"][where]) == set(CLUSTER_SCENARIOS), cluster
+        for name, row in cluster["reads"][where].items():
+            assert row["rps"] > 0 and row["errors"] == 0, (where, name, row)
+    assert all(r > 0 for r in cluster["ratios"].values()), cluster
     # The outbound group (a second of load each: their figures are not judged here)
     webhooks = json.loads((run / "webhooks.json").read_text())
     for phase in ("alone", "beside_slow_and_dead"):
@@ -112,6 +120,7 @@ async def test_every_scenario_runs_and_reports_in_ghz_format(
     assert "## Outbound: webhooks and payments" in summary
     assert "| floor |" in summary and "## Projector" in summary and "## Freshness" in summary
     assert "## NATS relay" in summary
+    assert "## Redis Cluster (three masters) beside one Redis" in summary
     assert "## Analytics: read model vs write model" in summary
     assert "| GetMonthlyRevenue |" in summary and "Target (read model >= 100x" in summary
     assert (run / "chart.png").stat().st_size > 10_000

@@ -25,6 +25,7 @@ from projector.bootstrap import App
 from projector.errors import StoreLost
 from projector.wakeup import Wakeup
 from read_server.bootstrap import bootstrap as bootstrap_read
+from tests.support.env import one_redis_only
 from tests.support.events import NewEvent, Shop, append_events, eventually, now
 from tests.support.projector import (
     RecordingStore,
@@ -285,6 +286,7 @@ def pool(metric: str, name: str, state: str | None = None) -> float | None:
     return value(metric, **labels)
 
 
+@one_redis_only("takes a connection from the single-node pool (a cluster's: one per node)")
 async def test_pool_gauges_follow_the_connections_held(app: App) -> None:
     read = await bootstrap_read(app.settings)
     try:
@@ -314,6 +316,7 @@ async def test_pool_gauges_follow_the_connections_held(app: App) -> None:
     assert pool("cqrs_db_pool_max", "projector") is not None
 
 
+@one_redis_only("a cluster's pool max is per node, summed over the nodes")
 async def test_the_write_server_reports_its_pools(settings: Settings) -> None:
     write = await bootstrap_write(settings)
     try:

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from common.entities import CUSTOMERS, ORDERS, PRODUCTS
 from common.errors import Unavailable
 from common.positions import Position
+from common.redis_client import redis_client as open_redis
 from common.settings import Settings
 from read_server.sources.base import Freshness, PageRequest
 from tests.support.read_fixtures import (
@@ -37,7 +38,7 @@ async def loaded(settings: Settings) -> AsyncIterator[Loaded]:
 
 @pytest.fixture
 async def redis_client(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = open_redis(settings.redis_url, max_connections=4)
     try:
         yield client
     finally:

@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from common import redis_scripts
+from common.redis_client import redis_client
 from common.redis_keys import ProjectionKeys
 from tests.conftest import REDIS_URL, delete_redis_prefix
 
@@ -21,7 +22,7 @@ CP1, CP2 = "0000000000000000001:0000000001", "0000000000000000002:0000000001"
 
 @pytest.fixture
 async def client() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(REDIS_URL)
+    client = redis_client(REDIS_URL, max_connections=4)
     try:
         yield client
     finally:

@@ -27,6 +27,7 @@ from common.documents import status_name, status_value, timestamp
 from common.entities import Entity
 from common.pb.shop.v1 import shop_pb2
 from common.positions import Position
+from common.redis_client import redis_client
 from common.redis_keys import ProjectionKeys
 from common.settings import Settings
 from read_server.bootstrap import App, bootstrap
@@ -292,8 +293,10 @@ async def load_redis(
         "customers": ds.deleted_customers,
         "orders": ds.deleted_orders,
     }
-    pipe = client.pipeline(transaction=True)
     for projection, entries in _redis_entries(ds).items():
+        # One transaction per projection: its keys share a hash tag (a cluster's MULTI
+        # may not span slots).
+        pipe = client.pipeline(transaction=True)
         base = ProjectionKeys(prefix, projection).base
         for doc, indexes in entries:
             member = key_of(doc).member()
@@ -307,7 +310,7 @@ async def load_redis(
         pipe.set(f"{base}:g{stale}:checkpoint", Position(10**9, 0).to_checkpoint())
         pipe.set(f"{base}:next_gen", generation)
         pipe.set(f"{base}:active", generation)
-    await pipe.execute()
+        await pipe.execute()
 
 
 async def set_redis_checkpoint(
@@ -330,7 +333,7 @@ async def load_everywhere(settings: Settings, ds: ReadDataset) -> None:
             await load_read_model(conn, ds)
     finally:
         await conn.close()
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings.redis_url, max_connections=4)
     try:
         await load_redis(client, settings.redis_prefix, ds)
     finally:

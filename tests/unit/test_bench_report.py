@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from bench import report
+from bench import report, summary
 from bench.catalogue import GHZ_DIR, ROOT, RPC_SCENARIOS, select
 from bench.drivers import h2load
 from bench.report import Calls
@@ -84,3 +84,31 @@ def test_h2load_log_and_frames() -> None:
     assert calls.ok_latencies_ns == [1_500_000, 2_500_000]
     assert calls.errors == Counter({"HTTP 503": 1})
     assert h2load.grpc_frame(b"\x0a\x01x") == b"\x00\x00\x00\x00\x03\x0a\x01x"
+
+
+def _cluster_outcome(single_rps: float, cluster_rps: float) -> dict[str, object]:
+    def row(rps: float) -> dict[str, float]:
+        return {"rps": rps, "p99_ms": 2.0}
+
+    def runs(events_per_s: float) -> list[dict[str, object]]:
+        return [{"run": "redis (3)", "events_per_s": events_per_s}]
+
+    return {
+        "projector": {"one Redis": runs(20_000), "cluster": runs(15_000)},
+        "reads": {
+            "one Redis": {"get_product_projection": row(single_rps)},
+            "cluster": {"get_product_projection": row(cluster_rps)},
+        },
+        "ratios": {"get_product_projection": cluster_rps / single_rps},
+    }
+
+
+def test_the_cluster_table_judges_the_lowest_ratio() -> None:
+    met = "\n".join(summary.cluster_tables(_cluster_outcome(5_000, 4_500)))
+    assert "| redis (3) | 20,000 | 15,000 | 0.75 |" in met
+    assert "| get_product_projection | 5,000 | 2.00 | 4,500 | 2.00 | 0.90 |" in met
+    assert met.endswith("lowest: 0.90x (met)\n")
+    missed = "\n".join(summary.cluster_tables(_cluster_outcome(5_000, 3_000)))
+    assert "lowest: 0.60x (missed)" in missed
+    skipped = summary.cluster_tables({"skipped": "redis-server or redis-cli is not installed"})
+    assert "Not measured: redis-server or redis-cli is not installed." in skipped

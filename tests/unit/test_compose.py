@@ -166,3 +166,45 @@ def test_the_pgbouncer_override_is_valid_and_routes_only_the_servers(
         assert name in compose["services"]
     assert "projector" not in services
     assert services["pgbouncer"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_the_cluster_override_is_valid_and_wires_the_topology(
+    schema: dict[str, Any], compose: dict[str, Any]
+) -> None:
+    """deploy/compose/cluster.yml (over docker-compose.yml): a valid compose file whose
+    variables are settings and whose commands parse; the servers and both projectors on the
+    three-node Redis Cluster it starts (after it is joined), the read server on the replica,
+    two workers per server; every mounted file exists."""
+    override: dict[str, Any] = yaml.safe_load(
+        (ROOT / "deploy" / "compose" / "cluster.yml").read_text()
+    )
+    assert _errors(schema, override) == []
+    services = override["services"]
+    nodes = [n for n in services if n.startswith("redis-") and n != "redis-cluster-init"]
+    assert nodes == ["redis-1", "redis-2", "redis-3"]
+    init = " ".join(services["redis-cluster-init"]["command"])
+    assert all(f"getent hosts {n} " in init for n in nodes)
+    parser = _parser()
+    for name in ("write-server", "read-server", "projector", "projector-2"):
+        env = services[name]["environment"]
+        assert set(env) <= set(_ENV_FIELDS), name
+        url = env["CQRS_REDIS_URL"]
+        assert url == "redis+cluster://" + ",".join(f"{n}:6379" for n in nodes), name
+        if name != "projector-2":
+            assert name in compose["services"]
+        if "command" in services[name]:
+            parser.parse_args(services[name]["command"])
+        if name != "projector-2":
+            waits = services[name]["depends_on"]["redis-cluster-init"]["condition"]
+            assert waits == "service_completed_successfully"
+    for name in ("write-server", "read-server"):
+        assert services[name]["command"][-2:] == ["--workers", "2"]
+    read_url = services["read-server"]["environment"]["CQRS_READ_DATABASE_URL"]
+    assert "@postgres-replica:5432/" in read_url
+    assert "pg_basebackup -h postgres " in " ".join(services["postgres-replica"]["command"])
+    for mount in services["postgres"]["volumes"]:
+        assert (ROOT / mount.split(":")[0]).is_file(), mount
+    # projector-2 runs what the projector runs, on the same database and services.
+    first = {**compose["x-app"]["environment"], **services["projector"]["environment"]}
+    second = services["projector-2"]["environment"]
+    assert {k: first[k] for k in second} == second

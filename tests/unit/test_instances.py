@@ -3,6 +3,7 @@ URL rewriting, the "nothing reachable, nothing installed" message, the printed e
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import socket
@@ -59,6 +60,21 @@ def test_nothing_reachable_and_nothing_installed_names_both_and_the_fixes(tmp_pa
     assert "apt-get install postgresql redis-server" in message
     assert "docker compose up -d postgres redis" in message
     assert not (tmp_path / ".data").exists()  # nothing was started or created
+
+
+def test_an_unreachable_redis_cluster_is_reported_never_replaced(tmp_path: Path) -> None:
+    """A ``redis+cluster://`` URL is probed at its first node; when nothing answers there,
+    no private single Redis stands in for the cluster (even with redis-server installed)."""
+    first, second = free_port(), free_port()
+    settings = dataclasses.replace(
+        _unreachable_settings(),
+        redis_url=f"redis+cluster://127.0.0.1:{first},127.0.0.1:{second}",
+    )
+    with pytest.raises(ServicesUnavailable) as info:
+        ensure_services(settings, tmp_path / ".data", lookup=Lookup(), timeout=0.2)
+    message = str(info.value)
+    assert f"Redis Cluster at 127.0.0.1:{first} (nothing answers there)" in message
+    assert "`cqrs up --cluster`" in message
 
 
 def test_up_exits_2_with_the_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

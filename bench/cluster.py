@@ -1,0 +1,166 @@
+"""The cluster group: the Redis projections on a Redis Cluster beside one Redis, in one run.
+
+A Redis Cluster of our own (three masters, started here, stopped at the end) and the
+system's Redis, on the system's database:
+
+- **projector**: catch-up of the three Redis projections from zero (the projector group's
+  ``redis (3)`` run), on one Redis, then on the cluster;
+- **reads**: every SOURCE_PROJECTION read scenario against a read server on one Redis and one
+  on the cluster, each started here (one worker), with the near-cache off so that every read
+  reaches Redis: the ratio is what the cluster costs a read (issue target >= 0.8x). The
+  cluster's projections are built by a projector of our own from a scratch copy of the log
+  (the system's projector shares leases with any projector on its database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench import processes, projector, summary
+from bench.catalogue import ROOT, RPC_SCENARIOS
+from bench.rpc import Run, run_scenario
+from bench.scale_out import free_metrics_base, start_read_server, wait_serving
+from common.db import drop_database
+from common.positions import Position
+from common.projection_checkpoints import RedisCheckpoints
+from common.redis_client import redis_client
+from common.settings import Settings, to_environ
+from cqrs.instances import Lookup, find_redis_server
+from cqrs.instances.cluster import node_ports, redis_cluster
+
+SCENARIOS = [n for n, s in RPC_SCENARIOS.items() if s.group == "reads" and s.source == "projection"]
+# The projector runs measured on both (bench/projector.py's RUNS).
+PROJECTOR_RUNS = ["redis (3)"]
+# Reads on the cluster within this of one Redis (issue 24).
+TARGET = 0.8
+_BUILD_TIMEOUT_S = 600.0
+
+
+def measure(
+    settings: Settings,
+    run: Run,
+    results: Path,
+    serving: Callable[[str], bool],
+    interrupted: Any,
+) -> dict[str, Any]:
+    """The projector runs and the read scenarios on one Redis and on the cluster."""
+    lookup = Lookup()
+    if find_redis_server(lookup) is None or shutil.which("redis-cli") is None:
+        return {"skipped": "redis-server or redis-cli is not installed"}
+    scratch = Path(tempfile.mkdtemp(prefix="cqrs-bench-cluster-"))
+    nodes = redis_cluster(scratch, lookup, node_ports())
+    try:
+        nodes.start()
+        on_cluster = dataclasses.replace(settings, redis_url=nodes.url)
+        outcome: dict[str, Any] = {"nodes": nodes.url, "projector": {}, "reads": {}}
+        for where, chosen in (("one Redis", settings), ("cluster", on_cluster)):
+            runs = asyncio.run(projector.measure(chosen, PROJECTOR_RUNS, rebuild=False))
+            outcome["projector"][where] = runs["catch_up"]
+        # The cluster's copy is built from a scratch copy of the log: on the system's database
+        # the system's projector holds some of the Redis projections' leases.
+        scratch_db = asyncio.run(projector.scratch_copy(on_cluster))
+        builder = _build_projections(scratch_db, results / "cluster-projector.log")
+        try:
+            for where, chosen in (("one Redis", settings), ("cluster", scratch_db)):
+                outcome["reads"][where] = _reads(chosen, where, run, results, serving, interrupted)
+        finally:
+            processes.stop(builder)
+            asyncio.run(drop_database(scratch_db.asyncpg_dsn))
+        outcome["ratios"] = {
+            name: _ratio(outcome["reads"]["cluster"].get(name), outcome["reads"]["one Redis"][name])
+            for name in outcome["reads"]["one Redis"]
+        }
+        return outcome
+    finally:
+        nodes.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _build_projections(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """A projector building the Redis projections on ``settings``' Redis (the cluster) from
+    the system's log, returned once they cover its head (it goes on following)."""
+    env = {**os.environ, **to_environ(dataclasses.replace(settings, projector_metrics_port=0))}
+    argv = [sys.executable, "-m", "cqrs", "projector", "run"]
+    for name in projector.RUNS["redis (3)"]:
+        argv += ["--only", name]
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        asyncio.run(_until_built(settings, process))
+    except BaseException:
+        processes.stop(process)
+        raise
+    return process
+
+
+async def _until_built(settings: Settings, process: subprocess.Popen[bytes]) -> None:
+    conn = await asyncpg.connect(settings.asyncpg_dsn)
+    client = redis_client(settings.redis_url, max_connections=2)
+    try:
+        row = await conn.fetchrow(
+            "SELECT xid::text::bigint AS xid, seq FROM events ORDER BY xid DESC, seq DESC LIMIT 1"
+        )
+        head = Position(row["xid"], row["seq"]) if row else Position(0, 0)
+        checkpoints = RedisCheckpoints(client, settings.redis_prefix)
+        deadline = time.monotonic() + _BUILD_TIMEOUT_S
+        while True:
+            found = await checkpoints.read()
+            if len(found) == 3 and all(p >= head for p in found.values()):
+                return
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("cqrs bench: the projector did not build the cluster's copy")
+            await asyncio.sleep(0.2)
+    finally:
+        await client.aclose()
+        await conn.close()
+
+
+def _reads(
+    settings: Settings,
+    where: str,
+    run: Run,
+    results: Path,
+    serving: Callable[[str], bool],
+    interrupted: Any,
+) -> dict[str, Any]:
+    tag = "cluster" if where == "cluster" else "single"
+    port, base = processes.free_port(), free_metrics_base(1)
+    log = results / f"cluster-reads-{tag}.log"
+    uncached = dataclasses.replace(settings, near_cache_documents=0)
+    server = start_read_server(uncached, port, base, 1, log)
+    rows: dict[str, Any] = {}
+    try:
+        wait_serving(server, f"127.0.0.1:{port}", serving, log, 1)
+        metrics = [f"http://127.0.0.1:{base}/metrics"]
+        for name in SCENARIOS:
+            if interrupted():
+                break
+            report = run_scenario(
+                RPC_SCENARIOS[name], run, f"127.0.0.1:{port}", metrics,
+                results / f"cluster-{tag}-{name}.json", interrupted,
+            )  # fmt: skip
+            rows[name] = summary.rpc_row(RPC_SCENARIOS[name], report)
+    finally:
+        processes.stop(server)
+    return rows
+
+
+def _ratio(cluster: dict[str, Any] | None, single: dict[str, Any]) -> float | None:
+    if cluster is None or not single["rps"]:
+        return None
+    return float(cluster["rps"] / single["rps"])
