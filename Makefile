@@ -62,12 +62,18 @@ test: $(STAMP)
 	@$(NATS_INSTALL)
 	@$(PGBOUNCER_INSTALL)
 	$(BIN)/pytest $(PYTEST_ARGS)
-	$(BIN)/python -m tests.support.on_cluster tests/integration $(PYTEST_ARGS)
+	$(BIN)/python -m tests.support.on_cluster $(ON_CLUSTER_TESTS) $(PYTEST_ARGS)
 
-# The integration suite again, its Redis a Redis Cluster of its own (three masters).
+# Run again with their Redis a Redis Cluster of its own (three masters): the integration
+# suite, and the end-to-end tests of the projections with real processes.
+ON_CLUSTER_TESTS = tests/integration tests/e2e/test_system.py tests/e2e/test_projector_lifecycle.py \
+	tests/e2e/test_projector_resilience.py tests/e2e/test_projector_scale_out.py \
+	tests/e2e/test_read_deadlines.py tests/e2e/test_workers.py tests/e2e/test_hostile_input.py \
+	tests/e2e/test_server_lifecycle.py
+
 test-on-cluster: $(STAMP)
 	@$(NATS_INSTALL)
-	$(BIN)/python -m tests.support.on_cluster tests/integration $(PYTEST_ARGS)
+	$(BIN)/python -m tests.support.on_cluster $(ON_CLUSTER_TESTS) $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
