@@ -246,6 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from projector.segments import counts_for
 
             counts_for(settings.projector_segments, ALL_PROJECTIONS)
+        if args.command == "projector" and args.projector_command == "run":
+            from common.rpc.auth import require_internal_credential
+
+            require_internal_credential(settings)
     except ValueError as exc:
         print(f"cqrs: {exc}", file=sys.stderr)
         return 2

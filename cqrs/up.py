@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.connection_budget import budget, describe
 from common.rpc import tls
+from common.rpc.auth import with_internal_credential
 from common.settings import (
     Settings,
     connect_address,
@@ -146,6 +147,8 @@ def _run(
         data_dir.mkdir(parents=True, exist_ok=True)
         sandbox_args = ["payments-sandbox", "--port", str(port), "--state", str(state)]
         commands = {"payments-sandbox": sandbox_args, **commands}
+    # With write tokens on, the projector needs one of its own to record payments.
+    settings = with_internal_credential(settings)
     env = {**os.environ, **to_environ(settings), "PYTHONUNBUFFERED": "1"}
     children: list[Child] = []
     watcher: prometheus.Running | None = None

@@ -17,6 +17,7 @@ subject or the line, never the token.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import hashlib
 import hmac
 import secrets
@@ -172,3 +173,45 @@ def current_subject(context: grpc.aio.ServicerContext) -> str:
         return subject
     auth = context.auth_context() or {}
     return b",".join(auth.get("x509_common_name", [])).decode(errors="replace")
+
+
+def write_tokens_on(settings: Settings) -> bool:
+    """Whether the write server takes only calls with a write token."""
+    return bool(settings.write_tokens or settings.write_tokens_file)
+
+
+def internal_subject(settings: Settings) -> str:
+    """The subject the projector calls the internal RPCs as (the first internal one)."""
+    return next((s.strip() for s in settings.internal_subjects.split(",") if s.strip()), "")
+
+
+def with_internal_credential(settings: Settings) -> Settings:
+    """``settings`` giving the projector a credential of its own when it needs one: payments
+    on, write tokens on and no ``CQRS_CLIENT_TOKEN`` set. A random token for the first
+    internal subject is added to the write tokens and made the client token (what ``cqrs up``
+    gives the processes it starts; shown nowhere). Otherwise ``settings`` unchanged."""
+    if not (settings.payments_url and write_tokens_on(settings)) or settings.client_token:
+        return settings
+    subject = internal_subject(settings)
+    if not subject:
+        raise TokenError(
+            "CQRS_INTERNAL_SUBJECTS names nobody: the projector cannot record payments"
+        )
+    token = secrets.token_urlsafe(32)
+    pairs = (
+        f"{settings.write_tokens},{subject}:{token}"
+        if settings.write_tokens
+        else f"{subject}:{token}"
+    )
+    return dataclasses.replace(settings, write_tokens=pairs, client_token=token)
+
+
+def require_internal_credential(settings: Settings) -> None:
+    """A projector charging payments against a write server that takes tokens must have
+    one (``CQRS_CLIENT_TOKEN``): a configuration error at start-up, not a failed payment."""
+    if settings.payments_url and write_tokens_on(settings) and not settings.client_token:
+        raise TokenError(
+            "payments are on (CQRS_PAYMENTS_URL) and the write server takes API tokens "
+            "(CQRS_WRITE_TOKENS): give the projector CQRS_CLIENT_TOKEN, the write token of a "
+            f"subject in CQRS_INTERNAL_SUBJECTS ({settings.internal_subjects})"
+        )

@@ -24,7 +24,8 @@ Failures: a decline (402) or a rejected request is definitive: ``PaymentFailed``
 the breaker open) and a write server that cannot be reached are outages
 (:class:`PaymentsUnavailable`, a ``ConnectionError``): the runner backs off and retries
 the batch from its checkpoint, the orders stay PENDING meanwhile, and the other
-consumers are not affected. It is never rebuilt (``rebuildable = False``).
+consumers are not affected. So is a write server refusing the projector's credential
+(UNAUTHENTICATED, PERMISSION_DENIED): a configuration fault, never a poison event. It is never rebuilt (``rebuildable = False``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ _ORDER = "SELECT payment_status, payment_charge_id FROM orders WHERE id = $1::uu
 _RETRY_CODES = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED}
 )
+# gRPC codes that mean "the write server does not take the projector's credential": a
+# configuration fault to fix, retried like an outage meanwhile.
+_REFUSED_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 _CALL_TIMEOUT_S = 10.0
 
 
@@ -91,6 +95,14 @@ class WriteSide:
             if exc.code() in _RETRY_CODES:
                 raise PaymentsUnavailable(
                     f"write server: {exc.code().name}: {exc.details()}"
+                ) from exc
+            if exc.code() in _REFUSED_CODES:
+                # Our credential, not the event: retried (with back-off) until the projector
+                # is given one the write server takes, never a poison event.
+                raise PaymentsUnavailable(
+                    f"write server refuses the projector ({exc.code().name}: {exc.details()}); "
+                    "give it CQRS_CLIENT_TOKEN, the write token of a subject in "
+                    "CQRS_INTERNAL_SUBJECTS"
                 ) from exc
             raise
 

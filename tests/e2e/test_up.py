@@ -25,8 +25,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.db import drop_database
+from common.pb.shop.v1 import command_service_pb2 as cpb
+from common.pb.shop.v1 import command_service_pb2_grpc as cpb_grpc
 from common.pb.shop.v1 import query_service_pb2 as qpb
 from common.pb.shop.v1 import query_service_pb2_grpc as qpb_grpc
+from common.pb.shop.v1 import shop_pb2
 from cqrs import prometheus
 from cqrs.instances import free_port
 from tests.conftest import delete_redis_prefix
@@ -76,12 +79,15 @@ def running_up(request: pytest.FixtureRequest) -> Iterator[Running]:
         "CQRS_DB_POOL_IDLE_MS": "1000",
     }
     # Its own working directory, so a private instance (none expected here) stays out of the repo.
+    param = getattr(request, "param", [])
+    args, extra = (param["args"], param["env"]) if isinstance(param, dict) else (param, {})
+    env.update(extra)
     workdir = Path(tempfile.mkdtemp(prefix="cqrs-up-e2e-"))
     workdir.chmod(0o755)  # private PostgreSQL servers (--cluster) run as their own user
     output = workdir / "up.log"
     with output.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cqrs", "up", *getattr(request, "param", [])],
+            [sys.executable, "-m", "cqrs", "up", *args],
             cwd=workdir,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -140,6 +146,49 @@ def test_up_serves_until_interrupted(running_up: Running) -> None:
     assert up.process.wait(timeout=60) == 0, up.text()
     for pid in children:
         assert not _alive(pid), f"child {pid} survived `cqrs up`"
+
+
+WRITE_TOKEN, READ_TOKEN = "w-" + "a" * 30, "r-" + "b" * 30
+
+
+@pytest.mark.parametrize(
+    "running_up",
+    [{"args": [], "env": {"CQRS_WRITE_TOKENS": f"ci:{WRITE_TOKEN}",
+                          "CQRS_READ_TOKENS": f"ci-read:{READ_TOKEN}"}}],
+    indirect=True,
+)  # fmt: skip
+def test_up_with_api_tokens_still_charges_orders(running_up: Running) -> None:
+    """With the README's token settings, `cqrs up` gives its projector a credential of its
+    own: a confirmed order is captured (no poison event), and the projector stays healthy."""
+    up = running_up
+    _wait_until_serving(up)
+    write = [("authorization", f"Bearer {WRITE_TOKEN}")]
+    read = [("authorization", f"Bearer {READ_TOKEN}")]
+    with grpc.insecure_channel(up.write) as w, grpc.insecure_channel(up.read) as r:
+        commands, queries = cpb_grpc.CommandServiceStub(w), qpb_grpc.QueryServiceStub(r)
+        customer = commands.CreateCustomer(
+            cpb.CreateCustomerRequest(name="Ann", email="ann@example.org"), metadata=write
+        ).id
+        product = commands.CreateProduct(
+            cpb.CreateProductRequest(name="Mug", price_cents=900, currency="EUR", stock=5),
+            metadata=write,
+        ).id
+        item = cpb.PlaceOrderRequest.Item(product_id=product, quantity=1)
+        order = commands.PlaceOrder(
+            cpb.PlaceOrderRequest(customer_id=customer, items=[item]), metadata=write
+        ).id
+        commands.ConfirmOrder(cpb.ConfirmOrderRequest(id=order), metadata=write)
+        request = qpb.GetOrderRequest(id=order, source=qpb.SOURCE_WRITE_MODEL)
+        deadline = time.monotonic() + 30
+        while (status := queries.GetOrder(request, metadata=read).payment_status) != (
+            shop_pb2.PAYMENT_STATUS_CAPTURED
+        ):
+            assert time.monotonic() < deadline, f"payment {status}\n{up.text()[-4000:]}"
+            time.sleep(0.2)
+    assert "poison" not in up.text().lower(), up.text()[-4000:]
+    assert WRITE_TOKEN not in up.text()
+    up.process.send_signal(signal.SIGINT)
+    assert up.process.wait(timeout=60) == 0, up.text()
 
 
 @pytest.mark.skipif(prometheus.binary() is None, reason="prometheus is not installed")

@@ -104,3 +104,27 @@ def test_tokens_stay_out_of_the_settings_repr() -> None:
         write_tokens="ci:w-s3cret", read_tokens="d:r-s3cret", client_token="t-s3cret"
     )
     assert "s3cret" not in repr(settings)
+
+
+def test_cqrs_up_gives_its_projector_a_credential_only_when_it_needs_one() -> None:
+    on = Settings(write_tokens="ci:" + "a" * 32, payments_url="http://127.0.0.1:9")
+    given = auth.with_internal_credential(on)
+    subject, token = given.write_tokens.split(",")[1].split(":")
+    assert subject == "projector" and token == given.client_token and len(token) >= 32
+    assert given.write_tokens.startswith(on.write_tokens)
+    assert auth.with_internal_credential(on).client_token != token  # drawn anew each time
+    auth.require_internal_credential(given)
+    for unchanged in (
+        replace(on, payments_url=""),  # no payments: no internal call
+        replace(on, write_tokens=""),  # no tokens: nothing to present
+        replace(on, client_token="mine"),  # the operator's own
+    ):
+        assert auth.with_internal_credential(unchanged) == unchanged
+
+
+def test_a_projector_without_the_credential_it_needs_is_a_start_up_error() -> None:
+    missing = Settings(write_tokens_file="/run/tokens", payments_url="http://127.0.0.1:9")
+    with pytest.raises(auth.TokenError, match="CQRS_CLIENT_TOKEN"):
+        auth.require_internal_credential(missing)
+    with pytest.raises(auth.TokenError, match="names nobody"):
+        auth.with_internal_credential(replace(missing, write_tokens="ci:x", internal_subjects=" ,"))
