@@ -1,5 +1,7 @@
 """``cqrs projector status``: checkpoint, events behind, leading process (``host/pid``,
-``-`` when none leads it) and state of every consumer."""
+``-`` when none leads it) and state of every consumer: those this process's settings
+configure, then any other with a checkpoint in the database (e.g. ``payments:process`` seen
+from a shell without ``CQRS_PAYMENTS_URL``)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import TextIO
 import asyncpg
 
 from common.event_log import COUNT_CAP
+from common.projection_checkpoints import pg_checkpoints
 from projector.consumer import Consumer
 from projector.errors import StoreLost
 from projector.failures import FailureLog
@@ -62,4 +65,21 @@ async def status(
             f"{consumer.name:<22} {shown_checkpoint:<42} {shown:>8}  {leader:<24} {state}",
             file=out,
         )
+    # Consumers this shell's settings do not configure (payments without CQRS_PAYMENTS_URL,
+    # the relay without CQRS_NATS_URL, ...) still stand somewhere: their rows say where.
+    elsewhere = {
+        name: at
+        for name, at in (await pg_checkpoints(pool)).items()
+        if name not in {c.name for c in shown_all}
+    }
+    elsewhere_led = await leaders(pool, list(elsewhere))
+    for name, at in sorted(elsewhere.items()):
+        failure = stopped.get(name)
+        state = (
+            f"STOPPED at event seq={failure.event_seq} ({failure.event_type}): {failure.error}"
+            if failure is not None
+            else "not configured in this shell (its settings are not set here)"
+        )
+        leader = elsewhere_led.get(name, "-")
+        print(f"{name:<22} {at.to_checkpoint():<42} {'-':>8}  {leader:<24} {state}", file=out)
     return 1 if stopped else 0

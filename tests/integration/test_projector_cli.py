@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from common.positions import ORIGIN
+from common.positions import ORIGIN, Position
 from common.settings import Settings
 from projector.bootstrap import App
 from projector.errors import StoreLost
@@ -60,6 +60,24 @@ async def test_rebuild_verify_status_commands(app: App) -> None:
     assert code == 0, out
     assert "rebuild pg:analytics [" in out and "-> schema analytics live" in out
     assert "pg:orders" not in out
+
+
+async def test_status_shows_consumers_configured_elsewhere(app: App) -> None:
+    """From a shell without CQRS_PAYMENTS_URL or CQRS_NATS_URL, the payments and the relay
+    a projector elsewhere runs still show, at their checkpoints (and rebuild copies and
+    segments' rows do not)."""
+    assert not app.settings.payments_url and not app.settings.nats_url
+    rows = [("payments:process", 7, 3), ("nats:events", 9, 1), ("pg:orders__rebuild", 1, 1)]
+    await app.pool.executemany(
+        "INSERT INTO read.projection_checkpoints (projection, xid, seq) VALUES ($1, $2, $3)", rows
+    )
+    code, out = await cqrs(app.settings, "status")
+    assert code == 0, out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    for name, xid, seq in rows[:2]:
+        assert Position(xid, seq).to_checkpoint() in lines[name], out
+        assert "not configured in this shell" in lines[name], out
+    assert "pg:orders__rebuild" not in lines and "pg:orders" in lines
 
 
 async def test_sigterm_stops_the_projector_gracefully(app: App) -> None:
