@@ -23,8 +23,11 @@ async def consume(url: str, stream: str, subjects: str, durable: str, most: int 
     sub = await nc.jetstream().pull_subscribe(subjects, durable=durable, stream=stream)
     seen = 0
     while most is None or seen < most:
+        # Never fetch more than is left to take: a fetched message is delivered to this
+        # consumer, and one not acknowledged now would come back only after the ack wait.
+        want = 100 if most is None else min(100, most - seen)
         try:
-            batch = await sub.fetch(100, timeout=2)
+            batch = await sub.fetch(want, timeout=2)
         except FetchTimeout:
             continue  # nothing new yet
         for msg in batch:
