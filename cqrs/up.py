@@ -13,6 +13,7 @@ import dataclasses
 import os
 import shlex
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -43,6 +44,7 @@ from cqrs.instances import (
     free_port,
 )
 from cqrs.instances.cluster import start_local_cluster
+from sandbox import DEFAULT_PORT as SANDBOX_PORT
 
 HEALTH_TIMEOUT_S = 60.0
 _COMMANDS = "shop.v1.CommandService"
@@ -69,7 +71,7 @@ def up(
     Prometheus data); ``lookup`` says where to find their binaries (default: PATH and the
     usual places); ``prometheus_port`` (0: any free port) also runs a Prometheus scraping
     the three processes with the committed alert rules. Unless ``CQRS_PAYMENTS_URL`` names a
-    provider already, ``sandbox`` starts ``cqrs payments-sandbox`` on a free port (state in
+    provider already, ``sandbox`` starts ``cqrs payments-sandbox`` on port 8095 (another when taken; state in
     ``data_dir``) and points the processes at it, so confirmed orders are charged.
     ``projectors`` processes share the consumers of the log (``projector.membership``),
     the second one's metrics on the next worker port, and so on.
@@ -141,7 +143,7 @@ def _run(
         "projector": ["projector", "run"],
     }
     if sandbox and not settings.payments_url:
-        port = free_port()
+        port = sandbox_port()
         settings = dataclasses.replace(settings, payments_url=f"http://127.0.0.1:{port}")
         state = data_dir / "payments-sandbox.json"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -167,6 +169,17 @@ def _run(
         if watcher is not None:
             watcher.stop()
         stop_children(children, stop_timeout(settings))
+
+
+def sandbox_port() -> int:
+    """The sandbox's usual port (8095, what the README's `curl` lines use) when it is free,
+    else any free one (the banner shows which)."""
+    try:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", SANDBOX_PORT))
+    except OSError:
+        return free_port()
+    return SANDBOX_PORT
 
 
 def _start_prometheus(

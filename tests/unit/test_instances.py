@@ -25,7 +25,8 @@ from cqrs.instances import (
     url_host_port,
     with_port,
 )
-from cqrs.up import grpcurl_examples, redact, up
+from cqrs.up import grpcurl_examples, redact, sandbox_port, up
+from sandbox import DEFAULT_PORT as SANDBOX_PORT
 
 NOTHING_INSTALLED = Lookup(path="", pg_bin_globs=())
 
@@ -146,3 +147,17 @@ def test_grpcurl_examples_are_pasteable() -> None:
     assert {"name", "price_cents", "stock"} <= body.keys()
     assert listing[-2:] == ["127.0.0.1:7002", "shop.v1.QueryService/ListProducts"]
     assert "-plaintext" in create and "-plaintext" in listing
+
+
+def test_the_sandbox_keeps_its_port_unless_it_is_taken() -> None:
+    """`cqrs up` puts the payments sandbox on 8095 (the README's `curl` lines), and on
+    another free port only when something holds 8095."""
+    with socket.socket() as holder:
+        try:
+            holder.bind(("127.0.0.1", SANDBOX_PORT))
+        except OSError:
+            pytest.skip("something else holds 8095 on this machine")
+        holder.listen()
+        other = sandbox_port()
+        assert other != SANDBOX_PORT and other > 0
+    assert sandbox_port() == SANDBOX_PORT
