@@ -349,18 +349,7 @@ def banner(settings: Settings, children: list[Child], prometheus_url: str | None
         ),
         f"                connections at most: {connection_budget(settings, children)}",
         f"  Redis         {redact(settings.redis_url)} (key prefix {settings.redis_prefix!r})",
-        *(
-            [
-                f"  payments      {settings.payments_url}"
-                + (
-                    f" (the sandbox: {settings.payments_url}/v1/charges?order_id=ID)"
-                    if "payments-sandbox" in pids
-                    else ""
-                )
-            ]
-            if settings.payments_url
-            else []
-        ),
+        *integrations(settings, sandbox="payments-sandbox" in pids),
         *(
             [f"  Prometheus    {prometheus_url} (alerts: {prometheus_url}/alerts)"]
             if prometheus_url
@@ -374,6 +363,50 @@ def banner(settings: Settings, children: list[Child], prometheus_url: str | None
         "",
     ]
     return "\n".join(lines)
+
+
+def integrations(settings: Settings, sandbox: bool) -> list[str]:
+    """One line per integration: on (where) or off (and what turns it on)."""
+    if settings.payments_url:
+        where = f" (the sandbox: {settings.payments_url}/v1/charges?order_id=ID)" if sandbox else ""
+        payments = f"on: {settings.payments_url}{where}"
+    else:
+        payments = (
+            "off: confirmed orders ship unpaid (set CQRS_PAYMENTS_URL, or drop --no-payments)"
+        )
+    if settings.nats_url:
+        relay = (
+            f"on: {redact(settings.nats_url)} stream {settings.nats_stream}, "
+            f"subjects {settings.nats_subject_prefix}.>"
+        )
+    else:
+        relay = "off: set CQRS_NATS_URL (e.g. nats://127.0.0.1:4222) to relay every event"
+    private = (
+        "private URLs allowed"
+        if settings.webhooks_allow_private
+        else "private and loopback URLs refused (CQRS_WEBHOOKS_ALLOW_PRIVATE=1 for local receivers)"
+    )
+    webhooks = f"on: subscribe with CommandService/CreateWebhookSubscription; {private}"
+    kinds = [
+        k
+        for k, on in (("write", _tokens(settings, "write")), ("read", _tokens(settings, "read")))
+        if on
+    ]
+    tokens = (
+        f"on for {' and '.join(kinds)} calls"
+        if kinds
+        else "off: every call is accepted (set CQRS_WRITE_TOKENS, CQRS_READ_TOKENS)"
+    )
+    return [
+        f"  payments      {payments}",
+        f"  NATS relay    {relay}",
+        f"  webhooks      {webhooks}",
+        f"  API tokens    {tokens}",
+    ]
+
+
+def _tokens(settings: Settings, kind: str) -> bool:
+    return bool(getattr(settings, f"{kind}_tokens") or getattr(settings, f"{kind}_tokens_file"))
 
 
 def connection_budget(settings: Settings, children: list[Child]) -> str:

@@ -109,8 +109,12 @@ def test_up_serves_until_interrupted(running_up: Running) -> None:
     _wait_until_serving(up)
     children = _children(up.process.pid)
     assert len(children) == 4, up.text()  # three processes and the payments sandbox
-    sandbox = re.search(r"payments\s+(http://127\.0\.0\.1:\d+) \(the sandbox", up.text())
+    sandbox = re.search(r"payments\s+on: (http://127\.0\.0\.1:\d+) \(the sandbox", up.text())
     assert sandbox, up.text()
+    # Every integration says whether it is on, and how to turn it on.
+    assert "NATS relay    off: set CQRS_NATS_URL" in up.text(), up.text()
+    assert "webhooks      on: subscribe with" in up.text(), up.text()
+    assert "API tokens    off: every call is accepted" in up.text(), up.text()
     with urllib.request.urlopen(sandbox.group(1) + "/healthz", timeout=5) as answer:
         assert answer.status == 200
 
@@ -187,6 +191,7 @@ def test_up_with_api_tokens_still_charges_orders(running_up: Running) -> None:
             time.sleep(0.2)
     assert "poison" not in up.text().lower(), up.text()[-4000:]
     assert WRITE_TOKEN not in up.text()
+    assert "API tokens    on for write and read calls" in up.text(), up.text()
     up.process.send_signal(signal.SIGINT)
     assert up.process.wait(timeout=60) == 0, up.text()
 

@@ -25,7 +25,7 @@ from cqrs.instances import (
     url_host_port,
     with_port,
 )
-from cqrs.up import grpcurl_examples, redact, sandbox_port, up
+from cqrs.up import grpcurl_examples, integrations, redact, sandbox_port, up
 from sandbox import DEFAULT_PORT as SANDBOX_PORT
 
 NOTHING_INSTALLED = Lookup(path="", pg_bin_globs=())
@@ -161,3 +161,22 @@ def test_the_sandbox_keeps_its_port_unless_it_is_taken() -> None:
         other = sandbox_port()
         assert other != SANDBOX_PORT and other > 0
     assert sandbox_port() == SANDBOX_PORT
+
+
+def test_the_banner_says_which_integration_is_on_and_how_to_turn_on_the_others() -> None:
+    off = "\n".join(integrations(Settings(), sandbox=False))
+    assert "payments      off: confirmed orders ship unpaid" in off
+    assert "NATS relay    off: set CQRS_NATS_URL" in off
+    assert "private and loopback URLs refused" in off
+    assert "API tokens    off" in off
+    on = Settings(
+        payments_url="http://127.0.0.1:8095",
+        nats_url="nats://relay:s3cret@127.0.0.1:4222",
+        read_tokens="dash:" + "r" * 32,
+        webhooks_allow_private=True,
+    )
+    shown = "\n".join(integrations(on, sandbox=True))
+    assert "payments      on: http://127.0.0.1:8095 (the sandbox:" in shown
+    assert "NATS relay    on: nats://relay:***@127.0.0.1:4222 stream SHOP_EVENTS" in shown
+    assert "s3cret" not in shown and "private URLs allowed" in shown
+    assert "API tokens    on for read calls" in shown
