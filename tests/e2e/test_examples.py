@@ -1,6 +1,7 @@
-"""The examples run as documented: ``examples/nats_consumer.py --max N`` takes exactly N
-events from a real JetStream stream, prints them and acknowledges only those (the durable
-consumer resumes after them)."""
+"""The documented commands run as written: ``bin/cqrs`` from any directory, the examples with
+the virtualenv's Python; ``examples/nats_consumer.py --max N`` takes exactly N events from a
+real JetStream stream, prints them and acknowledges only those (the durable consumer resumes
+after them)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from tests.support.nats import NATS_URL, StreamNames, connected, delete_stream, unique_stream
 from tests.support.servers import ROOT
 
-pytestmark = [pytest.mark.e2e, pytest.mark.nats]
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
@@ -26,6 +28,7 @@ async def names() -> AsyncIterator[StreamNames]:
         await delete_stream(names.stream)
 
 
+@pytest.mark.nats
 async def test_nats_consumer_takes_exactly_max_events(names: StreamNames) -> None:
     async with connected() as nc:
         js = nc.jetstream(timeout=10)
@@ -48,3 +51,20 @@ async def test_nats_consumer_takes_exactly_max_events(names: StreamNames) -> Non
         info = await nc.jetstream(timeout=10).consumer_info(names.stream, "example-test")
         assert info.delivered.stream_seq == 5 and info.ack_floor.stream_seq == 5, info
     assert consume(7) == [f"e{i}" for i in range(5, 12)]  # resumes after the acknowledged
+
+
+def test_the_documented_commands_run_from_a_fresh_shell(tmp_path: Path) -> None:
+    """`bin/cqrs` from another directory, and the examples with the virtualenv's Python (what
+    `source .venv/bin/activate` gives a shell), with nothing else on PATH or in the env."""
+    bare = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run(
+        [str(ROOT / "bin" / "cqrs"), "--help"],
+        cwd=tmp_path, env=bare, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0 and "projector" in done.stdout, done.stderr
+    activated = {**bare, "PATH": f"{ROOT / '.venv' / 'bin'}:{bare['PATH']}"}
+    done = subprocess.run(
+        ["python", "examples/nats_consumer.py", "--help"],
+        cwd=ROOT, env=activated, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0 and "--max" in done.stdout, done.stderr
