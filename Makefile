@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml
 
 proto: $(STAMP)
 	$(BIN)/python -m common.protogen
+	$(BIN)/python -m common.apidoc
 
 proto-check: $(STAMP)
 	$(BIN)/python -m common.protogen --check

@@ -120,73 +120,87 @@ class CommandServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def CreateProduct(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A product: a non-empty name, a price in integer cents and an ISO-4217 currency, stock >= 0.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateProduct(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Changes the fields that are set; a change to nothing records no event (empty token).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteProduct(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A soft delete: existing orders keep their items (name and price are copied into them).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateCustomer(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A customer; the email (stored lower-cased) must not belong to another customer that is
+        not deleted (ALREADY_EXISTS).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateCustomer(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Changes the name or the email that are set.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteCustomer(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A soft delete: the customer's orders stay readable, with the name and email they had.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PlaceOrder(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """An order (PENDING) of 1-100 items in one currency, at each product's current name and
+        price; reserves the stock (FAILED_PRECONDITION when short).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ConfirmOrder(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """PENDING -> CONFIRMED; with payments on, this requests the payment.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ShipOrder(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """CONFIRMED -> SHIPPED; with payments on, the payment must be CAPTURED.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeliverOrder(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """SHIPPED -> DELIVERED.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CancelOrder(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """PENDING or CONFIRMED -> CANCELLED; the stock goes back to the products that still exist.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteOrder(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A soft delete of a DELIVERED or CANCELLED order (no reserved stock is ever stranded).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -199,13 +213,15 @@ class CommandServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DisableWebhookSubscription(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Stops deliveries to a subscription.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RotateWebhookSecret(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A new signing secret; the previous one signs beside it for CQRS_WEBHOOKS_ROTATION_GRACE_MS.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

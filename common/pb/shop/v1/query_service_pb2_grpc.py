@@ -137,37 +137,43 @@ class QueryServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def GetProduct(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One product from the chosen source (NOT_FOUND when missing or deleted).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListProducts(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Products newest first, a page at a time, optionally of one category.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetCustomer(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One customer from the chosen source.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListCustomers(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Customers newest first, a page at a time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetOrder(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One order with its items and its customer's contact, from the chosen source.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListOrders(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Orders newest first, a page at a time, optionally of one customer and/or one status.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -181,19 +187,22 @@ class QueryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetProductAsOf(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A product as it was at an instant (its events replayed up to it).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetCustomerAsOf(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A customer as it was at an instant.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetOrderAsOf(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """An order as it was at an instant.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -201,31 +210,36 @@ class QueryServiceServicer:
     def GetCustomerStats(self, request, context):
         """Analytics: SOURCE_READ_MODEL (materialized by the projector; the default) or
         SOURCE_WRITE_MODEL (computed live from the write tables).
+        One customer's orders: counts, first and last order, spending and payments by currency.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetProductSalesStats(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One product's sales: units, orders, last sale, top customer, revenue by currency.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListTopProducts(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The best-selling products (by revenue or units), optionally in one currency.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListTopCustomers(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The customers who spent most, optionally in one currency.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetMonthlyRevenue(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Orders, revenue, average order value, new and returning customers per month (UTC).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -238,7 +252,8 @@ class QueryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SearchCustomers(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Customers by name and email.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -251,7 +266,8 @@ class QueryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListWebhookDeliveries(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A subscription's deliveries, optionally of one status (pending, delivered, failed).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
