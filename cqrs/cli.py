@@ -126,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     show = esub.add_parser("show", help="one aggregate's history, with metadata")
     show.add_argument("aggregate_id", metavar="AGGREGATE_ID")
 
+    sub.add_parser("demo", help="the README's story against the running system, every call printed")
     seed = sub.add_parser("seed", help="load the demo dataset through the write side")
     seed.add_argument("--products", type=int, default=10_000)
     seed.add_argument("--customers", type=int, default=5_000)
@@ -356,6 +357,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return int(asyncio.run(events.show(settings, args.aggregate_id)))
         tail_args = events.TailArgs(args.follow, args.type, args.aggregate, args.limit)
         return int(asyncio.run(events.tail(settings, tail_args)))
+    if command == "demo":
+        from cqrs.demo import run as demo
+
+        return int(asyncio.run(demo(settings)))
     if command == "seed":
         from cqrs.seed import seed
 

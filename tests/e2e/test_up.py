@@ -34,6 +34,7 @@ from cqrs import prometheus
 from cqrs.instances import free_port
 from tests.conftest import delete_redis_prefix
 from tests.support.env import ADMIN_DSN, REDIS_URL, unique_name
+from tests.support.nats import NATS_URL, delete_stream, unique_stream
 from tests.support.projector_health import led
 
 pytestmark = pytest.mark.e2e
@@ -146,10 +147,75 @@ def test_up_serves_until_interrupted(running_up: Running) -> None:
         assert time.monotonic() < deadline, f"{held} connections held while idle"
         time.sleep(0.5)
 
+    # `make demo` on this system: the parts it has off are skipped, saying how to turn them on.
+    demo = _demo(up)
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr
+    assert "skipped: the write server refuses http://127.0.0.1:" in demo.stdout
+    assert "the payment was captured" in demo.stdout and "the three sources agree" in demo.stdout
+
     up.process.send_signal(signal.SIGINT)
     assert up.process.wait(timeout=60) == 0, up.text()
     for pid in children:
         assert not _alive(pid), f"child {pid} survived `cqrs up`"
+
+
+def _demo(up: Running, **env: str) -> subprocess.CompletedProcess[str]:
+    """`cqrs demo` against ``up`` (its addresses), with ``env`` added."""
+    write_host, write_port = up.write.split(":")
+    read_host, read_port = up.read.split(":")
+    addresses = {
+        "CQRS_WRITE_HOST": write_host, "CQRS_WRITE_PORT": write_port,
+        "CQRS_READ_HOST": read_host, "CQRS_READ_PORT": read_port,
+    }  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "cqrs", "demo"],
+        env={**os.environ, **addresses, **env}, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+
+
+STREAM = unique_stream()
+
+
+@pytest.mark.nats
+@pytest.mark.parametrize(
+    "running_up",
+    [{"args": [], "env": {"CQRS_WEBHOOKS_ALLOW_PRIVATE": "1", "CQRS_NATS_URL": NATS_URL,
+                          "CQRS_NATS_STREAM": STREAM.stream,
+                          "CQRS_NATS_SUBJECT_PREFIX": STREAM.prefix}}],
+    indirect=True,
+)  # fmt: skip
+def test_the_demo_walks_the_whole_story(running_up: Running) -> None:
+    """`make demo` against `cqrs up` with local webhooks and the NATS relay on: every step
+    runs and checks itself, nothing is skipped."""
+    up = running_up
+    _wait_until_serving(up)
+    try:
+        nats = {"CQRS_NATS_URL": NATS_URL, "CQRS_NATS_STREAM": STREAM.stream,
+                "CQRS_NATS_SUBJECT_PREFIX": STREAM.prefix}  # fmt: skip
+        demo = _demo(up, **nats)
+        assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr + up.text()[-3000:]
+        out = demo.stdout
+        assert "skipped" not in out, out
+        for seen in (
+            "the three sources agree",
+            "the payment was captured",
+            "> QueryService/GetAggregateHistory",
+            "> QueryService/GetOrderAsOf",
+            "> QueryService/SearchProducts",
+            "> QueryService/GetProductSalesStats",
+            "OrderPlaced (webhook-signature verified",
+            "OrderDelivered (webhook-signature verified",
+            f"< {STREAM.prefix}.Order.OrderDelivered #",
+            "demo done",
+        ):
+            assert seen in out, (seen, out[-3000:])
+        # The secret is cut short: enough to recognize it, not to use it.
+        shown = re.findall(r'"secret":"(whsec_[^"…]*)…"', out)
+        assert len(shown) == 1 and len(shown[0]) == 10, shown
+    finally:
+        asyncio.run(delete_stream(STREAM.stream))
+    up.process.send_signal(signal.SIGINT)
+    assert up.process.wait(timeout=60) == 0, up.text()
 
 
 WRITE_TOKEN, READ_TOKEN = "w-" + "a" * 30, "r-" + "b" * 30
@@ -216,6 +282,12 @@ def test_up_with_prometheus_scrapes_every_process(running_up: Running) -> None:
     assert any(rule["name"] == "CqrsProcessDown" for g in rules for rule in g["rules"])
     children = _children(up.process.pid)
     assert len(children) == 5, up.text()  # three processes, the sandbox and Prometheus
+
+    # `make demo` on this system: the parts it has off are skipped, saying how to turn them on.
+    demo = _demo(up)
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr
+    assert "skipped: the write server refuses http://127.0.0.1:" in demo.stdout
+    assert "the payment was captured" in demo.stdout and "the three sources agree" in demo.stdout
 
     up.process.send_signal(signal.SIGINT)
     assert up.process.wait(timeout=60) == 0, up.text()
