@@ -11,7 +11,7 @@ RUN_ARGS ?=
 
 .PHONY: install proto proto-check migrate run run-cluster test test-unit test-integration test-e2e test-faults test-cluster test-on-cluster lint format \
         seed verify status rebuild-projections rebuild-products rebuild-customers rebuild-orders rebuild-analytics \
-        bench bench-data clean demo
+        bench bench-data clean demo docs
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m common.protogen --check
 	touch $@
+
+# The docs site (MkDocs, docs/) on http://127.0.0.1:8000, rebuilt on every change.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 # The README's story against the system `make run` started (every call printed).
 demo: $(STAMP)

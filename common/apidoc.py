@@ -52,7 +52,7 @@ def render(files: Sequence[descriptor_pb2.FileDescriptorProto]) -> str:
         "# API reference (`shop.v1`)",
         "",
         "Generated from the comments in `protos/shop/v1/*.proto` by `python -m common.apidoc`",
-        '(`make proto`); do not edit. Errors and their statuses: README, "Errors"; error',
+        "(`make proto`); do not edit. Errors and their statuses: [Writing](writing.md#errors); error",
         "details decode with `third_party/googleapis/google/rpc/*.proto`.",
         "",
     ]

@@ -2,7 +2,7 @@
 
 ``cqrs dashboard-png --prometheus URL`` (or the observability test) queries
 ``/api/v1/query_range`` for every target of deploy/grafana/dashboards/cqrs.json and
-draws one chart per panel, so the picture in the README shows what the dashboard shows
+draws one chart per panel, so the picture in the docs shows what the dashboard shows
 on a real run without a Grafana.
 """
 

@@ -172,7 +172,7 @@ def _run(
 
 
 def sandbox_port() -> int:
-    """The sandbox's usual port (8095, what the README's `curl` lines use) when it is free,
+    """The sandbox's usual port (8095, what the docs' `curl` lines use) when it is free,
     else any free one (the banner shows which)."""
     try:
         with socket.socket() as probe:
