@@ -40,8 +40,10 @@ proto-check: $(STAMP)
 migrate: $(STAMP)
 	$(BIN)/cqrs migrate
 
+# A system for this machine (`cqrs up --local`): local webhook receivers allowed, and the
+# events relayed to a NATS on 127.0.0.1:4222 when one answers, so `make demo` runs it all.
 run: $(STAMP)
-	$(BIN)/cqrs up $(RUN_ARGS)
+	$(BIN)/cqrs up --local $(RUN_ARGS)
 
 # The scale-out topology on this machine (Redis Cluster, PostgreSQL primary + replica).
 run-cluster: $(STAMP)

@@ -172,6 +172,12 @@ def _parser() -> argparse.ArgumentParser:
         "workers per server and two projectors",
     )  # fmt: skip
     up.add_argument(
+        "--local", action="store_true",
+        help="a system for this machine alone (what `make run` starts): with the servers on a "
+        "loopback address, webhooks may go to local receivers; with no CQRS_NATS_URL, the "
+        "events are relayed to a NATS answering on 127.0.0.1:4222",
+    )  # fmt: skip
+    up.add_argument(
         "--no-payments", action="store_true",
         help="do not start the payments sandbox (without CQRS_PAYMENTS_URL orders ship unpaid)",
     )  # fmt: skip
@@ -384,12 +390,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             settings, args.target, address=args.address, timeout=args.timeout, live=args.live
         )
     if command == "up":
-        from cqrs.up import up
+        from cqrs.up import for_this_machine, up
 
         if args.workers:
             settings = dataclasses.replace(
                 settings, read_workers=args.workers, write_workers=args.workers
             )
+        if args.local:
+            settings = for_this_machine(settings)
         return up(
             settings,
             prometheus_port=args.prometheus,

@@ -9,6 +9,7 @@ supervises them until Ctrl-C/SIGTERM (exit 0) or until one dies (exit 1).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import shlex
@@ -42,6 +43,7 @@ from cqrs.instances import (
     ServicesUnavailable,
     ensure_services,
     free_port,
+    is_local_host,
 )
 from cqrs.instances.cluster import start_local_cluster
 from sandbox import DEFAULT_PORT as SANDBOX_PORT
@@ -169,6 +171,25 @@ def _run(
         if watcher is not None:
             watcher.stop()
         stop_children(children, stop_timeout(settings))
+
+
+LOCAL_NATS = ("127.0.0.1", 4222)
+
+
+def for_this_machine(
+    settings: Settings, nats: tuple[str, int] = LOCAL_NATS, timeout: float = 0.5
+) -> Settings:
+    """``cqrs up --local`` (``make run``): a system nobody else reaches. With both servers
+    on a loopback address only this machine can subscribe webhooks, so they may go to local
+    receivers (``make demo`` runs one); without ``CQRS_NATS_URL``, a NATS answering on
+    127.0.0.1:4222 gets the events. Anything set explicitly is kept."""
+    local = is_local_host(settings.write_host) and is_local_host(settings.read_host)
+    if local and not settings.webhooks_allow_private:
+        settings = dataclasses.replace(settings, webhooks_allow_private=True)
+    if not settings.nats_url:
+        with contextlib.suppress(OSError), socket.create_connection(nats, timeout):
+            settings = dataclasses.replace(settings, nats_url=f"nats://{nats[0]}:{nats[1]}")
+    return settings
 
 
 def sandbox_port() -> int:

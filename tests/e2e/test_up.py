@@ -179,19 +179,23 @@ STREAM = unique_stream()
 @pytest.mark.nats
 @pytest.mark.parametrize(
     "running_up",
-    [{"args": [], "env": {"CQRS_WEBHOOKS_ALLOW_PRIVATE": "1", "CQRS_NATS_URL": NATS_URL,
-                          "CQRS_NATS_STREAM": STREAM.stream,
-                          "CQRS_NATS_SUBJECT_PREFIX": STREAM.prefix}}],
+    [{"args": ["--local"], "env": {"CQRS_NATS_STREAM": STREAM.stream,
+                                   "CQRS_NATS_SUBJECT_PREFIX": STREAM.prefix}}],
     indirect=True,
 )  # fmt: skip
 def test_the_demo_walks_the_whole_story(running_up: Running) -> None:
-    """`make demo` against `cqrs up` with local webhooks and the NATS relay on: every step
-    runs and checks itself, nothing is skipped."""
+    """`make demo` against `make run`'s `cqrs up --local` (local webhook receivers allowed,
+    the events relayed to the NATS on :4222; the stream is the test's own): every step runs
+    and checks itself, nothing is skipped."""
     up = running_up
     _wait_until_serving(up)
     try:
-        nats = {"CQRS_NATS_URL": NATS_URL, "CQRS_NATS_STREAM": STREAM.stream,
-                "CQRS_NATS_SUBJECT_PREFIX": STREAM.prefix}  # fmt: skip
+        assert (
+            "webhooks      on: subscribe with CommandService/CreateWebhookSubscription; "
+            "private URLs allowed" in up.text()
+        ), up.text()
+        assert f"NATS relay    on: {NATS_URL} stream {STREAM.stream}" in up.text(), up.text()
+        nats = {"CQRS_NATS_STREAM": STREAM.stream, "CQRS_NATS_SUBJECT_PREFIX": STREAM.prefix}
         demo = _demo(up, **nats)
         assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr + up.text()[-3000:]
         out = demo.stdout

@@ -25,7 +25,14 @@ from cqrs.instances import (
     url_host_port,
     with_port,
 )
-from cqrs.up import grpcurl_examples, integrations, redact, sandbox_port, up
+from cqrs.up import (
+    for_this_machine,
+    grpcurl_examples,
+    integrations,
+    redact,
+    sandbox_port,
+    up,
+)
 from sandbox import DEFAULT_PORT as SANDBOX_PORT
 
 NOTHING_INSTALLED = Lookup(path="", pg_bin_globs=())
@@ -180,3 +187,21 @@ def test_the_banner_says_which_integration_is_on_and_how_to_turn_on_the_others()
     assert "NATS relay    on: nats://relay:***@127.0.0.1:4222 stream SHOP_EVENTS" in shown
     assert "s3cret" not in shown and "private URLs allowed" in shown
     assert "API tokens    on for read calls" in shown
+
+
+def test_a_system_for_this_machine_allows_local_receivers_and_finds_a_local_nats() -> None:
+    """`cqrs up --local` (`make run`): servers on loopback may deliver webhooks to local
+    receivers; a NATS answering locally gets the events; what is set explicitly stays."""
+    with socket.socket() as nats:
+        nats.bind(("127.0.0.1", 0))
+        nats.listen()
+        answering = ("127.0.0.1", nats.getsockname()[1])
+        local = for_this_machine(Settings(), nats=answering)
+    assert local.webhooks_allow_private
+    assert local.nats_url == f"nats://127.0.0.1:{answering[1]}"
+    silent = ("127.0.0.1", free_port())
+    assert for_this_machine(Settings(), nats=silent).nats_url == ""
+    chosen = Settings(nats_url="nats://elsewhere:4222")
+    assert for_this_machine(chosen, nats=answering).nats_url == "nats://elsewhere:4222"
+    exposed = Settings(write_host="0.0.0.0")  # reachable from other machines: not relaxed
+    assert not for_this_machine(exposed, nats=silent).webhooks_allow_private
