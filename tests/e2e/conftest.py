@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from common.settings import Settings
+from tests.support.nats import StreamNames, delete_stream, unique_stream
 from tests.support.servers import env_for, free_port, start, wait_serving
 
 
@@ -23,3 +24,13 @@ def write_server(settings: Settings, tmp_path: Path) -> Iterator[str]:
     finally:
         code = process.stop()
     assert code == 0, f"write server exited {code} on SIGTERM:\n{process.log()}"
+
+
+@pytest.fixture
+async def names() -> AsyncIterator[StreamNames]:
+    """A JetStream stream name and subject prefix of the test's own, deleted afterwards."""
+    names = unique_stream()
+    try:
+        yield names
+    finally:
+        await delete_stream(names.stream)

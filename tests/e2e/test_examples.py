@@ -8,24 +8,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.nats import NATS_URL, StreamNames, connected, delete_stream, unique_stream
+from tests.support.nats import NATS_URL, StreamNames, connected
 from tests.support.servers import ROOT
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def names() -> AsyncIterator[StreamNames]:
-    names = unique_stream()
-    try:
-        yield names
-    finally:
-        await delete_stream(names.stream)
 
 
 @pytest.mark.nats

@@ -9,7 +9,6 @@ import random
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -23,10 +22,8 @@ from tests.support.nats import (
     NATS_URL,
     StreamNames,
     assert_exactly_once,
-    delete_stream,
     read_stream,
     stream_count,
-    unique_stream,
 )
 from tests.support.servers import env_for, start
 
@@ -37,15 +34,6 @@ pytestmark = [
 ]
 
 NAME = "nats:events"
-
-
-@pytest.fixture
-async def names() -> AsyncIterator[StreamNames]:
-    names = unique_stream()
-    try:
-        yield names
-    finally:
-        await delete_stream(names.stream)
 
 
 _BULK = {
