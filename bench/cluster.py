@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,18 @@ from common.positions import Position
 from common.projection_checkpoints import RedisCheckpoints
 from common.redis_client import redis_client
 from common.settings import Settings, to_environ
-from cqrs.instances import Lookup, find_redis_server
-from cqrs.instances.cluster import node_ports, redis_cluster
 
 SCENARIOS = [n for n, s in RPC_SCENARIOS.items() if s.group == "reads" and s.source == "projection"]
 # The projector runs measured on both (bench/projector.py's RUNS).
 PROJECTOR_RUNS = ["redis (3)"]
 _BUILD_TIMEOUT_S = 600.0
+
+
+# Starts a Redis Cluster of our own in a directory, yields its redis+cluster:// URL and stops
+# it on exit; FileNotFoundError when redis-server or redis-cli is missing
+# (cqrs.instances.cluster.private_redis_cluster, given by the `cqrs bench` command: the bench
+# runs below the command and does not import it).
+ClusterFactory = Callable[[Path], AbstractContextManager[str]]
 
 
 def measure(
@@ -52,38 +58,49 @@ def measure(
     results: Path,
     serving: Callable[[str], bool],
     interrupted: Any,
+    redis_cluster: ClusterFactory | None,
 ) -> dict[str, Any]:
     """The projector runs and the read scenarios on one Redis and on the cluster."""
-    lookup = Lookup()
-    if find_redis_server(lookup) is None or shutil.which("redis-cli") is None:
-        return {"skipped": "redis-server or redis-cli is not installed"}
+    if redis_cluster is None:
+        return {"skipped": "no way to start a Redis Cluster was given"}
     scratch = Path(tempfile.mkdtemp(prefix="cqrs-bench-cluster-"))
-    nodes = redis_cluster(scratch, lookup, node_ports())
     try:
-        nodes.start()
-        on_cluster = dataclasses.replace(settings, redis_url=nodes.url)
-        outcome: dict[str, Any] = {"nodes": nodes.url, "projector": {}, "reads": {}}
-        for where, chosen in (("one Redis", settings), ("cluster", on_cluster)):
-            runs = asyncio.run(projector.measure(chosen, PROJECTOR_RUNS, rebuild=False))
-            outcome["projector"][where] = runs["catch_up"]
-        # The cluster's copy is built from a scratch copy of the log: on the system's database
-        # the system's projector holds some of the Redis projections' leases.
-        scratch_db = asyncio.run(projector.scratch_copy(on_cluster))
-        builder = _build_projections(scratch_db, results / "cluster-projector.log")
-        try:
-            for where, chosen in (("one Redis", settings), ("cluster", scratch_db)):
-                outcome["reads"][where] = _reads(chosen, where, run, results, serving, interrupted)
-        finally:
-            processes.stop(builder)
-            asyncio.run(drop_database(scratch_db.asyncpg_dsn))
-        outcome["ratios"] = {
-            name: _ratio(outcome["reads"]["cluster"].get(name), outcome["reads"]["one Redis"][name])
-            for name in outcome["reads"]["one Redis"]
-        }
-        return outcome
+        with redis_cluster(scratch) as url:
+            return _measure(settings, url, run, results, serving, interrupted)
+    except FileNotFoundError as exc:  # redis-server or redis-cli is not installed
+        return {"skipped": str(exc)}
     finally:
-        nodes.stop()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _measure(
+    settings: Settings,
+    url: str,
+    run: Run,
+    results: Path,
+    serving: Callable[[str], bool],
+    interrupted: Any,
+) -> dict[str, Any]:
+    on_cluster = dataclasses.replace(settings, redis_url=url)
+    outcome: dict[str, Any] = {"nodes": url, "projector": {}, "reads": {}}
+    for where, chosen in (("one Redis", settings), ("cluster", on_cluster)):
+        runs = asyncio.run(projector.measure(chosen, PROJECTOR_RUNS, rebuild=False))
+        outcome["projector"][where] = runs["catch_up"]
+    # The cluster's copy is built from a scratch copy of the log: on the system's database
+    # the system's projector holds some of the Redis projections' leases.
+    scratch_db = asyncio.run(projector.scratch_copy(on_cluster))
+    builder = _build_projections(scratch_db, results / "cluster-projector.log")
+    try:
+        for where, chosen in (("one Redis", settings), ("cluster", scratch_db)):
+            outcome["reads"][where] = _reads(chosen, where, run, results, serving, interrupted)
+    finally:
+        processes.stop(builder)
+        asyncio.run(drop_database(scratch_db.asyncpg_dsn))
+    outcome["ratios"] = {
+        name: _ratio(outcome["reads"]["cluster"].get(name), outcome["reads"]["one Redis"][name])
+        for name in outcome["reads"]["one Redis"]
+    }
+    return outcome
 
 
 def _build_projections(settings: Settings, log: Path) -> subprocess.Popen[bytes]:

@@ -73,6 +73,8 @@ class Plan:
     analytics_orders: int = ANALYTICS_ORDERS  # the analytics group tops orders up to this
     results_root: Path = ROOT / "bench" / "results"
     command: str = "cqrs bench"
+    # The cluster group's Redis Cluster (bench/cluster.py); None: that group is skipped.
+    redis_cluster: cluster.ClusterFactory | None = None
 
 
 class _Interrupted:
@@ -176,7 +178,9 @@ def _run_all(
                 for rate in FRESHNESS_RATES
             }
         elif name == "cluster":
-            outcome = cluster.measure(settings, plan.run, results, _serving, interrupted)
+            outcome = cluster.measure(
+                settings, plan.run, results, _serving, interrupted, plan.redis_cluster
+            )
         else:  # scale-out
             outcome = scale_out.measure(settings, plan.run, results, _serving, interrupted)
         (results / f"{name}.json").write_text(json.dumps(outcome, indent=2))

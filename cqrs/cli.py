@@ -428,6 +428,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     from bench import catalogue, data
     from bench import run as bench_run
     from bench.rpc import Run
+    from cqrs.instances.cluster import private_redis_cluster
 
     if args.scenarios == ["data"]:
         written = asyncio.run(data.write_data_files(settings.asyncpg_dsn, args.samples))
@@ -451,6 +452,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         args.scenarios, run, args.start, seed=not args.no_seed, command=command,
         analytics_orders=args.analytics_orders,
         results_root=args.results or catalogue.ROOT / "bench" / "results",
+        redis_cluster=private_redis_cluster,
     )  # fmt: skip
     return bench_run.main(settings, plan)
 

@@ -11,6 +11,8 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,6 +149,22 @@ def redis_cluster(
             )
         )  # fmt: skip
     return RedisClusterNodes(nodes, cli, replicas, data_dir=data_dir)
+
+
+@contextmanager
+def private_redis_cluster(data_dir: Path) -> Iterator[str]:
+    """Three cluster masters of our own in ``data_dir``, started and joined: yields their
+    ``redis+cluster://`` URL and stops them on exit. FileNotFoundError (before starting
+    anything) when redis-server or redis-cli is not installed."""
+    lookup = Lookup()
+    if find_redis_server(lookup) is None or shutil.which("redis-cli", path=lookup.path) is None:
+        raise FileNotFoundError("redis-server or redis-cli is not installed")
+    nodes = redis_cluster(data_dir, lookup, node_ports())
+    nodes.start()
+    try:
+        yield nodes.url
+    finally:
+        nodes.stop()
 
 
 @dataclass(slots=True)
