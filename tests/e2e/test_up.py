@@ -157,6 +157,8 @@ def test_up_serves_until_interrupted(running_up: Running) -> None:
     assert up.process.wait(timeout=60) == 0, up.text()
     for pid in children:
         assert not _alive(pid), f"child {pid} survived `cqrs up`"
+    # A clean stop: no process (the payments sandbox included) logs an error or a traceback.
+    assert "Traceback" not in up.text() and " ERROR " not in up.text(), up.text()[-4000:]
 
 
 def _demo(up: Running, **env: str) -> subprocess.CompletedProcess[str]:
