@@ -29,10 +29,10 @@ from typing import Any
 
 import asyncpg
 
-from bench import processes, projector, summary
+from bench import processes, projector
 from bench.catalogue import ROOT, RPC_SCENARIOS
-from bench.rpc import Run, run_scenario
-from bench.scale_out import free_metrics_base, start_read_server, wait_serving
+from bench.rpc import Run
+from bench.scale_out import on_read_server
 from common.db import drop_database
 from common.positions import Position
 from common.projection_checkpoints import RedisCheckpoints
@@ -127,10 +127,7 @@ async def _until_built(settings: Settings, process: subprocess.Popen[bytes]) -> 
     conn = await asyncpg.connect(settings.asyncpg_dsn)
     client = redis_client(settings.redis_url, max_connections=2)
     try:
-        row = await conn.fetchrow(
-            "SELECT xid::text::bigint AS xid, seq FROM events ORDER BY xid DESC, seq DESC LIMIT 1"
-        )
-        head = Position(row["xid"], row["seq"]) if row else Position(0, 0)
+        head = await projector.log_head(conn) or Position(0, 0)
         checkpoints = RedisCheckpoints(client, settings.redis_prefix)
         deadline = time.monotonic() + _BUILD_TIMEOUT_S
         while True:
@@ -153,26 +150,9 @@ def _reads(
     serving: Callable[[str], bool],
     interrupted: Any,
 ) -> dict[str, Any]:
-    tag = "cluster" if where == "cluster" else "single"
-    port, base = processes.free_port(), free_metrics_base(1)
-    log = results / f"cluster-reads-{tag}.log"
     uncached = dataclasses.replace(settings, near_cache_documents=0)
-    server = start_read_server(uncached, port, base, 1, log)
-    rows: dict[str, Any] = {}
-    try:
-        wait_serving(server, f"127.0.0.1:{port}", serving, log, 1)
-        metrics = [f"http://127.0.0.1:{base}/metrics"]
-        for name in SCENARIOS:
-            if interrupted():
-                break
-            report = run_scenario(
-                RPC_SCENARIOS[name], run, f"127.0.0.1:{port}", metrics,
-                results / f"cluster-{tag}-{name}.json", interrupted,
-            )  # fmt: skip
-            rows[name] = summary.rpc_row(RPC_SCENARIOS[name], report)
-    finally:
-        processes.stop(server)
-    return rows
+    tag = "cluster-reads-" + ("cluster" if where == "cluster" else "single")
+    return on_read_server(uncached, 1, SCENARIOS, run, results, tag, serving, interrupted)
 
 
 def _ratio(cluster: dict[str, Any] | None, single: dict[str, Any]) -> float | None:

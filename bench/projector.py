@@ -176,21 +176,27 @@ class _Reader:
         return bytes(chunk)
 
 
+async def log_head(conn: asyncpg.Connection) -> Position | None:
+    """The position of the log's last event (``None``: the log is empty)."""
+    row = await conn.fetchrow(
+        "SELECT xid::text::bigint AS xid, seq FROM events ORDER BY xid DESC, seq DESC LIMIT 1"
+    )
+    return Position(row["xid"], row["seq"]) if row else None
+
+
 async def _log(dsn: str) -> tuple[Position, dict[str, int]]:
     conn = await asyncpg.connect(dsn)
     try:
-        row = await conn.fetchrow(
-            "SELECT xid::text::bigint AS xid, seq FROM events ORDER BY xid DESC, seq DESC LIMIT 1"
-        )
+        head = await log_head(conn)
         counts = {
             r["aggregate_type"]: r["n"]
             for r in await conn.fetch("SELECT aggregate_type, count(*) AS n FROM events GROUP BY 1")
         }
     finally:
         await conn.close()
-    if row is None:
+    if head is None:
         raise RuntimeError("the event log is empty: seed first")
-    return Position(row["xid"], row["seq"]), counts
+    return head, counts
 
 
 def _env(settings: Settings) -> dict[str, str]:

@@ -24,7 +24,7 @@ import asyncpg
 import nats
 
 from bench.catalogue import ROOT
-from bench.projector import scratch_copy
+from bench.projector import log_head, scratch_copy
 from common.db import drop_database
 from common.positions import Position
 from common.settings import Settings, load_settings, to_environ
@@ -47,13 +47,10 @@ async def measure(settings: Settings, batch_size: int) -> dict[str, float]:
     conn = await asyncpg.connect(settings.asyncpg_dsn)
     try:
         await conn.execute("DELETE FROM read.projection_checkpoints WHERE projection = $1", NAME)
-        row = await conn.fetchrow(
-            "SELECT xid::text::bigint AS xid, seq FROM events ORDER BY xid DESC, seq DESC LIMIT 1"
-        )
+        head = await log_head(conn)
         events = int(await conn.fetchval("SELECT count(*) FROM events"))
-        if row is None:
+        if head is None:
             raise SystemExit("the event log is empty: run `cqrs seed` first")
-        head = Position(row["xid"], row["seq"])
         env = {**os.environ, **to_environ(settings), "CQRS_LOG_LEVEL": "WARNING"}
         env["PYTHONPATH"] = str(ROOT)
         started = time.monotonic()

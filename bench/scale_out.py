@@ -35,26 +35,49 @@ def measure(
     interrupted: Any,
 ) -> dict[str, Any]:
     """rps (and latencies) of :data:`SCENARIO` per worker count, and the ratio."""
-    scenario = RPC_SCENARIOS[SCENARIO]
     rows: dict[str, Any] = {}
     for workers in WORKERS:
-        port, base = processes.free_port(), free_metrics_base(workers)
-        log = results / f"scale-out-w{workers}.log"
-        server = start_read_server(settings, port, base, workers, log)
-        try:
-            wait_serving(server, f"127.0.0.1:{port}", serving, log, workers)
-            urls = [
-                f"http://127.0.0.1:{worker_metrics_port(base, i)}/metrics" for i in range(workers)
-            ]
-            report = run_scenario(
-                scenario, run, f"127.0.0.1:{port}", urls,
-                results / f"scale-out-w{workers}.json", interrupted,
-            )  # fmt: skip
-        finally:
-            processes.stop(server)
-        rows[f"workers {workers}"] = summary.rpc_row(scenario, report)
+        tag = f"scale-out-w{workers}"
+        found = on_read_server(
+            settings, workers, [SCENARIO], run, results, tag, serving, interrupted
+        )
+        rows[f"workers {workers}"] = found[SCENARIO]
     first, last = (rows[f"workers {w}"]["rps"] for w in (WORKERS[0], WORKERS[-1]))
     return {"scenario": SCENARIO, "runs": rows, "ratio": last / first if first else 0.0}
+
+
+def on_read_server(
+    settings: Settings,
+    workers: int,
+    names: list[str],
+    run: Run,
+    results: Path,
+    tag: str,
+    serving: Callable[[str], bool],
+    interrupted: Any,
+) -> dict[str, Any]:
+    """Scenarios ``names``, one after the other, against a read server of ``workers`` started
+    here on ``settings`` (free ports) and stopped after: their rows, by name. Its log is
+    ``<tag>.log``, each report ``<tag>-<name>.json`` in ``results``."""
+    port, base = processes.free_port(), free_metrics_base(workers)
+    log = results / f"{tag}.log"
+    server = _start(settings, port, base, workers, log)
+    rows: dict[str, Any] = {}
+    try:
+        _wait(server, f"127.0.0.1:{port}", serving, log, workers)
+        urls = [f"http://127.0.0.1:{worker_metrics_port(base, i)}/metrics" for i in range(workers)]
+        for name in names:
+            if interrupted():
+                break
+            scenario = RPC_SCENARIOS[name]
+            report = run_scenario(
+                scenario, run, f"127.0.0.1:{port}", urls,
+                results / f"{tag}-{name}.json", interrupted,
+            )  # fmt: skip
+            rows[name] = summary.rpc_row(scenario, report)
+    finally:
+        processes.stop(server)
+    return rows
 
 
 def free_metrics_base(workers: int) -> int:
@@ -71,7 +94,7 @@ def free_metrics_base(workers: int) -> int:
     raise SystemExit("cqrs bench: no free metrics ports for the scale-out servers")
 
 
-def start_read_server(
+def _start(
     settings: Settings, port: int, metrics_base: int, workers: int, log: Path
 ) -> subprocess.Popen[bytes]:
     server_settings = dataclasses.replace(settings, read_metrics_port=metrics_base)
@@ -84,7 +107,7 @@ def start_read_server(
         )  # fmt: skip
 
 
-def wait_serving(
+def _wait(
     server: subprocess.Popen[bytes],
     address: str,
     serving: Callable[[str], bool],

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2
 
+from common import protogen
+
 ROOT = Path(__file__).resolve().parent.parent
-PROTO_ROOT = ROOT / "protos"
 OUT = ROOT / "docs" / "API.md"
 
 # Paths in SourceCodeInfo: field numbers of FileDescriptorProto, DescriptorProto, ...
@@ -33,16 +34,9 @@ _TYPES = {
 
 def compiled() -> descriptor_pb2.FileDescriptorSet:
     """The shop's protos, compiled with their comments."""
-    import grpc_tools
-    from grpc_tools import protoc
-
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
-    include = str(Path(grpc_tools.__file__).parent / "_proto")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "set.pb"
-        args = ["protoc", f"-I{PROTO_ROOT}", f"-I{include}", "--include_source_info"]
-        if protoc.main([*args, f"--descriptor_set_out={out}", *protos]) != 0:
-            raise RuntimeError("protoc failed")
+        protogen.protoc("--include_source_info", f"--descriptor_set_out={out}")
         return descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
 
 

@@ -52,14 +52,19 @@ class RedisCheckpoints:
     """Reads the active generation's checkpoint of Redis projections."""
 
     def __init__(
-        self, client: Redis, prefix: str, families: Sequence[str] = REDIS_FAMILIES
+        self,
+        client: Redis,
+        prefix: str,
+        families: Sequence[str] = REDIS_FAMILIES,
+        guesses: redis_scripts.GenerationGuesses | None = None,
     ) -> None:
+        """``guesses``: the generations seen active, shared with the caller's own scripts."""
         self.prefix = prefix
         self._keys = {f"redis:{f}": ProjectionKeys(prefix, f) for f in families}
         self._script = client.register_script(
             redis_scripts.script(*redis_scripts.ACTIVE_CHECKPOINT)
         )
-        self._guesses = redis_scripts.GenerationGuesses()
+        self._guesses = guesses or redis_scripts.GenerationGuesses()
 
     async def active(self, keys: ProjectionKeys) -> tuple[int, Position | None] | None:
         """The active generation of one projection and its checkpoint (``None``: it has

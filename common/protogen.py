@@ -19,25 +19,23 @@ OUT_ROOT = ROOT / "common" / "pb"
 _IMPORT = re.compile(r"^from shop\.v1 import ", re.MULTILINE)
 
 
-def generate(out_root: Path) -> list[Path]:
-    """Compile every ``.proto`` under ``protos/`` into ``out_root``; return the files written."""
+def protoc(*options: str) -> None:
+    """Run grpc_tools' protoc with ``options`` on every ``.proto`` under ``protos/`` (the
+    well-known types on the include path)."""
     import grpc_tools
-    from grpc_tools import protoc
+    from grpc_tools import protoc as grpc_protoc
 
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
     include = str(Path(grpc_tools.__file__).parent / "_proto")
-    out_root.mkdir(parents=True, exist_ok=True)
-    args = [
-        "protoc",
-        f"-I{PROTO_ROOT}",
-        f"-I{include}",
-        f"--python_out={out_root}",
-        f"--pyi_out={out_root}",
-        f"--grpc_python_out={out_root}",
-        *protos,
-    ]
-    if protoc.main(args) != 0:
+    args = ["protoc", f"-I{PROTO_ROOT}", f"-I{include}", *options, *protos]
+    if grpc_protoc.main(args) != 0:
         raise RuntimeError("protoc failed")
+
+
+def generate(out_root: Path) -> list[Path]:
+    """Compile every ``.proto`` under ``protos/`` into ``out_root``; return the files written."""
+    out_root.mkdir(parents=True, exist_ok=True)
+    protoc(f"--python_out={out_root}", f"--pyi_out={out_root}", f"--grpc_python_out={out_root}")
     written = []
     for path in sorted(out_root.rglob("*.py*")):
         if path.suffix not in (".py", ".pyi"):

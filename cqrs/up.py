@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.connection_budget import budget, describe
 from common.rpc import tls
-from common.rpc.auth import with_internal_credential
+from common.rpc.auth import read_tokens_on, with_internal_credential, write_tokens_on
 from common.settings import (
     Settings,
     connect_address,
@@ -44,6 +44,7 @@ from cqrs.instances import (
     ensure_services,
     free_port,
     is_local_host,
+    port_free,
 )
 from cqrs.instances.cluster import start_local_cluster
 from sandbox import DEFAULT_PORT as SANDBOX_PORT
@@ -195,12 +196,7 @@ def for_this_machine(
 def sandbox_port() -> int:
     """The sandbox's usual port (8095, what the docs' `curl` lines use) when it is free,
     else any free one (the banner shows which)."""
-    try:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", SANDBOX_PORT))
-    except OSError:
-        return free_port()
-    return SANDBOX_PORT
+    return SANDBOX_PORT if port_free(SANDBOX_PORT) else free_port()
 
 
 def _start_prometheus(
@@ -329,7 +325,7 @@ def _grpcurl_flags(settings: Settings) -> list[str]:
         if settings.tls_client_cert and settings.tls_client_key:
             flags.append(f"-cert {shlex.quote(settings.tls_client_cert)}")
             flags.append(f"-key {shlex.quote(settings.tls_client_key)}")
-    if settings.write_tokens or settings.write_tokens_file or settings.read_tokens:
+    if write_tokens_on(settings) or read_tokens_on(settings):
         flags.append('-H "authorization: Bearer $CQRS_CLIENT_TOKEN"')
     return flags
 
@@ -409,8 +405,8 @@ def integrations(settings: Settings, sandbox: bool) -> list[str]:
     )
     webhooks = f"on: subscribe with CommandService/CreateWebhookSubscription; {private}"
     kinds = [
-        k
-        for k, on in (("write", _tokens(settings, "write")), ("read", _tokens(settings, "read")))
+        kind
+        for kind, on in (("write", write_tokens_on(settings)), ("read", read_tokens_on(settings)))
         if on
     ]
     tokens = (
@@ -424,10 +420,6 @@ def integrations(settings: Settings, sandbox: bool) -> list[str]:
         f"  webhooks      {webhooks}",
         f"  API tokens    {tokens}",
     ]
-
-
-def _tokens(settings: Settings, kind: str) -> bool:
-    return bool(getattr(settings, f"{kind}_tokens") or getattr(settings, f"{kind}_tokens_file"))
 
 
 def connection_budget(settings: Settings, children: list[Child]) -> str:

@@ -180,6 +180,11 @@ def write_tokens_on(settings: Settings) -> bool:
     return bool(settings.write_tokens or settings.write_tokens_file)
 
 
+def read_tokens_on(settings: Settings) -> bool:
+    """Whether the read server takes only calls with a read (or write) token."""
+    return bool(settings.read_tokens or settings.read_tokens_file)
+
+
 def internal_subject(settings: Settings) -> str:
     """The subject the projector calls the internal RPCs as (the first internal one)."""
     return next((s.strip() for s in settings.internal_subjects.split(",") if s.strip()), "")

@@ -8,7 +8,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cqrs.instances.base import START_TIMEOUT_S, InstanceError, Lookup, PrivateInstance
-from cqrs.instances.network import free_port
+from cqrs.instances.network import free_port, port_free
 from cqrs.instances.postgres import PrivatePostgres, find_postgres_bin
 from cqrs.instances.redis_server import PrivateRedis, find_redis_server
 
@@ -31,7 +30,7 @@ def cluster_port(rng: random.Random | None = None) -> int:
     rng = rng or random.Random()
     for _ in range(500):
         port = rng.randint(20000, _MAX_NODE_PORT)
-        if _free(port) and _free(port + 10000):
+        if port_free(port) and port_free(port + 10000):
             return port
     raise InstanceError("no free port pair for a Redis Cluster node")
 
@@ -45,15 +44,6 @@ def node_ports(count: int = MASTERS) -> list[int]:
         if port not in ports:
             ports.append(port)
     return ports
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 @dataclass(slots=True)

@@ -84,6 +84,16 @@ def bind_address(host: str) -> str:
     return "127.0.0.1" if host == "localhost" else host
 
 
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether nothing holds TCP ``port`` on ``host`` right now (it can be bound)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on right now (the OS picks it)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

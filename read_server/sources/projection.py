@@ -72,7 +72,7 @@ class ProjectionSource:
         self._list: AsyncScript = client.register_script(redis_scripts.script(*redis_scripts.LIST))
         self._docs: AsyncScript = client.register_script(redis_scripts.script(*redis_scripts.DOCS))
         self._guesses = redis_scripts.GenerationGuesses()
-        self._checkpoints = RedisCheckpoints(client, prefix, tuple(self._keys))
+        self._checkpoints = RedisCheckpoints(client, prefix, tuple(self._keys), self._guesses)
         self._watch = CheckpointWatch(self._checkpoint, check_head)
         self._shelves = dict(shelves or {})
 

@@ -17,24 +17,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cqrs.instances import Lookup, find_redis_server
-from cqrs.instances.cluster import node_ports, redis_cluster
+from cqrs.instances.cluster import private_redis_cluster
 
 
 def main(args: list[str]) -> int:
-    lookup = Lookup()
-    if find_redis_server(lookup) is None or shutil.which("redis-cli") is None:
-        print("on a Redis Cluster: skipped, redis-server or redis-cli is not installed")
-        return 0
     scratch = Path(tempfile.mkdtemp(prefix="cqrs-on-cluster-"))
-    nodes = redis_cluster(scratch, lookup, node_ports())
     try:
-        nodes.start()
-        print(f"on a Redis Cluster: {nodes.url}", flush=True)
-        env = {**os.environ, "CQRS_TEST_REDIS_URL": nodes.url}
-        return subprocess.run([sys.executable, "-m", "pytest", *args], env=env).returncode
+        with private_redis_cluster(scratch) as url:
+            print(f"on a Redis Cluster: {url}", flush=True)
+            env = {**os.environ, "CQRS_TEST_REDIS_URL": url}
+            return subprocess.run([sys.executable, "-m", "pytest", *args], env=env).returncode
+    except FileNotFoundError as exc:
+        print(f"on a Redis Cluster: skipped, {exc}")
+        return 0
     finally:
-        nodes.stop()
         shutil.rmtree(scratch, ignore_errors=True)
 
 
