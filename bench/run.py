@@ -46,7 +46,7 @@ from common.pb.shop.v1 import command_service_pb2 as cpb
 from common.pb.shop.v1 import command_service_pb2_grpc as cpb_grpc
 from common.pb.shop.v1 import query_service_pb2 as qpb
 from common.pb.shop.v1 import query_service_pb2_grpc as qpb_grpc
-from common.positions import Position, encode_token
+from common.positions import encode_token
 from common.settings import Settings, to_environ
 
 SEED_PRODUCTS = 10_000
@@ -322,12 +322,12 @@ async def _caught_up(
     whole log: calls with a consistency token of its head, retried while UNAVAILABLE."""
     conn = await asyncpg.connect(settings.asyncpg_dsn)
     try:
-        row = await conn.fetchrow(
-            "SELECT xid::text::bigint AS xid, seq FROM events ORDER BY xid DESC, seq DESC LIMIT 1"
-        )
+        head = await projector.log_head(conn)
     finally:
         await conn.close()
-    token = encode_token(Position(row["xid"], row["seq"]))
+    if head is None:
+        raise SystemExit("cqrs bench: the event log is empty: run `cqrs seed` (or drop --no-seed)")
+    token = encode_token(head)
     deadline = time.monotonic() + timeout_s
     month = datetime.now(UTC).strftime("%Y-%m")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.read_port}") as channel:
