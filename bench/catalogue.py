@@ -179,6 +179,9 @@ OTHER_SCENARIOS: dict[str, str] = {
     "projector": "projector",
     "relay": "projector",  # the NATS relay's catch-up (skipped when NATS does not answer)
     "freshness": "freshness",
+    # bench/watch.py: 10,000 idle Watch streams (RSS), 1,000 active ones (delivery time)
+    "watch-idle": "watch",
+    "watch-active": "watch",
     "scale-out": "scale-out",
     # bench/cluster.py: the Redis projections on a Redis Cluster of our own beside one Redis
     "cluster": "cluster",
@@ -190,7 +193,8 @@ OTHER_SCENARIOS: dict[str, str] = {
 }
 # In running order; analytics last, since it grows the database.
 GROUPS = (
-    "floor", "reads", "writes", "projector", "freshness", "scale-out", "cluster", "outbound",
+    "floor", "reads", "writes", "projector", "freshness", "watch", "scale-out", "cluster",
+    "outbound",
     "analytics",
 )  # fmt: skip
 

@@ -39,6 +39,7 @@ from bench import (
     relay,
     scale_out,
     summary,
+    watch,
 )
 from bench.catalogue import OTHER_SCENARIOS, ROOT, RPC_SCENARIOS, select
 from bench.rpc import Run, run_scenario
@@ -177,6 +178,13 @@ def _run_all(
                 f"{rate:g}/s": asyncio.run(freshness.measure(write, read, rate, seconds))
                 for rate in FRESHNESS_RATES
             }
+        elif name == "watch-idle":
+            ids = asyncio.run(watch.product_ids(settings.asyncpg_dsn, watch.IDLE_STREAMS))
+            outcome = asyncio.run(watch.measure_idle(read, settings.read_metrics_port, ids))
+        elif name == "watch-active":
+            seconds = plan.run.duration_s or FRESHNESS_SECONDS
+            ids = asyncio.run(watch.product_ids(settings.asyncpg_dsn, watch.ACTIVE_STREAMS))
+            outcome = asyncio.run(watch.measure_active(write, read, ids, seconds))
         elif name == "cluster":
             outcome = cluster.measure(
                 settings, plan.run, results, _serving, interrupted, plan.redis_cluster

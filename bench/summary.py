@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from bench.catalogue import ANALYTICS_CALLS, ANALYTICS_SOURCES, SOURCES, RpcScenario
 from bench.outbound import TARGET_CAPTURES_S
 from bench.projector import ANALYTICS
+from bench.watch import ACTIVE_P99_TARGET_MS, IDLE_RSS_TARGET_MB
 from common.settings import Settings
 
 _NS_PER_MS = 1e6
@@ -113,6 +114,8 @@ def write(results: Path, outcomes: dict[str, Any], machine: dict[str, str], comm
         lines += _relay_table(outcomes["relay"])
     if "freshness" in outcomes:
         lines += _freshness_table(outcomes["freshness"])
+    if "watch-idle" in outcomes or "watch-active" in outcomes:
+        lines += watch_table(outcomes)
     if "scale-out" in outcomes:
         lines += _scale_out_table(outcomes["scale-out"])
     if "cluster" in outcomes:
@@ -233,6 +236,42 @@ def _freshness_table(outcome: dict[str, Any]) -> list[str]:
                 f"| {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['max_ms']:.1f} |"
             )
     return [*lines, ""]
+
+
+def watch_table(outcomes: dict[str, Any]) -> list[str]:
+    """The watch group (bench/watch.py): idle streams' memory, active streams' delivery."""
+    lines = ["## Watch streams", ""]
+    idle = outcomes.get("watch-idle")
+    if idle is not None:
+        growth = idle["rss_growth_mb"]
+        shown = "n/a" if growth is None else f"{growth:,.0f} MB"
+        verdict = (
+            "not measured (no metrics port)"
+            if growth is None
+            else _at_most(growth, IDLE_RSS_TARGET_MB, " MB")
+        )
+        lines += [
+            f"Idle: {idle['opened']:,} of {idle['streams']:,} streams open (in "
+            f"{idle['open_s']:.1f} s); read server RSS {idle['rss_before_mb'] or 0:,.0f} MB "
+            f"-> {idle['rss_with_streams_mb'] or 0:,.0f} MB (+{shown}). "
+            f"Target <= {IDLE_RSS_TARGET_MB} MB: {verdict}.",
+            "",
+        ]
+    active = outcomes.get("watch-active")
+    if active is not None:
+        lines += [
+            "| streams | updates/s | delivered | missing | p50 ms | p99 ms | max ms |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            f"| {active['streams']:,} | {active['rate_achieved']:,.0f} | {active['delivered']:,} "
+            f"| {active['missing']} | {active['p50_ms']:.1f} | {active['p99_ms']:.1f} "
+            f"| {active['max_ms']:.1f} |",
+            "",
+            "Command reply -> its state on the stream (the projector's apply included). Target "
+            f"p99 <= {ACTIVE_P99_TARGET_MS:g} ms after the projection applied it: "
+            f"{_at_most(active['p99_ms'], ACTIVE_P99_TARGET_MS, ' ms')}.",
+            "",
+        ]
+    return lines
 
 
 def _scale_out_table(outcome: dict[str, Any]) -> list[str]:
@@ -471,6 +510,10 @@ def _verdict(value: float | None, target: float, unit: str) -> str:
         return "not measured"
     figure = f"{value:,.1f}{unit}" if unit == "x" else f"{value:,.0f}{unit}"
     return f"{figure} ({'met' if value >= target else 'missed'})"
+
+
+def _at_most(value: float, target: float, unit: str) -> str:
+    return f"{value:,.1f}{unit} ({'met' if value <= target else 'missed'})"
 
 
 def _chart(rpc: dict[str, dict[str, Any]], path: Path) -> None:

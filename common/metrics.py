@@ -106,6 +106,13 @@ DB_POOL_MAX = "cqrs_db_pool_max"
 REDIS_POOL_CONNECTIONS = "cqrs_redis_pool_connections"
 REDIS_POOL_MAX = "cqrs_redis_pool_max"
 
+WATCH_STREAMS = Gauge("cqrs_watch_streams", "Watch streams open on this read-server process")
+WATCH_UPDATES = Counter(
+    "cqrs_watch_updates_total", "Updates offered to Watch streams (one per stream)"
+)
+WATCH_FELL_BEHIND = Counter(
+    "cqrs_watch_fell_behind_total", "Watch streams told they fell behind (a slow client)"
+)
 NEAR_CACHE_READS = Counter(
     "cqrs_near_cache_reads_total",
     "Projection reads by what the read server's near-cache did: hit, miss (then Redis), "

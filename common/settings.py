@@ -94,6 +94,12 @@ class Settings:
     grpc_connection_age_grace_ms: int = 30_000
     # Open health Watch streams per server process; beyond it RESOURCE_EXHAUSTED.
     health_watch_max: int = 1000
+    # Watch streams (QueryService.Watch*) open at once per read-server process, and per
+    # authenticated subject (beyond either: RESOURCE_EXHAUSTED; 0: Watch off); updates a
+    # stream may hold for a slow client before it is told it fell behind.
+    watch_streams_max: int = 20_000
+    watch_streams_per_subject: int = 5_000
+    watch_buffer: int = 64
     # GetAggregateHistory pages end before their encoded size passes this.
     history_page_max_bytes: int = 1024 * 1024
     # Time travel (Get*AsOf): events one call may replay (more: FAILED_PRECONDITION), and
@@ -296,6 +302,9 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CQRS_GRPC_CONNECTION_AGE_MS": ("grpc_connection_age_ms", int),
     "CQRS_GRPC_CONNECTION_AGE_GRACE_MS": ("grpc_connection_age_grace_ms", int),
     "CQRS_HEALTH_WATCH_MAX": ("health_watch_max", int),
+    "CQRS_WATCH_STREAMS_MAX": ("watch_streams_max", int),
+    "CQRS_WATCH_STREAMS_PER_SUBJECT": ("watch_streams_per_subject", int),
+    "CQRS_WATCH_BUFFER": ("watch_buffer", int),
     "CQRS_HISTORY_PAGE_MAX_BYTES": ("history_page_max_bytes", int),
     "CQRS_AS_OF_MAX_EVENTS": ("as_of_max_events", int),
     "CQRS_AS_OF_CONCURRENCY": ("as_of_concurrency", int),

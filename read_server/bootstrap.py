@@ -1,5 +1,5 @@
 """Composition root of the read server: the pools, the three sources over them, and
-the near-cache's change feed."""
+the change feed (for the near-cache and the Watch streams)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ from read_server.sources.postgres import (
 )
 from read_server.sources.projection import ProjectionSource
 from read_server.sources.replica import ReplicaCommits, ReplicaRouter, Routed, RoutedSource
+from read_server.watch.gaps import Gaps
+from read_server.watch.hub import WatchHub, WatchLimits
+from read_server.watch.streams import Watching
 
 PG_CONNECT_TIMEOUT_S = 5.0
 CLOSE_TIMEOUT_S = 3.0
@@ -47,6 +50,7 @@ class App:
     pools: PoolWatch | None = None
     replica_pool: asyncpg.Pool | None = None
     router: ReplicaRouter | None = None
+    watching: Watching | None = None
     _closed: bool = field(default=False, repr=False)
 
     async def close(self) -> None:
@@ -110,10 +114,17 @@ async def bootstrap(settings: Settings) -> App:
     )
     head = LogHead(pg_pool)
     projection = ProjectionSource(client, settings.redis_prefix, shelves, head.check)
+    watching = None
+    if settings.watch_streams_max > 0:
+        hub = WatchHub(projection, WatchLimits.from_settings(settings))
+        watching = Watching(hub, projection, Gaps(pg_pool))
     feed = None
-    if shelves:
-        feed = ChangeFeed(settings.redis_url, client, settings.redis_prefix, shelves)
+    if shelves or watching is not None:
+        names = tuple(e.name for e in ENTITIES)
+        feed = ChangeFeed(settings.redis_url, client, settings.redis_prefix, names, shelves)
         feed.listen(projection.heard)
+        if watching is not None:
+            feed.follow(watching.hub)
         feed.start()
     limits = HistoryLimits.from_settings(settings)
     read_model = PostgresSource(pg_pool, READ_MODEL, READ_MODEL_CHECKPOINTS, head.check)
@@ -145,4 +156,6 @@ async def bootstrap(settings: Settings) -> App:
     )
     pg = {"read": pg_pool, **({"read-replica": replica_pool} if replica_pool else {})}
     pools = watch_pools(pg=pg, redis={"read": client})
-    return App(settings, pg_pool, client, sources, reads, feed, pools, replica_pool, router)
+    return App(
+        settings, pg_pool, client, sources, reads, feed, pools, replica_pool, router, watching
+    )

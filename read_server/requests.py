@@ -20,7 +20,7 @@ from common.entities._model import enum_label
 from common.errors import FieldViolation, InvalidArgument
 from common.field_limits import MAX_TEXT, MAX_UUID_CHARS
 from common.pb.shop.v1 import query_service_pb2
-from common.positions import InvalidToken, decode_token
+from common.positions import InvalidToken, Position, decode_token
 from read_server.sources.base import Freshness, PageRequest, QuerySource, SourceSet
 
 
@@ -125,6 +125,19 @@ class RequestParser:
             if value is not None:
                 found[field] = value
         return found
+
+    def position(self, value: str, field: str) -> Position | None:
+        """A position a server gave (a consistency token, e.g. a Watch message's)."""
+        try:
+            return decode_token(value)
+        except InvalidToken:
+            self._bad(field, "is not a position issued by this server")
+            return None
+
+    def projection_only(self, value: int) -> None:
+        """Watch streams follow the projection: only that source (or none) is taken."""
+        if value not in (query_service_pb2.SOURCE_UNSPECIFIED, query_service_pb2.SOURCE_PROJECTION):
+            self._bad("source", "Watch streams follow the projection: SOURCE_PROJECTION or none")
 
     def source(self, value: int, sources: SourceSet) -> QuerySource:
         if value in (query_service_pb2.SOURCE_UNSPECIFIED, query_service_pb2.SOURCE_PROJECTION):

@@ -35,7 +35,9 @@ def create_server(
     app: App, address: str, *, options: Sequence[tuple[str, Any]] = ()
 ) -> BuiltServer:
     """QueryService (+ health, reflection) for ``app``, bound to ``address``; not started."""
-    servicer = QueryServicer(app.sources, app.settings.seconds.consistency_wait_max, app.reads)
+    servicer = QueryServicer(
+        app.sources, app.settings.seconds.consistency_wait_max, app.reads, app.watching
+    )
     return build_server(
         address,
         [Service(SERVICE, servicer)],

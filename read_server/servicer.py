@@ -9,7 +9,7 @@ serialized response (a stored document for gets, a concatenation for lists, see
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -26,27 +26,37 @@ from read_server.requests import RequestParser
 from read_server.search.rpcs import SearchRpcs
 from read_server.sources.base import Page, SourceSet
 from read_server.sources.replica import Routed
+from read_server.watch.rpcs import WatchRpcs
+from read_server.watch.streams import Watching
 from read_server.webhooks.rpcs import WebhookRpcs
 from read_server.wire import list_response
 
 Rpc = Callable[[Any, Message, grpc.aio.ServicerContext], Awaitable[bytes]]
+StreamRpc = Callable[[Any, Message, grpc.aio.ServicerContext], AsyncIterator[bytes]]
 
 
-class QueryServicer(HistoryRpcs, AnalyticsRpcs, SearchRpcs, WebhookRpcs):
+class QueryServicer(HistoryRpcs, AnalyticsRpcs, SearchRpcs, WebhookRpcs, WatchRpcs):
     """Thin async handlers: the entity reads over a :class:`SourceSet` (installed below,
-    one pair per entity); the event history, analytics, search and webhook RPCs come from
-    their mixins (one module each)."""
+    a Get, a List and a Watch per entity); the event history, analytics, search, webhook
+    and Watch RPCs come from their mixins (one module each)."""
 
     def __init__(
         self,
         sources: SourceSet,
         consistency_wait_max_s: float,
         reads: Reads | Routed[Reads] | None = None,
+        watching: Watching | None = None,
     ) -> None:
         self._sources = sources
         self._max_wait_s = consistency_wait_max_s
         # Only the entity reads work without ``reads`` (unit tests over fake sources).
         self._maybe_reads = reads
+        self._watching = watching
+
+    async def enter_graceful_shutdown(self) -> None:
+        """Watch streams end (told to reconnect elsewhere) so the server can stop."""
+        if self._watching is not None:
+            self._watching.hub.shut_down()
 
     @property
     def _reads(self) -> Reads:
@@ -108,10 +118,22 @@ def _list_rpc(entity: Entity) -> Rpc:
     return rpc
 
 
-# One Get and one List per entity of the registry, named like the RPCs.
+def _watch_rpc(entity: Entity) -> StreamRpc:
+    async def rpc(
+        self: QueryServicer, request: Message, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        async for out in self.watch_entity(entity, request, context):
+            yield out
+
+    rpc.__name__ = rpc.__qualname__ = entity.watch_rpc
+    return rpc
+
+
+# One Get, one List and one Watch per entity of the registry, named like the RPCs.
 for _entity in ENTITIES:
     setattr(QueryServicer, _entity.get_rpc, _get_rpc(_entity))
     setattr(QueryServicer, _entity.list_rpc, _list_rpc(_entity))
+    setattr(QueryServicer, _entity.watch_rpc, _watch_rpc(_entity))
 
 
 def _next_token(key: SortKey | None) -> str:

@@ -40,3 +40,15 @@ def list_response(items: Iterable[bytes], next_page_token: str) -> bytes:
 def passthrough(payload: bytes) -> bytes:
     """The gRPC response serializer for handlers that already return wire bytes."""
     return payload
+
+
+def watch_update(kind: int, position: str, doc: bytes | None) -> bytes:
+    """The wire bytes of a ``{Product,Customer,Order}Update``: ``kind = 1`` (varint),
+    ``position = 2``, the document ``= 3`` (already serialized, put as it is)."""
+    parts = [b"\x08", varint(kind)] if kind else []
+    if position:
+        raw = position.encode()
+        parts += (b"\x12", varint(len(raw)), raw)
+    if doc is not None:
+        parts += (b"\x1a", varint(len(doc)), doc)
+    return b"".join(parts)

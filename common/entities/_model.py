@@ -112,6 +112,11 @@ class Entity:
         return "Get" + self.document.DESCRIPTOR.name
 
     @property
+    def watch_rpc(self) -> str:
+        """``WatchProduct``: the QueryService method that streams one's updates."""
+        return "Watch" + self.document.DESCRIPTOR.name
+
+    @property
     def list_rpc(self) -> str:
         """``ListProducts``: the QueryService method that lists them."""
         return "List" + self.name[:1].upper() + self.name[1:]

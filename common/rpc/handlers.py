@@ -52,14 +52,20 @@ def service_handlers(
     translate: Translator | None,
     admit: Admit | None = None,
 ) -> dict[str, grpc.RpcMethodHandler]:
-    """Handlers for every method of ``descriptor`` (unary only), from ``servicer``."""
+    """Handlers for every method of ``descriptor`` from ``servicer``: unary ones, and
+    server-streaming ones (an async generator of messages or serialized bytes)."""
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in descriptor.methods:
-        if method.client_streaming or method.server_streaming:
-            raise TypeError(f"{method.full_name}: only unary methods are supported")
+        if method.client_streaming:
+            raise TypeError(f"{method.full_name}: client streaming is not supported")
         request_type = _message_class(method.input_type)
         behaviour = getattr(servicer, method.name)
-        handler = grpc.unary_unary_rpc_method_handler(
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handler = make(
             behaviour, request_deserializer=request_type.FromString, response_serializer=serialize
         )
         handlers[method.name] = wrap(

@@ -59,6 +59,14 @@ class BuiltServer:
     port: int
     health: HealthServicer
     service_names: tuple[str, ...]
+    # Servicers' own ``enter_graceful_shutdown`` (e.g. to end their streams), told with health.
+    stopping: tuple[Callable[[], Awaitable[None]], ...] = ()
+
+    async def enter_graceful_shutdown(self) -> None:
+        """Health NOT_SERVING (its Watch streams end), and every servicer told."""
+        await self.health.enter_graceful_shutdown()
+        for stop in self.stopping:
+            await stop()
 
     async def start(self) -> None:
         """Start serving and report every service SERVING."""
@@ -116,7 +124,12 @@ def build_server(
         port = server.add_secure_port(address, security.credentials)
     if port == 0:
         raise OSError(f"could not bind {address}")
-    return BuiltServer(server, port, health_servicer, tuple(names))
+    stopping = tuple(
+        s.servicer.enter_graceful_shutdown
+        for s in services
+        if hasattr(s.servicer, "enter_graceful_shutdown")
+    )
+    return BuiltServer(server, port, health_servicer, tuple(names), stopping)
 
 
 def grpc_health(built: BuiltServer) -> HealthCheck:
@@ -229,7 +242,7 @@ async def serve_until_signalled(
         drain_seconds,
         grace_seconds,
     )
-    await built.health.enter_graceful_shutdown()
+    await built.enter_graceful_shutdown()
     if drain_seconds > 0:
         await asyncio.sleep(drain_seconds)
     started = loop.time()

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -52,8 +52,23 @@ class SubscriptionLost(ConnectionError):
     """The change feed can no longer vouch for what it has not heard."""
 
 
+class ChangeFollower(Protocol):
+    """Told of every change message (the Watch streams, :mod:`read_server.watch`)."""
+
+    def changed(self, projection: str, change: ChangeMessage) -> None:
+        """A batch (or a switch) of ``projection`` committed."""
+
+    def unsure(self, projection: str | None) -> None:
+        """Changes of ``projection`` (``None``: of every one) may have gone unheard."""
+
+    def following(self, projection: str) -> None:
+        """From now on every change of ``projection`` is heard (a subscription confirmed)."""
+
+
 class ChangeFeed:
-    """Subscribes for ``shelves`` (projection name -> shelf) until :meth:`close`.
+    """Subscribes to the changes of ``projections`` until :meth:`close`, for their
+    ``shelves`` (projection name -> shelf; none when the near-cache is off) and the
+    followers.
 
     ``client`` is the process's shared pool (for the generation checks); the
     subscription gets its own connection to ``redis_url``.
@@ -64,20 +79,27 @@ class ChangeFeed:
         redis_url: str,
         client: aioredis.Redis,
         prefix: str,
+        projections: Sequence[str],
         shelves: Mapping[str, Shelf],
     ) -> None:
         self._url = redis_url
-        self._keys = {name: ProjectionKeys(prefix, name) for name in shelves}
+        self._keys = {name: ProjectionKeys(prefix, name) for name in projections}
         self._shelves = dict(shelves)
-        self._by_channel = {keys.changes.encode(): shelves[n] for n, keys in self._keys.items()}
-        self._checkpoints = RedisCheckpoints(client, prefix, tuple(shelves))
+        self._by_channel = {keys.changes.encode(): n for n, keys in self._keys.items()}
+        self._checkpoints = RedisCheckpoints(client, prefix, tuple(projections))
         self._listeners: list[CheckpointListener] = []
+        self._followers: list[ChangeFollower] = []
+        self._generations: dict[str, int | None] = {}  # active, as last polled
         self._task: asyncio.Task[None] | None = None
         self._confirmed = False  # the current connection's subscription was confirmed
 
     def listen(self, listener: CheckpointListener) -> None:
         """Call ``listener(projection, checkpoint)`` after every applied message."""
         self._listeners.append(listener)
+
+    def follow(self, follower: ChangeFollower) -> None:
+        """Tell ``follower`` of every message, and of every doubt."""
+        self._followers.append(follower)
 
     def start(self) -> None:
         if self._task is None:
@@ -131,12 +153,16 @@ class ChangeFeed:
                     pinged = now
 
     def _handle(self, message: dict[str, Any]) -> None:
-        shelf = self._by_channel.get(message.get("channel") or b"")
-        if shelf is None:
+        projection = self._by_channel.get(message.get("channel") or b"")
+        if projection is None:
             return  # a PONG
+        shelf = self._shelves.get(projection)
         if message["type"] == "subscribe":
             # After the first, a confirmation means redis-py reconnected under us.
-            shelf.subscribed()
+            if shelf is not None:
+                shelf.subscribed()
+            for follower in self._followers:
+                follower.following(projection)
             self._confirmed = True
             return
         if message["type"] != "message":
@@ -144,27 +170,51 @@ class ChangeFeed:
         try:
             change = ChangeMessage.decode(message["data"])
         except BadChangeMessage as exc:
-            log.error("near-cache %s: unreadable change message (%s)", shelf.projection, exc)
-            shelf.flush("bad message")
+            log.error("change feed %s: unreadable change message (%s)", projection, exc)
+            self._doubt(projection, "bad message")
             return
-        shelf.apply(change)
+        if shelf is not None:
+            shelf.apply(change)
+        for follower in self._followers:
+            follower.changed(projection, change)
         for listener in self._listeners:
-            listener(shelf.projection, change.checkpoint)
+            listener(projection, change.checkpoint)
 
     async def _check_generations(self) -> None:
         """Flush a shelf whose projection Redis no longer has (or has another of)."""
         while True:
             raise_if_cancelled()
             await asyncio.sleep(CHECK_INTERVAL_S)
-            for name, shelf in self._shelves.items():
-                keys = self._keys[name]
+            for name, keys in self._keys.items():
                 found = await self._checkpoints.active(keys)
-                if found is None or found[1] is None:
-                    shelf.flush("redis emptied")
-                elif shelf.generation is not None and found[0] != shelf.generation:
-                    shelf.flush("switch")
+                now = found[0] if found is not None and found[1] is not None else None
+                shelf = self._shelves.get(name)
+                if shelf is not None:
+                    if now is None:
+                        shelf.flush("redis emptied")
+                    elif shelf.generation is not None and now != shelf.generation:
+                        shelf.flush("switch")
+                # Followers are told of each change of the active generation (once).
+                if name in self._generations and self._generations[name] != now:
+                    self._tell_unsure(name)
+                self._generations[name] = now
+
+    def _doubt(self, projection: str, reason: str) -> None:
+        """Something of ``projection`` may have changed unheard: its shelf is flushed and
+        the followers are told (they read again)."""
+        shelf = self._shelves.get(projection)
+        if shelf is not None:
+            shelf.flush(reason)
+        self._tell_unsure(projection)
+
+    def _tell_unsure(self, projection: str) -> None:
+        for follower in self._followers:
+            follower.unsure(projection)
+            follower.following(projection)
 
     def _lose_all(self, reason: str) -> None:
         for shelf in self._shelves.values():
             if shelf.live:
                 shelf.lost(reason)
+        for follower in self._followers:
+            follower.unsure(None)

@@ -35,6 +35,7 @@ from read_server.sources.waiting import BEHIND, CheckpointWatch, HeadCheck, NotR
 log = logging.getLogger(__name__)
 
 _MISSING, _BEHIND = 0, 1
+_Reply = list[Any]  # a script's reply
 # A page is listed, then its documents read if no batch committed in between: a projection
 # taking batches back to back may need another try (each is two round trips of ~0.1 ms).
 _LIST_TRIES = 8
@@ -88,14 +89,50 @@ class ProjectionSource:
     ) -> Page:
         return await self._list_page(entity.name, "idx:" + entity.index_for(where), page, freshness)
 
-    async def _get_doc(self, projection: str, ident: str, freshness: Freshness) -> bytes | None:
+    async def current(
+        self, entity: Entity, ident: str, freshness: Freshness
+    ) -> tuple[bytes | None, Position]:
+        """The document (``None``: none) and the checkpoint it is current at, always read
+        from Redis (a Watch stream's position); waits for ``freshness`` as :meth:`get`."""
+        projection = entity.name
         keys = self._keys[projection]
-        required = _required(freshness)
+        read = self._doc_reader(keys, ident, _required(freshness))
 
-        async def read(gen: int) -> list[Any]:
+        async def attempt() -> tuple[bytes | None, Position] | Pending:
+            reply = await self._call(keys, read)
+            if (pending := _pending(reply)) is not None:
+                return pending
+            doc = bytes(reply[1]) if reply[1] is not None else None
+            return doc, Position.from_checkpoint(reply[2])
+
+        return await self._watch.until_fresh(f"redis:{projection}", freshness, attempt)
+
+    async def checkpoint_at_least(self, entity: Entity, freshness: Freshness) -> Position:
+        """The projection's checkpoint, once it has reached ``freshness``."""
+        projection = entity.name
+        required = freshness.position
+
+        async def attempt() -> Position | Pending:
+            found = await self._checkpoint(projection)
+            if found is None:
+                return _NOT_READY[b"absent"]
+            return BEHIND if required is not None and found < required else found
+
+        return await self._watch.until_fresh(f"redis:{projection}", freshness, attempt)
+
+    def _doc_reader(
+        self, keys: ProjectionKeys, ident: str, required: str
+    ) -> Callable[[int], Awaitable[_Reply]]:
+        async def read(gen: int) -> _Reply:
             return await self._get(  # type: ignore[no-any-return]
                 keys=[*_prelude_keys(keys, gen), keys.doc(gen, ident)], args=[gen, required]
             )
+
+        return read
+
+    async def _get_doc(self, projection: str, ident: str, freshness: Freshness) -> bytes | None:
+        keys = self._keys[projection]
+        read = self._doc_reader(keys, ident, _required(freshness))
 
         async def attempt() -> bytes | Pending | None:
             shelf = self._shelf(projection, freshness)

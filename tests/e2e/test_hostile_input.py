@@ -95,6 +95,9 @@ INT64 = (-(2**63), 2**63 - 1)
 CONSISTENCY_WAIT_MS = 150
 # Generous: a hang (DEADLINE_EXCEEDED) is a failure, but a loaded 2-core CI box is not.
 CALL_TIMEOUT_S = 15.0
+# How long a Watch stream is given to answer before "open, nothing to say yet" (it errs
+# at once on a bad request).
+STREAM_OPEN_S = 2.0
 CATEGORIES = ("books", "tools", "ünï cödé ☃")
 
 COMMAND_SERVICE = cpb.DESCRIPTOR.services_by_name["CommandService"]
@@ -195,18 +198,43 @@ class System:
     def server(self, name: str) -> Server:
         return self.write if name == "write" else self.read
 
-    def typed(self, rpc: Rpc) -> grpc.UnaryUnaryMultiCallable:
+    def typed(self, rpc: Rpc) -> Callable[..., object]:
         """A blocking multicallable that serializes messages and parses the reply (so an
         OK reply that is not a valid response message fails the call)."""
-        return self.server(rpc.server).channel.unary_unary(
+        make = self._stream_first if rpc.method.server_streaming else self._unary
+        return make(
+            rpc.server,
             rpc.path,
             request_serializer=rpc.request_class.SerializeToString,
             response_deserializer=rpc.response_class.FromString,
         )
 
-    def raw(self, rpc: Rpc) -> grpc.UnaryUnaryMultiCallable:
+    def raw(self, rpc: Rpc) -> Callable[..., object]:
         """A blocking multicallable taking and returning bytes (no serializer)."""
-        return self.server(rpc.server).channel.unary_unary(rpc.path)
+        make = self._stream_first if rpc.method.server_streaming else self._unary
+        return make(rpc.server, rpc.path)
+
+    def _unary(self, server: str, path: str, **codec: Any) -> Callable[..., object]:
+        return self.server(server).channel.unary_unary(path, **codec)  # type: ignore[no-any-return]
+
+    def _stream_first(self, server: str, path: str, **codec: Any) -> Callable[..., object]:
+        """A Watch stream called like a unary method: its first message, or its error. A
+        stream still open with nothing to say (no change yet) after ``STREAM_OPEN_S`` is
+        a healthy answer (``None``), not a hang."""
+        multi = self.server(server).channel.unary_stream(path, **codec)
+
+        def call(request: object, timeout: float | None = None, **kw: Any) -> object:
+            stream = multi(request, timeout=min(timeout or STREAM_OPEN_S, STREAM_OPEN_S), **kw)
+            try:
+                return next(iter(stream), None)
+            except grpc.RpcError as exc:
+                if exc.code() == Code.DEADLINE_EXCEEDED:
+                    return None
+                raise
+            finally:
+                stream.cancel()
+
+        return call
 
     def logs(self) -> str:
         return "\n".join(
@@ -638,6 +666,11 @@ def _field_table(world: World) -> dict[str, FieldStrategies]:
             consistency_tokens(world),
         ),
         "source": FieldStrategies(st.sampled_from(valid_sources), enum_numbers(valid_sources)),
+        # Watch streams: a position is a consistency token.
+        "resume_after": FieldStrategies(
+            st.one_of(st.just(""), st.sampled_from(world.consistency_tokens)),
+            consistency_tokens(world),
+        ),
         # Event history and time travel.
         "aggregate_type": FieldStrategies(
             st.sampled_from(valid_aggregate_types), enum_numbers(valid_aggregate_types)
@@ -944,14 +977,16 @@ def _limited_fields(rpc: Rpc) -> list[str]:
 
 
 def _valid_request(rpc: Rpc, world: World) -> Message:
-    """A request of ``rpc`` every source takes (the read model waits for tokens)."""
+    """A request of ``rpc`` every source takes (the read model waits for tokens; Watch
+    streams follow only the projection)."""
     cls = rpc.request_class
+    source = qpb.SOURCE_PROJECTION if rpc.method.server_streaming else qpb.SOURCE_READ_MODEL
     values: dict[str, Any] = {
         "id": _entity_ids(cls.DESCRIPTOR, world)[0], "customer_id": world.customers[0],
         "product_id": world.products[0], "aggregate_id": world.products[0],
         "aggregate_type": history_pb2.AGGREGATE_TYPE_PRODUCT, "subscription_id": world.products[0],
         "from_month": "2026-01", "to_month": "2026-01", "query": "seed",
-        "source": qpb.SOURCE_READ_MODEL, "as_of": Timestamp(seconds=1_800_000_000),
+        "source": source, "as_of": Timestamp(seconds=1_800_000_000),
     }  # fmt: skip
     fields = cls.DESCRIPTOR.fields_by_name
     return cls(**{name: value for name, value in values.items() if name in fields})
@@ -1086,6 +1121,8 @@ _TOKEN_CASES = [
     if "consistency_token" in m.input_type.fields_by_name
     for source in (SOURCES if "source" in m.input_type.fields_by_name else (0,))
     if not (m.name in _ANALYTICS and source == qpb.SOURCE_PROJECTION)
+    # Watch streams follow the projection only.
+    and not (m.server_streaming and source != qpb.SOURCE_PROJECTION)
 ]
 
 

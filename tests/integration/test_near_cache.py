@@ -79,7 +79,7 @@ async def cached(private_redis: PrivateRedis) -> AsyncIterator[Cached]:
     await store.switch_to(await store.new_copy(), as_it_is)
     shelves = {e.name: Shelf(e.name, 1000) for e in ENTITIES}
     source = ProjectionSource(client, prefix, shelves)
-    feed = ChangeFeed(private_redis.url, client, prefix, shelves)
+    feed = ChangeFeed(private_redis.url, client, prefix, tuple(shelves), shelves)
     feed.listen(source.heard)
     feed.start()
     try:

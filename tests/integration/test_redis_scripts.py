@@ -59,9 +59,9 @@ async def test_a_wrong_guess_is_answered_moved_then_the_right_one_reads(
         )
 
     guesses = redis_scripts.GenerationGuesses()
-    assert await guesses.call(keys, attempt) == [2, b"A"]
+    assert await guesses.call(keys, attempt) == [2, b"A", CP1.encode()]
     assert asked == [0, 2]  # nothing known, then the generation the script named
-    assert await guesses.call(keys, attempt) == [2, b"A"]
+    assert await guesses.call(keys, attempt) == [2, b"A", CP1.encode()]
     assert asked == [0, 2, 2]  # remembered: one call
     await client.set(keys.active, "7")  # a switch (generation 7 has no checkpoint: lost)
     assert await guesses.call(keys, attempt) == [0, b"lost"]

@@ -20,10 +20,25 @@ class Source(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SOURCE_PROJECTION: _ClassVar[Source]
     SOURCE_READ_MODEL: _ClassVar[Source]
     SOURCE_WRITE_MODEL: _ClassVar[Source]
+
+class WatchKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WATCH_KIND_UNSPECIFIED: _ClassVar[WatchKind]
+    WATCH_KIND_SNAPSHOT: _ClassVar[WatchKind]
+    WATCH_KIND_CHANGE: _ClassVar[WatchKind]
+    WATCH_KIND_RESYNC: _ClassVar[WatchKind]
+    WATCH_KIND_FELL_BEHIND: _ClassVar[WatchKind]
+    WATCH_KIND_DELETED: _ClassVar[WatchKind]
 SOURCE_UNSPECIFIED: Source
 SOURCE_PROJECTION: Source
 SOURCE_READ_MODEL: Source
 SOURCE_WRITE_MODEL: Source
+WATCH_KIND_UNSPECIFIED: WatchKind
+WATCH_KIND_SNAPSHOT: WatchKind
+WATCH_KIND_CHANGE: WatchKind
+WATCH_KIND_RESYNC: WatchKind
+WATCH_KIND_FELL_BEHIND: WatchKind
+WATCH_KIND_DELETED: WatchKind
 
 class GetProductRequest(_message.Message):
     __slots__ = ("id", "source", "consistency_token")
@@ -328,3 +343,81 @@ class ListWebhookDeliveriesResponse(_message.Message):
     deliveries: _containers.RepeatedCompositeFieldContainer[_webhooks_pb2.WebhookDelivery]
     next_page_token: str
     def __init__(self, deliveries: _Optional[_Iterable[_Union[_webhooks_pb2.WebhookDelivery, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class WatchProductRequest(_message.Message):
+    __slots__ = ("id", "source", "consistency_token", "resume_after")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RESUME_AFTER_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    source: Source
+    consistency_token: str
+    resume_after: str
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[_Union[Source, str]] = ..., consistency_token: _Optional[str] = ..., resume_after: _Optional[str] = ...) -> None: ...
+
+class WatchCustomerRequest(_message.Message):
+    __slots__ = ("id", "source", "consistency_token", "resume_after")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RESUME_AFTER_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    source: Source
+    consistency_token: str
+    resume_after: str
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[_Union[Source, str]] = ..., consistency_token: _Optional[str] = ..., resume_after: _Optional[str] = ...) -> None: ...
+
+class WatchOrderRequest(_message.Message):
+    __slots__ = ("id", "source", "consistency_token", "resume_after")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RESUME_AFTER_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    source: Source
+    consistency_token: str
+    resume_after: str
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[_Union[Source, str]] = ..., consistency_token: _Optional[str] = ..., resume_after: _Optional[str] = ...) -> None: ...
+
+class WatchOrdersRequest(_message.Message):
+    __slots__ = ("customer_id", "source", "consistency_token", "resume_after")
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RESUME_AFTER_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    source: Source
+    consistency_token: str
+    resume_after: str
+    def __init__(self, customer_id: _Optional[str] = ..., source: _Optional[_Union[Source, str]] = ..., consistency_token: _Optional[str] = ..., resume_after: _Optional[str] = ...) -> None: ...
+
+class ProductUpdate(_message.Message):
+    __slots__ = ("kind", "position", "product")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    kind: WatchKind
+    position: str
+    product: _shop_pb2.Product
+    def __init__(self, kind: _Optional[_Union[WatchKind, str]] = ..., position: _Optional[str] = ..., product: _Optional[_Union[_shop_pb2.Product, _Mapping]] = ...) -> None: ...
+
+class CustomerUpdate(_message.Message):
+    __slots__ = ("kind", "position", "customer")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_FIELD_NUMBER: _ClassVar[int]
+    kind: WatchKind
+    position: str
+    customer: _shop_pb2.Customer
+    def __init__(self, kind: _Optional[_Union[WatchKind, str]] = ..., position: _Optional[str] = ..., customer: _Optional[_Union[_shop_pb2.Customer, _Mapping]] = ...) -> None: ...
+
+class OrderUpdate(_message.Message):
+    __slots__ = ("kind", "position", "order")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    kind: WatchKind
+    position: str
+    order: _shop_pb2.Order
+    def __init__(self, kind: _Optional[_Union[WatchKind, str]] = ..., position: _Optional[str] = ..., order: _Optional[_Union[_shop_pb2.Order, _Mapping]] = ...) -> None: ...

@@ -131,6 +131,26 @@ class QueryServiceStub:
                 request_serializer=shop_dot_v1_dot_query__service__pb2.ListWebhookDeliveriesRequest.SerializeToString,
                 response_deserializer=shop_dot_v1_dot_query__service__pb2.ListWebhookDeliveriesResponse.FromString,
                 _registered_method=True)
+        self.WatchProduct = channel.unary_stream(
+                '/shop.v1.QueryService/WatchProduct',
+                request_serializer=shop_dot_v1_dot_query__service__pb2.WatchProductRequest.SerializeToString,
+                response_deserializer=shop_dot_v1_dot_query__service__pb2.ProductUpdate.FromString,
+                _registered_method=True)
+        self.WatchCustomer = channel.unary_stream(
+                '/shop.v1.QueryService/WatchCustomer',
+                request_serializer=shop_dot_v1_dot_query__service__pb2.WatchCustomerRequest.SerializeToString,
+                response_deserializer=shop_dot_v1_dot_query__service__pb2.CustomerUpdate.FromString,
+                _registered_method=True)
+        self.WatchOrder = channel.unary_stream(
+                '/shop.v1.QueryService/WatchOrder',
+                request_serializer=shop_dot_v1_dot_query__service__pb2.WatchOrderRequest.SerializeToString,
+                response_deserializer=shop_dot_v1_dot_query__service__pb2.OrderUpdate.FromString,
+                _registered_method=True)
+        self.WatchOrders = channel.unary_stream(
+                '/shop.v1.QueryService/WatchOrders',
+                request_serializer=shop_dot_v1_dot_query__service__pb2.WatchOrdersRequest.SerializeToString,
+                response_deserializer=shop_dot_v1_dot_query__service__pb2.OrderUpdate.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -272,6 +292,39 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchProduct(self, request, context):
+        """Live updates from the projection (server streaming): the current document first
+        (WATCH_KIND_SNAPSHOT), then its state after every batch the projector applies to it
+        (WATCH_KIND_CHANGE), each with its position. A deletion ends the stream with
+        WATCH_KIND_DELETED and the last state. Reconnect with `resume_after` = the last
+        position received to get what changed since, without gap or duplicate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchCustomer(self, request, context):
+        """A customer's live updates, as WatchProduct.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchOrder(self, request, context):
+        """An order's live updates, as WatchProduct.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchOrders(self, request, context):
+        """A feed of orders (of one customer, or all): every order the projector changes, as it
+        applies it; no backlog unless `resume_after` is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -369,6 +422,26 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.ListWebhookDeliveries,
                     request_deserializer=shop_dot_v1_dot_query__service__pb2.ListWebhookDeliveriesRequest.FromString,
                     response_serializer=shop_dot_v1_dot_query__service__pb2.ListWebhookDeliveriesResponse.SerializeToString,
+            ),
+            'WatchProduct': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchProduct,
+                    request_deserializer=shop_dot_v1_dot_query__service__pb2.WatchProductRequest.FromString,
+                    response_serializer=shop_dot_v1_dot_query__service__pb2.ProductUpdate.SerializeToString,
+            ),
+            'WatchCustomer': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchCustomer,
+                    request_deserializer=shop_dot_v1_dot_query__service__pb2.WatchCustomerRequest.FromString,
+                    response_serializer=shop_dot_v1_dot_query__service__pb2.CustomerUpdate.SerializeToString,
+            ),
+            'WatchOrder': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchOrder,
+                    request_deserializer=shop_dot_v1_dot_query__service__pb2.WatchOrderRequest.FromString,
+                    response_serializer=shop_dot_v1_dot_query__service__pb2.OrderUpdate.SerializeToString,
+            ),
+            'WatchOrders': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchOrders,
+                    request_deserializer=shop_dot_v1_dot_query__service__pb2.WatchOrdersRequest.FromString,
+                    response_serializer=shop_dot_v1_dot_query__service__pb2.OrderUpdate.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -884,6 +957,114 @@ class QueryService:
             '/shop.v1.QueryService/ListWebhookDeliveries',
             shop_dot_v1_dot_query__service__pb2.ListWebhookDeliveriesRequest.SerializeToString,
             shop_dot_v1_dot_query__service__pb2.ListWebhookDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchProduct(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shop.v1.QueryService/WatchProduct',
+            shop_dot_v1_dot_query__service__pb2.WatchProductRequest.SerializeToString,
+            shop_dot_v1_dot_query__service__pb2.ProductUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shop.v1.QueryService/WatchCustomer',
+            shop_dot_v1_dot_query__service__pb2.WatchCustomerRequest.SerializeToString,
+            shop_dot_v1_dot_query__service__pb2.CustomerUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shop.v1.QueryService/WatchOrder',
+            shop_dot_v1_dot_query__service__pb2.WatchOrderRequest.SerializeToString,
+            shop_dot_v1_dot_query__service__pb2.OrderUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shop.v1.QueryService/WatchOrders',
+            shop_dot_v1_dot_query__service__pb2.WatchOrdersRequest.SerializeToString,
+            shop_dot_v1_dot_query__service__pb2.OrderUpdate.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""Watch streams: live updates of documents from the projection (QueryService.Watch*)."""
