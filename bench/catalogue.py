@@ -182,6 +182,8 @@ OTHER_SCENARIOS: dict[str, str] = {
     # bench/watch.py: 10,000 idle Watch streams (RSS), 1,000 active ones (delivery time)
     "watch-idle": "watch",
     "watch-active": "watch",
+    # bench/as_of.py: GetProductAsOf on a 20,000-event product, from snapshots and without
+    "as-of": "as-of",
     "scale-out": "scale-out",
     # bench/cluster.py: the Redis projections on a Redis Cluster of our own beside one Redis
     "cluster": "cluster",
@@ -193,8 +195,8 @@ OTHER_SCENARIOS: dict[str, str] = {
 }
 # In running order; analytics last, since it grows the database.
 GROUPS = (
-    "floor", "reads", "writes", "projector", "freshness", "watch", "scale-out", "cluster",
-    "outbound",
+    "floor", "reads", "writes", "projector", "freshness", "watch", "as-of", "scale-out",
+    "cluster", "outbound",
     "analytics",
 )  # fmt: skip
 

@@ -30,6 +30,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench import (
+    as_of,
     cluster,
     data,
     freshness,
@@ -72,6 +73,8 @@ class Plan:
     start: bool
     seed: bool = True  # seed the demo dataset when the database holds less
     analytics_orders: int = ANALYTICS_ORDERS  # the analytics group tops orders up to this
+    watch_streams: int = watch.IDLE_STREAMS  # idle Watch streams (a tenth: the active ones)
+    as_of_events: int = as_of.EVENTS  # the history time travel is measured on
     results_root: Path = ROOT / "bench" / "results"
     command: str = "cqrs bench"
     # The cluster group's Redis Cluster (bench/cluster.py); None: that group is skipped.
@@ -179,12 +182,21 @@ def _run_all(
                 for rate in FRESHNESS_RATES
             }
         elif name == "watch-idle":
-            ids = asyncio.run(watch.product_ids(settings.asyncpg_dsn, watch.IDLE_STREAMS))
-            outcome = asyncio.run(watch.measure_idle(read, settings.read_metrics_port, ids))
+            ids = asyncio.run(watch.product_ids(settings.asyncpg_dsn, plan.watch_streams))
+            outcome = asyncio.run(
+                watch.measure_idle(read, settings.read_metrics_port, ids, plan.watch_streams)
+            )
         elif name == "watch-active":
             seconds = plan.run.duration_s or FRESHNESS_SECONDS
-            ids = asyncio.run(watch.product_ids(settings.asyncpg_dsn, watch.ACTIVE_STREAMS))
+            active = max(1, plan.watch_streams // 10)
+            ids = asyncio.run(watch.product_ids(settings.asyncpg_dsn, active))
             outcome = asyncio.run(watch.measure_active(write, read, ids, seconds))
+        elif name == "as-of":
+            outcome = asyncio.run(
+                as_of.measure(
+                    write, read, settings.asyncpg_dsn, settings.snapshot_every, plan.as_of_events
+                )
+            )
         elif name == "cluster":
             outcome = cluster.measure(
                 settings, plan.run, results, _serving, interrupted, plan.redis_cluster

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from bench.as_of import TARGET_MS as AS_OF_TARGET_MS
 from bench.catalogue import ANALYTICS_CALLS, ANALYTICS_SOURCES, SOURCES, RpcScenario
 from bench.outbound import TARGET_CAPTURES_S
 from bench.projector import ANALYTICS
@@ -116,6 +117,8 @@ def write(results: Path, outcomes: dict[str, Any], machine: dict[str, str], comm
         lines += _freshness_table(outcomes["freshness"])
     if "watch-idle" in outcomes or "watch-active" in outcomes:
         lines += watch_table(outcomes)
+    if "as-of" in outcomes:
+        lines += as_of_table(outcomes["as-of"])
     if "scale-out" in outcomes:
         lines += _scale_out_table(outcomes["scale-out"])
     if "cluster" in outcomes:
@@ -272,6 +275,30 @@ def watch_table(outcomes: dict[str, Any]) -> list[str]:
             "",
         ]
     return lines
+
+
+def as_of_table(outcome: dict[str, Any]) -> list[str]:
+    """The as-of scenario (bench/as_of.py)."""
+    lines = [
+        f"## Time travel (`GetProductAsOf` on a {outcome['events']:,}-event product, a snapshot "
+        f"every {outcome['snapshot_every']} events)",
+        "",
+        "| how | calls | p50 ms | p99 ms | max ms |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for how, row in outcome.items():
+        if isinstance(row, dict):
+            lines.append(
+                f"| {how.replace('_', ' ')} | {row['calls']} | {row['p50_ms']:.1f} "
+                f"| {row['p99_ms']:.1f} | {row['max_ms']:.1f} |"
+            )
+    p99 = outcome["with_snapshots"]["p99_ms"]
+    return [
+        *lines,
+        "",
+        f"Target p99 <= {AS_OF_TARGET_MS:g} ms: {_at_most(p99, AS_OF_TARGET_MS, ' ms')}.",
+        "",
+    ]
 
 
 def _scale_out_table(outcome: dict[str, Any]) -> list[str]:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import sys
 import time
@@ -37,7 +38,9 @@ ACTIVE_RATE = 200.0
 ACTIVE_P99_TARGET_MS = 100.0
 _OPEN_TIMEOUT_S = 120.0
 _DELIVERY_GIVE_UP_S = 10.0
-_FIRST_PRICE = 50_000_000  # above any seeded price: a delivery names its command
+# Above any seeded price, and new on every run (an update to the price a product already
+# has changes nothing, and nothing would be delivered): a delivery names its command.
+_FIRST_PRICE = 50_000_000
 
 
 async def product_ids(dsn: str, limit: int) -> list[str]:
@@ -125,6 +128,7 @@ async def measure_active(
     """``len(ids)`` streams; updates of those products at ``rate``; reply -> delivery."""
     replied: dict[tuple[str, int], float] = {}
     arrived: dict[tuple[str, int], float] = {}
+    first_price = _FIRST_PRICE + random.randrange(10**12)
     failed = 0
     channels = _connections(read, len(ids))
     readers: list[asyncio.Task[None]] = []
@@ -143,7 +147,7 @@ async def measure_active(
 
             async def command(n: int) -> None:
                 nonlocal failed
-                ident, price = ids[n % len(ids)], _FIRST_PRICE + n
+                ident, price = ids[n % len(ids)], first_price + n
                 try:
                     await commands.UpdateProduct(
                         cpb.UpdateProductRequest(id=ident, price_cents=price), timeout=10

@@ -135,13 +135,15 @@ ORDER BY v.aggregate_version LIMIT $4
 # one that occurred later. Command clocks are read before the aggregate's lock is taken,
 # so occurred_at may step back by a little between versions; cutting at the first later
 # event keeps the prefix gapless, as the reducers need.
+# (From version $4 on: what follows a snapshot, common/snapshots.py.)
+AS_OF_CUTOFF = """coalesce(
+    (SELECT min(w.aggregate_version) FROM events w
+     WHERE w.aggregate_id = $1::uuid AND w.occurred_at > $3::timestamptz),
+    9223372036854775807)"""
 _AS_OF = f"""
 SELECT {EVENT_COLUMNS} FROM events v
 WHERE v.aggregate_id = $1::uuid AND v.aggregate_type = $2::text
-  AND v.aggregate_version < coalesce(
-    (SELECT min(w.aggregate_version) FROM events w
-     WHERE w.aggregate_id = $1::uuid AND w.occurred_at > $3::timestamptz),
-    9223372036854775807)
+  AND v.aggregate_version > $4::bigint AND v.aggregate_version < {AS_OF_CUTOFF}
 ORDER BY v.aggregate_version
 """
 
@@ -164,23 +166,22 @@ async def history_page(
     return [logged_event(r) for r in rows]
 
 
-async def events_as_of(
-    db: Executor, aggregate_type: str, aggregate_id: str, as_of: datetime
-) -> list[StoredEvent]:
-    """The events that make up the aggregate as it was at ``as_of``, in version order."""
-    return [stored_event(r) for r in await db.fetch(_AS_OF, aggregate_id, aggregate_type, as_of)]
-
-
 async def stream_events_as_of(
     conn: asyncpg.Connection,
     aggregate_type: str,
     aggregate_id: str,
     as_of: datetime,
+    after_version: int = 0,
     prefetch: int = 1000,
 ) -> AsyncIterator[StoredEvent]:
-    """:func:`events_as_of` one by one through a cursor (``conn`` must be in a
-    transaction): memory stays that of ``prefetch`` rows however long the history is."""
-    async for row in conn.cursor(_AS_OF, aggregate_id, aggregate_type, as_of, prefetch=prefetch):
+    """The events that make up the aggregate as it was at ``as_of``, in version order
+    (those after ``after_version``: a snapshot holds the ones before), one by one through
+    a cursor (``conn`` must be in a transaction): memory stays that of ``prefetch`` rows
+    however long the history is."""
+    cursor = conn.cursor(
+        _AS_OF, aggregate_id, aggregate_type, as_of, after_version, prefetch=prefetch
+    )
+    async for row in cursor:
         yield stored_event(row)
 
 

@@ -72,6 +72,18 @@ PROJECTION_REBUILD_PROGRESS = Gauge(
 PROJECTION_LEADER = Gauge(
     "cqrs_projection_leader", "1 while this process holds the projection's lease", PROJECTION_LABELS
 )
+# The continuous audit (projector/audit.py), by projection (a split one's segments add up):
+# documents compared with the write model, and those found to differ from it.
+AUDIT_CHECKED = Counter(
+    "cqrs_audit_checked_total",
+    "Documents the continuous audit compared with the write model",
+    ["projection"],
+)
+AUDIT_DRIFT = Counter(
+    "cqrs_audit_drift_total",
+    "Documents the continuous audit found differing from the write model (drift)",
+    ["projection"],
+)
 PROJECTOR_PROCESSES = Gauge(
     "cqrs_projector_processes",
     "Projector processes sharing the consumers, as this one counts them (fair share)",

@@ -94,12 +94,20 @@ class Settings:
     grpc_connection_age_grace_ms: int = 30_000
     # Open health Watch streams per server process; beyond it RESOURCE_EXHAUSTED.
     health_watch_max: int = 1000
+    # The projector's continuous audit (projector/audit.py): documents per second it
+    # compares with the write model, round-robin per entity (0: off), and whether a
+    # drifted document is rewritten from the write model.
+    audit_rate: float = 50.0
+    audit_repair: bool = False
     # Watch streams (QueryService.Watch*) open at once per read-server process, and per
     # authenticated subject (beyond either: RESOURCE_EXHAUSTED; 0: Watch off); updates a
     # stream may hold for a slow client before it is told it fell behind.
     watch_streams_max: int = 20_000
     watch_streams_per_subject: int = 5_000
     watch_buffer: int = 64
+    # Snapshots for time travel: an aggregate's document after every N-th of its events
+    # (the pg:snapshots consumer; 0: none, Get*AsOf replays from the first event).
+    snapshot_every: int = 100
     # GetAggregateHistory pages end before their encoded size passes this.
     history_page_max_bytes: int = 1024 * 1024
     # Time travel (Get*AsOf): events one call may replay (more: FAILED_PRECONDITION), and
@@ -302,9 +310,12 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CQRS_GRPC_CONNECTION_AGE_MS": ("grpc_connection_age_ms", int),
     "CQRS_GRPC_CONNECTION_AGE_GRACE_MS": ("grpc_connection_age_grace_ms", int),
     "CQRS_HEALTH_WATCH_MAX": ("health_watch_max", int),
+    "CQRS_AUDIT_RATE": ("audit_rate", float),
+    "CQRS_AUDIT_REPAIR": ("audit_repair", _flag),
     "CQRS_WATCH_STREAMS_MAX": ("watch_streams_max", int),
     "CQRS_WATCH_STREAMS_PER_SUBJECT": ("watch_streams_per_subject", int),
     "CQRS_WATCH_BUFFER": ("watch_buffer", int),
+    "CQRS_SNAPSHOT_EVERY": ("snapshot_every", int),
     "CQRS_HISTORY_PAGE_MAX_BYTES": ("history_page_max_bytes", int),
     "CQRS_AS_OF_MAX_EVENTS": ("as_of_max_events", int),
     "CQRS_AS_OF_CONCURRENCY": ("as_of_concurrency", int),

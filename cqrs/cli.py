@@ -221,6 +221,15 @@ def _parser() -> argparse.ArgumentParser:
         help="analytics group: first top the orders up to this many with "
         "`cqrs seed --months 24` (default 100000; 0: use the data as it is)",
     )  # fmt: skip
+    bench.add_argument(
+        "--watch-streams", type=int, default=10_000,
+        help="watch group: idle streams to open (default 10000; a tenth of it are the "
+        "active ones)",
+    )  # fmt: skip
+    bench.add_argument(
+        "--as-of-events", type=int, default=20_000,
+        help="as-of: events of the product time travel is measured on (default 20000)",
+    )  # fmt: skip
     bench.add_argument("--results", type=Path, help="where to write (default bench/results)")
     bench.add_argument("--samples", type=int, default=1000, help="bench data: requests per file")
     return parser
@@ -451,6 +460,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     plan = bench_run.Plan(
         args.scenarios, run, args.start, seed=not args.no_seed, command=command,
         analytics_orders=args.analytics_orders,
+        watch_streams=args.watch_streams, as_of_events=args.as_of_events,
         results_root=args.results or catalogue.ROOT / "bench" / "results",
         redis_cluster=private_redis_cluster,
     )  # fmt: skip

@@ -27,6 +27,8 @@ from common.rpc.tls import call_metadata, channel_credentials
 from common.settings import Settings
 from common.webhook_urls import delivery_vetter
 from projector.analytics.consumer import AnalyticsConsumer
+from projector.audit import AuditConfig, Auditor
+from projector.audit_record import AuditRecord
 from projector.consumer import Consumer
 from projector.failures import FailureLog
 from projector.leadership import AdvisoryLease, LeaseSession
@@ -37,6 +39,7 @@ from projector.projections import ALL_PROJECTIONS, BACKENDS, PG, REDIS, projecti
 from projector.relay import NatsRelay
 from projector.runner import ConsumerRunner
 from projector.segments import base_name, counts_for
+from projector.snapshots import SnapshotWriter
 from projector.stores.pg_store import PgProjectionStore
 from projector.stores.port import ProjectionStore
 from projector.stores.redis_store import RedisProjectionStore
@@ -108,7 +111,15 @@ class App:
         chosen = self.runnable(wanted)
         leases = process_leases(self.settings)
         services = [self.dispatcher(leases)] if dispatch else []
-        return Projector(self.settings, self.pool, self.failures, chosen, services, leases)
+        return Projector(
+            self.settings, self.pool, self.failures, chosen, services, leases, self.auditor
+        )
+
+    def auditor(self, runners: Sequence[ConsumerRunner]) -> Auditor:
+        """The continuous audit of the projections ``runners`` lead (:mod:`projector.audit`)."""
+        s = self.settings
+        record = AuditRecord(self.redis, s.redis_prefix)
+        return Auditor(self.pool, record, runners, AuditConfig(s.audit_rate, s.audit_repair))
 
     def dispatcher(self, leases: LeaseSession | None = None) -> WebhookDispatcher:
         """The webhook dispatcher (and the API gateway it calls through), its lease held on
@@ -196,6 +207,8 @@ def make_consumers(
         for kind in ENTITIES
     ]
     consumers = [*projections, AnalyticsConsumer(pool), WebhookFanout(pool, webhook_wake.set)]
+    if settings.snapshot_every > 0:
+        consumers.append(SnapshotWriter(pool, settings.snapshot_every))
     if settings.payments_url:
         consumers.append(payments_process(settings, pool))
     if settings.nats_url:

@@ -12,6 +12,7 @@ from common.settings import Settings
 from projector import rebuild as rebuilding
 from projector import status as statusing
 from projector import verify as verifying
+from projector.audit_record import AuditRecord
 from projector.bootstrap import open_app
 from projector.health import ProjectorHealth
 from projector.runner import Outcome
@@ -103,4 +104,5 @@ async def verify(settings: Settings) -> int:
 async def status(settings: Settings) -> int:
     """Print checkpoints, lag and failures; 1 if a projection is stopped on a failure."""
     async with open_app(settings) as app:
-        return await statusing.status(app.consumers, app.pool, app.failures)
+        audits = AuditRecord(app.redis, settings.redis_prefix)
+        return await statusing.status(app.consumers, app.pool, app.failures, audits=audits)

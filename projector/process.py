@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import asyncpg
@@ -79,8 +79,15 @@ class Service(Protocol):
     async def run(self, stop: asyncio.Event) -> None: ...
 
 
+class Background(Protocol):
+    """Work beside the runners that follows their leadership (the continuous audit)."""
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
 class Projector:
-    """Runs every consumer (and the services given) until stopped, woken early by NOTIFY."""
+    """Runs every consumer (and the services given) until stopped, woken early by NOTIFY;
+    ``audit`` makes the continuous audit of its runners (:mod:`projector.audit`)."""
 
     def __init__(
         self,
@@ -90,6 +97,7 @@ class Projector:
         consumers: Sequence[Consumer],
         services: Sequence[Service] = (),
         leases: LeaseSession | None = None,
+        audit: Callable[[Sequence[ConsumerRunner]], Background] | None = None,
     ) -> None:
         # One PostgreSQL session holds every lease of the process (projector.leadership).
         self.leases = leases or process_leases(settings)
@@ -114,6 +122,7 @@ class Projector:
             for c in consumers
         ]
         self.services = list(services)
+        self.audit = audit(self.runners) if audit is not None else None
 
     async def run(self, stop: asyncio.Event) -> dict[str, Outcome]:
         """Run every runner until ``stop`` is set (or every one has failed)."""
@@ -126,6 +135,10 @@ class Projector:
             for r in self.runners
         }
         waker = asyncio.create_task(self._wake_on(stop))
+        # Its own task: it only ever waits on its own statements, never a runner on it.
+        audit = asyncio.create_task(
+            self.audit.run(stop) if self.audit else stop.wait(), name="projector-audit"
+        )
         services = [
             asyncio.create_task(s.run(stop), name=f"projector-{s.name}") for s in self.services
         ]
@@ -137,10 +150,10 @@ class Projector:
             if services and (stop.is_set() or not tasks):
                 await asyncio.wait(services)  # stopping: each finishes what it is doing
         finally:
-            for task in (*tasks.values(), *services, listener, member, waker):
+            for task in (*tasks.values(), *services, listener, member, waker, audit):
                 task.cancel()
             await asyncio.gather(
-                *tasks.values(), *services, listener, member, waker, return_exceptions=True
+                *tasks.values(), *services, listener, member, waker, audit, return_exceptions=True
             )
             await self.feed.aclose()
             await self.leases.reset()  # every lease released (each runner gave its own back)

@@ -13,6 +13,7 @@ import asyncpg
 
 from common.event_log import COUNT_CAP
 from common.projection_checkpoints import pg_checkpoints
+from projector.audit_record import AuditRecord, status_line
 from projector.consumer import Consumer
 from projector.errors import StoreLost
 from projector.failures import FailureLog
@@ -27,8 +28,11 @@ async def status(
     failures: FailureLog,
     *,
     out: TextIO | None = None,
+    audits: AuditRecord | None = None,
 ) -> int:
-    """Print one line per consumer; 1 if any is stopped on a failure, else 0."""
+    """Print one line per consumer; 1 if any is stopped on a failure, else 0. With
+    ``audits``, then one line per consumer the continuous audit has looked at (drifts found
+    since it began, the last one's id: :mod:`projector.audit_record`)."""
     out = out if out is not None else sys.stdout
     stopped = await failures.all()
     # A split projection: its line (the lowest checkpoint of its segments, what readers
@@ -82,4 +86,7 @@ async def status(
         )
         leader = elsewhere_led.get(name, "-")
         print(f"{name:<22} {at.to_checkpoint():<42} {'-':>8}  {leader:<24} {state}", file=out)
+    if audits is not None:
+        for name, fields in (await audits.read(c.name for c in shown_all)).items():
+            print(status_line(name, fields), file=out)
     return 1 if stopped else 0

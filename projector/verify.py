@@ -18,10 +18,11 @@ very moment, and a run on a quiet system compares everything.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import TextIO
 
 import asyncpg
+from google.protobuf.message import Message
 
 from common.entities import Entity, entity
 from common.positions import Position
@@ -36,6 +37,9 @@ _TOUCHED = """
 SELECT DISTINCT v.aggregate_type, v.aggregate_id::text AS id FROM events v
 WHERE (v.xid, v.seq) > ($1::bigint::text::xid8, $2::bigint)
 """
+# The same, of some aggregates only (the continuous audit's sample): the events' unique
+# (aggregate_id, aggregate_version) index finds them, whatever the backlog.
+_TOUCHED_AMONG = _TOUCHED + "AND v.aggregate_id = ANY($3::uuid[])\n"
 
 
 class WriteModelReference:
@@ -55,11 +59,46 @@ class WriteModelReference:
             in_flight = frozenset() if after is None else await _in_flight(conn, kind, after)
         return Expected({str(r["id"]): kind.from_row(r) for r in rows}, in_flight)
 
+    async def sample(
+        self, family: str, ids: Collection[str], after: Position, shown: Iterable[Message] = ()
+    ) -> Expected:
+        """Like :meth:`documents`, for the documents ``ids`` only (the continuous audit,
+        :mod:`projector.audit`): those of them that are live, and which of them are in
+        flight after ``after``. ``shown``: the store's copies of them, whose embedded
+        aggregates (an order's customer) count as well as the write model's."""
+        kind = entity(family)
+        wanted = list(ids)
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            rows = await conn.fetch(
+                f"{kind.write_model.all_live()} AND {kind.write_model.alias}id = ANY($1::uuid[])",
+                wanted,
+            )
+            docs = {str(r["id"]): kind.from_row(r) for r in rows}
+            # Only these aggregates' events can change these documents: theirs, and those
+            # of what they embed (as the write model and the store each show it).
+            embedded = (
+                str(getattr(doc, embed.by))
+                for embed in kind.embeds
+                for doc in (*docs.values(), *shown)
+            )
+            among = set(wanted) | {other for other in embedded if other}
+            in_flight = await _in_flight(conn, kind, after, among)
+        return Expected(docs, in_flight & set(wanted))
 
-async def _in_flight(conn: asyncpg.Connection, kind: Entity, after: Position) -> frozenset[str]:
+
+async def _in_flight(
+    conn: asyncpg.Connection, kind: Entity, after: Position, among: Collection[str] | None = None
+) -> frozenset[str]:
     """The ids of ``kind``'s documents an event after ``after`` changed: its own, and
-    those showing another aggregate an event changed (the orders of a renamed customer)."""
-    touched = await conn.fetch(_TOUCHED, after.xid, after.seq)
+    those showing another aggregate an event changed (the orders of a renamed customer).
+    ``among``: only events of these aggregates count (``None``: every event)."""
+    if among is None:
+        touched = await conn.fetch(_TOUCHED, after.xid, after.seq)
+    else:
+        touched = await conn.fetch(_TOUCHED_AMONG, after.xid, after.seq, list(among))
     ids = {r["id"] for r in touched if r["aggregate_type"] == kind.aggregate_type}
     for embed in kind.embeds:
         others = [r["id"] for r in touched if r["aggregate_type"] == embed.aggregate_type]

@@ -34,7 +34,7 @@ from projector.analytics.fold import (
 )
 from projector.analytics.tables import COPY, LIVE, AnalyticsTables
 from projector.consumer import Audit, CatchUp, Consumer, Reference
-from projector.errors import CheckpointMoved, PoisonEvent, StoreLost
+from projector.errors import PoisonEvent, StoreLost
 from projector.outbox import Batch
 from projector.stores import pg_checkpoints, pg_switch
 
@@ -85,11 +85,7 @@ class AnalyticsConsumer:
                 await self._apply(self._db, batch)
 
     async def _apply(self, conn: asyncpg.Connection, batch: Batch) -> None:
-        found = await pg_checkpoints.lock(conn, self._name)
-        if found is None:
-            raise StoreLost(self._name, "has no checkpoint row", batch.start)
-        if found != batch.start:
-            raise CheckpointMoved(batch.start, found)
+        await pg_checkpoints.claim(conn, self._name, batch.start)
         t = self._tables
         events = batch.events
         try:

@@ -44,7 +44,7 @@ from common.gateway import Gateway
 from common.payments import PaymentDeclined, PaymentProvider, PaymentRejected, PaymentUnavailable
 from common.pb.shop.v1 import command_service_pb2 as cpb
 from common.pb.shop.v1 import command_service_pb2_grpc as cpb_grpc
-from projector.errors import CheckpointMoved, PoisonEvent, StoreLost
+from projector.errors import CheckpointMoved, PoisonEvent
 from projector.outbound import Outbound
 from projector.outbox import Batch
 from projector.stores import pg_checkpoints
@@ -152,11 +152,7 @@ class PaymentsProcess(Outbound):
             raise CheckpointMoved(batch.start, stored)
         await self._settle(batch.events)
         async with self._pool.acquire() as conn, conn.transaction():
-            found = await pg_checkpoints.lock(conn, NAME)
-            if found is None:
-                raise StoreLost(NAME, "has no checkpoint row", batch.start)
-            if found != batch.start:
-                raise CheckpointMoved(batch.start, found)
+            await pg_checkpoints.claim(conn, NAME, batch.start)
             await pg_checkpoints.write(conn, NAME, batch.next)
 
     async def _settle(self, events: Sequence[StoredEvent]) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from common.positions import ORIGIN, Position
 from common.projection_checkpoints import SEGMENT_SEPARATOR as SEPARATOR
+from projector.errors import CheckpointMoved, StoreLost
 
 TABLE = "read.projection_checkpoints"
 
@@ -34,6 +35,16 @@ async def lock(db: _Db, name: str) -> Position | None:
     """Like :func:`read`, holding the row ``FOR UPDATE`` until the transaction ends."""
     row = await db.fetchrow(f"SELECT xid, seq FROM {TABLE} WHERE projection = $1 FOR UPDATE", name)
     return Position(row["xid"], row["seq"]) if row else None
+
+
+async def claim(db: _Db, name: str, expected: Position) -> None:
+    """Lock ``name``'s row for this transaction and check it stands at ``expected`` (a
+    batch's compare-and-set): ``StoreLost`` without a row, ``CheckpointMoved`` elsewhere."""
+    found = await lock(db, name)
+    if found is None:
+        raise StoreLost(name, "has no checkpoint row", expected)
+    if found != expected:
+        raise CheckpointMoved(expected, found)
 
 
 async def write(db: _Db, name: str, position: Position) -> None:

@@ -22,7 +22,7 @@ import asyncpg
 
 from common import events as ev
 from common.events import StoredEvent
-from projector.errors import CheckpointMoved, PoisonEvent, StoreLost
+from projector.errors import PoisonEvent
 from projector.outbound import Outbound
 from projector.outbox import Batch
 from projector.stores import pg_checkpoints
@@ -60,11 +60,7 @@ class WebhookFanout(Outbound):
             self._on_deliveries()
 
     async def _apply(self, conn: asyncpg.Connection, batch: Batch) -> int:
-        found = await pg_checkpoints.lock(conn, NAME)
-        if found is None:
-            raise StoreLost(NAME, "has no checkpoint row", batch.start)
-        if found != batch.start:
-            raise CheckpointMoved(batch.start, found)
+        await pg_checkpoints.claim(conn, NAME, batch.start)
         active = {
             r["id"]: tuple(r["event_types"]) for r in await conn.fetch(sql.ACTIVE_SUBSCRIPTIONS)
         }

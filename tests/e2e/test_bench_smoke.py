@@ -74,7 +74,7 @@ async def test_every_scenario_runs_and_reports_in_ghz_format(
     # (the top-up itself is tested with the built-in driver below).
     code, out = await cqrs(
         system, "bench", "--no-seed", "--duration", "1", "--analytics-orders", "200",
-        "--results", str(results),
+        "--watch-streams", "300", "--as-of-events", "250", "--results", str(results),
     )  # fmt: skip
     assert code == 0, out
     run = only_run(results)
@@ -100,6 +100,13 @@ async def test_every_scenario_runs_and_reports_in_ghz_format(
     for rate in ("200/s", "500/s"):
         for source in ("projection", "read_model", "write_model"):
             assert freshness[rate]["sources"][source]["samples"] > 0, (rate, source)
+    idle = json.loads((run / "watch-idle.json").read_text())
+    assert idle["opened"] == idle["streams"] == 300 and idle["errors"] == 0, idle
+    active = json.loads((run / "watch-active.json").read_text())
+    assert active["streams"] == 30 and active["delivered"] > 0 and active["missing"] == 0, active
+    time_travel = json.loads((run / "as-of.json").read_text())
+    assert time_travel["events"] == 250 and time_travel["with_snapshots"]["calls"] > 0
+    assert time_travel["from_first_event"]["calls"] > 0, time_travel
     scale = json.loads((run / "scale-out.json").read_text())
     assert set(scale["runs"]) == {"workers 1", "workers 2"} and scale["ratio"] > 0
     cluster = json.loads((run / "cluster.json").read_text())

@@ -32,9 +32,9 @@ pytestmark = pytest.mark.e2e
 
 LEASE_TIMEOUT_S = 2.0
 SEGMENTS = "redis:orders=4,pg:orders=4"
-# Runners: four projections whole, two in four segments, pg:analytics, webhooks:fanout (no
-# NATS, no payments here).
-CONSUMERS = 4 + 2 * 4 + 2
+# Runners: four projections whole, two in four segments, pg:analytics, webhooks:fanout,
+# pg:snapshots (no NATS, no payments here).
+CONSUMERS = 4 + 2 * 4 + 3
 
 
 def pages(call: Any, request: Any, within: float = 180) -> list[bytes]:

@@ -315,8 +315,9 @@ def test_up_with_two_projectors_shares_the_consumers(running_up: Running) -> Non
     while True:
         leads = [led(port) for port in ports]
         names = [name for lead in leads for name in lead]
-        # six projections, pg:analytics and webhooks:fanout, each led once, 4 + 4
-        if len(names) == len(set(names)) == 8 and all(len(lead) == 4 for lead in leads):
+        # six projections, pg:analytics, webhooks:fanout and pg:snapshots, each led once,
+        # a fair share each: 5 + 4
+        if len(names) == len(set(names)) == 9 and sorted(map(len, leads)) == [4, 5]:
             break
         assert time.monotonic() < deadline, f"leads: {leads}\n{up.text()}"
         time.sleep(0.3)

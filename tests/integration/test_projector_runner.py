@@ -61,9 +61,9 @@ async def test_every_projection_follows_the_log_and_verifies(app: App) -> None:
         assert differences == 0, report
         out = io.StringIO()
         assert await status_module.status(app.consumers, app.pool, app.failures, out=out) == 0
-        # six + pg:analytics + webhooks:fanout, each led by this process
-        assert out.getvalue().count(" ok") == len(app.consumers) == 8
-        assert out.getvalue().count(f"/{os.getpid()} ") == 8, out.getvalue()
+        # six + pg:analytics + webhooks:fanout + pg:snapshots, each led by this process
+        assert out.getvalue().count(" ok") == len(app.consumers) == 9
+        assert out.getvalue().count(f"/{os.getpid()} ") == 9, out.getvalue()
     finally:
         stop.set()
         outcomes = await asyncio.wait_for(run, 10)

@@ -32,7 +32,7 @@ def test_promtool_checks_the_committed_config_and_rules() -> None:
     assert config.returncode == 0, config.stdout + config.stderr
     rules = _promtool("check", "rules", str(prometheus.ALERTS))
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    assert "7 rules found" in rules.stdout
+    assert "8 rules found" in rules.stdout
 
 
 @needs_promtool
@@ -136,6 +136,51 @@ def test_a_segment_without_a_leader_alerts_although_its_siblings_have_one(tmp_pa
         ],
     }
     path = tmp_path / "segments_test.yml"
+    path.write_text(json.dumps(cases))
+    tested = _promtool("test", "rules", str(path))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+@needs_promtool
+def test_a_drift_found_by_the_audit_alerts_for_ten_minutes(tmp_path: Path) -> None:
+    """cqrs_audit_drift_total (projector.audit): one drift fires CqrsProjectionDrift at
+    once, per projection (a split one's segments' processes summed), and it resolves
+    once ten minutes pass without another."""
+    drift = {
+        "exp_labels": {"severity": "warning", "projection": "redis:orders"},
+        "exp_annotations": {
+            "summary": "projection redis:orders differs from the write model",
+            "description": "The continuous audit found documents that differ from the write "
+            "model in the last 10 minutes: see `cqrs projector status` and the projector's "
+            "WARNING log (CQRS_AUDIT_REPAIR rewrites them; `cqrs projector rebuild` rebuilds "
+            "all).",
+        },
+    }
+    cases = {
+        "rule_files": [str(prometheus.ALERTS)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": 'cqrs_audit_drift_total{projection="redis:orders",instance="a"}',
+                        "values": "0 0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+                    },
+                    {
+                        "series": 'cqrs_audit_drift_total{projection="pg:orders",instance="a"}',
+                        "values": "0x19",
+                    },
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "2m", "alertname": "CqrsProjectionDrift", "exp_alerts": []},
+                    {"eval_time": "4m", "alertname": "CqrsProjectionDrift", "exp_alerts": [drift]},
+                    {"eval_time": "18m", "alertname": "CqrsProjectionDrift", "exp_alerts": []},
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "drift_test.yml"
     path.write_text(json.dumps(cases))
     tested = _promtool("test", "rules", str(path))
     assert tested.returncode == 0, tested.stdout + tested.stderr

@@ -14,7 +14,7 @@ from common.cursors import SortKey, encode_page_token
 from common.documents import timestamp
 from common.pb.shop.v1 import query_service_pb2 as qs
 from common.pb.shop.v1 import shop_pb2
-from read_server.wire import list_response, passthrough, varint
+from read_server.wire import list_response, passthrough, varint, watch_update
 from tests.support.read_fixtures import T0, build_dataset
 
 TOKEN = encode_page_token(SortKey(1_700_000_000_000_000, "6f1c54a4-2f5e-4a57-9a43-3b7f0b0c7f11"))
@@ -67,3 +67,24 @@ def test_an_empty_document_is_still_a_list_entry() -> None:
 def test_passthrough_returns_the_bytes_unchanged() -> None:
     payload = b"\x0a\x00"
     assert passthrough(payload) is payload
+
+
+@given(
+    kind=st.sampled_from(list(qs.WatchKind.values())),
+    position=st.sampled_from(["", "c1.0.0", "c1.10a9.3", "c1." + "f" * 16 + ".1"]),
+    price=st.one_of(st.none(), st.integers(0, 2**62)),
+    description=st.text(max_size=300),
+)
+def test_watch_updates_built_by_concatenation_parse_as_the_message(
+    kind: int, position: str, price: int | None, description: str
+) -> None:
+    """``{Product,Customer,Order}Update`` from stored bytes equals protobuf's own."""
+    doc = (
+        None
+        if price is None
+        else shop_pb2.Product(id="p", price_cents=price, description=description)
+    )
+    raw = doc.SerializeToString() if doc is not None else None
+    expected = qs.ProductUpdate(kind=kind, position=position, product=doc)  # type: ignore[arg-type]
+    assert watch_update(kind, position, raw) == expected.SerializeToString()
+    assert qs.OrderUpdate.FromString(watch_update(kind, position, None)).position == position

@@ -1,0 +1,102 @@
+"""``pg:snapshots``: keeps ``read.snapshots`` (:mod:`common.snapshots`), the document of an
+aggregate after every ``every``-th of its events, so time travel replays at most
+``every - 1`` events after one.
+
+One PostgreSQL transaction per batch: lock and compare the checkpoint row, write a
+snapshot for each event of the batch whose version is a multiple of ``every`` (the previous
+snapshot, or nothing, folded forward with the aggregate's events up to it: at most
+``every`` of them), and move the checkpoint. A snapshot is kept once (``ON CONFLICT DO
+NOTHING``), and one that cannot be made (an event the reducers refuse) is skipped, not a
+poison event: time travel then replays from the snapshot before.
+
+Never rebuilt: snapshots are derived from the log and the consumer writes them as it
+follows it, from the origin on its first start.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+from google.protobuf.message import Message
+
+from common import snapshots
+from common.entities import ENTITIES, reduce_document
+from common.event_log import EVENT_COLUMNS, stored_event
+from common.events import StoredEvent
+from common.reducers import ReducerError
+from projector.outbound import Outbound
+from projector.outbox import Batch
+from projector.stores import pg_checkpoints
+
+log = logging.getLogger(__name__)
+
+NAME = "pg:snapshots"
+
+_BETWEEN = f"""
+SELECT {EVENT_COLUMNS} FROM events v
+WHERE v.aggregate_id = $1::uuid AND v.aggregate_version > $2::bigint
+  AND v.aggregate_version <= $3::bigint
+ORDER BY v.aggregate_version
+"""
+
+
+class SnapshotWriter(Outbound):
+    """The consumer; a snapshot after every ``every``-th event of each aggregate."""
+
+    not_rebuilt_because = "snapshots are derived from the log as it is followed"
+
+    def __init__(self, pool: asyncpg.Pool, every: int) -> None:
+        if every < 1:
+            raise ValueError("a snapshot every 1 event at least")
+        self._pool = pool
+        self._every = every
+
+    @property
+    def name(self) -> str:
+        return NAME
+
+    @property
+    def consumes(self) -> tuple[str, ...]:
+        return tuple(e.aggregate_type for e in ENTITIES)
+
+    @property
+    def event_types(self) -> None:
+        return None
+
+    async def apply(self, batch: Batch) -> None:
+        due = [e for e in batch.events if e.aggregate_version % self._every == 0]
+        async with self._pool.acquire() as conn, conn.transaction():
+            await pg_checkpoints.claim(conn, NAME, batch.start)
+            for event in due:
+                await _snapshot(conn, event)
+            await pg_checkpoints.write(conn, NAME, batch.next)
+
+    async def describe(self) -> str:
+        await self.checkpoint()
+        count = await self._pool.fetchval(f"SELECT count(*) FROM {snapshots.TABLE}")
+        return f"{count} snapshots, one every {self._every} events of an aggregate"
+
+
+async def _snapshot(conn: asyncpg.Connection, event: StoredEvent) -> None:
+    """Write the aggregate's document after ``event`` (its events up to it are committed:
+    the batch is below the log's horizon)."""
+    before = await snapshots.below(conn, event.aggregate_id, event.aggregate_version)
+    owner = next(e for e in ENTITIES if e.aggregate_type == event.aggregate_type)
+    doc: Message | None = None
+    start = 0
+    if before is not None:
+        start = before.version
+        doc = owner.document.FromString(before.doc) if before.doc is not None else None
+    rows = await conn.fetch(_BETWEEN, event.aggregate_id, start, event.aggregate_version)
+    try:
+        for row in rows:
+            doc = reduce_document(doc, stored_event(row))
+    except ReducerError as exc:
+        log.warning("%s: no snapshot of %s at version %d (%s)", NAME, event.aggregate_id,
+                    event.aggregate_version, exc)  # fmt: skip
+        return
+    await conn.execute(
+        snapshots.INSERT, event.aggregate_id, event.aggregate_version, event.aggregate_type,
+        doc.SerializeToString() if doc is not None else None, event.occurred_at,
+    )  # fmt: skip
