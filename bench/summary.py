@@ -253,10 +253,12 @@ def watch_table(outcomes: dict[str, Any]) -> list[str]:
             if growth is None
             else _at_most(growth, IDLE_RSS_TARGET_MB, " MB")
         )
+        floor = idle.get("floor_growth_mb")
         lines += [
             f"Idle: {idle['opened']:,} of {idle['streams']:,} streams open (in "
             f"{idle['open_s']:.1f} s); read server RSS {idle['rss_before_mb'] or 0:,.0f} MB "
-            f"-> {idle['rss_with_streams_mb'] or 0:,.0f} MB (+{shown}). "
+            f"-> {idle['rss_with_streams_mb'] or 0:,.0f} MB (+{shown}); a bare grpc server "
+            f"holding as many (`bench/watch_floor.py`): +{floor or 0:,.0f} MB. "
             f"Target <= {IDLE_RSS_TARGET_MB} MB: {verdict}.",
             "",
         ]

@@ -14,16 +14,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 import grpc
 
+from bench import watch_floor
+from bench.catalogue import ROOT
+from bench.processes import free_port
 from bench.report import percentile
 from common.pb.shop.v1 import command_service_pb2 as cpb
 from common.pb.shop.v1 import command_service_pb2_grpc as cpb_grpc
@@ -68,24 +73,59 @@ def read_server_rss(metrics_port: int) -> float | None:
 async def measure_idle(
     read: str, metrics_port: int, ids: list[str], streams: int = IDLE_STREAMS
 ) -> dict[str, Any]:
-    """Open ``streams`` Watch streams and hold them; the read server's RSS growth."""
+    """Open ``streams`` Watch streams and hold them; the read server's RSS growth, and
+    beside it that of a bare grpc server holding as many (``bench/watch_floor.py``)."""
+
+    def watch(channel: grpc.aio.Channel, n: int) -> Any:
+        stub = qpb_grpc.QueryServiceStub(channel)
+        return stub.WatchProduct(qpb.WatchProductRequest(id=ids[n % len(ids)]))
+
     before = read_server_rss(metrics_port)
-    channels = _connections(read, streams)
+    opened, open_s, during = await _hold(
+        read, streams, watch, lambda: read_server_rss(metrics_port)
+    )
+    growth = during - before if during is not None and before is not None else None
+    floor = await _floor(streams)
+    result = {
+        "streams": streams,
+        "opened": opened,
+        "open_s": open_s,
+        "rss_before_mb": before,
+        "rss_with_streams_mb": during,
+        "rss_growth_mb": growth,
+        "floor_growth_mb": floor,
+        "errors": streams - opened,
+    }
+    shown = f"{growth:.0f} MB" if growth is not None else "n/a (no metrics port)"
+    print(
+        f"  watch-idle: {opened:,}/{streams:,} streams open in {open_s:.1f}s, RSS +{shown} "
+        f"(a bare grpc server: +{floor:.0f} MB)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return result
+
+
+async def _hold(
+    target: str,
+    streams: int,
+    call: Callable[[grpc.aio.Channel, int], Any],
+    rss: Callable[[], float | None],
+) -> tuple[int, float, float | None]:
+    """Open ``streams`` calls to ``target``, each until its first message; the server's
+    RSS (``rss()``) with them all open. Returns (opened, seconds to open, RSS)."""
+    channels = _connections(target, streams)
     calls: list[Any] = []
+    opened = 0
     started = time.monotonic()
+
+    async def open_one(n: int) -> None:
+        nonlocal opened
+        calls.append(stream := call(channels[n // PER_CONNECTION], n))
+        if await stream.read() is not grpc.aio.EOF:
+            opened += 1
+
     try:
-        stubs = [qpb_grpc.QueryServiceStub(c) for c in channels]
-        opened = 0
-
-        async def open_one(n: int) -> None:
-            nonlocal opened
-            stub = stubs[n // PER_CONNECTION]
-            call = stub.WatchProduct(qpb.WatchProductRequest(id=ids[n % len(ids)]))
-            calls.append(call)
-            first = await call.read()
-            if first is not grpc.aio.EOF and first.kind == qpb.WATCH_KIND_SNAPSHOT:
-                opened += 1
-
         async with asyncio.timeout(_OPEN_TIMEOUT_S):
             for chunk in range(0, streams, 500):  # a few hundred opening at once
                 await asyncio.gather(
@@ -94,28 +134,42 @@ async def measure_idle(
                 )
         open_s = time.monotonic() - started
         await asyncio.sleep(2.0)  # let the server settle (allocator, pending reads)
-        during = read_server_rss(metrics_port)
+        during = rss()
     finally:
-        for call in calls:
-            call.cancel()
+        for stream in calls:
+            stream.cancel()
         await asyncio.gather(*(c.close() for c in channels))
-    growth = during - before if during is not None and before is not None else None
-    result = {
-        "streams": streams,
-        "opened": opened,
-        "open_s": open_s,
-        "rss_before_mb": before,
-        "rss_with_streams_mb": during,
-        "rss_growth_mb": growth,
-        "errors": streams - opened,
-    }
-    shown = f"{growth:.0f} MB" if growth is not None else "n/a (no metrics port)"
-    print(
-        f"  watch-idle: {opened:,}/{streams:,} streams open in {open_s:.1f}s, RSS +{shown}",
-        file=sys.stderr,
-        flush=True,
-    )
-    return result
+    return opened, open_s, during
+
+
+async def _floor(streams: int) -> float:
+    """RSS growth (MB) of a bare grpc server holding ``streams`` idle streams."""
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.watch_floor", str(port),
+        stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        await asyncio.wait_for(server.stdout.readline(), 30)  # "ready"
+        before = _rss_of(server.pid)
+
+        def floor_call(channel: grpc.aio.Channel, n: int) -> Any:
+            return channel.unary_stream(watch_floor.METHOD)(b"")
+
+        _, _, during = await _hold(
+            f"127.0.0.1:{port}", streams, floor_call, lambda: _rss_of(server.pid)
+        )
+        return (during or 0.0) - before
+    finally:
+        server.terminate()
+        await server.wait()
+
+
+def _rss_of(pid: int) -> float:
+    """A process's resident memory in MB (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
 async def measure_active(

@@ -105,34 +105,54 @@ ENDING, FELL_BEHIND, DOUBT = Ending(), FellBehind(), Doubt()
 
 
 class Subscription:
-    """One stream's bounded buffer of updates."""
+    """One stream's bounded buffer of updates.
+
+    Kept small, since an idle stream is mostly this: slots, the buffer made on the first
+    update, and a future only while the stream waits (an ``asyncio.Event`` and a deque
+    each hold a 600-byte block: with them, 10,000 idle streams grew the read server by
+    300 MB, without them by 281 MB, ``cqrs bench watch-idle``)."""
+
+    __slots__ = (
+        "__weakref__",
+        "_buffer",
+        "_doubt",
+        "_fell_behind",
+        "_hub",
+        "_waiter",
+        "customer",
+        "key",
+        "subject",
+    )  # fmt: skip
 
     def __init__(self, hub: WatchHub, key: Key | None, customer: str | None, subject: str):
         self.key = key  # a document's stream; None: the orders feed
         self.customer = customer  # the feed's customer (None: every order)
         self.subject = subject
         self._hub = hub
-        self._buffer: deque[Update] = deque()
-        self._ready = asyncio.Event()
+        self._buffer: deque[Update] | None = None
+        self._waiter: asyncio.Future[None] | None = None
         self._fell_behind = False
         self._doubt = False
 
     def offer(self, update: Update) -> None:
         if self._fell_behind:
             return  # a resync from the event log follows: nothing before it matters
+        if self._buffer is None:
+            self._buffer = deque()
         if len(self._buffer) >= self._hub.limits.buffer:
             self._buffer.clear()
             self._fell_behind = True
         else:
             self._buffer.append(update)
-        self._ready.set()
+        self.wake()
 
     def wake(self) -> None:
-        self._ready.set()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def doubt(self) -> None:
         self._doubt = True
-        self._ready.set()
+        self.wake()
 
     async def next(self) -> Update | Ending | FellBehind | Doubt:
         """The next update, or why there is none."""
@@ -147,8 +167,11 @@ class Subscription:
                 return DOUBT
             if self._buffer:
                 return self._buffer.popleft()
-            self._ready.clear()
-            await self._ready.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
 
     def close(self) -> None:
         self._hub.close(self)

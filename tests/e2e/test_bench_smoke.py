@@ -102,6 +102,7 @@ async def test_every_scenario_runs_and_reports_in_ghz_format(
             assert freshness[rate]["sources"][source]["samples"] > 0, (rate, source)
     idle = json.loads((run / "watch-idle.json").read_text())
     assert idle["opened"] == idle["streams"] == 300 and idle["errors"] == 0, idle
+    assert isinstance(idle["floor_growth_mb"], float), idle  # the bare grpc server beside it
     active = json.loads((run / "watch-active.json").read_text())
     assert active["streams"] == 30 and active["delivered"] > 0 and active["missing"] == 0, active
     time_travel = json.loads((run / "as-of.json").read_text())
