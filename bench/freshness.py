@@ -11,13 +11,13 @@ a few hundred reads a second at most, whatever the command rate.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import sys
 import time
 from typing import Any
 
 import grpc
 
+from bench.paced import at_rate
 from bench.report import percentile
 from common.pb.shop.v1 import command_service_pb2 as cpb
 from common.pb.shop.v1 import command_service_pb2_grpc as cpb_grpc
@@ -48,7 +48,6 @@ async def measure(write: str, read: str, rate: float, seconds: float) -> dict[st
         commands = cpb_grpc.CommandServiceStub(write_channel)
         queries = qpb_grpc.QueryServiceStub(read_channel)
         started = time.monotonic()
-        in_flight: set[asyncio.Task[None]] = set()
 
         async def command(n: int) -> None:
             nonlocal failed
@@ -68,16 +67,7 @@ async def measure(write: str, read: str, rate: float, seconds: float) -> dict[st
                     probe = _probe(queries, reply.id, source, replied, lags[name])
                     probes.append(asyncio.create_task(probe))
 
-        for n in itertools.count():
-            due = started + n / rate
-            if due >= started + seconds:
-                break
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-            task = asyncio.create_task(command(n))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
-            sent += 1
-        await asyncio.gather(*in_flight)
+        sent = await at_rate(rate, seconds, command)
         await asyncio.gather(*probes)
         elapsed = time.monotonic() - started
     result: dict[str, Any] = {

@@ -28,6 +28,7 @@ import grpc
 
 from bench import watch_floor
 from bench.catalogue import ROOT
+from bench.paced import at_rate
 from bench.processes import free_port
 from bench.report import percentile
 from common.pb.shop.v1 import command_service_pb2 as cpb
@@ -197,7 +198,6 @@ async def measure_active(
                 for _ in ids:
                     await ready.acquire()
             started = time.monotonic()
-            in_flight: set[asyncio.Task[None]] = set()
 
             async def command(n: int) -> None:
                 nonlocal failed
@@ -211,14 +211,7 @@ async def measure_active(
                     return
                 replied[(ident, price)] = time.monotonic()
 
-            n = 0
-            while (due := started + n / rate) < started + seconds:
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
-                task = asyncio.create_task(command(n))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-                n += 1
-            await asyncio.gather(*in_flight)
+            n = await at_rate(rate, seconds, command)
             elapsed = time.monotonic() - started
             for _ in range(int(_DELIVERY_GIVE_UP_S / 0.05)):  # the last deliveries
                 if replied.keys() <= arrived.keys():

@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 
 from common import snapshots
 from common.entities import ENTITIES, reduce_document
-from common.event_log import EVENT_COLUMNS, stored_event
+from common.event_log import history_page
 from common.events import StoredEvent
 from common.reducers import ReducerError
 from projector.outbound import Outbound
@@ -32,13 +32,6 @@ from projector.stores import pg_checkpoints
 log = logging.getLogger(__name__)
 
 NAME = "pg:snapshots"
-
-_BETWEEN = f"""
-SELECT {EVENT_COLUMNS} FROM events v
-WHERE v.aggregate_id = $1::uuid AND v.aggregate_version > $2::bigint
-  AND v.aggregate_version <= $3::bigint
-ORDER BY v.aggregate_version
-"""
 
 
 class SnapshotWriter(Outbound):
@@ -88,10 +81,13 @@ async def _snapshot(conn: asyncpg.Connection, event: StoredEvent) -> None:
     if before is not None:
         start = before.version
         doc = owner.document.FromString(before.doc) if before.doc is not None else None
-    rows = await conn.fetch(_BETWEEN, event.aggregate_id, start, event.aggregate_version)
+    # Its events after that snapshot, up to this one (the history's page query).
+    since = await history_page(
+        conn, event.aggregate_id, None, start, event.aggregate_version - start
+    )
     try:
-        for row in rows:
-            doc = reduce_document(doc, stored_event(row))
+        for logged in since:
+            doc = reduce_document(doc, logged.event)
     except ReducerError as exc:
         log.warning("%s: no snapshot of %s at version %d (%s)", NAME, event.aggregate_id,
                     event.aggregate_version, exc)  # fmt: skip

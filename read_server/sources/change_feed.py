@@ -58,11 +58,10 @@ class ChangeFollower(Protocol):
     def changed(self, projection: str, change: ChangeMessage) -> None:
         """A batch (or a switch) of ``projection`` committed."""
 
-    def unsure(self, projection: str | None) -> None:
-        """Changes of ``projection`` (``None``: of every one) may have gone unheard."""
-
     def following(self, projection: str) -> None:
-        """From now on every change of ``projection`` is heard (a subscription confirmed)."""
+        """From now on every change of ``projection`` is heard, and changes before may have
+        gone unheard (a subscription confirmed, after a lost connection too; a switch or an
+        emptied Redis found by the check)."""
 
 
 class ChangeFeed:
@@ -196,7 +195,7 @@ class ChangeFeed:
                         shelf.flush("switch")
                 # Followers are told of each change of the active generation (once).
                 if name in self._generations and self._generations[name] != now:
-                    self._tell_unsure(name)
+                    self._tell_following(name)
                 self._generations[name] = now
 
     def _doubt(self, projection: str, reason: str) -> None:
@@ -205,16 +204,13 @@ class ChangeFeed:
         shelf = self._shelves.get(projection)
         if shelf is not None:
             shelf.flush(reason)
-        self._tell_unsure(projection)
+        self._tell_following(projection)
 
-    def _tell_unsure(self, projection: str) -> None:
+    def _tell_following(self, projection: str) -> None:
         for follower in self._followers:
-            follower.unsure(projection)
             follower.following(projection)
 
     def _lose_all(self, reason: str) -> None:
         for shelf in self._shelves.values():
             if shelf.live:
                 shelf.lost(reason)
-        for follower in self._followers:
-            follower.unsure(None)

@@ -266,9 +266,6 @@ class WatchHub:
             if feeds or key in self._docs:
                 self._read(key, change.checkpoint, CHANGE)
 
-    def unsure(self, projection: str | None) -> None:
-        """Nothing to do until the feed is following again (:meth:`following`)."""
-
     def following(self, projection: str) -> None:
         # Changes may have gone unheard while in doubt: read every watched document again;
         # a feed closes its gap from the event log.
@@ -286,7 +283,7 @@ class WatchHub:
         """Read ``key`` (at ``at`` or later) and offer it; one read per key at a time."""
         earlier = self._pending.get(key)
         if earlier is not None:
-            at = _later(earlier[0], at)
+            at = later(earlier[0], at)
             kind = max(kind, earlier[1])  # a RESYNC stays one
         self._pending[key] = (at, kind)
         if key not in self._reading:
@@ -343,7 +340,8 @@ class WatchHub:
         return found
 
 
-def _later(a: Position | None, b: Position | None) -> Position | None:
+def later(a: Position | None, b: Position | None) -> Position | None:
+    """The later of two positions (``None``: none)."""
     if a is None:
         return b
     return a if b is None else max(a, b)

@@ -23,7 +23,7 @@ from common.positions import Position, encode_token
 from read_server.sources.base import Freshness
 from read_server.sources.projection import ProjectionSource
 from read_server.watch.gaps import Gaps
-from read_server.watch.hub import Doubt, Ending, FellBehind, Subscription, WatchHub
+from read_server.watch.hub import Doubt, Ending, FellBehind, Subscription, WatchHub, later
 from read_server.wire import watch_update
 
 SNAPSHOT, CHANGE, RESYNC = qs.WATCH_KIND_SNAPSHOT, qs.WATCH_KIND_CHANGE, qs.WATCH_KIND_RESYNC
@@ -64,7 +64,7 @@ async def document_stream(
 ) -> AsyncIterator[bytes]:
     """One document's stream over ``sub`` (opened before the first read, so no change
     between that read and the hub's first update is missed)."""
-    start = freshness.position if resume is None else max(resume, freshness.position or resume)
+    start = later(resume, freshness.position)
     doc, last = await w.source.current(entity, ident, Freshness(start, freshness.max_wait_s))
     if resume is None:
         if doc is None:
@@ -116,7 +116,7 @@ async def orders_feed(
 ) -> AsyncIterator[bytes]:
     """Every order (of ``customer``) as the projector changes it; first, with
     ``resume_after``, those changed since (or a RESYNC without an order: list again)."""
-    start = freshness.position if resume is None else max(resume, freshness.position or resume)
+    start = later(resume, freshness.position)
     feed = _Feed(w, customer)
     feed.synced = await w.source.checkpoint_at_least(ORDERS, Freshness(start, freshness.max_wait_s))
     if resume is not None:
