@@ -11,7 +11,7 @@ command's events are visible once it has replied).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -183,6 +183,23 @@ async def stream_events_as_of(
     )
     async for row in cursor:
         yield stored_event(row)
+
+
+_AGGREGATES_UNTIL = f"""
+SELECT {EVENT_COLUMNS} FROM events v
+WHERE v.aggregate_id = ANY($1::uuid[])
+  AND (v.xid, v.seq) <= ($2::bigint::text::xid8, $3::bigint)
+ORDER BY v.xid, v.seq
+"""
+
+
+async def events_until(
+    db: Executor, aggregate_ids: Collection[str], until: Position
+) -> list[StoredEvent]:
+    """Every event of the aggregates ``aggregate_ids`` up to ``until`` (a checkpoint: all
+    of them committed), in the projector's order."""
+    rows = await db.fetch(_AGGREGATES_UNTIL, list(aggregate_ids), until.xid, until.seq)
+    return [stored_event(r) for r in rows]
 
 
 async def created_at(db: Executor, aggregate_type: str, aggregate_id: str) -> datetime | None:

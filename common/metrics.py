@@ -74,6 +74,18 @@ PROJECTION_LEADER = Gauge(
 )
 # The continuous audit (projector/audit.py), by projection (a split one's segments add up):
 # documents compared with the write model, and those found to differ from it.
+# Parked aggregates (projector/parking.py): how many a projection sets aside now (as its
+# runners last read them), and how many times it parked one.
+PROJECTION_PARKED = Gauge(
+    "cqrs_projection_parked",
+    "Aggregates a projection has parked (their events after a poison event set aside)",
+    ["projection"],
+)
+PROJECTION_PARKS = Counter(
+    "cqrs_projection_parks_total",
+    "Poison events that parked their aggregate instead of stopping the projection",
+    ["projection"],
+)
 AUDIT_CHECKED = Counter(
     "cqrs_audit_checked_total",
     "Documents the continuous audit compared with the write model",

@@ -126,6 +126,9 @@ class Settings:
     # Consumers split into segments, e.g. "redis:orders=4,pg:orders=4" or "*=4" (every
     # projection): projector.segments. Every projector process must run the same split.
     projector_segments: str = ""
+    # Projections whose poison events park their aggregate instead of stopping them, e.g.
+    # "redis:orders,pg:orders" or "*" (every projection): projector.parking. Default: stop.
+    projector_park: str = ""
     # How long a replaced Redis generation is kept after a rebuild switched, so runners
     # and readers mid-call on it finish first.
     projector_switch_grace_ms: int = 2000
@@ -324,6 +327,7 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CQRS_PROJECTOR_LEASE_TIMEOUT_MS": ("projector_lease_timeout_ms", int),
     "CQRS_PROJECTOR_FAIR_SHARE": ("projector_fair_share", _flag),
     "CQRS_PROJECTOR_SEGMENTS": ("projector_segments", str),
+    "CQRS_PROJECTOR_PARK": ("projector_park", str),
     "CQRS_PROJECTOR_SWITCH_GRACE_MS": ("projector_switch_grace_ms", int),
     "CQRS_LOG_LEVEL": ("log_level", str),
     "CQRS_LOG_FORMAT": ("log_format", str),

@@ -54,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         help="run only these consumers, e.g. redis:products (repeatable); default: all",
     )
     rebuild = psub.add_parser(
-        "rebuild", help="replay the event log into fresh projections, then switch"
+        "rebuild",
+        help="replay the event log into fresh projections, then switch; or, with --from, "
+        "rewind consumers to a position",
     )
     rebuild.add_argument(
         "--only",
@@ -63,6 +65,17 @@ def _parser() -> argparse.ArgumentParser:
         help="rebuild only these (repeatable); default: all",
     )
     rebuild.add_argument(
+        "--from", dest="from_position", metavar="POSITION",
+        help="rewind the --consumer(s) to POSITION: they apply the events after it again "
+        "(a consistency token c1.<hex>.<hex>, a checkpoint xid:seq as status prints, or "
+        "origin); only nats:events, webhooks:fanout and pg:snapshots can be rewound",
+    )  # fmt: skip
+    rebuild.add_argument(
+        "--consumer", action="append", metavar="NAME",
+        help="with --from: the consumer to rewind, e.g. nats:events (repeatable)",
+    )  # fmt: skip
+    rebuild.set_defaults(rebuild_parser=rebuild)
+    rebuild.add_argument(
         "--metrics-port",
         type=int,
         default=0,
@@ -70,6 +83,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     psub.add_parser("verify", help="compare every projection with the write model")
     psub.add_parser("status", help="checkpoints, lag and stopped projections")
+    psub.add_parser("parked", help="aggregates parked by a poison event (exit 1 if any)")
+    unpark = psub.add_parser(
+        "unpark", help="replay parked aggregates after a fix (the running projector does it)"
+    )
+    unpark.add_argument("consumer", help="e.g. redis:orders")
+    unpark.add_argument("aggregate", nargs="?", help="one aggregate id; default: all of it")
+    unpark.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="wait this long for the outcome (0: only ask); default 30",
+    )
 
     webhooks = sub.add_parser("webhooks", help="webhook deliveries: redeliver FAILED ones")
     wsub = webhooks.add_subparsers(dest="webhooks_command", required=True)
@@ -245,8 +271,25 @@ def _settings(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(settings, **overrides)
 
 
+def _check_rebuild(args: argparse.Namespace) -> None:
+    """``rebuild``'s options that go together (argparse's error, exit 2, otherwise)."""
+    rebuild: argparse.ArgumentParser | None = getattr(args, "rebuild_parser", None)
+    if rebuild is None:
+        return
+    if args.from_position is not None and not args.consumer:
+        rebuild.error("--from needs --consumer NAME (repeatable): the consumers to rewind")
+    if args.consumer and args.from_position is None:
+        rebuild.error("--consumer goes with --from POSITION (a rebuild chooses with --only)")
+    if args.from_position is not None and args.only:
+        rebuild.error(
+            "--from and --only do not go together: --only rebuilds projections from the "
+            "origin, --from rewinds the consumers named by --consumer"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _check_rebuild(args)
     settings = _settings(args)
     try:
         _configure_logs(args, settings)
@@ -258,10 +301,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             security_for(settings, "write")
             security_for(settings, "read")
         if args.command in ("projector", "up"):
+            from projector.parking import parse_policy
             from projector.projections import ALL_PROJECTIONS
             from projector.segments import counts_for
 
             counts_for(settings.projector_segments, ALL_PROJECTIONS)
+            parse_policy(settings.projector_park, ALL_PROJECTIONS)
         if args.command == "projector" and args.projector_command == "run":
             from common.rpc.auth import require_internal_credential
 
@@ -350,12 +395,26 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         sub = args.projector_command
         if sub == "run":
             return int(runtime.run(projector_main.run(settings, args.only or None)))
+        if sub == "rebuild" and args.from_position is not None:
+            from projector.rewind import parse_position
+
+            try:
+                position = parse_position(args.from_position)
+            except ValueError as exc:
+                print(f"cqrs projector rebuild: {exc}", file=sys.stderr)
+                return 2
+            return int(runtime.run(projector_main.rewind(settings, args.consumer, position)))
         if sub == "rebuild":
             return int(
                 runtime.run(projector_main.rebuild(settings, args.only or None, args.metrics_port))
             )
         if sub == "verify":
             return int(asyncio.run(projector_main.verify(settings)))
+        if sub == "parked":
+            return int(asyncio.run(projector_main.parked(settings)))
+        if sub == "unpark":
+            unparking = projector_main.unpark(settings, args.consumer, args.aggregate, args.wait)
+            return int(asyncio.run(unparking))
         return int(asyncio.run(projector_main.status(settings)))
     if command == "webhooks":
         from cqrs.webhooks import redeliver

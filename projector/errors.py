@@ -12,6 +12,7 @@ __all__ = [
     "NotRebuildable",
     "PoisonEvent",
     "ReducerError",
+    "RewindRefused",
     "StoreLost",
 ]
 
@@ -61,3 +62,9 @@ class GaveWay(LeadershipLost):
 
 class NotRebuildable(Exception):
     """The consumer has no copies to rebuild (a relay: what it published stays published)."""
+
+
+class RewindRefused(Exception):
+    """A consumer cannot be rewound to that position: it cannot undo what it did after it,
+    or the position is ahead of its checkpoint (a rewind never skips events). Nothing was
+    changed (:mod:`projector.rewind`)."""

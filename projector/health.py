@@ -10,7 +10,9 @@ per service (the webhook dispatcher) with its ``role`` and ``state``.
 
 A consumer stopped on a poison event makes the projector unready on purpose: it will
 not move on by itself, and an operator must look (``cqrs projector status``). A standby
-is ready: it is what a standby is for.
+is ready: it is what a standby is for. Parked aggregates (``park`` policy,
+:mod:`projector.parking`) leave it ready but *degraded*: 200 with ``status``
+``degraded: ...`` and ``parked`` per consumer, since every other aggregate goes on.
 
 ``/livez`` only asks the event loop to turn: a frozen loop fails it, a database outage
 does not (a restart would not help).
@@ -73,12 +75,17 @@ class ProjectorHealth:
         """The readiness answer (on the loop)."""
         consumers = {runner.name: _consumer(runner) for runner in self._runners}
         poisoned = sorted(n for n, c in consumers.items() if c["state"] == "stopped-on-poison")
+        parked = {n: c["parked"] for n, c in consumers.items() if c.get("parked")}
         if self._stop.is_set():
             status = "stopping"
         elif not await self._database_answers():
             status = "database unreachable"
         elif poisoned:
             status = "stopped on a poison event: " + ", ".join(poisoned)
+        elif parked:
+            status = "degraded: parked aggregates in " + ", ".join(
+                f"{n} ({count})" for n, count in sorted(parked.items())
+            )
         else:
             status = "ok"
         services = {
@@ -86,7 +93,7 @@ class ProjectorHealth:
             for s in self._services
         }
         body = {"status": status, "consumers": consumers, "services": services}
-        return Health(status == "ok", body)
+        return Health(status == "ok" or status.startswith("degraded"), body)
 
     async def _database_answers(self) -> bool:
         try:
@@ -110,4 +117,5 @@ def _consumer(runner: ConsumerRunner) -> dict[str, Any]:
         if checkpoint is None
         else {"xid": checkpoint.xid, "seq": checkpoint.seq},
         "lag_events": runner.lag_events,
+        **({} if runner.parked is None else {"parked": runner.parked}),
     }

@@ -6,16 +6,23 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 
 from common.metrics import start_metrics_server
+from common.positions import Position
 from common.settings import Settings
+from projector import parked_commands
 from projector import rebuild as rebuilding
+from projector import rewind as rewinding
 from projector import status as statusing
 from projector import verify as verifying
 from projector.audit_record import AuditRecord
 from projector.bootstrap import open_app
 from projector.health import ProjectorHealth
+from projector.parking import ParkedBook
 from projector.runner import Outcome
+from projector.segments import base_name
+from projector.stores import pg_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +94,50 @@ async def rebuild(settings: Settings, only: list[str] | None, metrics_port: int 
                 app.pool,
                 dsn=settings.asyncpg_dsn,
                 batch_size=settings.projector_batch_size,
+                parking=app.parking,
             )
     finally:
         if ops is not None:
             ops.close()
+
+
+async def parked(settings: Settings) -> int:
+    """``cqrs projector parked``: every parked aggregate; 1 if there is any."""
+    async with open_app(settings) as app:
+        return await parked_commands.parked(ParkedBook(app.pool))
+
+
+async def unpark(settings: Settings, consumer: str, aggregate_id: str | None, wait_s: float) -> int:
+    """``cqrs projector unpark``: ask the running projector to replay parked aggregates."""
+    async with open_app(settings) as app:
+        try:
+            app.consumer(consumer)
+        except ValueError as exc:
+            print(f"cqrs projector unpark: {exc}", file=sys.stderr)
+            return 2
+        book = ParkedBook(app.pool)
+        return await parked_commands.unpark(book, consumer, aggregate_id, wait_s=wait_s)
+
+
+async def rewind(settings: Settings, names: Sequence[str], position: Position) -> int:
+    """``cqrs projector rebuild --from POSITION --consumer NAME ...``: rewind each consumer
+    named to ``position`` (:mod:`projector.rewind`); 2 when one is refused (nothing changed),
+    1 when another rebuild or rewind of one is running."""
+    async with open_app(settings) as app:
+        configured = set(app.names())
+        for name in names:
+            # Known to the database but not to this shell (its settings are not set here).
+            unknown = name not in configured and base_name(name) == name
+            if unknown and await pg_checkpoints.read(app.pool, name) is not None:
+                print(
+                    f"cqrs projector rebuild: {name} is not configured in this shell (set the "
+                    "settings the projector runs it with, e.g. CQRS_NATS_URL for nats:events)",
+                    file=sys.stderr,
+                )
+                return 2
+        return await rewinding.rewind(
+            app.consumers, names, position, app.pool, dsn=settings.asyncpg_dsn
+        )
 
 
 async def verify(settings: Settings) -> int:
@@ -105,4 +152,6 @@ async def status(settings: Settings) -> int:
     """Print checkpoints, lag and failures; 1 if a projection is stopped on a failure."""
     async with open_app(settings) as app:
         audits = AuditRecord(app.redis, settings.redis_prefix)
-        return await statusing.status(app.consumers, app.pool, app.failures, audits=audits)
+        return await statusing.status(
+            app.consumers, app.pool, app.failures, audits=audits, parked=ParkedBook(app.pool)
+        )

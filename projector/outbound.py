@@ -5,7 +5,9 @@ What they did cannot be taken back or done again into a copy, so they are never 
 (``rebuildable = False``: ``cqrs projector rebuild`` leaves them out and ``new_copy``
 raises :class:`~projector.errors.NotRebuildable`), hold nothing ``verify`` could compare,
 and keep a checkpoint row that a first start creates at the origin instead of calling the
-state lost (there is nothing to rebuild; each one skips what it already did).
+state lost (there is nothing to rebuild; each one skips what it already did). The relay, the
+webhook fan-out and the snapshots can be rewound to a position instead (a ``rewind`` method:
+:mod:`projector.rewind`); payments says why not in ``not_rewound_because``.
 """
 
 from __future__ import annotations

@@ -22,8 +22,9 @@ from projector.compare import diff_documents
 from projector.consumer import Audit, CatchUp, Consumer, Reference
 from projector.errors import CheckpointMoved, PoisonEvent, StoreLost
 from projector.outbox import Batch
+from projector.replay import reproject
 from projector.segments import Split, all_segments
-from projector.stores.port import ProjectionStore, SplittableStore
+from projector.stores.port import Change, ProjectionStore, SplittableStore
 
 
 class Projection:
@@ -83,6 +84,37 @@ class Projection:
                 raise CheckpointMoved(batch.start, found, "(while reducing)") from exc
             raise PoisonEvent(exc.event, str(exc)) from exc
         await self.store.commit(batch.start, batch.next, changes)
+
+    async def replay(
+        self, aggregate_type: str, aggregate_id: str, at: Position, db: Executor
+    ) -> int:
+        """Re-project, from the log up to ``at`` (its checkpoint), the documents of its own
+        that the aggregate makes: the aggregate's own document, or those showing it (an
+        order shows its customer); write them with ``at`` as both the expected and the new
+        checkpoint (``CheckpointMoved`` if it moved). How many changed. An event the
+        reducers refuse raises :class:`PoisonEvent` (nothing written)."""
+        kind, split = self.kind, self.split
+        if aggregate_type == kind.aggregate_type:
+            ids = [aggregate_id]
+        else:
+            embed = next((e for e in kind.embeds if e.aggregate_type == aggregate_type), None)
+            if embed is None:
+                return 0
+            shown = await self.store.ids_by(embed.by, [aggregate_id])
+            ids = sorted(shown.get(aggregate_id, ()))
+        ids = [i for i in ids if split is None or split.segment.owns(i)]
+        before = await self.store.load(ids)
+        changes = []
+        for doc_id in ids:
+            try:
+                after = await reproject(kind, doc_id, at, db)
+            except ReducerError as exc:
+                raise PoisonEvent(exc.event, str(exc)) from exc
+            if after != before.get(doc_id):
+                changes.append(Change(doc_id, before.get(doc_id), after))
+        if changes:
+            await self.store.commit(at, at, changes)
+        return len(changes)
 
     async def new_copy(self) -> Projection:
         # Built whole (not split): switching it in splits it (ProjectionStore.switch_to).

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
@@ -43,6 +43,7 @@ from projector.consumer import Consumer
 from projector.errors import PoisonEvent
 from projector.leadership import LeaseSession, lock_key
 from projector.outbox import Batch, count_after, read_batch
+from projector.parking import Parking
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +111,14 @@ async def catch_up(
     batch_size: int,
     progress: Advance | None = None,
     poisoned: list[PoisonEvent] | None = None,
+    parking: Parking | None = None,
 ) -> Position:
     """Apply every event up to the current horizon to ``consumer``; returns its checkpoint.
 
     A poison event raises :class:`PoisonEvent`, unless ``poisoned`` is given: then the
-    events before it are applied, it is appended there, and catching up stops.
+    events before it are applied, it is appended there, and catching up stops. With
+    ``parking`` (the ``park`` policy) it parks its aggregate instead and goes on, and the
+    parked aggregates' events are left out as the live consumer leaves them out.
 
     It reads with its own filter, not through the process's :class:`~projector.feed.LogFeed`:
     consumers catching up drift apart, and a read of their union narrowed to one of them
@@ -123,14 +127,21 @@ async def catch_up(
     shared feed against 7.8-8.2 s reading alone).
     """
     checkpoint = await consumer.checkpoint()
+    parked_seq: int | None = None
     while True:
         batch = await read_batch(
             db, checkpoint, consumer.consumes, batch_size, consumer.event_types
         )
         if batch.moved:
+            if parking is not None:
+                batch = parking.filter(batch)
             try:
                 await consumer.apply(batch)
             except PoisonEvent as exc:
+                if parking is not None and exc.event.seq != parked_seq:
+                    parked_seq = exc.event.seq
+                    await parking.park(exc.event, str(exc))
+                    continue  # the same batch again, without the parked aggregate
                 if poisoned is None:
                     raise
                 applied = await apply_before(consumer, batch, exc.event)
@@ -171,23 +182,30 @@ async def rebuild_one(
     *,
     keep_before_poison: bool = False,
     copy: Consumer | None = None,
+    parking: Parking | None = None,
 ) -> Rebuilt:
     """Fill a new copy of ``consumer`` (or ``copy``, one the caller made with
     ``new_copy``) and switch to it.
 
     A poison event aborts (:class:`RebuildFailed`, the copy removed, the live one
     untouched), unless ``keep_before_poison``: then the copy goes live built up to
-    just before it, as a live consumer stops on one. The caller holds the consumer's
+    just before it, as a live consumer stops on one. With ``parking`` (the ``park``
+    policy) it parks instead, as the live one does. The caller holds the consumer's
     rebuild lock (:func:`rebuild_lock`).
     """
     copy = copy if copy is not None else await consumer.new_copy()
+    if parking is not None:
+        # The copy leaves every parked aggregate's events out: no segment has replayed
+        # one in it (they replay again when asked).
+        await parking.book.forget_releases(parking.consumer)
+        await parking.refresh(force=True)
     poisoned: list[PoisonEvent] | None = [] if keep_before_poison else None
 
     async def fill(target: Consumer, db: Executor | None) -> Position:
         if poisoned:
             return await target.checkpoint()  # stopped before the poison event
         db = db if db is not None else pool
-        return await catch_up(target, db, batch_size, progress, poisoned)
+        return await catch_up(target, db, batch_size, progress, poisoned, parking)
 
     try:
         position = await consumer.switch_to(copy, fill)
@@ -244,19 +262,29 @@ async def rebuild(
     dsn: str,
     batch_size: int,
     out: TextIO | None = None,
+    parking: Callable[[Consumer], Parking | None] = lambda _: None,
 ) -> int:
     """``cqrs projector rebuild``: rebuild every consumer, all at once (each reads the log
     on its own; together they keep PostgreSQL, Redis and this process busy instead of
-    taking turns); 0 on success, 1 if any failed."""
+    taking turns); 0 on success, 1 if any failed. ``parking``: a consumer's parking if its
+    policy is ``park`` (:mod:`projector.parking`)."""
     out = out if out is not None else sys.stderr
     results = await asyncio.gather(
-        *(_rebuild_reporting(consumer, pool, dsn, batch_size, out) for consumer in consumers)
+        *(
+            _rebuild_reporting(consumer, pool, dsn, batch_size, out, parking(consumer))
+            for consumer in consumers
+        )
     )
     return 0 if all(results) else 1
 
 
 async def _rebuild_reporting(
-    consumer: Consumer, pool: asyncpg.Pool, dsn: str, batch_size: int, out: TextIO
+    consumer: Consumer,
+    pool: asyncpg.Pool,
+    dsn: str,
+    batch_size: int,
+    out: TextIO,
+    parking: Parking | None,
 ) -> bool:
     async with rebuild_lock(dsn, consumer.name) as locked:
         if not locked:
@@ -266,7 +294,7 @@ async def _rebuild_reporting(
         progress = Progress(f"rebuild {consumer.name}", total, out)
         try:
             with tracked(consumer.name, total, progress) as advance:
-                rebuilt = await rebuild_one(consumer, pool, batch_size, advance)
+                rebuilt = await rebuild_one(consumer, pool, batch_size, advance, parking=parking)
         except RebuildFailed as exc:
             progress.finish("aborted")
             print(f"rebuild {consumer.name}: FAILED: {exc}", file=out)

@@ -29,6 +29,12 @@ Failures:
   event at a time to find it). The runner gives up its lease, so a hot standby (if
   any) retries once and stops the same way. Restarting the projector retries the
   event; the row is cleared by the first successful commit after that.
+
+  With the ``park`` policy (``CQRS_PROJECTOR_PARK``, projections only) the poison event
+  parks its aggregate instead (:mod:`projector.parking`): recorded, then the batch is
+  applied again without that aggregate's events from it on, and the consumer goes on;
+  between batches the runner serves ``cqrs projector unpark`` by re-projecting them.
+  The same event refused twice in a row (its aggregate parked, and still) stops it.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from common.metrics import (
     PROJECTION_FAILED,
     PROJECTION_LAG,
     PROJECTION_LAG_SECONDS,
+    PROJECTION_PARKED,
     PROJECTION_POSITION,
     PROJECTION_REBUILDING,
     PROJECTION_REBUILDS,
@@ -69,6 +76,7 @@ from projector.leadership import AdvisoryLease
 from projector.membership import Membership
 from projector.outbox import Batch, behind, read_batch
 from projector.pacing import Backoff, retry_hint
+from projector.parking import Parked, Parking, Replayable, reason
 from projector.rebuild import apply_before, events_to_copy, rebuild_lock, rebuild_one, tracked
 from projector.segments import base_name
 from projector.wakeup import Wakeup, sleep_unless, wait_any, wait_ticket
@@ -108,8 +116,12 @@ class ConsumerRunner:
         config: RunnerConfig,
         feed: LogFeed | None = None,
         membership: Membership | None = None,
+        parking: Parking | None = None,
     ) -> None:
         self.consumer = consumer
+        # None: the ``stop`` policy (a poison event stops the consumer); else ``park``.
+        self._parking = parking if isinstance(consumer, Replayable) else None
+        self._parked_seq: int | None = None  # the event that parked last (twice: stop)
         self._membership = membership  # None: lead whenever the lease is free
         # The process's shared reader of the log (projector.feed); alone: one of its own.
         self._feed = feed if feed is not None else LogFeed(db, [consumer], generation=wakeup)
@@ -128,6 +140,21 @@ class ConsumerRunner:
         self._batch_seconds = PROJECTION_BATCH_SECONDS.labels(*projection_labels(self.name))
         self._delay = PROJECTION_DELAY.labels(*projection_labels(self.name))
         PROJECTION_REBUILDING.labels(*projection_labels(self.name)).set(0)
+        if self._parking is None:
+            # Nothing parks here: the series says so (the parking sets it otherwise).
+            PROJECTION_PARKED.labels(base_name(self.name)).set(0)
+
+    @property
+    def parked(self) -> int | None:
+        """How many aggregates its consumer has parked, as last read (None: it stops on a
+        poison event instead)."""
+        return None if self._parking is None else len(self._parking.parked)
+
+    def parked_ids(self) -> frozenset[str]:
+        """The ids of the aggregates its consumer has parked, as last read."""
+        if self._parking is None:
+            return frozenset()
+        return frozenset(aggregate_id for _, aggregate_id in self._parking.parked)
 
     @property
     def leading(self) -> bool:
@@ -215,6 +242,9 @@ class ConsumerRunner:
             self._lease.check()
             if self._membership is not None and self._membership.must_yield(self.name):
                 raise GaveWay(self.name)
+            if self._parking is not None:
+                for parked in await self._parking.refresh():
+                    await self._unpark(parked, checkpoint)
             if careful_until is not None and checkpoint < careful_until:
                 batch = await read_batch(
                     self._db, checkpoint, consumer.consumes, 1, consumer.event_types
@@ -223,6 +253,8 @@ class ConsumerRunner:
                 batch = await self._gather(checkpoint, seen if notified else None)
             if batch.moved:
                 started = time.perf_counter()
+                if self._parking is not None:
+                    batch = self._parking.filter(batch)
                 try:
                     await consumer.apply(batch)
                 except StoreLost:
@@ -233,6 +265,8 @@ class ConsumerRunner:
                     log.info("%s: %s; continuing from %s", self.name, exc, checkpoint)
                     continue
                 except PoisonEvent as exc:
+                    if await self._park(exc.event, exc):
+                        continue  # the same batch again, without the parked aggregate
                     await self._apply_before(batch, exc.event)
                     await self._poison(exc.event, exc)
                     return True
@@ -240,6 +274,8 @@ class ConsumerRunner:
                     if is_transient(exc) or not batch.events:
                         raise
                     if len(batch.events) == 1:
+                        if await self._park(batch.events[0], exc):
+                            continue
                         await self._poison(batch.events[0], exc)
                         return True
                     log.warning(
@@ -249,6 +285,7 @@ class ConsumerRunner:
                     continue
                 checkpoint = batch.next
                 self.checkpoint = checkpoint
+                self._parked_seq = None
                 if batch.events and failure_pending:
                     failure_pending = False
                     await self._failures.clear(self.name)
@@ -319,6 +356,7 @@ class ConsumerRunner:
                     advance,
                     keep_before_poison=True,
                     copy=copy,
+                    parking=self._parking,
                 )
         PROJECTION_REBUILDS.labels(*projection_labels(self.name)).inc()
         log.log(
@@ -333,6 +371,45 @@ class ConsumerRunner:
             await self._poison(rebuilt.poison.event, rebuilt.poison)
             return True
         return False
+
+    async def _park(self, event: StoredEvent, exc: BaseException) -> bool:
+        """Park ``event``'s aggregate (the ``park`` policy); False: stop on it instead."""
+        parking = self._parking
+        if parking is None or event.seq == self._parked_seq:
+            return False  # the stop policy, or refused again once parked: not the aggregate's
+        self._parked_seq = event.seq
+        await parking.park(event, reason(exc))
+        return True
+
+    async def _unpark(self, parked: Parked, at: Position) -> None:
+        """Serve an unpark request: re-project what the aggregate makes at ``at`` (the
+        checkpoint, between two batches), then stop leaving its events out."""
+        parking = self._parking
+        assert parking is not None and isinstance(self.consumer, Replayable)
+        what = f"{parked.aggregate_type} {parked.aggregate_id}"
+        try:
+            changed = await self.consumer.replay(
+                parked.aggregate_type, parked.aggregate_id, at, self._db
+            )
+        except CheckpointMoved as exc:
+            if isinstance(exc, StoreLost):
+                raise
+            log.info("%s: unpark of %s waits: %s", self.name, what, exc)
+            return  # the next batch reloads the checkpoint; the request stays
+        except PoisonEvent as exc:
+            log.warning(
+                "%s: %s stays parked: its events are still refused: %s", self.name, what, exc
+            )
+            await parking.refused(parked, str(exc))
+            return
+        await parking.released(parked)
+        log.info(
+            "%s: unparked %s: %d document(s) re-projected from its history up to %s",
+            self.name,
+            what,
+            changed,
+            at,
+        )
 
     async def _apply_before(self, batch: Batch, poison: StoredEvent) -> None:
         started = time.perf_counter()

@@ -10,7 +10,9 @@ NOTHING``), and one that cannot be made (an event the reducers refuse) is skippe
 poison event: time travel then replays from the snapshot before.
 
 Never rebuilt: snapshots are derived from the log and the consumer writes them as it
-follows it, from the origin on its first start.
+follows it, from the origin on its first start. It can be rewound (:meth:`SnapshotWriter.rewind`,
+``cqrs projector rebuild --from``): the snapshots of the events after the position are
+deleted and written again, the same, as it goes on.
 """
 
 from __future__ import annotations
@@ -24,14 +26,24 @@ from common import snapshots
 from common.entities import ENTITIES, reduce_document
 from common.event_log import history_page
 from common.events import StoredEvent
+from common.positions import Position
 from common.reducers import ReducerError
 from projector.outbound import Outbound
 from projector.outbox import Batch
+from projector.rewind import Rewound
 from projector.stores import pg_checkpoints
 
 log = logging.getLogger(__name__)
 
 NAME = "pg:snapshots"
+
+# The snapshots of the events after position ($1, $2): a snapshot is the one of the event
+# with its aggregate and version.
+_DELETE_AFTER = f"""
+DELETE FROM {snapshots.TABLE} s USING events e
+WHERE e.aggregate_id = s.aggregate_id AND e.aggregate_version = s.aggregate_version
+  AND (e.xid, e.seq) > ($1::bigint::text::xid8, $2::bigint)
+"""
 
 
 class SnapshotWriter(Outbound):
@@ -64,6 +76,16 @@ class SnapshotWriter(Outbound):
             for event in due:
                 await _snapshot(conn, event)
             await pg_checkpoints.write(conn, NAME, batch.next)
+
+    async def rewind(self, to: Position) -> Rewound:
+        """Delete the snapshots of the events after ``to`` and move the checkpoint back to
+        it, in one transaction; following on writes them again (each one is the fold of its
+        aggregate's events up to it: the same bytes). Meanwhile as-of reads replay from the
+        snapshot before, as they do for an aggregate with no snapshot yet."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            previous = await pg_checkpoints.move_back(conn, NAME, to)
+            status = await conn.execute(_DELETE_AFTER, to.xid, to.seq)
+        return Rewound(previous, f"{int(status.split()[-1])} snapshots deleted")
 
     async def describe(self) -> str:
         await self.checkpoint()

@@ -19,6 +19,7 @@ from projector.errors import StoreLost
 from projector.failures import FailureLog
 from projector.leadership import leaders
 from projector.outbox import count_after
+from projector.parking import ParkedBook
 from projector.projection import segments_of
 
 
@@ -29,10 +30,12 @@ async def status(
     *,
     out: TextIO | None = None,
     audits: AuditRecord | None = None,
+    parked: ParkedBook | None = None,
 ) -> int:
     """Print one line per consumer; 1 if any is stopped on a failure, else 0. With
     ``audits``, then one line per consumer the continuous audit has looked at (drifts found
-    since it began, the last one's id: :mod:`projector.audit_record`)."""
+    since it began, the last one's id: :mod:`projector.audit_record`). With ``parked``, a
+    line per consumer with parked aggregates (:mod:`projector.parking`)."""
     out = out if out is not None else sys.stdout
     stopped = await failures.all()
     # A split projection: its line (the lowest checkpoint of its segments, what readers
@@ -89,4 +92,13 @@ async def status(
     if audits is not None:
         for name, fields in (await audits.read(c.name for c in shown_all)).items():
             print(status_line(name, fields), file=out)
+    if parked is not None:
+        by_consumer: dict[str, int] = {}
+        for p in await parked.all():
+            by_consumer[p.consumer] = by_consumer.get(p.consumer, 0) + 1
+        for name, count in sorted(by_consumer.items()):
+            print(
+                f"{name:<22} PARKED: {count} aggregate(s) set aside (`cqrs projector parked`)",
+                file=out,
+            )
     return 1 if stopped else 0

@@ -16,6 +16,7 @@ from common.pool_metrics import PoolWatch, watch_pools
 from common.redis_client import redis_client
 from common.settings import Settings
 from read_server.history.limits import HistoryLimits
+from read_server.parked import ParkedDocuments
 from read_server.reads import Reads
 from read_server.sources.base import QuerySource, SourceSet
 from read_server.sources.change_feed import ChangeFeed
@@ -51,6 +52,7 @@ class App:
     replica_pool: asyncpg.Pool | None = None
     router: ReplicaRouter | None = None
     watching: Watching | None = None
+    parked: ParkedDocuments | None = None
     _closed: bool = field(default=False, repr=False)
 
     async def close(self) -> None:
@@ -61,6 +63,8 @@ class App:
             self.pools.close()
         if self.change_feed is not None:
             await self.change_feed.close()
+        if self.parked is not None:
+            await self.parked.close()
         if self.router is not None:
             await self.router.close()
         pools = [self.pg_pool, *([self.replica_pool] if self.replica_pool else [])]
@@ -156,6 +160,19 @@ async def bootstrap(settings: Settings) -> App:
     )
     pg = {"read": pg_pool, **({"read-replica": replica_pool} if replica_pool else {})}
     pools = watch_pools(pg=pg, redis={"read": client})
+    # Gets of a parked document answer FAILED_PRECONDITION (read_server.parked).
+    parked = ParkedDocuments(pg_pool)
+    parked.start()
     return App(
-        settings, pg_pool, client, sources, reads, feed, pools, replica_pool, router, watching
+        settings,
+        pg_pool,
+        client,
+        sources,
+        reads,
+        feed,
+        pools,
+        replica_pool,
+        router,
+        watching,
+        parked,
     )

@@ -36,7 +36,11 @@ def create_server(
 ) -> BuiltServer:
     """QueryService (+ health, reflection) for ``app``, bound to ``address``; not started."""
     servicer = QueryServicer(
-        app.sources, app.settings.seconds.consistency_wait_max, app.reads, app.watching
+        app.sources,
+        app.settings.seconds.consistency_wait_max,
+        app.reads,
+        app.watching,
+        app.parked,
     )
     return build_server(
         address,

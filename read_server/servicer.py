@@ -21,6 +21,7 @@ from common.errors import NotFound
 from read_server.analytics.rpcs import AnalyticsRpcs
 from read_server.deadlines import wait_budget
 from read_server.history.rpcs import HistoryRpcs
+from read_server.parked import ParkedDocuments
 from read_server.reads import Reads
 from read_server.requests import RequestParser
 from read_server.search.rpcs import SearchRpcs
@@ -46,8 +47,10 @@ class QueryServicer(HistoryRpcs, AnalyticsRpcs, SearchRpcs, WebhookRpcs, WatchRp
         consistency_wait_max_s: float,
         reads: Reads | Routed[Reads] | None = None,
         watching: Watching | None = None,
+        parked: ParkedDocuments | None = None,
     ) -> None:
         self._sources = sources
+        self._parked = parked
         self._max_wait_s = consistency_wait_max_s
         # Only the entity reads work without ``reads`` (unit tests over fake sources).
         self._maybe_reads = reads
@@ -79,10 +82,23 @@ class QueryServicer(HistoryRpcs, AnalyticsRpcs, SearchRpcs, WebhookRpcs, WatchRp
         source = p.source(request.source, self._sources)
         freshness = p.freshness(request.consistency_token, self._wait_budget(context))
         p.done()
+        if self._parked is not None:
+            self._refuse_parked(entity, ident, source)
         doc = await source.get(entity, ident, freshness)
         if doc is None:
             raise NotFound(f"{entity.label} {ident} not found")
         return doc
+
+    def _refuse_parked(self, entity: Entity, ident: str, source: object) -> None:
+        """FAILED_PRECONDITION for a document its projection parked (read_server.parked)."""
+        assert self._parked is not None
+        if source is self._sources.projection:
+            consumer = f"redis:{entity.name}"
+        elif source is self._sources.read_model:
+            consumer = f"pg:{entity.name}"
+        else:
+            return  # the write model: the truth, never parked
+        self._parked.check(consumer, entity.aggregate_type, ident, entity.label)
 
     async def list_entity(
         self, entity: Entity, request: Any, context: grpc.aio.ServicerContext

@@ -66,6 +66,11 @@ class AnalyticsConsumer:
         return EVENT_TYPES
 
     rebuildable = True
+    not_rewound_because = (
+        "a fold (counts and sums over every event up to its checkpoint): what the events "
+        "after a position added cannot be taken out again; use `cqrs projector rebuild "
+        "--only analytics` (from the origin)"
+    )
 
     async def aclose(self) -> None:
         """The pool is the App's: nothing of its own."""

@@ -116,6 +116,11 @@ class PaymentsProcess(Outbound):
     """The consumer; ``provider`` is the payment port, ``write`` the write side."""
 
     not_rebuilt_because = "a rebuild would charge and refund again"
+    not_rewound_because = (
+        "every request up to its checkpoint is settled and, read again, is skipped (the "
+        "order's payment state) or answered from its idempotency key: a rewind would change "
+        "nothing, only call the provider again"
+    )
 
     def __init__(
         self,

@@ -26,6 +26,16 @@ fence is at most where the acks stopped being contiguous, so a message the strea
 refused is re-published even if later ones were stored (those are then duplicates the
 window drops). Per-aggregate order is the log's order, which is publish order.
 
+Rewinding (:meth:`NatsRelay.rewind`, ``cqrs projector rebuild --from``) publishes the events
+after a position again, on purpose: in the transaction that moves the checkpoint back it
+records where from (the row ``nats:events#rewound``, the highest such checkpoint), and the
+fence skips no event up to there, although the stream holds it (a running leader finds
+out by its compare-and-set failing, then reads the fence again; a relay started later reads
+the row with the fence). The copies carry the same ``Nats-Msg-Id``: within the stream's
+duplicate window JetStream drops them (the ack says ``duplicate``), later they are
+appended again, after the newer events (at least once; subscribers de-duplicate on the
+event id).
+
 Failures. Anything that means NATS cannot serve now (no connection, timeouts, no
 responders, JetStream unavailable or out of resources) is raised as
 :class:`RelayUnavailable`, a ``ConnectionError``, which ``common.outages`` counts as an
@@ -65,6 +75,7 @@ from projector.errors import CheckpointMoved, PoisonEvent
 from projector.outbound import Outbound
 from projector.outbox import Batch
 from projector.relay import headers as h
+from projector.rewind import Rewound
 from projector.stores import pg_checkpoints
 
 log = logging.getLogger(__name__)
@@ -200,6 +211,7 @@ class NatsRelay(Outbound):
         self._max_message = 0  # bytes; the smaller of the server's and the stream's limits
         self._fenced = False  # False: read the fence before the next batch
         self._fence: Position | None = None  # the stream holds the events up to here
+        self._replay: Position | None = None  # rewound: publish up to here whatever the fence
         self._sure: Position | None = None  # contiguously acked up to here (after a failure)
         self._batches = 0
         self._acks: _Acks | None = None
@@ -228,6 +240,19 @@ class NatsRelay(Outbound):
             self._fenced = False  # whatever happened, read the stream again first
             raise
         self._sure = None
+
+    async def rewind(self, to: Position) -> Rewound:
+        """Publish the events after ``to`` again: in one transaction, move the checkpoint
+        back to ``to`` and record where from, so the fence lets them through (see the
+        module's docstring); only PostgreSQL is touched."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            previous = await pg_checkpoints.move_back(conn, self._name, to)
+            await pg_checkpoints.record_rewound(conn, self._name, previous)
+        return Rewound(
+            previous,
+            f"to stream {self.stream}, which drops a copy whose Nats-Msg-Id it saw within "
+            "its duplicate window",
+        )
 
     async def describe(self) -> str:
         if self._nc is not None and not self._nc.is_connected:
@@ -268,19 +293,30 @@ class NatsRelay(Outbound):
                 if self._sure is not None and fence is not None:
                     fence = min(fence, max(self._sure, batch.start))
                 self._sure = None
-                self._fence, self._fenced = fence, True
-            fence = self._fence
+                replay = await pg_checkpoints.rewound(self._pool, self._name)
+                if replay is not None and replay > batch.start:
+                    log.info(
+                        "%s: rewound: publishing the events up to %s again",
+                        self._name,
+                        replay.to_checkpoint(),
+                    )
+                self._fence, self._replay, self._fenced = fence, replay, True
+            fence, replay = self._fence, self._replay
             if fence is not None:
-                skipped = sum(1 for e in events if e.position <= fence)
-                if skipped:
+                kept = [
+                    e
+                    for e in events
+                    if e.position > fence or (replay is not None and e.position <= replay)
+                ]
+                if skipped := len(events) - len(kept):
                     log.info(
                         "%s: the stream already holds %d events of this batch (up to %s)",
                         self._name,
                         skipped,
                         fence.to_checkpoint(),
                     )
-                    events = [e for e in events if e.position > fence]
-                if events:
+                    events = kept
+                if events and events[-1].position > fence:
                     self._fence = None  # past it: every later event is new to the stream
             if events:
                 await self._publish(batch, events)

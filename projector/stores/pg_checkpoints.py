@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from common.positions import ORIGIN, Position
 from common.projection_checkpoints import SEGMENT_SEPARATOR as SEPARATOR
-from projector.errors import CheckpointMoved, StoreLost
+from projector.errors import CheckpointMoved, RewindRefused, StoreLost
 
 TABLE = "read.projection_checkpoints"
 
@@ -87,6 +87,46 @@ async def reset(db: _Db, name: str) -> None:
         ORIGIN.xid,
         ORIGIN.seq,
     )
+
+
+async def move_back(db: _Db, name: str, to: Position) -> Position:
+    """Move ``name``'s checkpoint back to ``to`` (a rewind, :mod:`projector.rewind`), inside
+    the caller's transaction, which then holds the row until it ends: a runner's next
+    compare-and-set fails (``CheckpointMoved``) and it goes on from ``to``. The checkpoint it
+    stood at; :class:`RewindRefused` (nothing written) if ``to`` is ahead of it."""
+    await ensure(db, name)  # never started: it stands at the origin
+    found = await lock(db, name)
+    assert found is not None
+    if to > found:
+        raise RewindRefused(
+            f"{name}: {to.to_checkpoint()} is ahead of its checkpoint {found.to_checkpoint()} "
+            "(a rewind never skips events)"
+        )
+    await write(db, name, to)
+    return found
+
+
+# The row ``<name>#rewound``: the highest checkpoint ``name`` was moved back from. Its
+# ``#`` keeps it out of every list of live checkpoints (common.projection_checkpoints),
+# like a segment's row; the NATS relay reads it (projector.relay.nats_relay).
+REWOUND = f"{SEPARATOR}rewound"
+
+
+async def record_rewound(db: _Db, name: str, previous: Position) -> None:
+    """Remember that ``name`` was moved back from ``previous`` (kept if higher already)."""
+    await db.execute(
+        f"INSERT INTO {TABLE} AS t (projection, xid, seq) VALUES ($1, $2, $3) "
+        "ON CONFLICT (projection) DO UPDATE SET xid = EXCLUDED.xid, seq = EXCLUDED.seq, "
+        "updated_at = now() WHERE (EXCLUDED.xid, EXCLUDED.seq) > (t.xid, t.seq)",
+        name + REWOUND,
+        previous.xid,
+        previous.seq,
+    )
+
+
+async def rewound(db: _Db, name: str) -> Position | None:
+    """The highest checkpoint ``name`` was ever moved back from (``None``: never rewound)."""
+    return await read(db, name + REWOUND)
 
 
 async def delete(db: _Db, name: str) -> None:

@@ -11,24 +11,45 @@ the rows and the checkpoint are always in step.
 It sends nothing itself (the dispatcher does), so it never waits on an endpoint. It is
 not rebuilt: a rebuild would create every past delivery again. A first start (no
 checkpoint row) begins at the origin, where no subscription exists yet.
+
+It can be rewound (:meth:`WebhookFanout.rewind`, ``cqrs projector rebuild --from``): the
+deliveries it made for the events after the position are queued again, with their
+``webhook-id``, and it goes over those events again. Reading a batch again is harmless: a
+delivery exists once per (subscription, event), the subscriptions' own events only move
+their rows forward, and a subscription created later in the log than an event is never given
+it (the batch knows where each active subscription was created), although its row exists.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from common import events as ev
 from common.events import StoredEvent
+from common.positions import ORIGIN, Position
 from projector.errors import PoisonEvent
 from projector.outbound import Outbound
 from projector.outbox import Batch
+from projector.rewind import Rewound
 from projector.stores import pg_checkpoints
 from projector.webhooks import tables as sql
 
 NAME = "webhooks:fanout"
+
+
+@dataclass(frozen=True, slots=True)
+class _Active:
+    """An active subscription as a batch sees it."""
+
+    wanted: tuple[str, ...]  # the event types it receives (empty: all)
+    since: Position  # its creation event: it receives only the events after it
+
+    def receives(self, event: StoredEvent) -> bool:
+        return event.position > self.since and (not self.wanted or event.event_type in self.wanted)
 
 
 class WebhookFanout(Outbound):
@@ -62,7 +83,11 @@ class WebhookFanout(Outbound):
     async def _apply(self, conn: asyncpg.Connection, batch: Batch) -> int:
         await pg_checkpoints.claim(conn, NAME, batch.start)
         active = {
-            r["id"]: tuple(r["event_types"]) for r in await conn.fetch(sql.ACTIVE_SUBSCRIPTIONS)
+            r["id"]: _Active(
+                tuple(r["event_types"]),
+                ORIGIN if r["seq"] is None else Position(r["xid"], r["seq"]),
+            )
+            for r in await conn.fetch(sql.ACTIVE_SUBSCRIPTIONS, ev.WEBHOOK_SUBSCRIPTION_CREATED)
         }
         subs: list[str] = []
         seqs: list[int] = []
@@ -72,8 +97,8 @@ class WebhookFanout(Outbound):
             if event.aggregate_type == ev.WEBHOOK_SUBSCRIPTION:
                 await _fold_subscription(conn, event, active)
                 continue
-            for sub_id, wanted in active.items():
-                if not wanted or event.event_type in wanted:
+            for sub_id, subscription in active.items():
+                if subscription.receives(event):
                     subs.append(sub_id)
                     seqs.append(event.seq)
                     types.append(event.event_type)
@@ -82,6 +107,20 @@ class WebhookFanout(Outbound):
             await conn.execute(sql.ADD_DELIVERIES, subs, seqs, types, aggregates)
         await pg_checkpoints.write(conn, NAME, batch.next)
         return len(subs)
+
+    async def rewind(self, to: Position) -> Rewound:
+        """Deliver the events after ``to`` again: in one transaction, queue again the
+        deliveries made for them to the subscriptions still active (sent or failed ones:
+        PENDING, attempts from 0, the same ``webhook-id``, so a receiver that kept it drops
+        the copy; a subscription parked only by one of them is unparked) and move the
+        checkpoint back to ``to``. Going over those events again adds no delivery (see the
+        module's docstring). A disabled subscription gets nothing again."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            previous = await pg_checkpoints.move_back(conn, NAME, to)
+            again = int(await conn.fetchval(sql.REWIND, to.xid, to.seq))
+        if again and self._on_deliveries is not None:
+            self._on_deliveries()
+        return Rewound(previous, f"{again} deliveries queued again, each with its webhook-id")
 
     async def describe(self) -> str:
         await self.checkpoint()
@@ -94,7 +133,7 @@ class WebhookFanout(Outbound):
 
 
 async def _fold_subscription(
-    conn: asyncpg.Connection, event: StoredEvent, active: dict[str, tuple[str, ...]]
+    conn: asyncpg.Connection, event: StoredEvent, active: dict[str, _Active]
 ) -> None:
     """Apply one of a subscription's own events to ``webhooks.subscriptions`` and to
     ``active`` (the batch's view of who receives the events that follow)."""
@@ -113,7 +152,7 @@ async def _fold_subscription(
             sql.SUBSCRIPTION_CREATED, event.aggregate_id, url, wanted, description,
             event.aggregate_version, at,
         )  # fmt: skip
-        active[event.aggregate_id] = tuple(wanted)
+        active[event.aggregate_id] = _Active(tuple(wanted), event.position)
     elif event.event_type == ev.WEBHOOK_SUBSCRIPTION_DISABLED:
         await conn.execute(
             sql.SUBSCRIPTION_CHANGED, event.aggregate_id, event.aggregate_version, sql.DISABLED, at

@@ -5,9 +5,17 @@ from __future__ import annotations
 ACTIVE, DISABLED = "ACTIVE", "DISABLED"
 PENDING, DELIVERED, FAILED = "PENDING", "DELIVERED", "FAILED"
 
-ACTIVE_SUBSCRIPTIONS = (
-    "SELECT id::text AS id, event_types FROM webhooks.subscriptions WHERE status = 'ACTIVE'"
-)
+# The active subscriptions and where in the log each was created (its $1 event, NULL:
+# not in the log), so a batch read again after a rewind gives none an event from before it.
+ACTIVE_SUBSCRIPTIONS = """
+SELECT s.id::text AS id, s.event_types, c.xid::text::bigint AS xid, c.seq
+FROM webhooks.subscriptions s
+LEFT JOIN LATERAL (
+  SELECT e.xid, e.seq FROM events e
+  WHERE e.aggregate_id = s.id AND e.event_type = $1 ORDER BY e.aggregate_version LIMIT 1
+) c ON true
+WHERE s.status = 'ACTIVE'
+"""
 
 SUBSCRIPTION_CREATED = """
 INSERT INTO webhooks.subscriptions
@@ -112,6 +120,33 @@ WITH again AS (
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM again) AS deliveries, (SELECT count(*) FROM unparked) AS unparked
+"""
+
+# A rewind of the fan-out to position ($1, $2) (projector.webhooks.fanout): the deliveries
+# of the events after it to subscriptions still active, sent or failed, are queued again
+# (their id, hence webhook-id, kept; attempts and the failing clock from zero; created_at
+# now: the backlog's age counts from here); a subscription parked only by one of them is
+# unparked. How many were queued again.
+REWIND = """
+WITH again AS (
+  UPDATE webhooks.deliveries d SET status = 'PENDING', attempts = 0, next_attempt_at = now(),
+    created_at = now(), delivered_at = NULL, failing_since = NULL,
+    last_error = left('queued again by a rewind'
+                      || CASE WHEN d.last_error = '' THEN '' ELSE '; was: ' || d.last_error END, 200)
+  FROM events e, webhooks.subscriptions s
+  WHERE e.seq = d.event_seq AND (e.xid, e.seq) > ($1::bigint::text::xid8, $2::bigint)
+    AND s.id = d.subscription_id AND s.status = 'ACTIVE' AND d.status <> 'PENDING'
+  RETURNING d.subscription_id
+), unparked AS (
+  UPDATE webhooks.subscriptions s SET parked_at = NULL
+  WHERE s.parked_at IS NOT NULL AND s.id IN (SELECT subscription_id FROM again)
+    AND NOT EXISTS (
+      SELECT 1 FROM webhooks.deliveries f JOIN events e ON e.seq = f.event_seq
+      WHERE f.subscription_id = s.id AND f.status = 'FAILED'
+        AND (e.xid, e.seq) <= ($1::bigint::text::xid8, $2::bigint))
+  RETURNING 1
+)
+SELECT count(*) FROM again
 """
 
 # Per subscription: pending deliveries, the oldest one's age, whether parked (the gauges).

@@ -49,7 +49,13 @@ from tests.support.nats import (
     stream_count,
     unique_stream,
 )
-from tests.support.projector import applied_total, below_the_horizon, last_event, some_history
+from tests.support.projector import (
+    applied_total,
+    below_the_horizon,
+    last_event,
+    leading,
+    some_history,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.nats]
 
@@ -113,16 +119,10 @@ def another_relay(app: App) -> NatsRelay:
     )
 
 
-@contextlib.asynccontextmanager
-async def running(app: App, relay: NatsRelay | None = None) -> AsyncIterator[ConsumerRunner]:
-    runner = app.runner(relay or relay_of(app), Wakeup())
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    try:
-        yield runner
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
+def running(
+    app: App, relay: NatsRelay | None = None
+) -> contextlib.AbstractAsyncContextManager[ConsumerRunner]:
+    return leading(app, relay or relay_of(app))
 
 
 async def wait_relayed(app: App, relay: NatsRelay | None = None, within: float = 20) -> None:

@@ -377,3 +377,18 @@ async def append_poison_update(conn: asyncpg.Connection, product_id: str) -> int
     )
     (position,) = await append_events(conn, [event])
     return position.seq
+
+
+async def append_poison_confirmation(conn: asyncpg.Connection, order_id: str) -> int:
+    """In the connection's transaction: ``order_id`` confirmed in the write model, its event
+    saying another status (a poison event for the order projections); its seq."""
+    at = now()
+    version = await conn.fetchval(
+        "UPDATE orders SET status = 'CONFIRMED', version = version + 1, updated_at = $2 "
+        "WHERE id = $1 RETURNING version",
+        uuid.UUID(order_id),
+        at,
+    )
+    event = NewEvent(ev.ORDER, order_id, version, ev.ORDER_CONFIRMED, {"status": "SHIPPED"}, at)
+    (position,) = await append_events(conn, [event])
+    return position.seq

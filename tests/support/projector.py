@@ -7,9 +7,10 @@ atomicity, customer lock).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import itertools
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from prometheus_client import REGISTRY
@@ -18,6 +19,7 @@ from common.event_log import Executor
 from common.positions import ORIGIN, Position
 from projector import verify as verify_module
 from projector.bootstrap import App
+from projector.consumer import Consumer
 from projector.errors import StoreLost
 from projector.outbox import head
 from projector.projection import Projection
@@ -173,3 +175,16 @@ async def verify_quietly(app: App, names: Sequence[str] | None = None) -> tuple[
     out = io.StringIO()
     consumers = app.consumers if names is None else [app.consumer(n) for n in names]
     return await verify_module.verify(consumers, app.pool, out=out), out.getvalue()
+
+
+@contextlib.asynccontextmanager
+async def leading(app: App, consumer: Consumer) -> AsyncIterator[ConsumerRunner]:
+    """A runner of ``consumer`` running (and so leading it) until the block ends."""
+    runner = app.runner(consumer, Wakeup())
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        yield runner
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -32,7 +33,7 @@ def test_promtool_checks_the_committed_config_and_rules() -> None:
     assert config.returncode == 0, config.stdout + config.stderr
     rules = _promtool("check", "rules", str(prometheus.ALERTS))
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    assert "8 rules found" in rules.stdout
+    assert "9 rules found" in rules.stdout
 
 
 @needs_promtool
@@ -141,6 +142,32 @@ def test_a_segment_without_a_leader_alerts_although_its_siblings_have_one(tmp_pa
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
+def _alert_rule_test(
+    tmp_path: Path, series: dict[str, str], alert: str, expected: dict[str, list[Any]]
+) -> None:
+    """``promtool test rules`` of the committed alerts: ``series`` (name{labels} -> values,
+    one sample a minute) must make ``alert`` fire as ``expected`` says (eval time -> the
+    alerts then)."""
+    cases = {
+        "rule_files": [str(prometheus.ALERTS)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": k, "values": v} for k, v in series.items()],
+                "alert_rule_test": [
+                    {"eval_time": at, "alertname": alert, "exp_alerts": alerts}
+                    for at, alerts in expected.items()
+                ],
+            }
+        ],
+    }
+    path = tmp_path / f"{alert}_test.yml"
+    path.write_text(json.dumps(cases))
+    tested = _promtool("test", "rules", str(path))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
 @needs_promtool
 def test_a_drift_found_by_the_audit_alerts_for_ten_minutes(tmp_path: Path) -> None:
     """cqrs_audit_drift_total (projector.audit): one drift fires CqrsProjectionDrift at
@@ -156,31 +183,34 @@ def test_a_drift_found_by_the_audit_alerts_for_ten_minutes(tmp_path: Path) -> No
             "all).",
         },
     }
-    cases = {
-        "rule_files": [str(prometheus.ALERTS)],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [
-                    {
-                        "series": 'cqrs_audit_drift_total{projection="redis:orders",instance="a"}',
-                        "values": "0 0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
-                    },
-                    {
-                        "series": 'cqrs_audit_drift_total{projection="pg:orders",instance="a"}',
-                        "values": "0x19",
-                    },
-                ],
-                "alert_rule_test": [
-                    {"eval_time": "2m", "alertname": "CqrsProjectionDrift", "exp_alerts": []},
-                    {"eval_time": "4m", "alertname": "CqrsProjectionDrift", "exp_alerts": [drift]},
-                    {"eval_time": "18m", "alertname": "CqrsProjectionDrift", "exp_alerts": []},
-                ],
-            }
-        ],
+    series = {
+        'cqrs_audit_drift_total{projection="redis:orders",instance="a"}': (
+            "0 0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1"
+        ),
+        'cqrs_audit_drift_total{projection="pg:orders",instance="a"}': "0x19",
     }
-    path = tmp_path / "drift_test.yml"
-    path.write_text(json.dumps(cases))
-    tested = _promtool("test", "rules", str(path))
-    assert tested.returncode == 0, tested.stdout + tested.stderr
+    expected = {"2m": [], "4m": [drift], "18m": []}
+    _alert_rule_test(tmp_path, series, "CqrsProjectionDrift", expected)
+
+
+@needs_promtool
+def test_parked_aggregates_alert_after_a_minute_and_resolve_once_unparked(tmp_path: Path) -> None:
+    """cqrs_projection_parked (projector.parking): any parked aggregate, in any process's
+    view, fires CqrsAggregatesParked after a minute; it resolves when the count is 0 again."""
+    parked = {
+        "exp_labels": {"severity": "warning", "projection": "redis:orders"},
+        "exp_annotations": {
+            "summary": "projection redis:orders has 2 parked aggregate(s)",
+            "description": "Poison events set these aggregates aside (CQRS_PROJECTOR_PARK): "
+            "their documents stop before the event and reads of them answer "
+            "FAILED_PRECONDITION, while every other aggregate goes on. See `cqrs projector "
+            "parked`, fix the cause, then `cqrs projector unpark`.",
+        },
+    }
+    series = {
+        'cqrs_projection_parked{projection="redis:orders",instance="a"}': "0 0 2 2 2 2 0 0",
+        'cqrs_projection_parked{projection="redis:orders",instance="b"}': "0 0 1 1 1 1 0 0",
+        'cqrs_projection_parked{projection="pg:orders",instance="a"}': "0x7",
+    }
+    expected = {"2m": [], "4m": [parked], "7m": []}
+    _alert_rule_test(tmp_path, series, "CqrsAggregatesParked", expected)
