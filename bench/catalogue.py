@@ -176,6 +176,9 @@ RPC_SCENARIOS: dict[str, RpcScenario] = {
 }
 # Scenarios that are not one RPC (their own modules run them), and their groups.
 OTHER_SCENARIOS: dict[str, str] = {
+    # bench/pg_limit.py: PostgreSQL's own pgbench (TPC-B-like, simple-update) at the writes'
+    # concurrency on a scratch database, beside the writes
+    "pg-limit": "writes",
     "projector": "projector",
     "relay": "projector",  # the NATS relay's catch-up (skipped when NATS does not answer)
     "freshness": "freshness",

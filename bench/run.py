@@ -35,6 +35,7 @@ from bench import (
     data,
     freshness,
     outbound,
+    pg_limit,
     processes,
     projector,
     relay,
@@ -166,6 +167,9 @@ def _run_all(
             continue
         if name == "projector":
             outcome: dict[str, Any] = asyncio.run(projector.measure(settings))
+        elif name == "pg-limit":
+            seconds = plan.run.duration_s or pg_limit.DEFAULT_SECONDS
+            outcome = asyncio.run(pg_limit.measure(settings, seconds, results))
         elif name == "relay":
             outcome = asyncio.run(relay.measure_copy(settings))
         elif name == "analytics-projector":

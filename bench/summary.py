@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from bench.as_of import TARGET_MS as AS_OF_TARGET_MS
 from bench.catalogue import ANALYTICS_CALLS, ANALYTICS_SOURCES, SOURCES, RpcScenario
 from bench.outbound import TARGET_CAPTURES_S
+from bench.pg_limit import TARGETS as PG_LIMIT_TARGETS
 from bench.projector import ANALYTICS
 from bench.watch import ACTIVE_P99_TARGET_MS, IDLE_RSS_TARGET_MB
 from common.settings import Settings
@@ -109,6 +110,8 @@ def write(results: Path, outcomes: dict[str, Any], machine: dict[str, str], comm
     if rpc:
         lines += _rpc_table(rpc)
         lines += _ratios(rpc)
+    if "pg-limit" in outcomes:
+        lines += pg_limit_table(outcomes["pg-limit"], rpc)
     if "projector" in outcomes:
         lines += _projector_table(outcomes["projector"])
     if "relay" in outcomes:
@@ -179,6 +182,41 @@ def _ratios(rpc: dict[str, dict[str, Any]]) -> list[str]:
             for s in ("projection", "read_model")
         ]
         lines.append(f"| {shape} | " + " | ".join(cells + ratios) + " |")
+    return [*lines, ""]
+
+
+def pg_limit_table(outcome: dict[str, Any], rpc: dict[str, dict[str, Any]]) -> list[str]:
+    """pgbench beside our writes at its concurrency (bench/pg_limit.py), and the targets."""
+    if "skipped" in outcome:
+        return [
+            "## Writes against PostgreSQL's own limit",
+            "",
+            f"skipped: {outcome['skipped']}",
+            "",
+        ]
+    c = outcome["concurrency"]
+    tpcb = outcome["tpcb"]["tps"]
+    lines = [
+        f"## Writes against PostgreSQL's own limit (pgbench, {c} clients, same run)",
+        "",
+        "| what | tps / rps | p50 ms | p99 ms | x pgbench TPC-B | target |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for mode, label in (("tpcb", "pgbench TPC-B-like"), ("simple_update", "pgbench simple-update")):
+        row = outcome[mode]
+        lines.append(
+            f"| {label} | {row['tps']:,.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
+            f"| {row['tps'] / tpcb:.2f} | |"
+        )
+    for shape, target in PG_LIMIT_TARGETS.items():
+        row = rpc.get(f"{shape}_c{c}")
+        if row is None:
+            continue
+        ratio = row["rps"] / tpcb if tpcb else 0.0
+        lines.append(
+            f"| {shape} (ours) | {row['rps']:,.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
+            f"| {ratio:.2f} | >= {target:g}x: {'met' if ratio >= target else 'missed'} |"
+        )
     return [*lines, ""]
 
 

@@ -86,6 +86,17 @@ PROJECTION_PARKS = Counter(
     "Poison events that parked their aggregate instead of stopping the projection",
     ["projection"],
 )
+# Group commit in the write server (write_server/adapters/group_commit.py).
+WRITE_BATCH_COMMANDS = Histogram(
+    "cqrs_write_batch_commands",
+    "Commands per write transaction (group commit)",
+    buckets=(1, 2, 4, 8, 16, 24, 32, 48, 60),
+)
+WRITE_BATCH_WAIT = Histogram(
+    "cqrs_write_batch_wait_seconds",
+    "From a command joining the queue to its turn in a batch",
+    buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
 AUDIT_CHECKED = Counter(
     "cqrs_audit_checked_total",
     "Documents the continuous audit compared with the write model",

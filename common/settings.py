@@ -60,6 +60,12 @@ class Settings:
     # in another one can scrape.
     metrics_host: str = "127.0.0.1"
     db_pool_size: int = 10
+    # Group commit in the write server (write_server/adapters/group_commit.py): commands
+    # that arrive together share a transaction of at most write_batch_max of them, with at
+    # most write_batch_executors such transactions at once. 0 executors (the default, as
+    # measured on 2 cores: docs/writing.md "Group commit"): one transaction per command.
+    write_batch_max: int = 32
+    write_batch_executors: int = 0
     # A pooled connection idle this long is closed (beyond the pool's minimum): an idle
     # system holds few of PostgreSQL's connections (common.connection_budget).
     db_pool_idle_ms: int = 30_000
@@ -297,6 +303,8 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CQRS_PROJECTOR_METRICS_PORT": ("projector_metrics_port", int),
     "CQRS_METRICS_HOST": ("metrics_host", str),
     "CQRS_DB_POOL_SIZE": ("db_pool_size", int),
+    "CQRS_WRITE_BATCH_MAX": ("write_batch_max", int),
+    "CQRS_WRITE_BATCH_EXECUTORS": ("write_batch_executors", int),
     "CQRS_DB_POOL_IDLE_MS": ("db_pool_idle_ms", int),
     "CQRS_DB_STATEMENT_CACHE_SIZE": ("db_statement_cache_size", int),
     "CQRS_READ_DATABASE_URL": ("read_database_url", str),

@@ -300,6 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             security_for(settings, "write")
             security_for(settings, "read")
+            from write_server.adapters.group_commit import MAX_BATCH_LIMIT
+
+            if not 1 <= settings.write_batch_max <= MAX_BATCH_LIMIT:
+                raise ValueError(f"CQRS_WRITE_BATCH_MAX must be 1..{MAX_BATCH_LIMIT}")
         if args.command in ("projector", "up"):
             from projector.parking import parse_policy
             from projector.projections import ALL_PROJECTIONS

@@ -15,8 +15,10 @@ from common.pool_metrics import PoolWatch, watch_pools
 from common.projection_checkpoints import RedisCheckpoints
 from common.redis_client import redis_client
 from common.settings import Settings
+from write_server.adapters.group_commit import GroupCommit, GroupConfig
 from write_server.adapters.postgres_uow import OrderNumbers, PostgresUnitOfWork, open_pool
 from write_server.backlog import Backlog
+from write_server.service_layer.ports import UnitOfWork
 from write_server.service_layer.service import CommandService, utc_now
 
 
@@ -47,11 +49,21 @@ def command_service(
     *,
     allow_private_webhooks: bool = False,
     payments: bool = False,
+    group: GroupConfig | None = None,
 ) -> CommandService:
-    """The service over ``pool`` (one unit of work per command)."""
+    """The service over ``pool``: commands grouped into shared transactions (``group``,
+    :mod:`write_server.adapters.group_commit`) or one transaction each (``None``)."""
     numbers = OrderNumbers()
+    factory: Callable[[], UnitOfWork]
+    if group is not None:
+        factory = GroupCommit(pool, numbers, group).unit_of_work
+    else:
+
+        def factory() -> UnitOfWork:
+            return PostgresUnitOfWork(pool, numbers)
+
     return CommandService(
-        lambda: PostgresUnitOfWork(pool, numbers),
+        factory,
         clock=clock,
         allow_private_webhooks=allow_private_webhooks,
         payments=payments,
@@ -66,9 +78,15 @@ async def bootstrap(settings: Settings) -> App:
     backlog = Backlog(pool, RedisCheckpoints(redis, settings.redis_prefix))
     pools = watch_pools(pg={"write": pool}, redis={"write": redis})
     backlog.start()
+    group = (
+        GroupConfig(settings.write_batch_max, settings.write_batch_executors)
+        if settings.write_batch_executors > 0
+        else None
+    )
     service = command_service(
         pool,
         allow_private_webhooks=settings.webhooks_allow_private,
         payments=bool(settings.payments_url),
+        group=group,
     )
     return App(settings, service, pool, redis, backlog, pools)

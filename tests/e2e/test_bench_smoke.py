@@ -64,6 +64,9 @@ def only_run(results: Path) -> Path:
     return run
 
 
+# Every scenario of every group, a second each, with the system's own start and the
+# analytics dataset: about five minutes on 2 cores, more than the suite's default timeout.
+@pytest.mark.timeout(600)
 async def test_every_scenario_runs_and_reports_in_ghz_format(
     system: System, tmp_path: Path
 ) -> None:
@@ -83,6 +86,12 @@ async def test_every_scenario_runs_and_reports_in_ghz_format(
         assert report.problems(written) == [], name
         assert written["count"] > 0, name
         assert set(written["statusCodeDistribution"]) == {"OK"}, (name, written)
+    # PostgreSQL's own limit beside the writes: pgbench, in ghz's format too
+    limit = json.loads((run / "pg-limit.json").read_text())
+    for mode in ("tpcb", "simple_update"):
+        assert limit[mode]["tps"] > 0 and limit[mode]["transactions"] > 0, limit
+        pgbench = json.loads((run / f"pg-limit-{mode}.json").read_text())
+        assert report.problems(pgbench) == [] and pgbench["count"] > 0, mode
     projector = json.loads((run / "projector.json").read_text())
     assert [r["run"] for r in projector["catch_up"]] == list(RUNS)  # 2 processes too
     assert projector["rebuild"]["events_per_s"] > 0
@@ -128,6 +137,7 @@ async def test_every_scenario_runs_and_reports_in_ghz_format(
     assert "## Outbound: webhooks and payments" in summary
     assert "| floor |" in summary and "## Projector" in summary and "## Freshness" in summary
     assert "## NATS relay" in summary
+    assert "## Writes against PostgreSQL's own limit (pgbench, 32 clients, same run)" in summary
     assert "## Redis Cluster (three masters) beside one Redis" in summary
     assert "## Analytics: read model vs write model" in summary
     assert "| GetMonthlyRevenue |" in summary and "Target (read model >= 100x" in summary

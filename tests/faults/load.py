@@ -104,7 +104,8 @@ class Answer:
 
 
 class CommandLoad:
-    """Commands of every kind at about ``rate`` per second until stopped.
+    """Commands of every kind at about ``rate`` per second until stopped, from ``workers``
+    senders at once (each waits for its reply before its next command).
 
     Each command carries a ``request_id``; with ``retry`` a command that failed
     UNAVAILABLE is retried with the same id and arguments until it gets another
@@ -118,10 +119,12 @@ class CommandLoad:
         *,
         rate: float = 100,
         retry: bool = False,
+        workers: int = 1,
     ) -> None:
         self._write = write
         self._seed = made
-        self._interval = 1 / rate
+        self._workers = workers
+        self._interval = workers / rate
         self._retry = retry
         self._rng = random.Random(11)
         self._serial = itertools.count()
@@ -136,6 +139,9 @@ class CommandLoad:
         return Counter(a.code.name for a in self.answers)
 
     async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.gather(*(self._send_until(stop) for _ in range(self._workers)))
+
+    async def _send_until(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             started = time.monotonic()
             method, request = self._next()

@@ -31,6 +31,7 @@ from tests.faults.audit import (
     verify,
 )
 from tests.faults.load import CommandLoad, seed, wait_visible
+from tests.support.events import out_of_log_order
 from tests.support.system import System
 
 pytestmark = pytest.mark.faults
@@ -38,8 +39,19 @@ pytestmark = pytest.mark.faults
 LEASE_TIMEOUT_S = 2.0
 
 
-async def test_write_server_sigkilled_mid_load(settings: Settings, tmp_path: Path) -> None:
-    system = System(settings, tmp_path)
+@pytest.mark.parametrize(
+    ("rate", "workers"),
+    [(150, 1), (3000, 32)],
+    ids=["one-at-a-time", "32-in-flight-batched"],
+)
+async def test_write_server_sigkilled_mid_load(
+    settings: Settings, tmp_path: Path, rate: float, workers: int
+) -> None:
+    """32 in flight: the write server groups them into shared transactions (group commit),
+    so a kill lands mid-batch; no command may be half there, none answered OK lost."""
+    # With 32 in flight, group commit on: the kills land in shared transactions.
+    extra = {"CQRS_WRITE_BATCH_EXECUTORS": "4"} if workers > 1 else {}
+    system = System(settings, tmp_path, extra)
     system.start_all()
     try:
         async with (
@@ -49,7 +61,7 @@ async def test_write_server_sigkilled_mid_load(settings: Settings, tmp_path: Pat
             write = cpb_grpc.CommandServiceStub(write_channel)
             made = await seed(write, products=10, customers=10)
             stop = asyncio.Event()
-            load = CommandLoad(write, made, rate=150, retry=True)
+            load = CommandLoad(write, made, rate=rate, retry=True, workers=workers)
             task = asyncio.create_task(load.run(stop))
             for _ in range(2):
                 await asyncio.sleep(1.0)
@@ -65,6 +77,13 @@ async def test_write_server_sigkilled_mid_load(settings: Settings, tmp_path: Pat
                 await assert_no_partial_order(db)
                 await assert_stock_equals_the_events(db)
                 await assert_ok_replies_took_effect_once(db, write, load)
+                assert await out_of_log_order(db) == []
+                if workers > 1:  # the kills did land among shared transactions
+                    shared = await db.fetchval(
+                        "SELECT count(*) FROM (SELECT xid FROM events GROUP BY xid"
+                        " HAVING count(DISTINCT metadata->>'request_id') > 1) t"
+                    )
+                    assert shared > 0
             finally:
                 await db.close()
             await settle(system, qpb_grpc.QueryServiceStub(read_channel), load.token)

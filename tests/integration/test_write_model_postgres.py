@@ -1,7 +1,9 @@
-"""The write-model contract against PostgreSQL (the asyncpg unit of work)."""
+"""The write-model contract against PostgreSQL: one transaction per command (the default)
+and the group-committing unit of work (``CQRS_WRITE_BATCH_EXECUTORS=4``)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -13,8 +15,11 @@ from write_server.bootstrap import bootstrap
 
 
 class TestPostgresWriteModel(WriteModelContract):
+    executors = 0  # CQRS_WRITE_BATCH_EXECUTORS
+
     @pytest.fixture(autouse=True)
     async def _service(self, settings: Settings) -> AsyncIterator[None]:
+        settings = dataclasses.replace(settings, write_batch_executors=self.executors)
         app = await bootstrap(settings)
         self.service = app.service
         self.conn = await asyncpg.connect(settings.asyncpg_dsn)
@@ -42,6 +47,10 @@ class TestPostgresWriteModel(WriteModelContract):
             "SELECT subject, request_id, reply::text FROM command_requests"
         )
         return [" ".join(row) for row in rows]
+
+
+class TestPostgresWriteModelGroupCommit(TestPostgresWriteModel):
+    executors = 4
 
 
 async def test_write_pool_sessions_kill_idle_transactions(settings: Settings) -> None:

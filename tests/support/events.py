@@ -392,3 +392,16 @@ async def append_poison_confirmation(conn: asyncpg.Connection, order_id: str) ->
     event = NewEvent(ev.ORDER, order_id, version, ev.ORDER_CONFIRMED, {"status": "SHIPPED"}, at)
     (position,) = await append_events(conn, [event])
     return position.seq
+
+
+async def out_of_log_order(db: asyncpg.Connection | asyncpg.Pool) -> list[tuple[str, int, int]]:
+    """Events whose aggregate version does not follow the one before it in the projector's
+    ``(xid, seq)`` order: (aggregate id, version, the version before it). The write side
+    must leave none (docs/ARCHITECTURE.md, "Per-aggregate order")."""
+    rows = await db.fetch(
+        "SELECT aggregate_id::text, aggregate_version, previous FROM ("
+        " SELECT aggregate_id, aggregate_version, lag(aggregate_version) OVER ("
+        "  PARTITION BY aggregate_id ORDER BY xid, seq) AS previous FROM events) t"
+        " WHERE previous IS NOT NULL AND aggregate_version <> previous + 1"
+    )
+    return [tuple(r) for r in rows]

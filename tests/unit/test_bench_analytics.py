@@ -57,8 +57,8 @@ def test_the_analytics_group_runs_last() -> None:
     assert bench_run.group_of("top_products_read_model") == "analytics"
     assert bench_run.group_of("projector") == "projector"
     assert set(OTHER_SCENARIOS) == {
-        "projector", "relay", "freshness", "watch-idle", "watch-active", "as-of", "scale-out",
-        "cluster", "webhooks", "payments", "analytics-projector",
+        "pg-limit", "projector", "relay", "freshness", "watch-idle", "watch-active", "as-of",
+        "scale-out", "cluster", "webhooks", "payments", "analytics-projector",
     }  # fmt: skip
 
 

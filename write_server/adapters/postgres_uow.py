@@ -75,14 +75,15 @@ class OrderNumbers:
     def __init__(self) -> None:
         self._free: list[int] = []
 
-    async def next(self, conn: asyncpg.Connection) -> str:
+    async def next(self, db: asyncpg.Connection | asyncpg.Pool) -> str:
+        """The next number, a block read through ``db`` when none is left."""
         if not self._free:
-            rows = await conn.fetch(sql.ORDER_NUMBERS, ORDER_NUMBER_BLOCK)
+            rows = await db.fetch(sql.ORDER_NUMBERS, ORDER_NUMBER_BLOCK)
             self._free.extend(reversed([r[0] for r in rows]))
         return f"ORD-{self._free.pop():08d}"
 
 
-class _Session:
+class Session:
     """The unit of work's connection and whether its transaction has begun."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
@@ -103,7 +104,7 @@ class _Session:
 class _Repository(ports.Repository[A], Generic[A]):
     _query: str
 
-    def __init__(self, session: _Session) -> None:
+    def __init__(self, session: Session) -> None:
         super().__init__()
         self._session = session
 
@@ -135,9 +136,15 @@ class PostgresCustomerRepository(_Repository[Customer], ports.CustomerRepository
 class PostgresOrderRepository(_Repository[Order], ports.OrderRepository):
     _query = sql.LOAD_ORDERS
 
-    def __init__(self, session: _Session, numbers: OrderNumbers) -> None:
+    def __init__(
+        self, session: Session, numbers: OrderNumbers, numbers_from: asyncpg.Pool | None = None
+    ) -> None:
         super().__init__(session)
         self._numbers = numbers
+        # Where a block of numbers is read: the unit of work's transaction, or (a batch of
+        # group commit) a transaction of its own: nextval may assign the reading transaction
+        # its id, which a batch must not have before all of its locks are held.
+        self._numbers_from = numbers_from
 
     def _from_row(self, row: asyncpg.Record) -> Order:
         return Order(
@@ -152,7 +159,7 @@ class PostgresOrderRepository(_Repository[Order], ports.OrderRepository):
         )
 
     async def next_order_number(self) -> str:
-        return await self._numbers.next(self._session.conn)
+        return await self._numbers.next(self._numbers_from or self._session.conn)
 
 
 class PostgresWebhookRepository(_Repository[WebhookSubscription], ports.WebhookRepository):
@@ -174,7 +181,7 @@ class PostgresWebhookRepository(_Repository[WebhookSubscription], ports.WebhookR
 class PostgresRequestLog(ports.RequestLog):
     """``command_requests``, keyed by (subject, request_id) (migration 0008)."""
 
-    def __init__(self, session: _Session) -> None:
+    def __init__(self, session: Session) -> None:
         self._session = session
 
     async def get(self, subject: str, request_id: str) -> ports.StoredReply | None:
@@ -206,14 +213,18 @@ class PostgresUnitOfWork(ports.UnitOfWork):
 
     async def __aenter__(self) -> PostgresUnitOfWork:
         conn = await self._pool.acquire(timeout=POOL_ACQUIRE_TIMEOUT_S)
-        self._session = _Session(conn)
-        self.products = PostgresProductRepository(self._session)
-        self.customers = PostgresCustomerRepository(self._session)
-        self.orders = PostgresOrderRepository(self._session, self._numbers)
-        self.webhooks = PostgresWebhookRepository(self._session)
-        self.requests = PostgresRequestLog(self._session)
+        self._open(Session(conn))
         await super().__aenter__()
         return self
+
+    def _open(self, session: Session) -> None:
+        """The repositories over ``session``."""
+        self._session = session
+        self.products = PostgresProductRepository(session)
+        self.customers = PostgresCustomerRepository(session)
+        self.orders = PostgresOrderRepository(session, self._numbers)
+        self.webhooks = PostgresWebhookRepository(session)
+        self.requests = PostgresRequestLog(session)
 
     async def lock(self, keys: Iterable[str]) -> None:
         ordered = sorted({lock_key(k) for k in keys})

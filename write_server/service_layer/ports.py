@@ -106,6 +106,12 @@ class RequestLog(abc.ABC):
         """Store the reply of ``subject``'s ``request_id`` with the unit of work's changes."""
 
 
+class Deferred(Exception):
+    """The unit of work gave way before changing anything (a group-committing adapter: its
+    batch already changes the same aggregate, or a lock it must not wait for is taken):
+    the command must run again, in a new unit of work with ``retried`` set."""
+
+
 class UnitOfWork(abc.ABC):
     """One atomic change: rolls back on exit unless ``commit`` was called.
 
@@ -121,6 +127,9 @@ class UnitOfWork(abc.ABC):
     orders: OrderRepository
     webhooks: WebhookRepository
     requests: RequestLog
+    # Set by the service when it runs a command again after ``Deferred``: an adapter must
+    # then not defer it again for the same reason (it leads its batch).
+    retried: bool = False
 
     async def __aenter__(self) -> UnitOfWork:
         self._committed = False

@@ -11,13 +11,21 @@ from typing import Any
 
 from common.positions import encode_token
 from write_server.domain import commands
-from write_server.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from write_server.domain.errors import (
+    ConcurrencyConflict,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+)
 from write_server.domain.webhook import WebhookSubscription
-from write_server.service_layer.handlers import HANDLERS, Context
-from write_server.service_layer.ports import StoredReply, UnitOfWork
+from write_server.service_layer.handlers import HANDLERS, Context, Handler
+from write_server.service_layer.ports import Deferred, StoredReply, UnitOfWork
 from write_server.uuid7 import uuid7
 
 MAX_REQUEST_ID = 128
+# A command deferred by a group-committing unit of work leads its next batch, so it is not
+# deferred for the same reason twice; a few more tries cover batches that failed around it.
+MAX_ATTEMPTS = 5
 # The key of a stored reply that revealed a webhook secret: the secret's digest.
 SECRET_DIGEST = "secret_sha256"
 
@@ -88,14 +96,27 @@ class CommandService:
     ) -> CommandResult:
         meta = meta or RequestMeta()
         handler = HANDLERS[type(command)]
-        request_id = command.request_id
-        # Idempotency is per caller: another subject's "retry" is a new command.
-        subject = meta.auth_subject
-        if len(request_id) > MAX_REQUEST_ID:
+        if len(command.request_id) > MAX_REQUEST_ID:
             raise InvalidArgument(
                 FieldViolation("request_id", f"must be at most {MAX_REQUEST_ID} characters")
             )
-        async with self._uow_factory() as uow:
+        for attempt in range(MAX_ATTEMPTS):
+            uow = self._uow_factory()
+            uow.retried = attempt > 0
+            try:
+                return await self._run(command, meta, handler, uow)
+            except Deferred:
+                continue
+        raise ConcurrencyConflict("the command kept giving way to others; retry it")
+
+    async def _run(
+        self, command: commands.Command, meta: RequestMeta, handler: Handler, uow: UnitOfWork
+    ) -> CommandResult:
+        """One attempt at ``command`` in ``uow`` (``Deferred``: the caller runs it again)."""
+        request_id = command.request_id
+        # Idempotency is per caller: another subject's "retry" is a new command.
+        subject = meta.auth_subject
+        async with uow:
             if request_id:
                 # Serializes retries of one request, so exactly one of them executes.
                 await uow.lock([request_lock_key(subject, request_id)])
