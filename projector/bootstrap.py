@@ -32,7 +32,7 @@ from projector.audit_record import AuditRecord
 from projector.consumer import Consumer
 from projector.failures import FailureLog
 from projector.leadership import AdvisoryLease, LeaseSession
-from projector.parking import ParkedBook, Parking, parking_for, parse_policy
+from projector.parking import Parking, parking_for
 from projector.payments.process import PaymentsProcess, WriteSide
 from projector.process import Projector, make_runner, process_leases
 from projector.projection import Projection, segments_of
@@ -162,8 +162,7 @@ class App:
     def parking(self, consumer: Consumer) -> Parking | None:
         """``consumer``'s parking if ``CQRS_PROJECTOR_PARK`` parks it (else it stops on a
         poison event): :mod:`projector.parking`."""
-        policy = parse_policy(self.settings.projector_park, ALL_PROJECTIONS)
-        return parking_for(consumer, ParkedBook(self.pool), policy)
+        return parking_for(consumer, self.pool, self.settings.projector_park)
 
     def runner(self, consumer: Consumer, wakeup: Wakeup) -> ConsumerRunner:
         return make_runner(self.settings, self.pool, self.failures, consumer, wakeup)

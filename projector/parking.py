@@ -43,11 +43,11 @@ from common.positions import Position
 from projector.consumer import Consumer
 from projector.errors import PoisonEvent
 from projector.outbox import Batch
+from projector.projections import ALL_PROJECTIONS
 from projector.segments import SplitConsumer, all_segments, base_name
 
 log = logging.getLogger(__name__)
 
-STOP, PARK = "stop", "park"
 _TABLE = "read.parked_aggregates"
 _MAX_ERROR = 2000
 REFRESH_S = 1.0  # how often a runner reads its rows (unpark requests, other segments' parks)
@@ -191,6 +191,7 @@ class Parking:
         self._parked: dict[tuple[str, str], Parked] = {}
         self._read_at = float("-inf")
         self._gauge = PROJECTION_PARKED.labels(self.consumer)
+        self._last_seq: int | None = None  # the event that parked last
 
     @property
     def parked(self) -> dict[tuple[str, str], Parked]:
@@ -226,8 +227,14 @@ class Parking:
             p for p in self._parked.values() if p.unpark_requested and self.runner not in p.released
         ]
 
-    async def park(self, event: StoredEvent, error: str) -> None:
-        """Record ``event``'s aggregate as parked from it on, and leave it out from now."""
+    async def park(self, event: StoredEvent, exc: BaseException) -> bool:
+        """Record ``event``'s aggregate as parked from it on, and leave it out from now;
+        False (nothing done) if ``event`` is the one that parked last: refused again once
+        its aggregate is set aside, it is not the aggregate's fault (stop on it)."""
+        if event.seq == self._last_seq:
+            return False
+        self._last_seq = event.seq
+        error = reason(exc)
         await self.book.park(self.runner, event, error)
         PROJECTION_PARKS.labels(self.consumer).inc()
         log.warning(
@@ -245,6 +252,7 @@ class Parking:
             event.aggregate_id,
         )
         await self.refresh(force=True)
+        return True
 
     async def released(self, parked: Parked) -> None:
         await self.book.release(self.runner, parked, self._runners)
@@ -276,11 +284,11 @@ def reason(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, PoisonEvent) else f"{type(exc).__name__}: {exc}"
 
 
-def parking_for(consumer: Consumer, book: ParkedBook, policy: Iterable[str]) -> Parking | None:
-    """The parking of ``consumer`` (a consumer or one segment of it) if ``policy`` (the
-    base names :func:`parse_policy` gave) parks it, else ``None`` (it stops)."""
+def parking_for(consumer: Consumer, pool: asyncpg.Pool, policy_text: str) -> Parking | None:
+    """The parking of ``consumer`` (a consumer or one segment of it) if the policy
+    (``CQRS_PROJECTOR_PARK``'s text) parks it, else ``None`` (it stops on a poison event)."""
     base = base_name(consumer.name)
-    if base not in policy or not isinstance(consumer, Replayable):
+    if base not in parse_policy(policy_text) or not isinstance(consumer, Replayable):
         return None
     split = consumer.split if isinstance(consumer, SplitConsumer) else None
     runners = (
@@ -288,10 +296,10 @@ def parking_for(consumer: Consumer, book: ParkedBook, policy: Iterable[str]) -> 
         if split is None
         else [s.name(base) for s in all_segments(split.segment.count)]
     )
-    return Parking(book, consumer.name, runners)
+    return Parking(ParkedBook(pool), consumer.name, runners)
 
 
-def parse_policy(text: str, parkable: Iterable[str]) -> frozenset[str]:
+def parse_policy(text: str, parkable: Iterable[str] = ALL_PROJECTIONS) -> frozenset[str]:
     """``CQRS_PROJECTOR_PARK``: the consumers (base names, comma separated; ``*`` = every
     projection) whose poison events park their aggregate; ``ValueError`` for one that
     cannot (not a projection: a fold or an outbound consumer keeps ``stop``)."""

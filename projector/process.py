@@ -17,8 +17,7 @@ from projector.failures import FailureLog
 from projector.feed import LogFeed
 from projector.leadership import AdvisoryLease, LeaseSession, lease_session_name
 from projector.membership import Membership
-from projector.parking import ParkedBook, parking_for, parse_policy
-from projector.projections import ALL_PROJECTIONS
+from projector.parking import parking_for
 from projector.runner import ConsumerRunner, Outcome, RunnerConfig
 from projector.wakeup import NotifyListener, Wakeup
 
@@ -54,9 +53,7 @@ def make_runner(
         config=RunnerConfig(batch_size=settings.projector_batch_size, poll_interval=poll),
         feed=feed,
         membership=membership,
-        parking=parking_for(
-            consumer, ParkedBook(pool), parse_policy(settings.projector_park, ALL_PROJECTIONS)
-        ),
+        parking=parking_for(consumer, pool, settings.projector_park),
     )
 
 

@@ -127,7 +127,6 @@ async def catch_up(
     shared feed against 7.8-8.2 s reading alone).
     """
     checkpoint = await consumer.checkpoint()
-    parked_seq: int | None = None
     while True:
         batch = await read_batch(
             db, checkpoint, consumer.consumes, batch_size, consumer.event_types
@@ -138,9 +137,7 @@ async def catch_up(
             try:
                 await consumer.apply(batch)
             except PoisonEvent as exc:
-                if parking is not None and exc.event.seq != parked_seq:
-                    parked_seq = exc.event.seq
-                    await parking.park(exc.event, str(exc))
+                if parking is not None and await parking.park(exc.event, exc):
                     continue  # the same batch again, without the parked aggregate
                 if poisoned is None:
                     raise

@@ -76,7 +76,7 @@ from projector.leadership import AdvisoryLease
 from projector.membership import Membership
 from projector.outbox import Batch, behind, read_batch
 from projector.pacing import Backoff, retry_hint
-from projector.parking import Parked, Parking, Replayable, reason
+from projector.parking import Parked, Parking, Replayable
 from projector.rebuild import apply_before, events_to_copy, rebuild_lock, rebuild_one, tracked
 from projector.segments import base_name
 from projector.wakeup import Wakeup, sleep_unless, wait_any, wait_ticket
@@ -121,7 +121,6 @@ class ConsumerRunner:
         self.consumer = consumer
         # None: the ``stop`` policy (a poison event stops the consumer); else ``park``.
         self._parking = parking if isinstance(consumer, Replayable) else None
-        self._parked_seq: int | None = None  # the event that parked last (twice: stop)
         self._membership = membership  # None: lead whenever the lease is free
         # The process's shared reader of the log (projector.feed); alone: one of its own.
         self._feed = feed if feed is not None else LogFeed(db, [consumer], generation=wakeup)
@@ -285,7 +284,6 @@ class ConsumerRunner:
                     continue
                 checkpoint = batch.next
                 self.checkpoint = checkpoint
-                self._parked_seq = None
                 if batch.events and failure_pending:
                     failure_pending = False
                     await self._failures.clear(self.name)
@@ -374,12 +372,7 @@ class ConsumerRunner:
 
     async def _park(self, event: StoredEvent, exc: BaseException) -> bool:
         """Park ``event``'s aggregate (the ``park`` policy); False: stop on it instead."""
-        parking = self._parking
-        if parking is None or event.seq == self._parked_seq:
-            return False  # the stop policy, or refused again once parked: not the aggregate's
-        self._parked_seq = event.seq
-        await parking.park(event, reason(exc))
-        return True
+        return self._parking is not None and await self._parking.park(event, exc)
 
     async def _unpark(self, parked: Parked, at: Position) -> None:
         """Serve an unpark request: re-project what the aggregate makes at ``at`` (the

@@ -167,7 +167,7 @@ class GroupCommit:
     async def _execute(self) -> None:
         while members := self._take():
             try:
-                conn = await self._pool_connection()
+                conn = await self.pool.acquire(timeout=POOL_ACQUIRE_TIMEOUT_S)
             except Exception as exc:
                 # No connection (PostgreSQL down, the pool exhausted): each is told so, as
                 # a command alone would be (UNAVAILABLE), not run again.
@@ -181,10 +181,6 @@ class GroupCommit:
             finally:
                 with contextlib.suppress(asyncpg.InterfaceError):
                     await self.pool.release(conn)
-
-    async def _pool_connection(self) -> asyncpg.Connection:
-        conn: asyncpg.Connection = await self.pool.acquire(timeout=POOL_ACQUIRE_TIMEOUT_S)
-        return conn
 
     async def _run(self, batch: _Batch, members: list[_Member]) -> None:
         WRITE_BATCH_COMMANDS.observe(len(members))
