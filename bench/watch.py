@@ -5,9 +5,10 @@
   then waits. The read server's RSS (its ``process_resident_memory_bytes``) before and
   with them all open. Target: growth <= ``IDLE_RSS_TARGET_MB``.
 - ``watch-active``: ``ACTIVE_STREAMS`` streams on as many products; ``UpdateProduct`` on
-  them round robin at ``ACTIVE_RATE`` commands/s, each with a price of its own; the time
-  from each command's reply to its state arriving on the stream. That includes the
-  projector applying the batch, so it bounds "after the projection applied it" from above.
+  them round robin at ``ACTIVE_RATE`` commands/s; the time from each command's reply to
+  the stream showing its version (or a later one: several commands in one projector batch
+  are one state on the stream, docs/reading.md). That includes the projector applying the
+  batch, so it bounds "after the projection applied it" from above.
   Target: p99 <= ``ACTIVE_P99_TARGET_MS``; every update delivered.
 """
 
@@ -181,8 +182,8 @@ async def measure_active(
     rate: float = ACTIVE_RATE,
 ) -> dict[str, Any]:
     """``len(ids)`` streams; updates of those products at ``rate``; reply -> delivery."""
-    replied: dict[tuple[str, int], float] = {}
-    arrived: dict[tuple[str, int], float] = {}
+    replied: list[tuple[str, int, float]] = []  # (product, version its command made, when)
+    arrived: dict[str, list[tuple[int, float]]] = {ident: [] for ident in ids}
     first_price = _FIRST_PRICE + random.randrange(10**12)
     failed = 0
     channels = _connections(read, len(ids))
@@ -203,18 +204,18 @@ async def measure_active(
                 nonlocal failed
                 ident, price = ids[n % len(ids)], first_price + n
                 try:
-                    await commands.UpdateProduct(
+                    reply = await commands.UpdateProduct(
                         cpb.UpdateProductRequest(id=ident, price_cents=price), timeout=10
                     )
                 except grpc.aio.AioRpcError:
                     failed += 1
                     return
-                replied[(ident, price)] = time.monotonic()
+                replied.append((ident, reply.version, time.monotonic()))
 
             n = await at_rate(rate, seconds, command)
             elapsed = time.monotonic() - started
             for _ in range(int(_DELIVERY_GIVE_UP_S / 0.05)):  # the last deliveries
-                if replied.keys() <= arrived.keys():
+                if all(_shown(arrived[i], v) is not None for i, v, _ in replied):
                     break
                 await asyncio.sleep(0.05)
         finally:
@@ -222,7 +223,8 @@ async def measure_active(
                 task.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
             await asyncio.gather(*(c.close() for c in channels))
-    lags = sorted(max(0, int((arrived[k] - t) * 1e9)) for k, t in replied.items() if k in arrived)
+    shown = [(_shown(arrived[i], v), t) for i, v, t in replied]
+    lags = sorted(max(0, int((at - t) * 1e9)) for at, t in shown if at is not None)
     missing = len(replied) - len(lags)
     result = {
         "streams": len(ids),
@@ -256,10 +258,15 @@ def _connections(read: str, streams: int) -> list[grpc.aio.Channel]:
     ]
 
 
+def _shown(arrivals: list[tuple[int, float]], version: int) -> float | None:
+    """When a stream first showed ``version`` or a later one (its messages, in order)."""
+    return next((at for shown, at in arrivals if shown >= version), None)
+
+
 async def _follow(
     stub: qpb_grpc.QueryServiceStub,
     ident: str,
-    arrived: dict[tuple[str, int], float],
+    arrived: dict[str, list[tuple[int, float]]],
     ready: asyncio.Semaphore,
 ) -> None:
     call = stub.WatchProduct(qpb.WatchProductRequest(id=ident))
@@ -269,7 +276,7 @@ async def _follow(
         finally:
             ready.release()  # (a stream that failed to open shows as missing deliveries)
         while (message := await call.read()) is not grpc.aio.EOF:
-            arrived[(ident, message.product.price_cents)] = time.monotonic()
+            arrived[ident].append((message.product.version, time.monotonic()))
     except asyncio.CancelledError:
         call.cancel()
         raise

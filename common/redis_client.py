@@ -94,6 +94,17 @@ class _WaitingCluster(RedisCluster):
         super().__init__(**kwargs)
         self._in_flight = asyncio.Semaphore(concurrency)
 
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        """Pipelines without MULTI only. redis-py's cluster pipeline queues each command of a
+        transaction by running a coroutine on a private loop in a thread and joining it, so
+        the process's event loop stops meanwhile; a projector was seen hung for good there
+        (its leases lost, SIGTERM unanswered). Atomic steps are Lua scripts here instead."""
+        if transaction:
+            raise redis.exceptions.RedisClusterException(
+                "MULTI pipelines block the event loop on a cluster client; use a script"
+            )
+        return super().pipeline(transaction=False, shard_hint=shard_hint)
+
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         if _holding.get():  # redis-py resending part of a command of ours: its slot is ours
             return await super().execute_command(*args, **kwargs)

@@ -39,7 +39,10 @@ class AuditRecord:
     async def start(self, consumer: str, by: str) -> None:
         """``by`` (``host/pid``) begins auditing ``consumer``: counts start from zero."""
         key = record_key(self._prefix, consumer)
-        pipe = self._client.pipeline(transaction=True)
+        # Not MULTI: on a Redis Cluster client that queues each command from a thread of
+        # its own while the event loop waits (common.redis_client). Only this process
+        # writes the hash meanwhile, so the two steps need no transaction.
+        pipe = self._client.pipeline(transaction=False)
         pipe.delete(key)
         pipe.hset(key, mapping={"since": _now(), "by": by, "checked": 0, "drifts": 0})
         await pipe.execute()
@@ -52,7 +55,7 @@ class AuditRecord:
     async def drift(self, consumer: str, doc_id: str, diff: str, repaired: bool) -> None:
         """A drift of document ``doc_id`` (``diff``: the field differences)."""
         key = record_key(self._prefix, consumer)
-        pipe = self._client.pipeline(transaction=True)
+        pipe = self._client.pipeline(transaction=False)  # (not MULTI: see start)
         pipe.hincrby(key, "drifts", 1)
         last = {
             "last_id": doc_id,

@@ -254,6 +254,15 @@ def payments_process(settings: Settings, pool: asyncpg.Pool) -> PaymentsProcess:
     return PaymentsProcess(pool, provider, write, gateway, settings.payments_concurrency)
 
 
+def projector_redis_max(settings: Settings) -> int:
+    """The projector's Redis pool: a connection for each Redis segment that may be writing
+    at once, and some for checkpoints, leases' probes and unparking beside them. Fewer
+    than the runners made a busy split projector wait on the pool past its timeout."""
+    split = counts_for(settings.projector_segments, ALL_PROJECTIONS)
+    runners = sum(split[projection_name(REDIS, kind)] for kind in ENTITIES)
+    return max(settings.db_pool_size, 8, runners + 4)
+
+
 async def bootstrap(settings: Settings) -> App:
     pool = await asyncpg.create_pool(
         settings.asyncpg_dsn,
@@ -262,7 +271,7 @@ async def bootstrap(settings: Settings) -> App:
         server_settings=settings.pg_session_settings("cqrs-projector"),
         **pool_options(settings),
     )
-    redis = redis_client(settings.redis_url, max_connections=max(settings.db_pool_size, 8))
+    redis = redis_client(settings.redis_url, max_connections=projector_redis_max(settings))
     pools = watch_pools(pg={"projector": pool}, redis={"projector": redis})
     wake = asyncio.Event()
     consumers = make_consumers(settings, pool, redis, wake)

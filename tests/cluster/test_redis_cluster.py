@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
 from typing import Any
 
@@ -20,6 +21,7 @@ from common.redis_client import cluster_nodes, redis_client
 from common.redis_keys import ProjectionKeys
 from common.settings import Settings
 from cqrs.instances.cluster import RedisClusterNodes
+from projector.audit_record import AuditRecord
 from tests.integration.test_equivalence import examples, run_example
 from tests.support.programs import World, ops
 
@@ -126,3 +128,43 @@ def test_callers_wait_for_a_connection_as_on_one_redis(redis_cluster: str) -> No
             await client.aclose()
 
     assert asyncio.run(many()) == [b"v"] * 50
+
+
+def test_the_audit_record_never_stops_the_event_loop_on_a_cluster(redis_cluster: str) -> None:
+    """A MULTI pipeline on redis-py's cluster client queues each command from a thread while
+    the caller's loop waits, and a projector hung for good there (the audit's record).
+    The client refuses MULTI; the audit's record works on the cluster without it, and the
+    loop keeps ticking meanwhile."""
+
+    async def story() -> tuple[dict[str, dict[str, str]], float]:
+        client = redis_client(redis_cluster, max_connections=2)
+        ticks: list[float] = []
+
+        async def ticker() -> None:
+            while True:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.001)
+
+        beat = asyncio.create_task(ticker())
+        try:
+            with pytest.raises(redis.exceptions.RedisClusterException, match="MULTI"):
+                client.pipeline(transaction=True)
+            record = AuditRecord(client, "audit-on-cluster")
+            for n in range(20):
+                await record.start(f"redis:orders#{n % 4}/4", "host/1")
+                await record.checked(f"redis:orders#{n % 4}/4", 3)
+                await record.drift(f"redis:orders#{n % 4}/4", f"id{n}", "price: 1 != 2", False)
+            found = await record.read(f"redis:orders#{n}/4" for n in range(4))
+            await client.delete(*(f"audit-on-cluster:audit:redis:orders#{n}/4" for n in range(4)))
+        finally:
+            beat.cancel()
+            await client.aclose()
+        gaps = [b - a for a, b in itertools.pairwise(ticks)]
+        return found, max(gaps, default=0.0)
+
+    found, longest_stop = asyncio.run(story())
+    assert set(found) == {f"redis:orders#{n}/4" for n in range(4)}
+    assert {f["checked"] for f in found.values()} == {"3"}
+    assert {f["drifts"] for f in found.values()} == {"1"}
+    assert found["redis:orders#3/4"]["last_id"] == "id19"
+    assert longest_stop < 1.0, longest_stop  # (the hang was forever; this is generous)

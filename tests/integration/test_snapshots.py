@@ -20,6 +20,7 @@ from common.settings import Settings
 from projector.rebuild import catch_up
 from projector.snapshots import SnapshotWriter
 from read_server.history.as_of import Replayed, TooManyEvents, as_of
+from tests.support.projector import below_the_horizon
 from write_server.adapters.postgres_uow import open_pool
 from write_server.bootstrap import command_service
 from write_server.domain import commands as c
@@ -98,6 +99,7 @@ async def _example(settings: Settings, clock: Clock, program: list[tuple[str, in
         instants += [start + timedelta(seconds=span * k / 7) for k in range(8)]
         instants += [start + timedelta(seconds=s) for s in range(0, int(span) + 1, 13)]
         from_start = await _as_of_all(pool, aggregates, instants)
+        await below_the_horizon(pool)  # a concurrent test's transaction may hold it back
         await catch_up(SnapshotWriter(pool, EVERY), pool, batch_size=50)
         ids = [ident for _, ident in aggregates]
         made = await pool.fetchval(
@@ -147,6 +149,7 @@ async def test_a_snapshot_bounds_what_time_travel_replays(settings: Settings) ->
         async with pool.acquire() as conn, conn.transaction():
             with pytest.raises(TooManyEvents):  # 30 events, 5 at most: from the start, refused
                 await as_of(conn, ev.PRODUCT, made.id, late, max_events=5)
+        await below_the_horizon(pool)
         await catch_up(SnapshotWriter(pool, 5), pool, batch_size=50)
         async with pool.acquire() as conn, conn.transaction():
             replayed = await as_of(conn, ev.PRODUCT, made.id, late, max_events=5)

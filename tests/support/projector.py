@@ -88,22 +88,26 @@ def assert_chained(log: list[tuple[str, Position, Position]], start: Position = 
         assert expected == previous
 
 
-async def last_event(app: App) -> Position:
-    row = await app.pool.fetchrow(
+def _db(source: App | Executor) -> Executor:
+    return source.pool if isinstance(source, App) else source
+
+
+async def last_event(source: App | Executor) -> Position:
+    rows = await _db(source).fetch(
         "SELECT xid::text::bigint AS xid, seq FROM events ORDER BY xid DESC, seq DESC LIMIT 1"
     )
-    return Position(row["xid"], row["seq"]) if row else ORIGIN
+    return Position(rows[0]["xid"], rows[0]["seq"]) if rows else ORIGIN
 
 
-async def below_the_horizon(app: App, within: float = 20) -> Position:
+async def below_the_horizon(source: App | Executor, within: float = 20) -> Position:
     """Until every event in the log is below the commit-safe horizon, so a rebuild or a
     catch-up reads it: another session's open transaction (anywhere in the cluster, such
     as a concurrent test's) holds the horizon back, and a rebuild started meanwhile stops
     before our newest events. The last event's position."""
-    target = await last_event(app)
+    target = await last_event(source)
 
     async def passed() -> bool:
-        return (await head(app.pool)).xid > target.xid
+        return (await head(_db(source))).xid > target.xid
 
     await eventually(passed, within=within)
     return target

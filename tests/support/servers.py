@@ -58,9 +58,27 @@ class Process:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self._dump_stacks()
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+    def _dump_stacks(self) -> None:
+        """Where a process that ignored the signal is stuck, appended to its log (py-spy,
+        installed with the dev tools), so a test's log tails show it."""
+        spy = Path(sys.executable).with_name("py-spy")
+        if not spy.exists():
+            return
+        dumped = subprocess.run(
+            [str(spy), "dump", "--pid", str(self.proc.pid)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        with self.log_path.open("a") as log:
+            log.write(f"--- still running after the signal; py-spy dump:\n{dumped.stdout}")
+            log.write(dumped.stderr)
 
 
 def start(args: Sequence[str], env: dict[str, str], log_path: Path) -> Process:
