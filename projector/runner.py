@@ -85,6 +85,7 @@ log = logging.getLogger(__name__)
 
 _LAG_EVERY_S = 1.0
 _JOIN_WAIT_S = 5.0  # at most, for the process's membership before taking leases
+_HELD_RETRY_S = 0.01  # the first look again after a NOTIFY that brought nothing (_Chase)
 
 
 class Outcome(enum.Enum):
@@ -235,6 +236,7 @@ class ConsumerRunner:
         # Woken by a NOTIFY: a read the feed began since then will do; otherwise (first
         # look, poll interval spent) only one begun now (see projector.feed).
         notified = False
+        chase = _Chase()
         while not stop.is_set():
             seen = self._wakeup.generation
             ticket = self._wakeup.ticket()
@@ -291,7 +293,7 @@ class ConsumerRunner:
                 await self._observe(batch, time.perf_counter() - started)
             backoff.success()  # the batch applied (or there was nothing to apply)
             if not batch.full:
-                await wait_ticket(ticket, self._config.poll_interval)
+                await wait_ticket(ticket, chase.wait(seen, batch, self._config.poll_interval))
                 notified = ticket.is_set()
             raise_if_cancelled()
         return False
@@ -497,3 +499,27 @@ class _Applied:
 
     def advance(self, n: int) -> None:
         self._counter.inc(n)
+
+
+class _Chase:
+    """When to look again after a read that was not full. A NOTIFY whose event a read did
+    not bring may be above the horizon, held there by an older transaction that notifies
+    nobody when it ends (another database's, a read model's write, an order-number block):
+    then look again soon, doubling, up to the poll interval, once per NOTIFY."""
+
+    def __init__(self) -> None:
+        self._retry = 0.0  # > 0: chasing, next look this soon
+        self._chased = -1  # the wakeup generation last chased (-1: none, so the first look)
+
+    def wait(self, seen: int, batch: Batch, poll_interval: float) -> float:
+        """Seconds to wait after ``batch``, read with the wakeup at generation ``seen``."""
+        if batch.events:
+            self._retry, self._chased = 0.0, seen
+        elif self._retry:
+            self._retry *= 2
+        elif seen > self._chased:
+            self._retry, self._chased = _HELD_RETRY_S, seen
+        if not 0 < self._retry < poll_interval:
+            self._retry = 0.0
+            return poll_interval
+        return self._retry

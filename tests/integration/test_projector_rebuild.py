@@ -17,6 +17,7 @@ from projector.leadership import lock_key
 from projector.stores.redis_generations import active_generation, generations, new_generation
 from tests.support.events import NewEvent, Shop, append_events, now
 from tests.support.projector import (
+    below_the_horizon,
     some_history,
     verify_quietly,
     wait_applied,
@@ -195,6 +196,7 @@ async def test_poison_event_aborts_the_rebuild_and_leaves_the_live_copy(
                 )
             ],
         )
+    await below_the_horizon(app)  # else a rebuild may stop before the poison event
 
     code, report = await rebuild(app, "products")
 

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
@@ -358,6 +359,35 @@ async def test_notify_wakes_runners_before_the_poll_interval(app: App) -> None:
         await wait_applied(app, ["pg:customers"], within=4)
         assert loop.time() - started < 2.5
     finally:
+        stop.set()
+        await asyncio.wait_for(run, 10)
+
+
+async def test_a_notify_held_back_by_an_older_transaction_is_read_soon_after(app: App) -> None:
+    """A NOTIFY whose event is above the horizon, held there by an older transaction that
+    sends no NOTIFY when it ends (another database's, a read model's write): the runner looks
+    again soon after, not a whole poll interval (5 s here) later."""
+    settings = dataclasses.replace(app.settings, projector_poll_interval_ms=5000)
+    projector = dataclasses.replace(app, settings=settings).projector(["pg:customers"])
+    stop = asyncio.Event()
+    run = asyncio.create_task(projector.run(stop))
+    shop = Shop(app.pool)
+    holder = await asyncpg.connect(app.settings.asyncpg_dsn)
+    try:
+        await asyncio.wait_for(projector.listener.connected.wait(), 10)
+        await asyncio.sleep(0.3)  # the runner is now asleep for 5 s
+        older = holder.transaction()
+        await older.start()
+        await holder.fetchval("SELECT pg_current_xact_id()")  # an xid: holds the horizon
+        await shop.create_customer()  # commits and notifies, above the horizon
+        await asyncio.sleep(0.5)  # the runner woke and read nothing new
+        loop = asyncio.get_running_loop()
+        released = loop.time()
+        await older.rollback()  # no NOTIFY
+        await wait_applied(app, ["pg:customers"], within=4)
+        assert loop.time() - released < 1.5
+    finally:
+        await holder.close()
         stop.set()
         await asyncio.wait_for(run, 10)
 

@@ -294,9 +294,10 @@ async def load_redis(
         "orders": ds.deleted_orders,
     }
     for projection, entries in _redis_entries(ds).items():
-        # One transaction per projection: its keys share a hash tag (a cluster's MULTI
-        # may not span slots).
-        pipe = client.pipeline(transaction=True)
+        # One pipeline per projection (its keys share a hash tag, so one node applies them
+        # in order, `active` last). Not MULTI: nothing reads them before the fixture is
+        # loaded, and on a cluster client MULTI stops the event loop (common.redis_client).
+        pipe = client.pipeline(transaction=False)
         base = ProjectionKeys(prefix, projection).base
         for doc, indexes in entries:
             member = key_of(doc).member()
