@@ -77,7 +77,10 @@ async def eventually(
 
 
 async def all_built(consumers: Sequence[Any], within: float = 15.0) -> None:
-    """Until every consumer has been built (a projector has just started)."""
+    """Until every consumer has been built (a projector has just started). An outage of a
+    store (e.g. a Redis Cluster still settling after a failover) is "not yet", as the
+    projector itself takes it."""
+    from common.outages import is_transient
     from projector.errors import StoreLost
 
     async def built() -> bool:
@@ -86,6 +89,10 @@ async def all_built(consumers: Sequence[Any], within: float = 15.0) -> None:
                 await consumer.checkpoint()
         except StoreLost:
             return False
+        except Exception as exc:
+            if is_transient(exc):
+                return False
+            raise
         return True
 
     await eventually(built, within=within)
