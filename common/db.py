@@ -98,6 +98,7 @@ async def schema_revision(dsn: str) -> str | None:
 async def keep_session(conn: asyncpg.Connection) -> None:
     """A pool's ``reset``: nothing to reset when a connection goes back to the pool
     (asyncpg rolls back an open transaction itself). The default reset is a round trip per
-    release (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) for session state that the
-    write server's and the read server's pools never set: transaction-level locks only,
-    no LISTEN, no SET. (Not for the projector's: its rebuild lock is a session lock.)"""
+    release (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) for session state that no
+    pool of ours sets: transaction-level locks only, no LISTEN, no SET, no cursor outliving
+    its transaction. What holds a session lock (the projector's leases and rebuild lock,
+    its membership) or LISTENs has a connection of its own, outside every pool."""

@@ -18,6 +18,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from common.connection_budget import pool_options, projector_pool_max
+from common.db import keep_session
 from common.entities import ENTITIES, Entity
 from common.gateway import Gateway, GatewayConfig
 from common.payments import make_provider
@@ -270,6 +271,9 @@ async def bootstrap(settings: Settings) -> App:
         max_size=projector_pool_max(settings),
         server_settings=settings.pg_session_settings("cqrs-projector"),
         **pool_options(settings),
+        # The default reset is a round trip per release: 17 % of the projector's CPU
+        # following 200 commands/s (py-spy), and PostgreSQL's work for it besides.
+        reset=keep_session,
     )
     redis = redis_client(settings.redis_url, max_connections=projector_redis_max(settings))
     pools = watch_pools(pg={"projector": pool}, redis={"projector": redis})

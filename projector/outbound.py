@@ -16,7 +16,8 @@ import asyncpg
 
 from common.positions import Position
 from projector.consumer import Audit, CatchUp, Consumer, Reference
-from projector.errors import NotRebuildable
+from projector.errors import CheckpointMoved, NotRebuildable, StoreLost
+from projector.outbox import Batch
 from projector.stores import pg_checkpoints
 
 
@@ -34,6 +35,15 @@ class Outbound:
     async def checkpoint(self) -> Position:
         """The stored checkpoint; a missing row is created at the origin."""
         return await pg_checkpoints.read_or_start(self._pool, self.name)
+
+    async def _advance(self, db: pg_checkpoints.Db, batch: Batch) -> None:
+        """Move the checkpoint over ``batch`` (:func:`pg_checkpoints.advance`: alone on the
+        pool, or first in the caller's transaction). A missing row is not a loss here: the
+        runner reads the checkpoint again, which creates it at the origin."""
+        try:
+            await pg_checkpoints.advance(db, self.name, batch.start, batch.next)
+        except StoreLost as exc:
+            raise CheckpointMoved(batch.start, None, "(its row is gone)") from exc
 
     async def new_copy(self) -> Consumer:
         raise NotRebuildable(f"{self.name} is not rebuilt: {self.not_rebuilt_because}")

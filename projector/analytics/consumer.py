@@ -90,7 +90,7 @@ class AnalyticsConsumer:
                 await self._apply(self._db, batch)
 
     async def _apply(self, conn: asyncpg.Connection, batch: Batch) -> None:
-        await pg_checkpoints.claim(conn, self._name, batch.start)
+        await pg_checkpoints.advance(conn, self._name, batch.start, batch.next)
         t = self._tables
         events = batch.events
         try:
@@ -117,7 +117,6 @@ class AnalyticsConsumer:
         await t.write_entities(conn, changes, times, last_sold)
         new_returning = month_deltas(months_before, first_before, first_after, changes)
         await t.write_sums(conn, changes, new_returning)
-        await pg_checkpoints.write(conn, self._name, batch.next)
 
     # -- copies --------------------------------------------------------------------------------
 

@@ -47,7 +47,6 @@ from common.pb.shop.v1 import command_service_pb2_grpc as cpb_grpc
 from projector.errors import CheckpointMoved, PoisonEvent
 from projector.outbound import Outbound
 from projector.outbox import Batch
-from projector.stores import pg_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +155,7 @@ class PaymentsProcess(Outbound):
         if stored != batch.start:
             raise CheckpointMoved(batch.start, stored)
         await self._settle(batch.events)
-        async with self._pool.acquire() as conn, conn.transaction():
-            await pg_checkpoints.claim(conn, NAME, batch.start)
-            await pg_checkpoints.write(conn, NAME, batch.next)
+        await self._advance(self._pool, batch)
 
     async def _settle(self, events: Sequence[StoredEvent]) -> None:
         """Every order of ``events``, ``concurrency`` at a time, each order's events one

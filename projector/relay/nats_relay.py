@@ -11,8 +11,7 @@ One batch:
    reply subject under one wildcard inbox subscription that collects the stream's acks,
    so the whole batch is on the wire before the first ack is awaited;
 3. wait (bounded) for every ack; a missing or negative one fails the whole batch;
-4. move the checkpoint ``batch.start -> batch.next`` (row locked ``FOR UPDATE``,
-   compare-and-set) in one transaction.
+4. move the checkpoint ``batch.start -> batch.next`` (one compare-and-set statement).
 
 Exactly once. A batch that failed after some of its messages were stored is retried
 from the same checkpoint. Its messages carry ``Nats-Msg-Id`` (the event id), so the
@@ -324,11 +323,7 @@ class NatsRelay(Outbound):
         log.debug("%s: %d events in %.3fs", self._name, len(events), time.perf_counter() - start)
 
     async def _commit(self, batch: Batch) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            found = await pg_checkpoints.lock(conn, self._name)
-            if found != batch.start:
-                raise CheckpointMoved(batch.start, found)
-            await pg_checkpoints.write(conn, self._name, batch.next)
+        await self._advance(self._pool, batch)
 
     async def _publish(self, batch: Batch, events: Sequence[StoredEvent]) -> None:
         extras = await self._extras(events)

@@ -17,7 +17,7 @@ from projector.errors import CheckpointMoved, RewindRefused, StoreLost
 TABLE = "read.projection_checkpoints"
 
 
-class _Db(Protocol):
+class Db(Protocol):
     async def fetchrow(self, query: str, *args: Any) -> Any: ...
 
     async def fetch(self, query: str, *args: Any) -> Any: ...
@@ -25,29 +25,43 @@ class _Db(Protocol):
     async def execute(self, query: str, *args: Any) -> str: ...
 
 
-async def read(db: _Db, name: str) -> Position | None:
+async def read(db: Db, name: str) -> Position | None:
     """The checkpoint of ``name``, ``None`` if it has no row."""
     row = await db.fetchrow(f"SELECT xid, seq FROM {TABLE} WHERE projection = $1", name)
     return Position(row["xid"], row["seq"]) if row else None
 
 
-async def lock(db: _Db, name: str) -> Position | None:
+async def lock(db: Db, name: str) -> Position | None:
     """Like :func:`read`, holding the row ``FOR UPDATE`` until the transaction ends."""
     row = await db.fetchrow(f"SELECT xid, seq FROM {TABLE} WHERE projection = $1 FOR UPDATE", name)
     return Position(row["xid"], row["seq"]) if row else None
 
 
-async def claim(db: _Db, name: str, expected: Position) -> None:
-    """Lock ``name``'s row for this transaction and check it stands at ``expected`` (a
-    batch's compare-and-set): ``StoreLost`` without a row, ``CheckpointMoved`` elsewhere."""
-    found = await lock(db, name)
+async def advance(db: Db, name: str, expected: Position, new: Position) -> None:
+    """Move ``name``'s checkpoint from ``expected`` to ``new``: a batch's compare-and-set,
+    one statement that locks the row until the transaction ends (the first of a batch's
+    transaction, so the row is locked before anything else, as :func:`lock` did; alone, a
+    transaction of its own). ``StoreLost`` without a row, ``CheckpointMoved`` elsewhere;
+    nothing changed then. A concurrent move of the row (a rewind, a switch) is waited for
+    and then fails the comparison, as a ``FOR UPDATE`` read did."""
+    row = await db.fetchrow(
+        f"UPDATE {TABLE} SET xid = $4, seq = $5, updated_at = now() "
+        "WHERE projection = $1 AND xid = $2 AND seq = $3 RETURNING 1",
+        name,
+        expected.xid,
+        expected.seq,
+        new.xid,
+        new.seq,
+    )
+    if row is not None:
+        return
+    found = await read(db, name)
     if found is None:
         raise StoreLost(name, "has no checkpoint row", expected)
-    if found != expected:
-        raise CheckpointMoved(expected, found)
+    raise CheckpointMoved(expected, found)
 
 
-async def write(db: _Db, name: str, position: Position) -> None:
+async def write(db: Db, name: str, position: Position) -> None:
     await db.execute(
         f"UPDATE {TABLE} SET xid = $2, seq = $3, updated_at = now() WHERE projection = $1",
         name,
@@ -56,7 +70,7 @@ async def write(db: _Db, name: str, position: Position) -> None:
     )
 
 
-async def ensure(db: _Db, name: str) -> None:
+async def ensure(db: Db, name: str) -> None:
     """A row for ``name`` at the origin, unless it has one."""
     await db.execute(
         f"INSERT INTO {TABLE} (projection, xid, seq) VALUES ($1, $2, $3) "
@@ -67,7 +81,7 @@ async def ensure(db: _Db, name: str) -> None:
     )
 
 
-async def read_or_start(db: _Db, name: str) -> Position:
+async def read_or_start(db: Db, name: str) -> Position:
     """The checkpoint of ``name``; a missing row is created at the origin first (for the
     consumers that are never rebuilt, see :mod:`projector.outbound`)."""
     found = await read(db, name)
@@ -78,7 +92,7 @@ async def read_or_start(db: _Db, name: str) -> Position:
     return found
 
 
-async def reset(db: _Db, name: str) -> None:
+async def reset(db: Db, name: str) -> None:
     """The row of ``name`` at the origin, whatever it held."""
     await db.execute(
         f"INSERT INTO {TABLE} (projection, xid, seq) VALUES ($1, $2, $3) ON CONFLICT "
@@ -89,7 +103,7 @@ async def reset(db: _Db, name: str) -> None:
     )
 
 
-async def move_back(db: _Db, name: str, to: Position) -> Position:
+async def move_back(db: Db, name: str, to: Position) -> Position:
     """Move ``name``'s checkpoint back to ``to`` (a rewind, :mod:`projector.rewind`), inside
     the caller's transaction, which then holds the row until it ends: a runner's next
     compare-and-set fails (``CheckpointMoved``) and it goes on from ``to``. The checkpoint it
@@ -112,7 +126,7 @@ async def move_back(db: _Db, name: str, to: Position) -> Position:
 REWOUND = f"{SEPARATOR}rewound"
 
 
-async def record_rewound(db: _Db, name: str, previous: Position) -> None:
+async def record_rewound(db: Db, name: str, previous: Position) -> None:
     """Remember that ``name`` was moved back from ``previous`` (kept if higher already)."""
     await db.execute(
         f"INSERT INTO {TABLE} AS t (projection, xid, seq) VALUES ($1, $2, $3) "
@@ -124,12 +138,12 @@ async def record_rewound(db: _Db, name: str, previous: Position) -> None:
     )
 
 
-async def rewound(db: _Db, name: str) -> Position | None:
+async def rewound(db: Db, name: str) -> Position | None:
     """The highest checkpoint ``name`` was ever moved back from (``None``: never rewound)."""
     return await read(db, name + REWOUND)
 
 
-async def delete(db: _Db, name: str) -> None:
+async def delete(db: Db, name: str) -> None:
     await db.execute(f"DELETE FROM {TABLE} WHERE projection = $1", name)
 
 
@@ -137,13 +151,13 @@ async def delete(db: _Db, name: str) -> None:
 _SEGMENT_ROWS = f"left(projection, length($1::text) + 1) = $1::text || '{SEPARATOR}'"
 
 
-async def segments(db: _Db, name: str) -> set[str]:
+async def segments(db: Db, name: str) -> set[str]:
     """The names of the segment rows of ``name`` (none: it is not split)."""
     rows = await db.fetch(f"SELECT projection FROM {TABLE} WHERE {_SEGMENT_ROWS}", name)
     return {r["projection"] for r in rows}
 
 
-async def write_lowest(db: _Db, name: str) -> None:
+async def write_lowest(db: Db, name: str) -> None:
     """The row of ``name`` at the lowest of its segments' checkpoints (run while holding
     it: segments move forward only, so this does too)."""
     await db.execute(
@@ -153,7 +167,7 @@ async def write_lowest(db: _Db, name: str) -> None:
     )
 
 
-async def split(db: _Db, name: str, names: Sequence[str], position: Position) -> None:
+async def split(db: Db, name: str, names: Sequence[str], position: Position) -> None:
     """Replace the segment rows of ``name`` with ``names``, each at ``position`` (none:
     ``name`` is no longer split)."""
     await db.execute(f"DELETE FROM {TABLE} WHERE {_SEGMENT_ROWS}", name)

@@ -28,7 +28,7 @@ from common.entities import Column, Entity
 from common.entities._columns import differences
 from common.positions import Position
 from common.roles import share_created
-from projector.errors import CheckpointMoved, StoreLost
+from projector.errors import StoreLost
 from projector.projections import PG, projection_name
 from projector.segments import Segment, all_segments
 from projector.stores import pg_checkpoints, pg_shadow, pg_switch
@@ -159,11 +159,7 @@ class PgProjectionStore:
             # the module docstring); a segment's, after the whole's, which it moves too.
             if self.segment is not None and await pg_checkpoints.lock(conn, self._whole) is None:
                 raise StoreLost(self._whole, "has no checkpoint row", expected)
-            found = await pg_checkpoints.lock(conn, self._name)
-            if found is None:
-                raise StoreLost(self._name, "has no checkpoint row", expected)
-            if found != expected:
-                raise CheckpointMoved(expected, found)
+            await pg_checkpoints.advance(conn, self._name, expected, new)
             upserts = [c.after for c in changes if c.after is not None]
             deletes = [c.id for c in changes if c.after is None]
             if upserts:
@@ -172,7 +168,6 @@ class PgProjectionStore:
                 )
             if deletes:
                 await conn.execute(f"DELETE FROM {self.table} WHERE id = ANY($1::uuid[])", deletes)
-            await pg_checkpoints.write(conn, self._name, new)
             if self.segment is not None:
                 await pg_checkpoints.write_lowest(conn, self._whole)
 

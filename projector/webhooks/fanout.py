@@ -81,7 +81,7 @@ class WebhookFanout(Outbound):
             self._on_deliveries()
 
     async def _apply(self, conn: asyncpg.Connection, batch: Batch) -> int:
-        await pg_checkpoints.claim(conn, NAME, batch.start)
+        await self._advance(conn, batch)
         active = {
             r["id"]: _Active(
                 tuple(r["event_types"]),
@@ -105,7 +105,6 @@ class WebhookFanout(Outbound):
                     aggregates.append(event.aggregate_id)
         if subs:
             await conn.execute(sql.ADD_DELIVERIES, subs, seqs, types, aggregates)
-        await pg_checkpoints.write(conn, NAME, batch.next)
         return len(subs)
 
     async def rewind(self, to: Position) -> Rewound:
