@@ -82,6 +82,9 @@ class AnalyticsConsumer:
         return found
 
     async def apply(self, batch: Batch) -> None:
+        if not batch.events:  # the horizon moved over what it does not fold
+            await pg_checkpoints.advance(self._db, self._name, batch.start, batch.next)
+            return
         if isinstance(self._db, asyncpg.Pool):
             async with self._db.acquire() as conn, conn.transaction():
                 await self._apply(conn, batch)

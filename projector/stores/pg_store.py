@@ -154,6 +154,11 @@ class PgProjectionStore:
     async def commit(self, expected: Position, new: Position, changes: Sequence[Change]) -> None:
         if self.segment is None and self.segments > 1 and not self.is_copy:
             raise TypeError(f"{self._name} is split into segments: they commit, not the whole")
+        if not changes and self.segment is None:
+            # Most batches of a projection following the log: the horizon moved over other
+            # aggregates' events. The checkpoint alone, one statement, no transaction.
+            await pg_checkpoints.advance(self._db, self._name, expected, new)
+            return
         async with self._connection() as conn, conn.transaction():
             # The checkpoint row is locked before the table is touched (lock order, see
             # the module docstring); a segment's, after the whole's, which it moves too.

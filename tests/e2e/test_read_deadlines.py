@@ -22,7 +22,7 @@ from common.pb.shop.v1 import query_service_pb2_grpc as qpb_grpc
 from common.settings import Settings
 from tests.faults.load import wait_visible
 from tests.support.servers import ROOT
-from tests.support.system import System, running
+from tests.support.system import FREEZABLE, System, running
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +31,7 @@ CALLS, ROUNDS, DEADLINES = 300, 3, ("0.3", "0.6", "1.0")
 
 @pytest.fixture
 def system(settings: Settings, tmp_path: Path) -> Iterator[System]:
-    with running(settings, tmp_path) as system:
+    with running(settings, tmp_path, **FREEZABLE) as system:
         yield system
 
 

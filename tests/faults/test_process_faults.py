@@ -32,7 +32,7 @@ from tests.faults.audit import (
 )
 from tests.faults.load import CommandLoad, seed, wait_visible
 from tests.support.events import out_of_log_order
-from tests.support.system import System
+from tests.support.system import FREEZABLE, System
 
 pytestmark = pytest.mark.faults
 
@@ -104,7 +104,11 @@ async def test_frozen_leader_is_replaced_by_the_standby(
     system = System(
         settings,
         tmp_path,
-        {"CQRS_PROJECTOR_LEASE_TIMEOUT_MS": lease_ms, "CQRS_PROJECTOR_FAIR_SHARE": fair_share},
+        {
+            "CQRS_PROJECTOR_LEASE_TIMEOUT_MS": lease_ms,
+            "CQRS_PROJECTOR_FAIR_SHARE": fair_share,
+            **FREEZABLE,
+        },
     )
     system.start("write")
     system.start("read")

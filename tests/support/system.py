@@ -26,6 +26,13 @@ _COMMANDS = {
 }
 
 
+# For a system whose processes a test freezes (SIGSTOP): a process frozen inside a
+# transaction holds the commit-safe horizon of the whole PostgreSQL server (every database's
+# projectors wait for it) until the server ends the idle transaction. One second, not the
+# default 5 s, so tests running beside it on the shared server are held up only that long.
+FREEZABLE = {"CQRS_IDLE_IN_TRANSACTION_TIMEOUT_MS": "1000"}
+
+
 @dataclass
 class System:
     """``cqrs`` processes on ``settings``; each name may run several times (standbys)."""
