@@ -39,8 +39,12 @@ _REPLICA_STATE = """
 SELECT pg_is_in_recovery() AS standby, pg_last_wal_replay_lsn()::text AS replayed
 """
 _PRIMARY_LSN = "SELECT pg_current_wal_lsn()::text"
-# Whether this server's snapshot sees transaction $1 committed (on a replica: replayed).
-_VISIBLE = "SELECT pg_visible_in_snapshot($1::bigint::text::xid8, pg_current_snapshot())"
+# Whether every transaction up to $1 has been replayed here: $1 is below the snapshot's
+# xmin. Not pg_visible_in_snapshot: on a hot standby pg_current_snapshot() lists no
+# transaction in progress at all (PostgreSQL keeps them in the snapshot's subxip there), so
+# that called a transaction still being replayed visible as soon as a later one had
+# committed, and a token read answered the row from before it (seen in CI; tested).
+_REPLAYED = "SELECT $1::bigint < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
 
 T = TypeVar("T")
 
@@ -146,8 +150,9 @@ class ReplicaRouter:
 
 class ReplicaCommits:
     """The write model read on the replica (the live tables, replicated): a consistency
-    token is reached once the replica has replayed the token's transaction (visible in its
-    snapshot), waited for like a projection's checkpoint, within the request's budget."""
+    token is reached once the replica has replayed the token's transaction and every one
+    before it (below its snapshot's xmin: the commit-safe order the projector reads in),
+    waited for like a projection's checkpoint, within the request's budget."""
 
     def __init__(self, replica: asyncpg.Pool, check_head: HeadCheck) -> None:
         self._replica = replica
@@ -175,7 +180,7 @@ class ReplicaCommits:
         )
 
     async def _replayed(self, xid: int) -> bool:
-        return bool(await self._replica.fetchval(_VISIBLE, xid))
+        return bool(await self._replica.fetchval(_REPLAYED, xid))
 
 
 class Routed(Generic[T]):

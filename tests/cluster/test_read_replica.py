@@ -18,11 +18,15 @@ import asyncpg
 import grpc
 import pytest
 
+from common.errors import Unavailable
 from common.pb.shop.v1 import command_service_pb2 as cpb
 from common.pb.shop.v1 import command_service_pb2_grpc as cpb_grpc
 from common.pb.shop.v1 import query_service_pb2 as qpb
 from common.pb.shop.v1 import query_service_pb2_grpc as qpb_grpc
+from common.positions import Position
 from common.settings import Settings
+from read_server.sources.base import Freshness
+from read_server.sources.replica import ReplicaCommits
 from tests.cluster.conftest import Replicated
 from tests.support.scrape import scrape
 from tests.support.servers import free_port
@@ -242,3 +246,52 @@ def test_no_token_read_is_stale_over_random_programs(
                 for order in customers[customer]:  # each shows the new name
                     check("Order", order, reply, customer_name=f"c{n}")
         assert _reads(metrics, "replica") >= 2 * PROGRAMS  # the replica answered them
+
+
+async def _nothing_from_the_future(_: Position) -> None:
+    return None
+
+
+async def _until_replayed(replica: asyncpg.Pool, query: str) -> None:
+    for _ in range(200):
+        if await replica.fetchval(query):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the replica never showed {query}")
+
+
+async def _a_transaction_still_being_replayed(replicated: Replicated) -> None:
+    primary = await asyncpg.connect(replicated.primary.url)
+    writer = await asyncpg.connect(replicated.primary.url)
+    replica = await asyncpg.create_pool(replicated.replica.url, min_size=1, max_size=2)
+    commits = ReplicaCommits(replica, _nothing_from_the_future)
+    try:
+        await primary.execute("CREATE TABLE replay_probe (n int)")
+        await _until_replayed(replica, "SELECT to_regclass('replay_probe') IS NOT NULL")
+        open_tx = writer.transaction()
+        await open_tx.start()
+        await writer.execute("INSERT INTO replay_probe VALUES (1)")
+        xid = int(await writer.fetchval("SELECT pg_current_xact_id()::text::bigint"))
+        # A later transaction commits and is replayed while the first is still open: the
+        # replica's snapshot then lists no transaction in progress, yet the row is not there.
+        await primary.execute("INSERT INTO replay_probe VALUES (2)")
+        await _until_replayed(replica, "SELECT count(*) FROM replay_probe WHERE n = 2")
+        with pytest.raises(Unavailable):
+            await commits.wait(Freshness(Position(xid, 0), max_wait_s=0.5))
+        assert await replica.fetchval("SELECT count(*) FROM replay_probe WHERE n = 1") == 0
+
+        await open_tx.commit()
+        await commits.wait(Freshness(Position(xid, 0), max_wait_s=10))
+        assert await replica.fetchval("SELECT count(*) FROM replay_probe WHERE n = 1") == 1
+    finally:
+        await replica.close()
+        await writer.close()
+        await primary.close()
+
+
+def test_a_token_is_not_reached_while_its_transaction_is_still_being_replayed(
+    replicated: Replicated,
+) -> None:
+    """The write model's token on the replica: not reached while its transaction is open
+    (still to be replayed), though a later one has been replayed; reached once it commits."""
+    asyncio.run(_a_transaction_still_being_replayed(replicated))
