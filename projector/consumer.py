@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from google.protobuf.message import Message
 
@@ -129,3 +129,15 @@ class Consumer(Protocol):
         in flight between the two is not compared); ``None`` if it holds nothing
         comparable (e.g. a relay)."""
         ...
+
+
+@runtime_checkable
+class Lingering(Protocol):
+    """A consumer that no consistency token waits on (snapshots, the webhook fan-out) may
+    say how long its runner lingers after a batch that was not full before reading again:
+    what arrives meanwhile makes one batch. Following a steady stream of commands, each
+    consumer would otherwise apply a batch of two or three events per NOTIFY, and its
+    Python per batch competes with the projections' for the process's one core."""
+
+    @property
+    def linger_s(self) -> float: ...

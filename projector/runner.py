@@ -68,7 +68,7 @@ from common.metrics import (
 )
 from common.outages import is_transient
 from common.positions import Position
-from projector.consumer import Consumer
+from projector.consumer import Consumer, Lingering
 from projector.errors import CheckpointMoved, GaveWay, LeadershipLost, PoisonEvent, StoreLost
 from projector.failures import FailureLog
 from projector.feed import LogFeed
@@ -131,6 +131,7 @@ class ConsumerRunner:
         self._failures = failures
         self._wakeup = wakeup
         self._config = config
+        self._linger = consumer.linger_s if isinstance(consumer, Lingering) else 0.0
         self._lag_at = 0.0
         self.checkpoint: Position | None = None  # last committed/loaded (observability)
         # For /healthz (projector.health): what the runner does now, the last lag counted.
@@ -293,6 +294,10 @@ class ConsumerRunner:
                 await self._observe(batch, time.perf_counter() - started)
             backoff.success()  # the batch applied (or there was nothing to apply)
             if not batch.full:
+                if self._linger and batch.events:
+                    # NOTIFYs meanwhile fire the ticket taken before the read: the next
+                    # read then takes all that came.
+                    await sleep_unless(stop, self._linger)
                 await wait_ticket(ticket, chase.wait(seen, batch, self._config.poll_interval))
                 notified = ticket.is_set()
             raise_if_cancelled()

@@ -57,6 +57,8 @@ class WebhookFanout(Outbound):
     wake the dispatcher in this process without waiting for its poll)."""
 
     not_rebuilt_because = "a rebuild would deliver every past event again"
+    # A delivery queued up to 0.1 s later: receivers live with retries seconds apart.
+    linger_s = 0.1
 
     def __init__(self, pool: asyncpg.Pool, on_deliveries: Callable[[], None] | None = None) -> None:
         self._pool = pool

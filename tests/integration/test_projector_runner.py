@@ -412,3 +412,34 @@ async def test_a_dead_listen_connection_stalls_nothing(app: App) -> None:
     finally:
         stop.set()
         await asyncio.wait_for(run, 10)
+
+
+def _batches(name: str) -> float:
+    found = REGISTRY.get_sample_value(
+        "cqrs_projection_batch_events_count", {"projection": name, "segment": ""}
+    )
+    return found or 0.0
+
+
+async def test_a_lingering_consumer_takes_a_stream_of_commands_in_few_batches(app: App) -> None:
+    """``pg:snapshots`` lingers 0.5 s after a batch (no token read waits on it): commands
+    30 ms apart reach it in a few batches, while ``pg:customers``, which token reads wait
+    on, applies them as they come."""
+    names = ["pg:customers", "pg:snapshots"]
+    projector = app.projector(names)
+    stop = asyncio.Event()
+    run = asyncio.create_task(projector.run(stop))
+    shop = Shop(app.pool)
+    try:
+        await asyncio.wait_for(projector.listener.connected.wait(), 10)
+        await wait_applied(app, names)
+        before = {name: _batches(name) for name in names}
+        for _ in range(30):
+            await shop.create_customer()
+            await asyncio.sleep(0.03)
+        await wait_applied(app, names, within=10)
+        took = {name: _batches(name) - before[name] for name in names}
+        assert took["pg:snapshots"] <= 4 and took["pg:customers"] >= 10, took
+    finally:
+        stop.set()
+        await asyncio.wait_for(run, 10)
