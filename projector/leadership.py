@@ -130,6 +130,9 @@ class LeaseSession:
         self._held: dict[tuple[int, int], AdvisoryLease] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self.epoch = 0  # grows with every new connection: a lease of an older one is gone
+        # Rebuild locks taken on this session (projector.rebuild.rebuild_lock): a session
+        # lock is re-entrant, so the runners sharing it keep them apart here.
+        self.rebuilding: set[int] = set()
 
     @property
     def connected(self) -> bool:

@@ -237,19 +237,38 @@ async def rebuild_lock(
     locks = session or LeaseSession(dsn, "cqrs-projector-rebuild", lease_timeout=_LOCK_TIMEOUT_S)
     got = False
     try:
-        got = bool(await locks.fetchval("SELECT pg_try_advisory_lock($1)", key))
+        got = await _try_rebuild_lock(locks, key)
         while not got and wait_until is not None and not wait_until.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_LOCK_POLL_S):
                     await wait_until.wait()
-            got = bool(await locks.fetchval("SELECT pg_try_advisory_lock($1)", key))
+            got = await _try_rebuild_lock(locks, key)
         yield got
     finally:
+        if got:
+            locks.rebuilding.discard(key)
         if own:
             await locks.reset()  # ends the session: releases the lock
         elif got:
             with contextlib.suppress(Exception):  # a session gone has released it
                 await locks.fetchval("SELECT pg_advisory_unlock($1)", key)
+
+
+async def _try_rebuild_lock(locks: LeaseSession, key: int) -> bool:
+    """Take ``key`` on ``locks`` unless a runner sharing that session holds it: a session
+    lock is re-entrant, so two segments of one consumer in one process both got it and
+    built the same copy at once (one CI run: a shadow table "already exists"). Marked held
+    before the statement, so two runners cannot both pass the check while it runs."""
+    if key in locks.rebuilding:
+        return False
+    locks.rebuilding.add(key)
+    got = False
+    try:
+        got = bool(await locks.fetchval("SELECT pg_try_advisory_lock($1)", key))
+    finally:
+        if not got:
+            locks.rebuilding.discard(key)
+    return got
 
 
 async def rebuild(
