@@ -416,10 +416,7 @@ async def test_a_dead_listen_connection_stalls_nothing(app: App) -> None:
 
 
 def _batches(name: str) -> float:
-    found = REGISTRY.get_sample_value(
-        "cqrs_projection_batch_events_count", {"projection": name, "segment": ""}
-    )
-    return found or 0.0
+    return _gauge("cqrs_projection_batch_events_count", name) or 0.0
 
 
 async def test_a_lingering_consumer_takes_a_stream_of_commands_in_few_batches(app: App) -> None:
