@@ -228,7 +228,16 @@ async def test_the_orders_feed_of_a_customer_carries_only_their_orders(
     # The contact an order shows is the customer's: changing it changes the order.
     await write.UpdateCustomer(cpb.UpdateCustomerRequest(id=ann.id, email="ann@new.example"))
     update = await feed.next()
-    assert update.order.id == mine.id and update.order.customer_email == "ann@new.example"
+    order = update.order
+    if update.kind == RESYNC and not update.HasField("order"):
+        # The change feed was in doubt after the contact changed (on a busy machine Redis
+        # can be silent for a second): the feed cannot send the orders one by one and says
+        # "list again", as of its position.
+        listed = await read.ListOrders(
+            qpb.ListOrdersRequest(customer_id=ann.id, consistency_token=update.position)
+        )
+        (order,) = listed.orders
+    assert order.id == mine.id and order.customer_email == "ann@new.example"
     seen = update.position
     feed.cancel()
 
