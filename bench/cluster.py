@@ -5,11 +5,13 @@ system's Redis, on the system's database:
 
 - **projector**: catch-up of the three Redis projections from zero (the projector group's
   ``redis (3)`` run), on one Redis, then on the cluster;
-- **reads**: every SOURCE_PROJECTION read scenario against a read server on one Redis and one
-  on the cluster, each started here (one worker), with the near-cache off so that every read
-  reaches Redis: the ratio is what the cluster costs a read (issue target >= 0.8x). The
-  cluster's projections are built by a projector of our own from a scratch copy of the log
-  (the system's projector shares leases with any projector on its database).
+- **reads**: every SOURCE_PROJECTION read scenario against a read server on one Redis, one
+  on the cluster, and one on the cluster with every Redis projection spread over the three
+  masters (``CQRS_REDIS_SPREAD``, three segments each: a get reads one shard, a list
+  merges three), each started here (one worker), with the near-cache off so that every
+  read reaches Redis: the ratio is what the cluster costs a read (issue target >= 0.8x).
+  The cluster's projections are built by projectors of our own, each from a scratch copy
+  of the log (the system's projector shares leases with any projector on its database).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from bench.rpc import Run
 from bench.scale_out import on_read_server
 from common.db import drop_database
 from common.positions import Position
-from common.projection_checkpoints import RedisCheckpoints
+from common.projection_checkpoints import RedisCheckpoints, spread_of
 from common.redis_client import redis_client
 from common.settings import Settings, to_environ
 
@@ -43,6 +45,13 @@ SCENARIOS = [n for n, s in RPC_SCENARIOS.items() if s.group == "reads" and s.sou
 # The projector runs measured on both (bench/projector.py's RUNS).
 PROJECTOR_RUNS = ["redis (3)"]
 _BUILD_TIMEOUT_S = 600.0
+# Every Redis projection in three segments, each a keyspace of its own (one per master).
+SPREAD: dict[str, Any] = {
+    "projector_segments": "redis:products=3,redis:customers=3,redis:orders=3",
+    "redis_spread": True,
+}
+# Where reads are measured beside one Redis, and the tag of their reports.
+CLUSTER_LAYOUTS = {"cluster": "cluster", "cluster, spread": "spread"}
 
 
 # Starts a Redis Cluster of our own in a directory, yields its redis+cluster:// URL and stops
@@ -86,20 +95,29 @@ def _measure(
     for where, chosen in (("one Redis", settings), ("cluster", on_cluster)):
         runs = asyncio.run(projector.measure(chosen, PROJECTOR_RUNS, rebuild=False))
         outcome["projector"][where] = runs["catch_up"]
-    # The cluster's copy is built from a scratch copy of the log: on the system's database
-    # the system's projector holds some of the Redis projections' leases.
-    scratch_db = asyncio.run(projector.scratch_copy(on_cluster))
-    builder = _build_projections(scratch_db, results / "cluster-projector.log")
-    try:
-        for where, chosen in (("one Redis", settings), ("cluster", scratch_db)):
-            outcome["reads"][where] = _reads(chosen, where, run, results, serving, interrupted)
-    finally:
-        processes.stop(builder)
-        asyncio.run(drop_database(scratch_db.asyncpg_dsn))
-    outcome["ratios"] = {
-        name: _ratio(outcome["reads"]["cluster"].get(name), outcome["reads"]["one Redis"][name])
-        for name in outcome["reads"]["one Redis"]
+    outcome["reads"]["one Redis"] = _reads(settings, "single", run, results, serving, interrupted)
+    layouts = {
+        "cluster": on_cluster,
+        "cluster, spread": dataclasses.replace(
+            on_cluster, redis_prefix=f"{settings.redis_prefix}spread", **SPREAD
+        ),
     }
+    for where, layout in layouts.items():
+        # Each copy is built from a scratch copy of the log: on the system's database the
+        # system's projector holds some of the Redis projections' leases.
+        tag = CLUSTER_LAYOUTS[where]
+        scratch_db = asyncio.run(projector.scratch_copy(layout, suffix=f"_bench_{tag}"))
+        builder = _build_projections(scratch_db, results / f"cluster-projector-{tag}.log")
+        try:
+            outcome["reads"][where] = _reads(scratch_db, tag, run, results, serving, interrupted)
+        finally:
+            processes.stop(builder)
+            asyncio.run(drop_database(scratch_db.asyncpg_dsn))
+    single = outcome["reads"]["one Redis"]
+    outcome["ratios"], outcome["spread_ratios"] = (
+        {name: _ratio(outcome["reads"][where].get(name), single[name]) for name in single}
+        for where in layouts
+    )
     return outcome
 
 
@@ -128,7 +146,7 @@ async def _until_built(settings: Settings, process: subprocess.Popen[bytes]) -> 
     client = redis_client(settings.redis_url, max_connections=2)
     try:
         head = await projector.log_head(conn) or Position(0, 0)
-        checkpoints = RedisCheckpoints(client, settings.redis_prefix)
+        checkpoints = RedisCheckpoints(client, settings.redis_prefix, shards=spread_of(settings))
         deadline = time.monotonic() + _BUILD_TIMEOUT_S
         while True:
             found = await checkpoints.read()
@@ -144,15 +162,15 @@ async def _until_built(settings: Settings, process: subprocess.Popen[bytes]) -> 
 
 def _reads(
     settings: Settings,
-    where: str,
+    tag: str,
     run: Run,
     results: Path,
     serving: Callable[[str], bool],
     interrupted: Any,
 ) -> dict[str, Any]:
     uncached = dataclasses.replace(settings, near_cache_documents=0)
-    tag = "cluster-reads-" + ("cluster" if where == "cluster" else "single")
-    return on_read_server(uncached, 1, SCENARIOS, run, results, tag, serving, interrupted)
+    reports = f"cluster-reads-{tag}"
+    return on_read_server(uncached, 1, SCENARIOS, run, results, reports, serving, interrupted)
 
 
 def _ratio(cluster: dict[str, Any] | None, single: dict[str, Any]) -> float | None:

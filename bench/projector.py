@@ -29,9 +29,8 @@ from bench.catalogue import ROOT
 from common.db import drop_database, migrate, split_database
 from common.events import CUSTOMER, ORDER, PRODUCT
 from common.positions import Position
-from common.projection_checkpoints import RedisCheckpoints
+from common.projection_checkpoints import RedisCheckpoints, spread_of
 from common.redis_client import redis_client
-from common.redis_keys import ProjectionKeys
 from common.settings import Settings, to_environ
 
 # Which aggregate types each consumer reads (projector/projections.py, projector/analytics).
@@ -116,10 +115,11 @@ def events_read(counts: dict[str, int], projections: list[str]) -> int:
     return sum(n for t, n in counts.items() if t in types)
 
 
-async def scratch_copy(settings: Settings) -> Settings:
-    """A migrated scratch database holding a copy of the event log."""
+async def scratch_copy(settings: Settings, suffix: str = "_bench_projector") -> Settings:
+    """A migrated scratch database holding a copy of the event log (named the database's
+    name + ``suffix``)."""
     _, name = split_database(settings.asyncpg_dsn)
-    scratch_name = f"{name}_bench_projector"
+    scratch_name = f"{name}{suffix}"
     base = settings.database_url.rsplit("/", 1)[0]
     scratch = dataclasses.replace(settings, database_url=f"{base}/{scratch_name}")
     await drop_database(scratch.asyncpg_dsn)
@@ -323,7 +323,7 @@ async def _until_caught_up(
     db = await asyncpg.connect(settings.asyncpg_dsn)
     deadline = time.monotonic() + _TIMEOUT_S
     try:
-        in_redis = RedisCheckpoints(redis, settings.redis_prefix)
+        in_redis = RedisCheckpoints(redis, settings.redis_prefix, shards=spread_of(settings))
         while True:
             for process in processes:
                 process.sample()
@@ -343,14 +343,12 @@ async def _until_caught_up(
 async def _checkpoint(
     projection: str, in_redis: RedisCheckpoints, db: asyncpg.Connection
 ) -> Position | None:
-    backend, family = projection.split(":")
-    if backend == "pg":
+    if projection.startswith("pg:"):
         row = await db.fetchrow(
             "SELECT xid, seq FROM read.projection_checkpoints WHERE projection = $1", projection
         )
         return Position(row["xid"], row["seq"]) if row else None
-    active = await in_redis.active(ProjectionKeys(in_redis.prefix, family))
-    return active[1] if active is not None else None
+    return await in_redis.checkpoint(projection)
 
 
 async def _reset_read_models(settings: Settings) -> None:

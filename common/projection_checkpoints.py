@@ -9,14 +9,16 @@ all; a projection that was never built has no checkpoint and is left out.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from redis.asyncio import Redis
 
 from common import redis_scripts
 from common.event_log import Executor
 from common.positions import Position
-from common.redis_keys import ProjectionKeys
+from common.redis_keys import ProjectionKeys, keyspaces
+from common.segmenting import redis_shards
+from common.settings import Settings
 
 # A rebuild's copy of consumer ``X`` is ``X`` + this (its shadow table and checkpoint row).
 SHADOW_SUFFIX = "__rebuild"
@@ -26,6 +28,12 @@ REDIS_FAMILIES: tuple[str, ...] = ("products", "customers", "orders")
 # A split projection's segments have rows of their own (``pg:orders#1/4``); its own row
 # is the lowest of theirs, and the one that counts here.
 SEGMENT_SEPARATOR = "#"
+
+
+def spread_of(settings: Settings) -> dict[str, int]:
+    """Over how many keyspaces each Redis projection is spread (1: one keyspace;
+    :func:`common.segmenting.redis_shards`)."""
+    return redis_shards(settings.projector_segments, settings.redis_spread, REDIS_FAMILIES)
 
 
 def segment_parts(name: str) -> tuple[str, str]:
@@ -49,7 +57,8 @@ async def pg_checkpoints(db: Executor) -> dict[str, Position]:
 
 
 class RedisCheckpoints:
-    """Reads the active generation's checkpoint of Redis projections."""
+    """Reads the active generation's checkpoint of Redis projections (of a spread one: the
+    lowest of its shards', what a reader of all of it may rely on)."""
 
     def __init__(
         self,
@@ -57,10 +66,13 @@ class RedisCheckpoints:
         prefix: str,
         families: Sequence[str] = REDIS_FAMILIES,
         guesses: redis_scripts.GenerationGuesses | None = None,
+        shards: Mapping[str, int] | None = None,
     ) -> None:
-        """``guesses``: the generations seen active, shared with the caller's own scripts."""
+        """``guesses``: the generations seen active, shared with the caller's own scripts;
+        ``shards``: over how many keyspaces each family is spread (default 1: one)."""
         self.prefix = prefix
-        self._keys = {f"redis:{f}": ProjectionKeys(prefix, f) for f in families}
+        shards = shards or {}
+        self._keys = {f"redis:{f}": keyspaces(prefix, f, shards.get(f, 1)) for f in families}
         self._script = client.register_script(
             redis_scripts.script(*redis_scripts.ACTIVE_CHECKPOINT)
         )
@@ -83,7 +95,18 @@ class RedisCheckpoints:
     async def read(self) -> dict[str, Position]:
         """Every built Redis projection's checkpoint (by consumer name)."""
         found: dict[str, Position] = {}
-        for name, keys in self._keys.items():
-            if (active := await self.active(keys)) is not None and active[1] is not None:
-                found[name] = active[1]
+        for name in self._keys:
+            if (position := await self.checkpoint(name)) is not None:
+                found[name] = position
         return found
+
+    async def checkpoint(self, name: str) -> Position | None:
+        """The checkpoint of ``redis:<family>`` (spread: the lowest of its shards'), or
+        ``None`` when it (one of its shards) is not built."""
+        positions = []
+        for keys in self._keys[name]:
+            active = await self.active(keys)
+            if active is None or active[1] is None:
+                return None  # a shard not built: neither is the projection, for a reader
+            positions.append(active[1])
+        return min(positions)

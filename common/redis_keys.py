@@ -4,11 +4,19 @@
 generation ``G`` keeps its own documents, indexes and checkpoint under
 ``P:{proj}:gG:``, so a rebuild can fill a new one and switch with one SET. The braces are
 a Redis Cluster hash tag: a projection's keys share one slot.
+
+A projection *spread* over S keyspaces (``CQRS_REDIS_SPREAD``) has one per segment
+(:mod:`common.segmenting`), each with a tag of its own (:func:`shard_tag`) and all of the
+above (its own ``active``, generations and checkpoint): the documents of the aggregates
+segment ``i`` owns, and their index entries, live under shard ``i``'s tag.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 _GLOB_SPECIAL = "\\*?[]"
 
@@ -18,19 +26,46 @@ def glob_escape(text: str) -> str:
     return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in text)
 
 
+@cache
+def shard_tag(projection: str, index: int, count: int) -> str:
+    """The hash tag of shard ``index`` of ``count``: ``orders#1/3``, with a suffix
+    (``orders#1/3.7``) chosen so that its slot is in the ``index``-th of ``count`` equal
+    ranges of the 16,384 slots. ``redis-cli --cluster create`` gives each master one such
+    range, so S shards on S masters land one on each (a reshard may move them together:
+    still correct, only less spread). The same in every process: the first suffix that
+    fits."""
+    base = f"{projection}#{index}/{count}"
+    low = index * REDIS_CLUSTER_HASH_SLOTS // count
+    high = (index + 1) * REDIS_CLUSTER_HASH_SLOTS // count
+    tag, salt = base, 0
+    while not low <= key_slot(tag.encode()) < high:
+        salt += 1
+        tag = f"{base}.{salt}"
+    return tag
+
+
 @dataclass(frozen=True, slots=True)
 class ProjectionKeys:
-    """Key names of one Redis projection (``prefix`` = CQRS_REDIS_PREFIX)."""
+    """Key names of one Redis projection (``prefix`` = CQRS_REDIS_PREFIX), or of one shard
+    of a spread one (``shard`` = (index, count))."""
 
     prefix: str
     projection: str  # products | customers | orders
+    shard: tuple[int, int] | None = None
+
+    @property
+    def tag(self) -> str:
+        """The hash tag: the projection's name, or its shard's (:func:`shard_tag`)."""
+        if self.shard is None:
+            return self.projection
+        return shard_tag(self.projection, *self.shard)
 
     @property
     def base(self) -> str:
         """``P:{proj}``: the braces are a Redis Cluster hash tag, so every key of a
-        projection is in one slot, and a script may touch them all (on one Redis they are
-        only part of the name)."""
-        return f"{self.prefix}:{{{self.projection}}}"
+        projection (of a shard) is in one slot, and a script may touch them all (on one
+        Redis they are only part of the name)."""
+        return f"{self.prefix}:{{{self.tag}}}"
 
     @property
     def active(self) -> str:
@@ -73,3 +108,11 @@ class ProjectionKeys:
         """SCAN MATCH pattern for one generation's keys, or every generation's."""
         base = glob_escape(self.base)
         return f"{base}:g{gen}:*" if gen is not None else f"{base}:g*"
+
+
+def keyspaces(prefix: str, projection: str, shards: int) -> list[ProjectionKeys]:
+    """The keyspaces of a projection: its own, or one per shard when spread (``shards``
+    > 1), shard ``i`` holding the documents of segment ``i``."""
+    if shards == 1:
+        return [ProjectionKeys(prefix, projection)]
+    return [ProjectionKeys(prefix, projection, (i, shards)) for i in range(shards)]

@@ -45,6 +45,10 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
     redis_prefix: str = "cqrs"
+    # Each segment of a split Redis projection in a keyspace (hash tag) of its own, so a
+    # Redis Cluster spreads the projection over its masters (common.redis_keys). Read by
+    # the projector and the readers: the same in every process, with the same segments.
+    redis_spread: bool = False
     write_host: str = "127.0.0.1"
     write_port: int = 50051
     read_host: str = "127.0.0.1"
@@ -292,6 +296,7 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CQRS_DATABASE_URL": ("database_url", str),
     "CQRS_REDIS_URL": ("redis_url", str),
     "CQRS_REDIS_PREFIX": ("redis_prefix", str),
+    "CQRS_REDIS_SPREAD": ("redis_spread", _flag),
     "CQRS_WRITE_HOST": ("write_host", str),
     "CQRS_WRITE_PORT": ("write_port", int),
     "CQRS_READ_HOST": ("read_host", str),

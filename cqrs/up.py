@@ -25,6 +25,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.connection_budget import budget, describe
+from common.projection_checkpoints import spread_of
 from common.rpc import tls
 from common.rpc.auth import read_tokens_on, with_internal_credential, write_tokens_on
 from common.settings import (
@@ -106,6 +107,10 @@ def up(
                 say(f"cqrs up: stopped private {instance.name}")
 
 
+# The split `cqrs up --cluster` runs unless CQRS_PROJECTOR_SEGMENTS says otherwise.
+CLUSTER_SEGMENTS = "redis:products=3,redis:customers=3,redis:orders=3"
+
+
 def _on_local_cluster(
     settings: Settings, data_dir: Path, lookup: Lookup | None
 ) -> tuple[Settings, list[PrivateInstance]]:
@@ -119,6 +124,12 @@ def _on_local_cluster(
         write_workers=max(settings.write_workers, 2),
         read_workers=max(settings.read_workers, 2),
     )
+    if not settings.projector_segments:
+        # Each Redis projection spread over the three masters, a shard per segment
+        # (common.redis_keys), the two projectors sharing the segments.
+        settings = dataclasses.replace(
+            settings, projector_segments=CLUSTER_SEGMENTS, redis_spread=True
+        )
     return settings, local.instances
 
 
@@ -366,6 +377,11 @@ def banner(settings: Settings, children: list[Child], prometheus_url: str | None
         ),
         f"                connections at most: {connection_budget(settings, children)}",
         f"  Redis         {redact(settings.redis_url)} (key prefix {settings.redis_prefix!r})",
+        *(
+            [f"                projections spread over keyspaces: {spread}"]
+            if (spread := _spread_text(settings))
+            else []
+        ),
         *integrations(settings, sandbox="payments-sandbox" in pids),
         *(
             [f"  Prometheus    {prometheus_url} (alerts: {prometheus_url}/alerts)"]
@@ -441,3 +457,9 @@ def redact(url: str) -> str:
     userinfo, _, hostport = parts.netloc.rpartition("@")
     user = userinfo.split(":", 1)[0]
     return parts._replace(netloc=f"{user}:***@{hostport}").geturl()
+
+
+def _spread_text(settings: Settings) -> str:
+    """``orders 3, products 3``: the Redis projections spread over shards (none: empty)."""
+    shards = spread_of(settings)
+    return ", ".join(f"{name} {n}" for name, n in sorted(shards.items()) if n > 1)

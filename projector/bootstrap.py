@@ -40,7 +40,7 @@ from projector.projection import Projection, segments_of
 from projector.projections import ALL_PROJECTIONS, BACKENDS, PG, REDIS, projection_name
 from projector.relay import NatsRelay
 from projector.runner import ConsumerRunner
-from projector.segments import base_name, counts_for
+from projector.segments import base_name, counts_for, rebuild_name
 from projector.snapshots import SnapshotWriter
 from projector.stores.pg_store import PgProjectionStore
 from projector.stores.port import ProjectionStore
@@ -104,6 +104,16 @@ class App:
                 "rebuild would send it all again); leave it out of --only"
             )
         return chosen
+
+    @staticmethod
+    def rebuilt_as(consumers: Sequence[Consumer]) -> list[Consumer]:
+        """What rebuilding ``consumers`` rebuilds: each one whole, except a projection whose
+        segments are built alone (spread over Redis keyspaces), rebuilt shard by shard."""
+        return [
+            part
+            for c in consumers
+            for part in ([s for s in segments_of(c) if rebuild_name(s, s.name) == s.name] or [c])
+        ]
 
     def projector(self, names: Sequence[str] | None = None) -> Projector:
         """The process's runners, for every consumer or only those named, and the webhook
@@ -193,7 +203,12 @@ def make_store(
     if backend == REDIS:
         grace_s = settings.seconds.projector_switch_grace
         return RedisProjectionStore(
-            redis, settings.redis_prefix, kind, grace_s=grace_s, segments=segments
+            redis,
+            settings.redis_prefix,
+            kind,
+            grace_s=grace_s,
+            segments=segments,
+            spread=settings.redis_spread,
         )
     assert backend == PG
     return PgProjectionStore(pool, kind, segments=segments)

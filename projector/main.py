@@ -85,7 +85,7 @@ async def rebuild(settings: Settings, only: list[str] | None, metrics_port: int 
     try:
         async with open_app(settings) as app:
             try:
-                chosen = app.select(only)
+                chosen = app.rebuilt_as(app.select(only))
             except ValueError as exc:
                 print(f"cqrs projector rebuild: {exc}", file=sys.stderr)
                 return 2

@@ -51,6 +51,11 @@ class Projection:
         return self.store.name
 
     @property
+    def builds_alone(self) -> bool:
+        store = self.store
+        return isinstance(store, SplittableStore) and store.builds_alone
+
+    @property
     def consumes(self) -> tuple[str, ...]:
         return self.kind.consumes
 

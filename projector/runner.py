@@ -78,7 +78,7 @@ from projector.outbox import Batch, behind, read_batch
 from projector.pacing import Backoff, retry_hint
 from projector.parking import Parked, Parking, Replayable
 from projector.rebuild import apply_before, events_to_copy, rebuild_lock, rebuild_one, tracked
-from projector.segments import base_name
+from projector.segments import base_name, rebuild_name
 from projector.wakeup import Wakeup, sleep_unless, wait_any, wait_ticket
 
 log = logging.getLogger(__name__)
@@ -332,9 +332,11 @@ class ConsumerRunner:
     async def _build(self, stop: asyncio.Event, level: int) -> bool:
         started = time.monotonic()
         # One lock for every segment of a consumer: the first to get it builds the copy
-        # and switches it in split; the others find their checkpoint there then.
+        # and switches it in split; the others find their checkpoint there then. A shard
+        # of a spread projection builds its own copy, under its own lock.
+        unit = rebuild_name(self.consumer, self.name)
         async with rebuild_lock(
-            self._lease.dsn, base_name(self.name), wait_until=stop, session=self._lease.session
+            self._lease.dsn, unit, wait_until=stop, session=self._lease.session
         ) as locked:
             if not locked:
                 return False  # stopping

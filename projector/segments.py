@@ -25,7 +25,6 @@ missing and rebuild), never a reshuffle in place.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -33,14 +32,21 @@ from typing import Protocol, runtime_checkable
 from common.events import StoredEvent
 from common.projection_checkpoints import SEGMENT_SEPARATOR as SEPARATOR
 from common.projection_checkpoints import segment_parts
+from common.segmenting import ALL, parse_segments, segment_of
 
-ALL = "*"
-
-
-def segment_of(aggregate_id: str, count: int) -> int:
-    """The segment of ``aggregate_id`` among ``count`` (CRC-32 of its text: the same in
-    every process and every Python, unlike ``hash``)."""
-    return zlib.crc32(aggregate_id.encode()) % count
+__all__ = [
+    "ALL",
+    "BuiltAlone",
+    "Segment",
+    "Split",
+    "SplitConsumer",
+    "all_segments",
+    "base_name",
+    "counts_for",
+    "parse_segments",
+    "rebuild_name",
+    "segment_of",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +93,26 @@ class SplitConsumer(Protocol):
     def split(self) -> Split | None: ...
 
 
+@runtime_checkable
+class BuiltAlone(Protocol):
+    """A consumer that may be a segment rebuilt alone (``builds_alone``), into a copy of its
+    own, rather than with the whole (a shard of a spread Redis projection)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def builds_alone(self) -> bool: ...
+
+
+def rebuild_name(consumer: object, name: str) -> str:
+    """Whose rebuild lock the runner of ``consumer`` (called ``name``) takes: its own when
+    it is built alone, else the whole's (whose copy it is switched in with)."""
+    if isinstance(consumer, BuiltAlone) and consumer.builds_alone:
+        return name
+    return base_name(name)
+
+
 def all_segments(count: int) -> list[Segment]:
     return [Segment(i, count) for i in range(count)]
 
@@ -94,24 +120,6 @@ def all_segments(count: int) -> list[Segment]:
 def base_name(name: str) -> str:
     """``redis:orders#1/4`` -> ``redis:orders`` (a consumer's own name unchanged)."""
     return segment_parts(name)[0]
-
-
-def parse_segments(text: str) -> dict[str, int]:
-    """``CQRS_PROJECTOR_SEGMENTS``: ``name=S`` pairs, comma separated (``*`` = every
-    projection). ``ValueError`` on anything else."""
-    found: dict[str, int] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        name, eq, count = part.partition("=")
-        name = name.strip()
-        if not eq or not name or not count.strip().isdigit():
-            raise ValueError(f"CQRS_PROJECTOR_SEGMENTS: {part!r} is not name=count")
-        value = int(count)
-        if not 1 <= value <= 64:
-            raise ValueError(f"CQRS_PROJECTOR_SEGMENTS: {name} = {value}, expected 1..64")
-        found[name] = value
-    return found
 
 
 def counts_for(text: str, splittable: Iterable[str]) -> dict[str, int]:

@@ -13,6 +13,7 @@ from common.connection_budget import pool_options, read_pool_max
 from common.db import keep_session
 from common.entities import ENTITIES
 from common.pool_metrics import PoolWatch, watch_pools
+from common.projection_checkpoints import spread_of
 from common.redis_client import redis_client
 from common.settings import Settings
 from read_server.history.limits import HistoryLimits
@@ -28,7 +29,7 @@ from read_server.sources.postgres import (
     WRITE_MODEL,
     PostgresSource,
 )
-from read_server.sources.projection import ProjectionSource
+from read_server.sources.projection import ProjectionSource, parts_of
 from read_server.sources.replica import ReplicaCommits, ReplicaRouter, Routed, RoutedSource
 from read_server.watch.gaps import Gaps
 from read_server.watch.hub import WatchHub, WatchLimits
@@ -109,23 +110,31 @@ async def bootstrap(settings: Settings) -> App:
     # The event loop serves many requests per connection; a few more than the
     # PostgreSQL pool is plenty.
     client = redis_client(settings.redis_url, max_connections=max(8, settings.db_pool_size * 2))
-    # The bytes bound is per process: each projection's shelf gets an equal share.
-    shelf_bytes = settings.near_cache_bytes // len(ENTITIES)
+    # A projection spread over shards has a shelf per shard (each follows its channel).
+    parts = {
+        p.name: p.keys
+        for e in ENTITIES
+        for p in parts_of(settings.redis_prefix, e.name, spread_of(settings)[e.name])
+    }
+    # The bytes and documents bounds are per process: each shelf gets an equal share.
+    shelf_bytes = settings.near_cache_bytes // len(parts)
+    shelf_documents = max(1, settings.near_cache_documents * len(ENTITIES) // len(parts))
     shelves = (
-        {e.name: Shelf(e.name, settings.near_cache_documents, shelf_bytes) for e in ENTITIES}
+        {name: Shelf(name, shelf_documents, shelf_bytes) for name in parts}
         if settings.near_cache_documents > 0 and shelf_bytes > 0
         else {}
     )
     head = LogHead(pg_pool)
-    projection = ProjectionSource(client, settings.redis_prefix, shelves, head.check)
+    projection = ProjectionSource(
+        client, settings.redis_prefix, shelves, head.check, spread_of(settings)
+    )
     watching = None
     if settings.watch_streams_max > 0:
         hub = WatchHub(projection, WatchLimits.from_settings(settings))
         watching = Watching(hub, projection, Gaps(pg_pool))
     feed = None
     if shelves or watching is not None:
-        names = tuple(e.name for e in ENTITIES)
-        feed = ChangeFeed(settings.redis_url, client, settings.redis_prefix, names, shelves)
+        feed = ChangeFeed(settings.redis_url, client, settings.redis_prefix, parts, shelves)
         feed.listen(projection.heard)
         if watching is not None:
             feed.follow(watching.hub)

@@ -12,7 +12,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from common.pool_metrics import PoolWatch, watch_pools
-from common.projection_checkpoints import RedisCheckpoints
+from common.projection_checkpoints import RedisCheckpoints, spread_of
 from common.redis_client import redis_client
 from common.settings import Settings
 from write_server.adapters.group_commit import GroupCommit, GroupConfig
@@ -75,7 +75,8 @@ async def bootstrap(settings: Settings) -> App:
     pool = await open_pool(settings)
     # One connection is plenty: the backlog reads three keys every few seconds.
     redis = redis_client(settings.redis_url, max_connections=1)
-    backlog = Backlog(pool, RedisCheckpoints(redis, settings.redis_prefix))
+    checkpoints = RedisCheckpoints(redis, settings.redis_prefix, shards=spread_of(settings))
+    backlog = Backlog(pool, checkpoints)
     pools = watch_pools(pg={"write": pool}, redis={"write": redis})
     backlog.start()
     group = (

@@ -70,6 +70,7 @@ class PgProjectionStore:
         self._db = db
         self.segments = segments
         self.segment = segment
+        self.builds_alone = False  # a copy is built whole, then split
         # The projection's checkpoint row (readers read it; a split one's is the lowest of
         # its segments'), and the row this store commits (a segment's own).
         self._whole = checkpoint_name or projection_name(PG, kind)

@@ -113,6 +113,12 @@ class SplittableStore(ProjectionStore, Protocol):
         """The live projection as ``segment`` commits it."""
         ...
 
+    @property
+    def builds_alone(self) -> bool:
+        """Whether this segment is rebuilt alone, into a copy of its own (a shard of a
+        spread Redis projection), rather than with the whole, split when switched in."""
+        ...
+
 
 class Integrity(Protocol):
     """A store's own structures as read for verify."""

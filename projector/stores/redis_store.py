@@ -68,6 +68,8 @@ class RedisProjectionStore:
     ``segments``: how many segments the live projection is split into
     (:mod:`projector.segments`); ``segment``: the one this store commits as (``None``: the
     projection as a whole, which a split live projection only reads and switches).
+    ``spread``: each segment is a keyspace of its own (:mod:`common.redis_keys`), with its
+    own generations, built and switched alone; the whole only reads them all.
     """
 
     def __init__(
@@ -80,13 +82,19 @@ class RedisProjectionStore:
         grace_s: float = 2.0,
         segments: int = 1,
         segment: Segment | None = None,
+        spread: bool = False,
     ) -> None:
         if segment is not None and segment.count != segments:
             raise ValueError(f"segment {segment.label} of a projection split {segments} ways")
         self.kind = kind
         self.segments = segments
         self.segment = segment
-        self.keys = ProjectionKeys(prefix, kind.name)
+        self.spread = spread and segments > 1
+        # A shard of a spread projection commits as a projection of its own (its keyspace's
+        # checkpoint); a segment of one keyspace also moves the projection's.
+        self._commits_as = None if self.spread else segment
+        shard = (segment.index, segment.count) if self.spread and segment is not None else None
+        self.keys = ProjectionKeys(prefix, kind.name, shard)
         self._client = client
         self._prefix = prefix
         self._fixed = generation is not None
@@ -97,13 +105,25 @@ class RedisProjectionStore:
         )
         self._guesses = redis_scripts.GenerationGuesses()
         self._apply = client.register_script(redis_scripts.script(*redis_scripts.APPLY_BATCH))
+        # The whole of a spread projection: its shards, which it reads.
+        self._shards = (
+            [self.split(s) for s in all_segments(segments)]
+            if self.spread and segment is None
+            else []
+        )
 
     @property
     def name(self) -> str:
         name = projection_name(REDIS, self.kind)
         if self.segment is not None:
-            return self.segment.name(name)
+            name = self.segment.name(name)
         return f"{name}@g{self._gen}" if self._fixed else name
+
+    @property
+    def builds_alone(self) -> bool:
+        """A shard of a spread projection is rebuilt alone, into its own keyspace; a segment
+        of one keyspace is rebuilt with the whole (:mod:`projector.segments`)."""
+        return bool(self.spread and self.segment is not None)
 
     def split(self, segment: Segment) -> RedisProjectionStore:
         """The live projection as ``segment`` commits it."""
@@ -114,6 +134,7 @@ class RedisProjectionStore:
             grace_s=self._grace_s,
             segments=self.segments,
             segment=segment,
+            spread=self.spread,
         )
 
     @property
@@ -128,7 +149,10 @@ class RedisProjectionStore:
             if raw is None:
                 raise StoreLost(self.name, "the generation being built has vanished")
             return Position.from_checkpoint(raw)
-        seg = self.segment
+        if self._shards:
+            # What a reader of all of it may rely on: the lowest of the shards'.
+            return min([await shard.checkpoint() for shard in self._shards])
+        seg = self._commits_as
 
         async def attempt(gen: int) -> list[bytes | None] | None:
             keys = [self.keys.active, self.keys.checkpoint(gen), self.keys.segments(gen)]
@@ -145,7 +169,7 @@ class RedisProjectionStore:
         # commits from (a segment's own).
         split, checkpoint = found[2], found[1] if seg is None else found[3]
         split_into = int(split) if split else 1
-        if split_into != self.segments:
+        if split_into != (1 if self.spread else self.segments):
             raise StoreLost(
                 self.name,
                 f"active generation {self._gen} is split into {split_into} segment(s), this "
@@ -156,6 +180,13 @@ class RedisProjectionStore:
         return Position.from_checkpoint(checkpoint)
 
     async def load(self, ids: Collection[str]) -> dict[str, Message]:
+        if self._shards:
+            found: dict[str, Message] = {}
+            for shard in self._shards:
+                assert shard.segment is not None
+                await shard._readable_generation()  # the shard's active one, as it is now
+                found |= await shard.load([i for i in ids if shard.segment.owns(i)])
+            return found
         if self._gen is None or not ids:
             return {}
         gen = self._gen
@@ -164,6 +195,13 @@ class RedisProjectionStore:
         return {i: self._parse(r) for i, r in zip(ordered, raw, strict=True) if r is not None}
 
     async def ids_by(self, field: str, values: Collection[str]) -> dict[str, list[str]]:
+        if self._shards:
+            merged: dict[str, list[str]] = {v: [] for v in values}
+            for shard in self._shards:
+                await shard._readable_generation()
+                for value, ids in (await shard.ids_by(field, values)).items():
+                    merged[value] += ids
+            return merged
         if self._gen is None or not values:
             return {v: [] for v in values}
         ordered = list(values)
@@ -189,8 +227,8 @@ class RedisProjectionStore:
             else:
                 sets.append((key, change.after.SerializeToString()))
         rems, adds = self._index_changes(gen, changes)
-        seg = self.segment
-        if seg is None and self.segments > 1 and not self._fixed:
+        seg = self._commits_as
+        if self.segment is None and self.segments > 1 and not self._fixed:
             raise TypeError(f"{self.name} is split into segments: they commit, not the whole")
         own = self.keys.checkpoint(gen) if seg is None else self._segment_key(gen, seg)
         keys = [self.keys.active, own]
@@ -223,6 +261,11 @@ class RedisProjectionStore:
         raise CheckpointMoved(expected, Position.from_checkpoint(found))
 
     async def all_documents(self) -> dict[str, Message]:
+        if self._shards:
+            every: dict[str, Message] = {}
+            for shard in self._shards:
+                every |= await shard.all_documents()
+            return every
         gen = await self._readable_generation()
         if gen is None:
             return {}
@@ -237,7 +280,14 @@ class RedisProjectionStore:
         return docs
 
     async def index_members(self) -> dict[str, set[str]]:
-        """Every index of the generation: suffix (e.g. ``status:PENDING``) -> members."""
+        """Every index of the generation: suffix (e.g. ``status:PENDING``) -> members (of a
+        spread projection: of every shard's)."""
+        if self._shards:
+            merged: dict[str, set[str]] = {}
+            for shard in self._shards:
+                for suffix, members in (await shard.index_members()).items():
+                    merged.setdefault(suffix, set()).update(members)
+            return merged
         gen = await self._readable_generation()
         if gen is None:
             return {}
@@ -255,9 +305,23 @@ class RedisProjectionStore:
     # -- copies -----------------------------------------------------------------------------
 
     async def new_copy(self) -> RedisProjectionStore:
+        if self._shards:
+            raise TypeError(f"{self.name} is spread: each of its segments is rebuilt alone")
         for gen in await delete_abandoned(self._client, self.keys):
             log.info("%s: deleted abandoned generation %d", self.name, gen)
         gen = await new_generation(self._client, self.keys)
+        if self.builds_alone:
+            # A shard's copy: its keyspace, and only the aggregates its segment owns.
+            return RedisProjectionStore(
+                self._client,
+                self._prefix,
+                self.kind,
+                generation=gen,
+                grace_s=self._grace_s,
+                segments=self.segments,
+                segment=self.segment,
+                spread=True,
+            )
         return RedisProjectionStore(
             self._client, self._prefix, self.kind, generation=gen, grace_s=self._grace_s
         )
@@ -289,6 +353,9 @@ class RedisProjectionStore:
             await delete_generation(self._client, self.keys, self._gen)
 
     async def describe(self) -> str:
+        if self._shards:
+            described = [await shard.describe() for shard in self._shards]
+            return "shards: " + ", ".join(described)
         await self.checkpoint()
         return f"generation {self._gen}"
 
@@ -301,8 +368,8 @@ class RedisProjectionStore:
         return self.keys.segment_checkpoint(gen, segment.label)
 
     def _segment_keys(self, gen: int) -> list[str]:
-        """Every segment's checkpoint key (none: not split)."""
-        if self.segments == 1:
+        """Every segment's checkpoint key (none: not split, or spread: each in its own)."""
+        if self.segments == 1 or self.spread:
             return []
         return [self._segment_key(gen, s) for s in all_segments(self.segments)]
 

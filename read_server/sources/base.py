@@ -44,10 +44,13 @@ class PageRequest:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """Documents in list order; ``next_key`` is the last one's key when more follow."""
+    """Documents in list order; ``next_key`` is the last one's key when more follow.
+    ``keys``: each document's, where the source has them at hand (a Redis page: to merge
+    the pages of a projection's shards), else empty."""
 
     items: list[bytes]
     next_key: SortKey | None
+    keys: tuple[SortKey, ...] = ()
 
 
 # A list's filter: entity filter field -> value (``{"status": "PENDING"}``); empty: all.

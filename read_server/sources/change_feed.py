@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from common.cancellation import raise_if_cancelled
 from common.changes import BadChangeMessage, ChangeMessage
 from common.positions import Position
-from common.projection_checkpoints import RedisCheckpoints
+from common.projection_checkpoints import RedisCheckpoints, segment_parts
 from common.redis_client import node_url, redis_client
 from common.redis_keys import ProjectionKeys
 from read_server.sources.near_cache import Shelf
@@ -55,8 +55,18 @@ class SubscriptionLost(ConnectionError):
 class ChangeFollower(Protocol):
     """Told of every change message (the Watch streams, :mod:`read_server.watch`)."""
 
-    def changed(self, projection: str, change: ChangeMessage) -> None:
-        """A batch (or a switch) of ``projection`` committed."""
+    def changed(
+        self,
+        projection: str,
+        change: ChangeMessage,
+        since: Position | None = None,
+        through: Position | None = None,
+    ) -> None:
+        """A batch (or a switch) of ``projection`` committed. ``since``: where the part
+        that published it stood before it (its previous message; every change in this batch
+        is after it); ``through``: the lowest checkpoint heard of the projection's parts
+        (one, or each shard of a spread one), so every change at or below it has been heard.
+        ``None``: not known (a part not heard since its subscription was confirmed)."""
 
     def following(self, projection: str) -> None:
         """From now on every change of ``projection`` is heard, and changes before may have
@@ -65,9 +75,10 @@ class ChangeFollower(Protocol):
 
 
 class ChangeFeed:
-    """Subscribes to the changes of ``projections`` until :meth:`close`, for their
-    ``shelves`` (projection name -> shelf; none when the near-cache is off) and the
-    followers.
+    """Subscribes to the changes of the projections' ``parts`` (name -> keys: a
+    projection's own keyspace, ``orders``, or each shard of a spread one, ``orders#1/3``)
+    until :meth:`close`, for their ``shelves`` (part name -> shelf; none when the
+    near-cache is off) and the followers (told the projection's name).
 
     ``client`` is the process's shared pool (for the generation checks); the
     subscription gets its own connection to ``redis_url``.
@@ -78,17 +89,22 @@ class ChangeFeed:
         redis_url: str,
         client: aioredis.Redis,
         prefix: str,
-        projections: Sequence[str],
+        parts: Mapping[str, ProjectionKeys],
         shelves: Mapping[str, Shelf],
     ) -> None:
         self._url = redis_url
-        self._keys = {name: ProjectionKeys(prefix, name) for name in projections}
+        self._keys = dict(parts)
         self._shelves = dict(shelves)
         self._by_channel = {keys.changes.encode(): n for n, keys in self._keys.items()}
-        self._checkpoints = RedisCheckpoints(client, prefix, tuple(projections))
+        self._checkpoints = RedisCheckpoints(client, prefix, ())
         self._listeners: list[CheckpointListener] = []
         self._followers: list[ChangeFollower] = []
         self._generations: dict[str, int | None] = {}  # active, as last polled
+        # Each part's checkpoint as last heard since its subscription was confirmed.
+        self._heard: dict[str, Position] = {}
+        self._parts_of: dict[str, list[str]] = {}
+        for name in self._keys:
+            self._parts_of.setdefault(segment_parts(name)[0], []).append(name)
         self._task: asyncio.Task[None] | None = None
         self._confirmed = False  # the current connection's subscription was confirmed
 
@@ -158,10 +174,11 @@ class ChangeFeed:
         shelf = self._shelves.get(projection)
         if message["type"] == "subscribe":
             # After the first, a confirmation means redis-py reconnected under us.
+            self._heard.pop(projection, None)
             if shelf is not None:
                 shelf.subscribed()
             for follower in self._followers:
-                follower.following(projection)
+                follower.following(segment_parts(projection)[0])
             self._confirmed = True
             return
         if message["type"] != "message":
@@ -174,8 +191,15 @@ class ChangeFeed:
             return
         if shelf is not None:
             shelf.apply(change)
+        whole = segment_parts(projection)[0]
+        since = self._heard.get(projection)
+        self._heard[projection] = change.checkpoint
+        through = self._through(whole)
         for follower in self._followers:
-            follower.changed(projection, change)
+            follower.changed(whole, change, since, through)
+        if change.switch:
+            # The rebuilt copy holds changes no message named: they went unheard.
+            self._tell_following(projection)
         for listener in self._listeners:
             listener(projection, change.checkpoint)
 
@@ -198,6 +222,11 @@ class ChangeFeed:
                     self._tell_following(name)
                 self._generations[name] = now
 
+    def _through(self, whole: str) -> Position | None:
+        """The lowest checkpoint heard of ``whole``'s parts (``None``: one not heard)."""
+        heard = [self._heard.get(part) for part in self._parts_of[whole]]
+        return None if None in heard else min(p for p in heard if p is not None)
+
     def _doubt(self, projection: str, reason: str) -> None:
         """Something of ``projection`` may have changed unheard: its shelf is flushed and
         the followers are told (they read again)."""
@@ -206,11 +235,13 @@ class ChangeFeed:
             shelf.flush(reason)
         self._tell_following(projection)
 
-    def _tell_following(self, projection: str) -> None:
+    def _tell_following(self, part: str) -> None:
+        self._heard.pop(part, None)  # changes may have gone unheard: not heard through
         for follower in self._followers:
-            follower.following(projection)
+            follower.following(segment_parts(part)[0])
 
     def _lose_all(self, reason: str) -> None:
+        self._heard.clear()
         for shelf in self._shelves.values():
             if shelf.live:
                 shelf.lost(reason)

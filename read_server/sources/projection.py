@@ -10,12 +10,21 @@ for the consistency token, and reads, atomically (see ``common/lua``). A list re
 page's members, then their documents provided the checkpoint has not moved meanwhile, so
 a page is one snapshot. A projection that is not there (never built, being rebuilt after
 Redis lost it, or vanished) is UNAVAILABLE, never an empty answer.
+
+A projection spread over shards (``CQRS_REDIS_SPREAD``, :mod:`common.redis_keys`): a get
+reads the one shard that owns the id, at that shard's checkpoint (which covers every event
+of the document); a list reads the same page of every shard and merges them (index members
+order the same in every shard, so the page token is one key for all); a token is reached
+by a list when every shard has passed it. Each shard's page is one snapshot; the merged
+page is of several, each at least as fresh as the token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -27,7 +36,8 @@ from common.entities import ENTITIES, Entity
 from common.errors import Unavailable
 from common.positions import Position
 from common.projection_checkpoints import RedisCheckpoints
-from common.redis_keys import ProjectionKeys
+from common.redis_keys import ProjectionKeys, keyspaces
+from common.segmenting import segment_of
 from read_server.sources.base import Freshness, Page, PageRequest, Where
 from read_server.sources.near_cache import MISS, PageKey, Shelf
 from read_server.sources.waiting import BEHIND, CheckpointWatch, HeadCheck, NotReady, Pending
@@ -53,12 +63,30 @@ _NOT_READY = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Part:
+    """A keyspace of a projection: the projection's own (``name`` = ``orders``), or one of
+    its shards (``orders#1/3``, the name of the projector's segment that writes it)."""
+
+    name: str
+    keys: ProjectionKeys
+
+
+def parts_of(prefix: str, projection: str, shards: int) -> list[Part]:
+    """The keyspaces of ``projection`` spread over ``shards`` (1: not spread)."""
+    spaces = keyspaces(prefix, projection, shards)
+    if shards == 1:
+        return [Part(projection, spaces[0])]
+    return [Part(f"{projection}#{i}/{shards}", keys) for i, keys in enumerate(spaces)]
+
+
 class ProjectionSource:
     """Reads ``{prefix}:{products|customers|orders}:...`` as laid out in ARCHITECTURE.md.
 
     Create one per process: it registers the Lua scripts on ``client`` once
     (EVALSHA, reloaded transparently after a Redis restart). ``check_head`` refuses
-    tokens from the future (:mod:`read_server.sources.waiting`).
+    tokens from the future (:mod:`read_server.sources.waiting`). ``shards``: over how many
+    keyspaces each projection is spread (default 1); ``shelves`` are by part name.
     """
 
     def __init__(
@@ -67,34 +95,45 @@ class ProjectionSource:
         prefix: str,
         shelves: Mapping[str, Shelf] | None = None,
         check_head: HeadCheck | None = None,
+        shards: Mapping[str, int] | None = None,
     ) -> None:
-        self._keys = {e.name: ProjectionKeys(prefix, e.name) for e in ENTITIES}
+        shards = shards or {}
+        self.parts = {e.name: parts_of(prefix, e.name, shards.get(e.name, 1)) for e in ENTITIES}
+        self._keys = {p.name: p.keys for parts in self.parts.values() for p in parts}
         self._get: AsyncScript = client.register_script(redis_scripts.script(*redis_scripts.GET))
         self._list: AsyncScript = client.register_script(redis_scripts.script(*redis_scripts.LIST))
         self._docs: AsyncScript = client.register_script(redis_scripts.script(*redis_scripts.DOCS))
         self._guesses = redis_scripts.GenerationGuesses()
-        self._checkpoints = RedisCheckpoints(client, prefix, tuple(self._keys), self._guesses)
+        self._checkpoints = RedisCheckpoints(client, prefix, (), self._guesses)
         self._watch = CheckpointWatch(self._checkpoint, check_head)
         self._shelves = dict(shelves or {})
 
-    def heard(self, projection: str, checkpoint: Position) -> None:
-        """The change feed saw ``projection`` reach ``checkpoint``: wake token waiters."""
-        self._watch.advanced(f"redis:{projection}", checkpoint)
+    def heard(self, part: str, checkpoint: Position) -> None:
+        """The change feed saw ``part`` (a projection, or a shard of one) reach
+        ``checkpoint``: wake token waiters."""
+        self._watch.advanced(f"redis:{part}", checkpoint)
 
     async def get(self, entity: Entity, ident: str, freshness: Freshness) -> bytes | None:
-        return await self._get_doc(entity.name, ident, freshness)
+        return await self._get_doc(self._part(entity, ident).name, ident, freshness)
 
     async def list(
         self, entity: Entity, page: PageRequest, where: Where, freshness: Freshness
     ) -> Page:
-        return await self._list_page(entity.name, "idx:" + entity.index_for(where), page, freshness)
+        index = "idx:" + entity.index_for(where)
+        parts = self.parts[entity.name]
+        if len(parts) == 1:
+            return await self._list_page(parts[0].name, index, page, freshness)
+        found = await asyncio.gather(
+            *(self._list_page(part.name, index, page, freshness) for part in parts)
+        )
+        return merge_pages(found, page.size)
 
     async def current(
         self, entity: Entity, ident: str, freshness: Freshness
     ) -> tuple[bytes | None, Position]:
         """The document (``None``: none) and the checkpoint it is current at, always read
         from Redis (a Watch stream's position); waits for ``freshness`` as :meth:`get`."""
-        projection = entity.name
+        projection = self._part(entity, ident).name
         keys = self._keys[projection]
         read = self._doc_reader(keys, ident, _required(freshness))
 
@@ -108,8 +147,14 @@ class ProjectionSource:
         return await self._watch.until_fresh(f"redis:{projection}", freshness, attempt)
 
     async def checkpoint_at_least(self, entity: Entity, freshness: Freshness) -> Position:
-        """The projection's checkpoint, once it has reached ``freshness``."""
-        projection = entity.name
+        """The projection's checkpoint, once it has reached ``freshness`` (spread: the
+        lowest of its shards', once each has)."""
+        found = [
+            await self._part_checkpoint(part.name, freshness) for part in self.parts[entity.name]
+        ]
+        return min(found)
+
+    async def _part_checkpoint(self, projection: str, freshness: Freshness) -> Position:
         required = freshness.position
 
         async def attempt() -> Position | Pending:
@@ -204,6 +249,11 @@ class ProjectionSource:
             return None
         return _to_page(projection, members, reply[0], size)
 
+    def _part(self, entity: Entity, ident: str) -> Part:
+        """The keyspace that holds ``ident``'s document."""
+        parts = self.parts[entity.name]
+        return parts[0] if len(parts) == 1 else parts[segment_of(ident, len(parts))]
+
     async def _call(self, keys: ProjectionKeys, read: Callable[[int], Awaitable[Any]]) -> Any:
         try:
             return await self._guesses.call(keys, read)
@@ -250,7 +300,28 @@ def _to_page(projection: str, members: list[bytes], docs: list[bytes | None], si
                 "rebuild it with `cqrs projector rebuild`"
             )
         items.append(bytes(doc))
-    return Page(items, SortKey.from_member(members[-1]) if more else None)
+    keys = tuple(SortKey.from_member(m) for m in members)
+    return Page(items, keys[-1] if more else None, keys)
+
+
+def merge_pages(pages: Sequence[Page], size: int) -> Page:
+    """One page of a spread projection from the page of ``size`` every shard gave after
+    the same key: the first ``size`` of them all in list order (newest first). Each shard
+    gave its first ``size``, so these are the first of the whole; more follow if any
+    document was left over or any shard has more."""
+    pairs = sorted(
+        (
+            (key.member(), key, item)
+            for p in pages
+            for key, item in zip(p.keys, p.items, strict=True)
+        ),
+        key=lambda pair: pair[0],
+        reverse=True,
+    )
+    more = len(pairs) > size or any(p.next_key is not None for p in pages)
+    kept = pairs[:size]
+    keys = tuple(key for _, key, _ in kept)
+    return Page([item for _, _, item in kept], keys[-1] if more and keys else None, keys)
 
 
 def _ids(members: list[bytes], size: int) -> tuple[str, ...]:

@@ -7,6 +7,15 @@ at) and offers it to every such stream. Nothing polls per stream: an idle stream
 buffer and a set entry. Reads of one document are serialized (one in flight; a change
 heard meanwhile makes it read once more), so what a stream is offered only moves forward.
 
+An orders feed follows many documents, read concurrently (and, for a projection spread
+over shards, published by shards that move on independently), so the state of one order
+may be offered before an earlier change of another. What a feed tells its client as the
+position to resume from is therefore never past a change not yet offered: the lowest of
+the update's own position, the lowest checkpoint heard of every part of the projection,
+and, for each order whose change was heard but not yet offered, where its part stood
+before that change (``Update.through``). Resuming there may send a state again; it never
+skips one.
+
 Backpressure: a stream's buffer holds at most ``buffer`` updates; one more and the
 buffer is emptied and the stream marked as having fallen behind (the servicer tells the
 client, then resynchronises from the event log), so a slow client never grows the
@@ -16,6 +25,7 @@ server's memory beyond its bound.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
@@ -81,12 +91,15 @@ class WatchLimits:
 @dataclass(frozen=True, slots=True)
 class Update:
     """Document ``ident``'s state at ``position`` (``doc`` None: deleted); ``kind`` CHANGE, or
-    RESYNC when states may have gone unseen before it (the feed was in doubt)."""
+    RESYNC when states may have gone unseen before it (the feed was in doubt). ``through``
+    (orders feeds): every change at or below it was offered before or with this update
+    (``None``: not known, a part of the projection not heard since the feed's doubt)."""
 
     ident: str
     kind: int
     position: Position
     doc: bytes | None
+    through: Position | None = None
 
 
 class Ending:
@@ -192,6 +205,10 @@ class WatchHub:
         self._offered: OrderedDict[Key, Position] = OrderedDict()  # its position (the newest)
         self._pending: dict[Key, tuple[Position | None, int]] = {}
         self._reading: dict[Key, asyncio.Task[None]] = {}
+        # For the orders feeds: the lowest checkpoint heard of the orders projection's parts,
+        # and, per order with a change heard but not yet offered, where its part stood before.
+        self._heard_through: Position | None = None
+        self._unoffered: dict[str, Position] = {}
 
     @property
     def open_streams(self) -> int:
@@ -238,6 +255,8 @@ class WatchHub:
                 self._delivered.pop(sub.key, None)
             else:
                 del self._feeds[sub.customer]
+                if not self._feeds:
+                    self._unoffered.clear()
         self._open -= 1
         self._subjects[sub.subject] -= 1
         if not self._subjects[sub.subject]:
@@ -255,7 +274,15 @@ class WatchHub:
 
     # The change feed's follower (read_server.sources.change_feed.ChangeFollower).
 
-    def changed(self, projection: str, change: ChangeMessage) -> None:
+    def changed(
+        self,
+        projection: str,
+        change: ChangeMessage,
+        since: Position | None = None,
+        through: Position | None = None,
+    ) -> None:
+        if projection == ORDERS.name:
+            self._heard_through = through
         if change.switch:
             # A rebuilt copy: the same states, unless the rebuild changed what they hold.
             self._read_all(projection, RESYNC)
@@ -264,6 +291,9 @@ class WatchHub:
         for ident in change.ids:
             key = (projection, ident)
             if feeds or key in self._docs:
+                # ``since`` unknown (heard first since a doubt): the feed's resync covers it.
+                if feeds and since is not None:
+                    self._unoffered.setdefault(ident, since)
                 self._read(key, change.checkpoint, CHANGE)
 
     def following(self, projection: str) -> None:
@@ -271,6 +301,7 @@ class WatchHub:
         # a feed closes its gap from the event log.
         self._read_all(projection, RESYNC)
         if projection == ORDERS.name:
+            self._heard_through = None
             for group in self._feeds.values():
                 for sub in group:
                     sub.doubt()
@@ -303,11 +334,15 @@ class WatchHub:
                     self._read(key, at, RESYNC)
                     await asyncio.sleep(_RETRY_S)
                     continue
+                if key[0] == ORDERS.name and key not in self._pending:
+                    self._unoffered.pop(key[1], None)  # offered now, no change heard since
                 self._offer(key, Update(key[1], kind, position, doc))
         finally:
             del self._reading[key]
             if not self._watched(key):
                 self._pending.pop(key, None)
+                if key[0] == ORDERS.name:
+                    self._unoffered.pop(key[1], None)
 
     def _watched(self, key: Key) -> bool:
         return key in self._docs or (key[0] == ORDERS.name and bool(self._feeds))
@@ -330,8 +365,16 @@ class WatchHub:
             for sub in watchers:
                 sub.offer(update)
         if key[0] == ORDERS.name and update.doc is not None and self._feeds:
+            fed = dataclasses.replace(update, through=self._feed_through(update.position))
             for sub in self._feed_subscribers(update.doc):
-                sub.offer(update)
+                sub.offer(fed)
+
+    def _feed_through(self, position: Position) -> Position | None:
+        """Where a feed's client may resume after an update at ``position``: no change at
+        or below it is still to be offered (``None``: not known)."""
+        if self._heard_through is None:
+            return None
+        return min(position, self._heard_through, *self._unoffered.values())
 
     def _feed_subscribers(self, doc: bytes) -> Iterable[Subscription]:
         customer = shop_pb2.Order.FromString(doc).customer_id

@@ -135,7 +135,10 @@ async def orders_feed(
             continue
         # At or below where the feed last synced, or what it sent: already sent.
         if item.doc is not None and feed.fresh(item.ident, item.position):
-            yield message(item.kind, item.position, item.doc)
+            # The position to resume from: never past a change not yet sent (the hub's
+            # ``through``; unknown: where the feed last synced, everything before it sent).
+            through = feed.synced if item.through is None else item.through
+            yield message(item.kind, min(item.position, through), item.doc)
 
 
 class _Feed:
@@ -166,6 +169,9 @@ class _Feed:
         if changed is None:
             yield message(RESYNC, upto)  # no order: too much changed, list again
         else:
+            # Each order's message says ``after`` (resuming there sends the rest of the gap
+            # again), the last one ``upto``: everything up to it is sent then.
+            held: tuple[int, bytes] | None = None
             for ident, (commits, newest) in sorted(changed.items()):
                 if newest <= self._sent.get(ident, after):
                     continue  # sent already
@@ -174,7 +180,11 @@ class _Feed:
                     repeat = ident in self._sent  # some of its states were sent: not "next"
                     kind = CHANGE if commits == 1 and not repeat else RESYNC
                     self._sent[ident] = at
-                    yield message(kind, at, doc)
+                    if held is not None:
+                        yield message(held[0], after, held[1])
+                    held = kind, doc
+            if held is not None:
+                yield message(held[0], upto, held[1])
         self.synced = max(self.synced, upto)
         # Updates the hub offers from now on are compared with ``synced``, except those
         # of orders sent above at a later position.

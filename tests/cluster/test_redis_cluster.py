@@ -1,7 +1,9 @@
 """The Redis projections and the near-cache on a Redis Cluster of three masters
 (``redis+cluster://``), through the same code as on one Redis: after random command
 programs the projector's Redis projections answer every get and list exactly as the
-read models and the write model do, and a master emptied under them heals from the log."""
+read models and the write model do, and a master emptied under them heals from the log.
+Each also with every projection spread over the three masters (``CQRS_REDIS_SPREAD``, a
+shard per segment): a master emptied or killed takes one shard of each, which heals alone."""
 
 from __future__ import annotations
 
@@ -29,6 +31,17 @@ pytestmark = pytest.mark.cluster
 
 _WORLDS: dict[str, World] = {}
 
+# Every Redis projection in three segments, each in a keyspace of its own.
+SPREAD: dict[str, Any] = {
+    "projector_segments": "redis:products=3,redis:customers=3,redis:orders=3",
+    "redis_spread": True,
+}
+# (what the test runs on, the keys whose master the fault tests hit: the orders'.)
+LAYOUTS = {
+    "one keyspace each": ({}, None),
+    "spread": (SPREAD, (1, 3)),
+}
+
 
 @examples(5)
 @given(program=st.lists(ops, min_size=1, max_size=20))
@@ -47,6 +60,28 @@ def test_three_sources_agree_with_the_projections_on_a_redis_cluster(
             node.close()
 
 
+@examples(5)
+@given(program=st.lists(ops, min_size=1, max_size=20))
+def test_three_sources_agree_with_each_projection_spread_over_the_three_masters(
+    settings: Settings, redis_cluster: str, program: list[tuple[Any, ...]]
+) -> None:
+    on_cluster = dataclasses.replace(settings, redis_url=redis_cluster, **SPREAD)
+    world = _WORLDS.setdefault(settings.database_url, World())
+    asyncio.run(run_example(on_cluster, world, program))
+    # One shard of each projection on each master (the shard tags' slots, one per range).
+    for host, port in cluster_nodes(redis_cluster):
+        node = redis.Redis(host=host, port=port)
+        try:
+            tags = {_tag(k) for k in node.scan_iter(match=f"{settings.redis_prefix}:*:active")}
+        finally:
+            node.close()
+        assert sorted(t.partition("#")[0] for t in tags) == ["customers", "orders", "products"]
+
+
+def _tag(key: bytes) -> str:
+    return key.decode().partition("{")[2].partition("}")[0]
+
+
 STORY: list[tuple[Any, ...]] = [
     ("create_product", "a", 500, 5, "EUR"),
     ("create_product", "b", 700, 3, "USD"),
@@ -59,14 +94,21 @@ STORY: list[tuple[Any, ...]] = [
 ]
 
 
-def test_a_master_emptied_heals_from_the_log(settings: Settings, redis_cluster: str) -> None:
-    """FLUSHALL on the master holding the orders projection (its hash tag's slot): the
-    projector (started again by the next example) finds that projection lost and rebuilds
-    it there from the log, the other masters untouched; the three sources agree again."""
-    on_cluster = dataclasses.replace(settings, redis_url=redis_cluster)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_master_emptied_heals_from_the_log(
+    settings: Settings, redis_cluster: str, layout: str
+) -> None:
+    """FLUSHALL on the master holding the orders projection (its hash tag's slot; spread: the
+    one holding shard 1/3): the projector (started again by the next example) finds that
+    projection (that shard) lost and rebuilds it there from the log, the other masters
+    untouched; the three sources agree again."""
+    changes, shard = LAYOUTS[layout]
+    on_cluster = dataclasses.replace(settings, redis_url=redis_cluster, **changes)
     world = World()
     asyncio.run(run_example(on_cluster, world, STORY))
-    slot = key_slot(ProjectionKeys(settings.redis_prefix, "orders").active.encode())
+    keys = ProjectionKeys(settings.redis_prefix, "orders", shard)
+    slot = key_slot(keys.active.encode())
+    others = _actives(redis_cluster, settings.redis_prefix, skip=keys.tag)
     emptied = None
     for host, port in cluster_nodes(redis_cluster):
         node = redis.Redis(host=host, port=port)
@@ -81,19 +123,47 @@ def test_a_master_emptied_heals_from_the_log(settings: Settings, redis_cluster: 
             node.close()
     assert emptied is not None, "no master owns the orders projection's slot"
     asyncio.run(run_example(on_cluster, world, STORY))  # rebuilt, then equal again
+    # The shards on the other masters were not rebuilt: the same generations are active.
+    if shard is not None:
+        after = _actives(redis_cluster, settings.redis_prefix, skip=keys.tag)
+        assert {k: v for k, v in after.items() if k in others} == others
 
 
+def _actives(url: str, prefix: str, skip: str) -> dict[str, bytes]:
+    """The active generation of every keyspace on the cluster but ``skip`` and those on its
+    master (by hash tag)."""
+    skipped = key_slot(skip.encode())
+    found: dict[str, bytes] = {}
+    for host, port in cluster_nodes(url):
+        node = redis.Redis(host=host, port=port)
+        try:
+            mine = any(
+                r[0] <= skipped <= r[1] and int(r[2][1]) == port for r in node.cluster("slots")
+            )
+            if mine:
+                continue
+            for key in node.scan_iter(match=f"{prefix}:*:active"):
+                found[_tag(key)] = node.get(key)
+        finally:
+            node.close()
+    assert found, "no keyspace on the other masters"
+    return found
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_a_master_killed_its_replica_promoted_the_projections_go_on(
-    settings: Settings, redis_cluster_with_replicas: RedisClusterNodes
+    settings: Settings, redis_cluster_with_replicas: RedisClusterNodes, layout: str
 ) -> None:
-    """SIGKILL of the master owning the orders projection's slot: its replica is promoted
-    (the cluster fails over after the node timeout) and the projector and the read server go
-    on there; the three sources agree after more commands."""
+    """SIGKILL of the master owning the orders projection's slot (spread: shard 1/3's): its
+    replica is promoted (the cluster fails over after the node timeout) and the projector
+    and the read server go on there; the three sources agree after more commands."""
+    changes, shard = LAYOUTS[layout]
     cluster = redis_cluster_with_replicas
-    on_cluster = dataclasses.replace(settings, redis_url=cluster.url)
+    on_cluster = dataclasses.replace(settings, redis_url=cluster.url, **changes)
     world = World()
     asyncio.run(run_example(on_cluster, world, STORY))
-    slot = key_slot(ProjectionKeys(settings.redis_prefix, "orders").active.encode())
+    keys = ProjectionKeys(settings.redis_prefix, "orders", shard)
+    slot = key_slot(keys.active.encode())
     owner = _owner(cluster, slot)
     victim = next(node for node in cluster.nodes if node.port == owner)
     victim.kill()

@@ -423,6 +423,8 @@ def test_up_cluster_runs_the_scale_out_topology(running_up: Running) -> None:
     assert "started private Redis Cluster at redis+cluster://" in text, text
     assert re.search(r"read replica\s+postgresql://", text), text
     assert "write server 2 x 20 + read server 2 x 10 + projector 2 x 13" in text, text
+    # Each Redis projection spread over the three masters, a shard per segment.
+    assert "spread over keyspaces: customers 3, orders 3, products 3" in text, text
     create, _ = _printed_grpcurl_commands(up)
     created = subprocess.run(create, capture_output=True, text=True, timeout=30)
     assert created.returncode == 0, created.stderr

@@ -21,8 +21,9 @@ from prometheus_client import REGISTRY
 
 from projector.audit_record import AuditRecord
 from projector.bootstrap import App, open_app
-from projector.segments import segment_of
+from projector.segments import Segment, segment_of
 from projector.status import status
+from projector.stores.redis_store import RedisProjectionStore
 from tests.conftest import fresh_settings
 from tests.support.events import Shop, eventually
 from tests.support.projector import projection, some_history, verify_quietly, wait_applied
@@ -58,9 +59,14 @@ async def _running(app: App, *, repair: bool) -> AsyncIterator[None]:
 async def _tamper(app: App, product: str, order: str) -> None:
     """One Redis product and one read-model order changed directly in the stores."""
     redis_products = projection(app, "redis:products").store
+    assert isinstance(redis_products, RedisProjectionStore)
+    if redis_products.spread:  # the shard that holds it
+        shards = redis_products.segments
+        redis_products = redis_products.split(Segment(segment_of(product, shards), shards))
+    await redis_products.checkpoint()  # its active generation
     doc = (await redis_products.load([product]))[product]
     doc.price_cents += 1  # type: ignore[attr-defined]
-    key = redis_products.keys.doc(redis_products.generation or 0, product)  # type: ignore[attr-defined]
+    key = redis_products.keys.doc(redis_products.generation or 0, product)
     await app.redis.set(key, doc.SerializeToString())
     pg_orders = projection(app, "pg:orders").store
     row = (await pg_orders.load([order]))[order]
@@ -138,11 +144,14 @@ async def test_audit_finds_tampered_documents_and_repair_fixes_them(
     assert differences == 0, report
 
 
-async def test_audit_and_repair_on_split_projections(template_database: str) -> None:
+@pytest.mark.parametrize("spread", [False, True], ids=["one keyspace", "spread"])
+async def test_audit_and_repair_on_split_projections(template_database: str, spread: bool) -> None:
     """Split into segments, each segment's leader audits (and repairs, through its own
-    checkpoint) the documents it owns."""
+    checkpoint) the documents it owns; spread, a Redis segment its own keyspace's."""
     async with (
-        fresh_settings(template_database, projector_segments="*=2", db_pool_size=4) as settings,
+        fresh_settings(
+            template_database, projector_segments="*=2", db_pool_size=4, redis_spread=spread
+        ) as settings,
         open_app(settings) as app,
     ):
         await some_history(Shop(app.pool), size=6)
@@ -153,14 +162,17 @@ async def test_audit_and_repair_on_split_projections(template_database: str) -> 
         product = str(
             await app.pool.fetchval("SELECT id FROM products WHERE deleted_at IS NULL LIMIT 1")
         )
-        before = _drifts("pg:orders")
+        before, before_redis = _drifts("pg:orders"), _drifts("redis:products")
         async with _running(app, repair=False):
             await wait_applied(app, ["redis:products", "pg:orders"])
             for order in orders.values():
                 await _tamper(app, product, order)
 
             async def found() -> bool:
-                return _drifts("pg:orders") >= before + 2
+                return (
+                    _drifts("pg:orders") >= before + 2
+                    and _drifts("redis:products") >= before_redis + 1
+                )
 
             await eventually(found, within=5)
             out = io.StringIO()

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from common.pb.shop.v1 import query_service_pb2 as qpb
 from common.pb.shop.v1 import shop_pb2
+from common.redis_client import redis_client
 from common.settings import Settings
 from tests.support.paging import PageGuard
 from tests.support.programs import CATEGORIES, World, ops, run_program, running_system
@@ -123,6 +124,32 @@ def test_three_sources_agree_with_every_projection_in_four_segments(
     assert asyncio.run(_segment_rows(settings)) == {
         f"pg:{family}#{i}/4" for family in ("products", "customers", "orders") for i in range(4)
     }
+
+
+@examples(8)
+@given(program=PROGRAMS)
+def test_three_sources_agree_with_every_redis_projection_spread_over_three_keyspaces(
+    settings: Settings, program: list[tuple[Any, ...]]
+) -> None:
+    """The same with each projection in three segments and each Redis one spread over three
+    keyspaces (CQRS_REDIS_SPREAD): a get reads one shard, a list merges three, page by page."""
+    spread = dataclasses.replace(settings, projector_segments="*=3", redis_spread=True)
+    world = _WORLDS.setdefault(settings.database_url, World())
+    asyncio.run(run_example(spread, world, program))
+    assert asyncio.run(_shard_keys(settings)) == {
+        f"{family}#{i}/3" for family in ("products", "customers", "orders") for i in range(3)
+    }
+
+
+async def _shard_keys(settings: Settings) -> set[str]:
+    """The shards (hash tags without their suffix) that have an active generation."""
+    client = redis_client(settings.redis_url, max_connections=1)
+    try:
+        found = [k async for k in client.scan_iter(match=f"{settings.redis_prefix}:*:active")]
+        tags = {k.decode().partition("{")[2].partition("}")[0] for k in found}
+        return {t.rpartition(".")[0] if "." in t else t for t in tags if "#" in t}
+    finally:
+        await client.aclose()
 
 
 async def _segment_rows(settings: Settings) -> set[str]:

@@ -23,6 +23,7 @@ from common.event_log import Executor
 from common.pb.shop.v1 import shop_pb2
 from common.positions import ORIGIN, Position
 from common.redis_client import redis_client
+from common.redis_keys import ProjectionKeys
 from cqrs.instances import PrivateRedis
 from projector.stores.port import ProjectionStore
 from projector.stores.redis_store import RedisProjectionStore
@@ -79,7 +80,8 @@ async def cached(private_redis: PrivateRedis) -> AsyncIterator[Cached]:
     await store.switch_to(await store.new_copy(), as_it_is)
     shelves = {e.name: Shelf(e.name, 1000) for e in ENTITIES}
     source = ProjectionSource(client, prefix, shelves)
-    feed = ChangeFeed(private_redis.url, client, prefix, tuple(shelves), shelves)
+    parts = {name: ProjectionKeys(prefix, name) for name in shelves}
+    feed = ChangeFeed(private_redis.url, client, prefix, parts, shelves)
     feed.listen(source.heard)
     feed.start()
     try:

@@ -110,5 +110,14 @@ def test_the_cluster_table_judges_the_lowest_ratio() -> None:
     assert met.endswith("lowest: 0.90x (met)\n")
     missed = "\n".join(summary.cluster_tables(_cluster_outcome(5_000, 3_000)))
     assert "lowest: 0.60x (missed)" in missed
+    spread = _cluster_outcome(5_000, 4_500)
+    spread["reads"]["cluster, spread"] = {"get_product_projection": {"rps": 3_500, "p99_ms": 3.0}}  # type: ignore[index]
+    spread["spread_ratios"] = {"get_product_projection": 0.7}
+    both = "\n".join(summary.cluster_tables(spread))
+    assert (
+        "| get_product_projection | 5,000 | 2.00 | 4,500 | 2.00 | 0.90 | 3,500 | 3.00 | 0.70 |"
+        in both
+    )
+    assert "lowest: 0.70x (missed)" in both
     skipped = summary.cluster_tables({"skipped": "redis-server or redis-cli is not installed"})
     assert "Not measured: redis-server or redis-cli is not installed." in skipped
