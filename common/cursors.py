@@ -62,6 +62,12 @@ class SortKey(NamedTuple):
         return cls(int(ts, 16), ident)
 
 
+def member_id(member: bytes) -> str:
+    """The id in a Redis index member (``{created_us:016x}|{id}``), without parsing the
+    rest (a page names a document key per member)."""
+    return member.partition(b"|")[2].decode()
+
+
 def to_micros(ts: datetime) -> int:
     """Microseconds since the Unix epoch."""
     delta = ts - _EPOCH

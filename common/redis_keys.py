@@ -13,7 +13,7 @@ segment ``i`` owns, and their index entries, live under shard ``i``'s tag.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
@@ -52,6 +52,11 @@ class ProjectionKeys:
     prefix: str
     projection: str  # products | customers | orders
     shard: tuple[int, int] | None = None
+    # Every key starts with it: made once (a list names a key per document on its page).
+    _base: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_base", f"{self.prefix}:{{{self.tag}}}")
 
     @property
     def tag(self) -> str:
@@ -65,7 +70,7 @@ class ProjectionKeys:
         """``P:{proj}``: the braces are a Redis Cluster hash tag, so every key of a
         projection (of a shard) is in one slot, and a script may touch them all (on one
         Redis they are only part of the name)."""
-        return f"{self.prefix}:{{{self.tag}}}"
+        return self._base
 
     @property
     def active(self) -> str:

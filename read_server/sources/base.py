@@ -45,12 +45,13 @@ class PageRequest:
 @dataclass(frozen=True, slots=True)
 class Page:
     """Documents in list order; ``next_key`` is the last one's key when more follow.
-    ``keys``: each document's, where the source has them at hand (a Redis page: to merge
-    the pages of a projection's shards), else empty."""
+    ``members``: each document's Redis index member (``SortKey.member()``, which orders as
+    the list does) where the source has them at hand (to merge the pages of a projection's
+    shards), else empty."""
 
     items: list[bytes]
     next_key: SortKey | None
-    keys: tuple[SortKey, ...] = ()
+    members: tuple[bytes, ...] = ()
 
 
 # A list's filter: entity filter field -> value (``{"status": "PENDING"}``); empty: all.

@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from common import redis_scripts
-from common.cursors import SortKey
+from common.cursors import SortKey, member_id
 from common.entities import ENTITIES, Entity
 from common.errors import Unavailable
 from common.positions import Position
@@ -124,7 +124,7 @@ class ProjectionSource:
         if len(parts) == 1:
             return await self._list_page(parts[0].name, index, page, freshness)
         found = await asyncio.gather(
-            *(self._list_page(part.name, index, page, freshness) for part in parts)
+            *(self._list_page(part.name, index, page, freshness, keyed=True) for part in parts)
         )
         return merge_pages(found, page.size)
 
@@ -196,8 +196,15 @@ class ProjectionSource:
         return await self._watch.until_fresh(f"redis:{projection}", freshness, attempt)
 
     async def _list_page(
-        self, projection: str, index: str, page: PageRequest, freshness: Freshness
+        self,
+        projection: str,
+        index: str,
+        page: PageRequest,
+        freshness: Freshness,
+        keyed: bool = False,
     ) -> Page:
+        """One page of ``projection``'s (a part's) ``index``; ``keyed``: with each document's
+        key (to merge shards' pages; parsing them costs a list that is not merged)."""
         keys = self._keys[projection]
         start = "+" if page.after is None else "(" + page.after.member()
         required = _required(freshness)
@@ -219,7 +226,7 @@ class ProjectionSource:
                 reply = await self._call(keys, members)
                 if (pending := _pending(reply)) is not None:
                     return pending
-                found = await self._page_docs(projection, keys, reply, page.size)
+                found = await self._page_docs(projection, keys, reply, page.size, keyed)
                 if found is not None:
                     break
             else:
@@ -233,7 +240,12 @@ class ProjectionSource:
         return await self._watch.until_fresh(f"redis:{projection}", freshness, attempt)
 
     async def _page_docs(
-        self, projection: str, keys: ProjectionKeys, listed: Sequence[Any], size: int
+        self,
+        projection: str,
+        keys: ProjectionKeys,
+        listed: Sequence[Any],
+        size: int,
+        keyed: bool,
     ) -> Page | None:
         """The page of ``list.lua``'s reply (members, checkpoint, generation); ``None``: a
         batch (or a switch) committed since the members were listed."""
@@ -241,13 +253,14 @@ class ProjectionSource:
         if not members:
             return Page([], None)
         gen = int(raw_gen)
-        doc_keys = [keys.doc(gen, SortKey.from_member(m).id) for m in members]
+        prefix = keys.doc(gen, "")
+        doc_keys = [prefix + member_id(m) for m in members]
         reply = await self._docs(
             keys=[keys.active, keys.checkpoint(gen), *doc_keys], args=[gen, checkpoint]
         )
         if reply is None:
             return None
-        return _to_page(projection, members, reply[0], size)
+        return _to_page(projection, members, reply[0], size, keyed)
 
     def _part(self, entity: Entity, ident: str) -> Part:
         """The keyspace that holds ``ident``'s document."""
@@ -286,7 +299,9 @@ def _pending(reply: list[Any]) -> Pending | None:
     return BEHIND if reply[0] == _BEHIND else None
 
 
-def _to_page(projection: str, members: list[bytes], docs: list[bytes | None], size: int) -> Page:
+def _to_page(
+    projection: str, members: list[bytes], docs: list[bytes | None], size: int, keyed: bool
+) -> Page:
     more = len(members) > size
     members, docs = members[:size], docs[:size]
     items: list[bytes] = []
@@ -300,8 +315,8 @@ def _to_page(projection: str, members: list[bytes], docs: list[bytes | None], si
                 "rebuild it with `cqrs projector rebuild`"
             )
         items.append(bytes(doc))
-    keys = tuple(SortKey.from_member(m) for m in members)
-    return Page(items, keys[-1] if more else None, keys)
+    next_key = SortKey.from_member(members[-1]) if more else None
+    return Page(items, next_key, tuple(members) if keyed else ())
 
 
 def merge_pages(pages: Sequence[Page], size: int) -> Page:
@@ -310,20 +325,16 @@ def merge_pages(pages: Sequence[Page], size: int) -> Page:
     gave its first ``size``, so these are the first of the whole; more follow if any
     document was left over or any shard has more."""
     pairs = sorted(
-        (
-            (key.member(), key, item)
-            for p in pages
-            for key, item in zip(p.keys, p.items, strict=True)
-        ),
+        (pair for p in pages for pair in zip(p.members, p.items, strict=True)),
         key=lambda pair: pair[0],
         reverse=True,
     )
     more = len(pairs) > size or any(p.next_key is not None for p in pages)
     kept = pairs[:size]
-    keys = tuple(key for _, key, _ in kept)
-    return Page([item for _, _, item in kept], keys[-1] if more and keys else None, keys)
+    last = SortKey.from_member(kept[-1][0]) if more and kept else None
+    return Page([item for _, item in kept], last, tuple(member for member, _ in kept))
 
 
 def _ids(members: list[bytes], size: int) -> tuple[str, ...]:
     """The ids of the documents on a page (members are ``{created_us:016x}|{id}``)."""
-    return tuple(SortKey.from_member(m).id for m in members[:size])
+    return tuple(member_id(m) for m in members[:size])

@@ -207,8 +207,9 @@ class WatchHub:
         self._reading: dict[Key, asyncio.Task[None]] = {}
         # For the orders feeds: the lowest checkpoint heard of the orders projection's parts,
         # and, per order with a change heard but not yet offered, where its part stood before.
+        # (None: not known, the first change heard of its part since a doubt.)
         self._heard_through: Position | None = None
-        self._unoffered: dict[str, Position] = {}
+        self._unoffered: dict[str, Position | None] = {}
 
     @property
     def open_streams(self) -> int:
@@ -291,9 +292,10 @@ class WatchHub:
         for ident in change.ids:
             key = (projection, ident)
             if feeds or key in self._docs:
-                # ``since`` unknown (heard first since a doubt): the feed's resync covers it.
-                if feeds and since is not None:
-                    self._unoffered.setdefault(ident, since)
+                if feeds:
+                    # The earliest change not offered counts; an unknown one, until offered.
+                    earlier = self._unoffered.get(ident, since)
+                    self._unoffered[ident] = None if since is None else earlier
                 self._read(key, change.checkpoint, CHANGE)
 
     def following(self, projection: str) -> None:
@@ -374,7 +376,10 @@ class WatchHub:
         or below it is still to be offered (``None``: not known)."""
         if self._heard_through is None:
             return None
-        return min(position, self._heard_through, *self._unoffered.values())
+        waiting = self._unoffered.values()
+        if None in waiting:
+            return None
+        return min(position, self._heard_through, *(p for p in waiting if p is not None))
 
     def _feed_subscribers(self, doc: bytes) -> Iterable[Subscription]:
         customer = shop_pb2.Order.FromString(doc).customer_id

@@ -54,7 +54,8 @@ def _shard_page(docs: list[SortKey], after: SortKey | None, size: int) -> Page:
     rest = [k for k in newer_first if after is None or k.member() < after.member()]
     kept = rest[:size]
     more = len(rest) > size
-    return Page([k.id.encode() for k in kept], kept[-1] if more else None, tuple(kept))
+    members = tuple(k.member().encode() for k in kept)
+    return Page([k.id.encode() for k in kept], kept[-1] if more else None, members)
 
 
 KEYS = st.lists(

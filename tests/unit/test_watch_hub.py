@@ -208,6 +208,18 @@ async def test_a_feed_is_never_told_to_resume_past_an_order_not_yet_offered() ->
     while not isinstance(fourth, Update):  # the doubt itself
         fourth = await _take(feed)
     assert fourth.through is None
+    # A change of unknown start (its part's first message since the doubt), still being
+    # read: nothing is vouched for while it is, though the parts are heard again.
+    reader.gate.clear()
+    reader.position = Position(10, 8)
+    hub.changed(ORDERS.name, _change([a], 7), since=None, through=Position(10, 7))
+    hub.changed(ORDERS.name, _change([b], 8), since=Position(10, 7), through=Position(10, 8))
+    await _settle()
+    fifth = await _take(feed)
+    assert isinstance(fifth, Update) and fifth.ident == b and fifth.through is None
+    reader.gate.set()
+    sixth = await _take(feed)
+    assert isinstance(sixth, Update) and sixth.ident == a and sixth.through == Position(10, 8)
 
 
 async def test_shutdown_ends_every_stream_and_refuses_new_ones() -> None:
