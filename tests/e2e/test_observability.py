@@ -169,7 +169,15 @@ def _drive_load(system: System, seconds: float) -> dict[str, str]:
                     qpb.GetOrderRequest(id=order.id, source=source, consistency_token=token)
                 )
             for _ in range(5):  # the near-cache serves repeats
-                read.GetProduct(qpb.GetProductRequest(id=product.id, source=qpb.SOURCE_PROJECTION))
+                # With the product's token: the order's token waited for the orders
+                # projection only, and the products one may not have the product yet.
+                read.GetProduct(
+                    qpb.GetProductRequest(
+                        id=product.id,
+                        source=qpb.SOURCE_PROJECTION,
+                        consistency_token=product.consistency_token,
+                    )
+                )
             read.ListProducts(qpb.ListProductsRequest(page_size=10))
             _expect_error(lambda: read.GetProduct(qpb.GetProductRequest(id=str(uuid.uuid4()))))
             _expect_error(lambda: write.CreateProduct(cpb.CreateProductRequest(name="")))
