@@ -40,7 +40,7 @@ from projector.projection import Projection, segments_of
 from projector.projections import ALL_PROJECTIONS, BACKENDS, PG, REDIS, projection_name
 from projector.relay import NatsRelay
 from projector.runner import ConsumerRunner
-from projector.segments import base_name, counts_for, rebuild_name
+from projector.segments import base_name, builds_alone, counts_for
 from projector.snapshots import SnapshotWriter
 from projector.stores.pg_store import PgProjectionStore
 from projector.stores.port import ProjectionStore
@@ -112,7 +112,7 @@ class App:
         return [
             part
             for c in consumers
-            for part in ([s for s in segments_of(c) if rebuild_name(s, s.name) == s.name] or [c])
+            for part in ([s for s in segments_of(c) if builds_alone(s)] or [c])
         ]
 
     def projector(self, names: Sequence[str] | None = None) -> Projector:

@@ -42,6 +42,7 @@ __all__ = [
     "SplitConsumer",
     "all_segments",
     "base_name",
+    "builds_alone",
     "counts_for",
     "parse_segments",
     "rebuild_name",
@@ -105,12 +106,15 @@ class BuiltAlone(Protocol):
     def builds_alone(self) -> bool: ...
 
 
+def builds_alone(consumer: object) -> bool:
+    """Whether ``consumer`` is a segment rebuilt alone (:class:`BuiltAlone`)."""
+    return isinstance(consumer, BuiltAlone) and consumer.builds_alone
+
+
 def rebuild_name(consumer: object, name: str) -> str:
     """Whose rebuild lock the runner of ``consumer`` (called ``name``) takes: its own when
     it is built alone, else the whole's (whose copy it is switched in with)."""
-    if isinstance(consumer, BuiltAlone) and consumer.builds_alone:
-        return name
-    return base_name(name)
+    return name if builds_alone(consumer) else base_name(name)
 
 
 def all_segments(count: int) -> list[Segment]:

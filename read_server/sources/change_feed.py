@@ -174,11 +174,9 @@ class ChangeFeed:
         shelf = self._shelves.get(projection)
         if message["type"] == "subscribe":
             # After the first, a confirmation means redis-py reconnected under us.
-            self._heard.pop(projection, None)
             if shelf is not None:
                 shelf.subscribed()
-            for follower in self._followers:
-                follower.following(segment_parts(projection)[0])
+            self._tell_following(projection)
             self._confirmed = True
             return
         if message["type"] != "message":

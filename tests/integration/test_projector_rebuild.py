@@ -110,11 +110,6 @@ async def test_rebuild_switches_under_a_live_projector_and_readers(
     reads = {"redis": 0, "pg": 0}
     done = asyncio.Event()
 
-    async def write() -> None:
-        while not done.is_set():
-            await shop.create_product()
-            await asyncio.sleep(0.02)
-
     async def read_redis() -> None:
         last = initial
         while not done.is_set():
@@ -139,7 +134,8 @@ async def test_rebuild_switches_under_a_live_projector_and_readers(
 
     try:
         await wait_applied(app, projections)
-        workers = [asyncio.create_task(f()) for f in (write, read_redis, read_pg)]
+        writes = shop.create_products_until(done)
+        workers = [asyncio.create_task(c) for c in (writes, read_redis(), read_pg())]
         await asyncio.sleep(0.2)
         code, report = await rebuild(app, "products")
         await asyncio.sleep(0.3)  # the live runner continues on the new copy

@@ -49,11 +49,6 @@ async def test_a_spread_projection_is_rebuilt_shard_by_shard_under_readers(
         pages = 0
         done = asyncio.Event()
 
-        async def write() -> None:
-            while not done.is_set():
-                await shop.create_product()
-                await asyncio.sleep(0.02)
-
         async def read() -> None:
             nonlocal pages
             last = initial
@@ -74,7 +69,8 @@ async def test_a_spread_projection_is_rebuilt_shard_by_shard_under_readers(
         try:
             await wait_applied(app, projections)
             before = [await active_generation(app.redis, keys) for keys in spaces]
-            workers = [asyncio.create_task(f()) for f in (write, read)]
+            writes = shop.create_products_until(done)
+            workers = [asyncio.create_task(c) for c in (writes, read())]
             await asyncio.sleep(0.2)
             out = io.StringIO()
             chosen = app.rebuilt_as(app.select(["products"]))

@@ -119,6 +119,12 @@ class Shop:
 
     # -- products ---------------------------------------------------------------------------
 
+    async def create_products_until(self, done: asyncio.Event, pause_s: float = 0.02) -> None:
+        """A product every ``pause_s`` until ``done`` (writes under a rebuild's readers)."""
+        while not done.is_set():
+            await self.create_product()
+            await asyncio.sleep(pause_s)
+
     async def create_product(
         self,
         *,
