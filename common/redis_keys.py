@@ -1,9 +1,11 @@
 """The Redis key layout of the projections (docs/ARCHITECTURE.md, "Redis layout").
 
-``P:{proj}:active`` names the generation readers and the live runner use; each
-generation ``G`` keeps its own documents, indexes and checkpoint under
-``P:{proj}:gG:``, so a rebuild can fill a new one and switch with one SET. The braces are
-a Redis Cluster hash tag: a projection's keys share one slot.
+``P:L2:{proj}:active`` names the generation readers and the live runner use; each
+generation ``G`` keeps its own documents (one hash), indexes and checkpoint under
+``P:L2:{proj}:gG:``, so a rebuild can fill a new one and switch with one SET. The braces
+are a Redis Cluster hash tag: a projection's keys share one slot. ``L2`` is the layout
+(:data:`LAYOUT`): a release that lays keys out differently names another, so its
+processes build the new layout from the log instead of misreading the old one.
 
 A projection *spread* over S keyspaces (``CQRS_REDIS_SPREAD``) has one per segment
 (:mod:`common.segmenting`), each with a tag of its own (:func:`shard_tag`) and all of the
@@ -19,6 +21,9 @@ from functools import cache
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 _GLOB_SPECIAL = "\\*?[]"
+# Layout 2: a generation's documents are one hash (a list reads a page's members and their
+# documents in one script). Layout 1 kept a key per document.
+LAYOUT = "L2"
 
 
 def glob_escape(text: str) -> str:
@@ -56,7 +61,7 @@ class ProjectionKeys:
     _base: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_base", f"{self.prefix}:{{{self.tag}}}")
+        object.__setattr__(self, "_base", f"{self.prefix}:{LAYOUT}:{{{self.tag}}}")
 
     @property
     def tag(self) -> str:
@@ -67,7 +72,7 @@ class ProjectionKeys:
 
     @property
     def base(self) -> str:
-        """``P:{proj}``: the braces are a Redis Cluster hash tag, so every key of a
+        """``P:L2:{proj}``: the braces are a Redis Cluster hash tag, so every key of a
         projection (of a shard) is in one slot, and a script may touch them all (on one
         Redis they are only part of the name)."""
         return self._base
@@ -101,8 +106,10 @@ class ProjectionKeys:
         """How many segments generation ``gen`` was split into (absent: not split)."""
         return f"{self.generation(gen)}segments"
 
-    def doc(self, gen: int, doc_id: str) -> str:
-        return f"{self.generation(gen)}doc:{doc_id}"
+    def docs(self, gen: int) -> str:
+        """Generation ``gen``'s documents: one hash, id -> serialized protobuf (one key, so
+        a script given it can read any page's documents)."""
+        return f"{self.generation(gen)}docs"
 
     def index(self, gen: int, suffix: str) -> str:
         """``suffix`` e.g. ``all``, ``category:books``, ``customer_status:{id}:PENDING``

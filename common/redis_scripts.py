@@ -43,7 +43,6 @@ LIST = (READ_PRELUDE, "list.lua")
 ACTIVE_CHECKPOINT = ("active_checkpoint.lua",)
 APPLY_BATCH = ("apply_batch.lua",)
 SWITCH_GENERATION = ("switch_generation.lua",)
-DOCS = ("docs.lua",)
 
 
 class GenerationGuesses:

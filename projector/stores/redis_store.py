@@ -40,7 +40,6 @@ from projector.stores.redis_generations import (
 log = logging.getLogger(__name__)
 
 _SCAN_COUNT = 1000
-_MGET_CHUNK = 1000
 
 
 def change_message(
@@ -189,9 +188,8 @@ class RedisProjectionStore:
             return found
         if self._gen is None or not ids:
             return {}
-        gen = self._gen
         ordered = list(ids)
-        raw = await self._client.mget([self.keys.doc(gen, i) for i in ordered])
+        raw = await self._client.hmget(self.keys.docs(self._gen), ordered)
         return {i: self._parse(r) for i, r in zip(ordered, raw, strict=True) if r is not None}
 
     async def ids_by(self, field: str, values: Collection[str]) -> dict[str, list[str]]:
@@ -218,26 +216,25 @@ class RedisProjectionStore:
         gen = self._gen
         if gen is None:
             raise StoreLost(self.name, "has no active generation", expected)
-        sets: list[tuple[str, bytes]] = []
+        sets: list[str | bytes] = []  # id, document, id, document...
         dels: list[str] = []
         for change in changes:
-            key = self.keys.doc(gen, change.id)
             if change.after is None:
-                dels.append(key)
+                dels.append(change.id)
             else:
-                sets.append((key, change.after.SerializeToString()))
+                sets += (change.id, change.after.SerializeToString())
         rems, adds = self._index_changes(gen, changes)
         seg = self._commits_as
         if self.segment is None and self.segments > 1 and not self._fixed:
             raise TypeError(f"{self.name} is split into segments: they commit, not the whole")
         own = self.keys.checkpoint(gen) if seg is None else self._segment_key(gen, seg)
-        keys = [self.keys.active, own]
-        keys += [k for k, _ in sets] + dels + [k for k, _ in rems] + [k for k, _ in adds]
+        keys = [self.keys.active, own, self.keys.docs(gen)]
+        keys += [k for k, _ in rems] + [k for k, _ in adds]
         args: list[str | bytes] = [
             "" if self._fixed else str(gen),
             expected.to_checkpoint(),
             new.to_checkpoint(),
-            str(len(sets)),
+            str(len(sets) // 2),
             str(len(dels)),
             str(len(rems)),
             str(len(adds)),
@@ -245,7 +242,7 @@ class RedisProjectionStore:
             "" if self._fixed else self.keys.changes,
             "" if self._fixed else change_message(gen, new, changes, rems + adds, self.keys),
         ]
-        args += [v for _, v in sets] + [m for _, m in rems] + [m for _, m in adds]
+        args += sets + dels + [m for _, m in rems] + [m for _, m in adds]
         if seg is not None:
             keys += [self.keys.checkpoint(gen), *self._segment_keys(gen)]
             args.append(str(seg.count))
@@ -269,15 +266,11 @@ class RedisProjectionStore:
         gen = await self._readable_generation()
         if gen is None:
             return {}
-        prefix = self.keys.doc(gen, "")
-        keys = [k async for k in self._scan(glob_escape(prefix) + "*")]
-        docs: dict[str, Message] = {}
-        for start in range(0, len(keys), _MGET_CHUNK):
-            chunk = keys[start : start + _MGET_CHUNK]
-            for key, raw in zip(chunk, await self._client.mget(chunk), strict=True):
-                if raw is not None:
-                    docs[key[len(prefix) :]] = self._parse(raw)
-        return docs
+        # HSCAN, not HGETALL: a big projection's hash is read without blocking Redis.
+        return {
+            ident.decode(): self._parse(raw)
+            async for ident, raw in self._client.hscan_iter(self.keys.docs(gen), count=_SCAN_COUNT)
+        }
 
     async def index_members(self) -> dict[str, set[str]]:
         """Every index of the generation: suffix (e.g. ``status:PENDING``) -> members (of a

@@ -1,4 +1,4 @@
-"""SOURCE_PROJECTION: the Redis projections, one Lua call per get, two per list.
+"""SOURCE_PROJECTION: the Redis projections, one Lua call per get and per list (per shard).
 
 Documents are stored as ``SerializeToString()`` bytes and returned untouched.
 With a near-cache (:mod:`read_server.sources.near_cache`), a read the cache can
@@ -7,8 +7,7 @@ below and leaves the answer on the shelf.
 Each call checks the active generation is the one its keys name (every key is declared,
 :mod:`common.redis_scripts`), that it is whole (its checkpoint exists) and fresh enough
 for the consistency token, and reads, atomically (see ``common/lua``). A list reads the
-page's members, then their documents provided the checkpoint has not moved meanwhile, so
-a page is one snapshot. A projection that is not there (never built, being rebuilt after
+page's members and their documents in the same call, so a page is one snapshot. A projection that is not there (never built, being rebuilt after
 Redis lost it, or vanished) is UNAVAILABLE, never an empty answer.
 
 A projection spread over shards (``CQRS_REDIS_SPREAD``, :mod:`common.redis_keys`): a get
@@ -46,9 +45,6 @@ log = logging.getLogger(__name__)
 
 _MISSING, _BEHIND = 0, 1
 _Reply = list[Any]  # a script's reply
-# A page is listed, then its documents read if no batch committed in between: a projection
-# taking batches back to back may need another try (each is two round trips of ~0.1 ms).
-_LIST_TRIES = 8
 _NOT_READY = {
     b"building": NotReady(
         "is being rebuilt from the event log; retry shortly (or read SOURCE_READ_MODEL)"
@@ -102,7 +98,6 @@ class ProjectionSource:
         self._keys = {p.name: p.keys for parts in self.parts.values() for p in parts}
         self._get: AsyncScript = client.register_script(redis_scripts.script(*redis_scripts.GET))
         self._list: AsyncScript = client.register_script(redis_scripts.script(*redis_scripts.LIST))
-        self._docs: AsyncScript = client.register_script(redis_scripts.script(*redis_scripts.DOCS))
         self._guesses = redis_scripts.GenerationGuesses()
         self._checkpoints = RedisCheckpoints(client, prefix, (), self._guesses)
         self._watch = CheckpointWatch(self._checkpoint, check_head)
@@ -170,7 +165,7 @@ class ProjectionSource:
     ) -> Callable[[int], Awaitable[_Reply]]:
         async def read(gen: int) -> _Reply:
             return await self._get(  # type: ignore[no-any-return]
-                keys=[*_prelude_keys(keys, gen), keys.doc(gen, ident)], args=[gen, required]
+                keys=[*_prelude_keys(keys, gen), keys.docs(gen)], args=[gen, required, ident]
             )
 
         return read
@@ -210,9 +205,9 @@ class ProjectionSource:
         required = _required(freshness)
         key: PageKey = (index, start, page.size)
 
-        async def members(gen: int) -> list[Any]:
+        async def read(gen: int) -> list[Any]:
             return await self._list(  # type: ignore[no-any-return]
-                keys=[*_prelude_keys(keys, gen), keys.generation(gen) + index],
+                keys=[*_prelude_keys(keys, gen), keys.generation(gen) + index, keys.docs(gen)],
                 args=[gen, required, start, page.size + 1],
             )
 
@@ -222,45 +217,16 @@ class ProjectionSource:
                 if (cached := shelf.page(key)) is not MISS:
                     return cached
                 since = shelf.epoch
-            for _ in range(_LIST_TRIES):
-                reply = await self._call(keys, members)
-                if (pending := _pending(reply)) is not None:
-                    return pending
-                found = await self._page_docs(projection, keys, reply, page.size, keyed)
-                if found is not None:
-                    break
-            else:
-                raise Unavailable(
-                    f"projection redis:{projection} changed under every read of this page; retry"
-                )
+            reply = await self._call(keys, read)
+            if (pending := _pending(reply)) is not None:
+                return pending
+            _, members, docs, _ = reply
+            found = _to_page(projection, members, docs, page.size, keyed)
             if shelf is not None:
-                shelf.keep_page(since, key, found, _ids(reply[1], page.size))
+                shelf.keep_page(since, key, found, _ids(members, page.size))
             return found
 
         return await self._watch.until_fresh(f"redis:{projection}", freshness, attempt)
-
-    async def _page_docs(
-        self,
-        projection: str,
-        keys: ProjectionKeys,
-        listed: Sequence[Any],
-        size: int,
-        keyed: bool,
-    ) -> Page | None:
-        """The page of ``list.lua``'s reply (members, checkpoint, generation); ``None``: a
-        batch (or a switch) committed since the members were listed."""
-        _, members, checkpoint, raw_gen = listed
-        if not members:
-            return Page([], None)
-        gen = int(raw_gen)
-        prefix = keys.doc(gen, "")
-        doc_keys = [prefix + member_id(m) for m in members]
-        reply = await self._docs(
-            keys=[keys.active, keys.checkpoint(gen), *doc_keys], args=[gen, checkpoint]
-        )
-        if reply is None:
-            return None
-        return _to_page(projection, members, reply[0], size, keyed)
 
     def _part(self, entity: Entity, ident: str) -> Part:
         """The keyspace that holds ``ident``'s document."""

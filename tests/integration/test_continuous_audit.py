@@ -66,8 +66,8 @@ async def _tamper(app: App, product: str, order: str) -> None:
     await redis_products.checkpoint()  # its active generation
     doc = (await redis_products.load([product]))[product]
     doc.price_cents += 1  # type: ignore[attr-defined]
-    key = redis_products.keys.doc(redis_products.generation or 0, product)
-    await app.redis.set(key, doc.SerializeToString())
+    docs = redis_products.keys.docs(redis_products.generation or 0)
+    await app.redis.hset(docs, product, doc.SerializeToString())
     pg_orders = projection(app, "pg:orders").store
     row = (await pg_orders.load([order]))[order]
     row.total_cents += 7  # type: ignore[attr-defined]

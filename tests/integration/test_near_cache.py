@@ -101,7 +101,7 @@ async def test_a_read_is_kept_and_served_without_redis_until_a_batch_changes_it(
     await cached.kept(book)
     # Behind the cache's back (no message): the shelf still answers what it kept.
     assert cached.store.generation is not None
-    await cached.redis.set(cached.store.keys.doc(cached.store.generation, book.id), b"tampered")
+    await cached.redis.hset(cached.store.keys.docs(cached.store.generation), book.id, b"tampered")
     assert await cached.source.get(PRODUCTS, book.id, NOW) == book.SerializeToString()
     # A batch that changes it drops it: the next read goes to Redis again.
     book2 = a_product(1, version=2)

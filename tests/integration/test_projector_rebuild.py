@@ -25,19 +25,19 @@ from tests.support.projector import (
 
 pytestmark = pytest.mark.integration
 
-# What a reader does: resolve `active`, list the index newest first, MGET the documents,
+# What a reader does: resolve `active`, list the index newest first, read the documents,
 # all in one script (one round trip, one generation).
 READ_ALL_PRODUCTS = """
 local g = redis.call('GET', KEYS[1])
 if not g then return {'', 0, 0} end
 local base = ARGV[1] .. 'g' .. g .. ':'
 local members = redis.call('ZRANGE', base .. 'idx:all', '+', '-', 'BYLEX', 'REV')
-local keys = {}
-for i, m in ipairs(members) do keys[i] = base .. 'doc:' .. string.sub(m, 18) end
+local ids = {}
+for i, m in ipairs(members) do ids[i] = string.sub(m, 18) end
 local missing = 0
-if #keys > 0 then
-  local docs = redis.call('MGET', unpack(keys))
-  for i = 1, #keys do if not docs[i] then missing = missing + 1 end end
+if #ids > 0 then
+  local docs = redis.call('HMGET', base .. 'docs', unpack(ids))
+  for i = 1, #ids do if not docs[i] then missing = missing + 1 end end
 end
 return {g, #members, missing}
 """

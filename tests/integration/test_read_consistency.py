@@ -14,6 +14,7 @@ from common.entities import CUSTOMERS, ORDERS, PRODUCTS
 from common.errors import Unavailable
 from common.positions import Position
 from common.redis_client import redis_client as open_redis
+from common.redis_keys import ProjectionKeys
 from common.settings import Settings
 from read_server.sources.base import Freshness, PageRequest
 from tests.support.read_fixtures import (
@@ -155,9 +156,8 @@ async def test_a_read_model_without_checkpoint_is_being_built(
 async def test_projection_never_built_is_unavailable(
     loaded: Loaded, settings: Settings, redis_client: aioredis.Redis
 ) -> None:
-    await redis_client.delete(
-        f"{settings.redis_prefix}:{{orders}}:active", f"{settings.redis_prefix}:{{orders}}:next_gen"
-    )
+    keys = ProjectionKeys(settings.redis_prefix, "orders")
+    await redis_client.delete(keys.active, keys.next_gen)
     projection = loaded.app.sources.projection
     order = loaded.ds.orders[0]
     with pytest.raises(Unavailable, match="redis:orders is not built"):
@@ -175,10 +175,11 @@ async def test_projection_being_rebuilt_or_lost_is_unavailable(
     projection = loaded.app.sources.projection
     order = loaded.ds.orders[0]
     # The active generation lost its checkpoint (keys vanished): lost.
-    await redis_client.delete(f"{settings.redis_prefix}:{{orders}}:g{GENERATION}:checkpoint")
+    keys = ProjectionKeys(settings.redis_prefix, "orders")
+    await redis_client.delete(keys.checkpoint(GENERATION))
     with pytest.raises(Unavailable, match="redis:orders lost its data"):
         await projection.get(ORDERS, order.id, Freshness())
     # No active generation, but one was allocated: a rebuild is filling it.
-    await redis_client.delete(f"{settings.redis_prefix}:{{orders}}:active")
+    await redis_client.delete(keys.active)
     with pytest.raises(Unavailable, match="redis:orders is being rebuilt"):
         await projection.list(ORDERS, PageRequest(10), {}, Freshness())

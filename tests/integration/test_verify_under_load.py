@@ -84,10 +84,10 @@ async def test_verify_is_clean_under_load_and_finds_a_tampered_document(app: App
             f"UPDATE {table} SET price_cents = price_cents + 1 WHERE id = $1", bystander
         )
         redis_products = projection(app, "redis:products").store
-        key = redis_products.keys.doc(redis_products.generation or 0, bystander)  # type: ignore[attr-defined]
+        docs = redis_products.keys.docs(redis_products.generation or 0)  # type: ignore[attr-defined]
         doc = (await redis_products.load([bystander]))[bystander]
         doc.price_cents += 1  # type: ignore[attr-defined]
-        await app.redis.set(key, doc.SerializeToString())
+        await app.redis.hset(docs, bystander, doc.SerializeToString())
         differences, report = await verify_quietly(app)
         assert differences == 2, report
         assert f"pg:products {bystander}: price_cents" in report

@@ -27,7 +27,7 @@ def test_each_shard_tag_hashes_into_its_own_range_of_slots() -> None:
 
 def test_a_shard_keys_are_all_in_its_slot() -> None:
     keys = ProjectionKeys("p", "orders", (2, 3))
-    names = [keys.active, keys.next_gen, keys.checkpoint(4), keys.doc(4, "x"), keys.index(4, "all")]
+    names = [keys.active, keys.next_gen, keys.checkpoint(4), keys.docs(4), keys.index(4, "all")]
     assert {key_slot(n.encode()) for n in names} == {key_slot(shard_tag("orders", 2, 3).encode())}
     assert keyspaces("p", "orders", 1) == [ProjectionKeys("p", "orders")]
     assert [k.shard for k in keyspaces("p", "orders", 3)] == [(0, 3), (1, 3), (2, 3)]
