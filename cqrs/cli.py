@@ -84,6 +84,14 @@ def _parser() -> argparse.ArgumentParser:
     psub.add_parser("verify", help="compare every projection with the write model")
     psub.add_parser("status", help="checkpoints, lag and stopped projections")
     psub.add_parser("parked", help="aggregates parked by a poison event (exit 1 if any)")
+    prune = psub.add_parser(
+        "prune-redis",
+        help="list the Redis keyspaces no configured projection uses (an older layout, a "
+        "spread no longer configured); --delete deletes them",
+    )
+    prune.add_argument(
+        "--delete", action="store_true", help="delete them (default: only list them)"
+    )
     unpark = psub.add_parser(
         "unpark", help="replay parked aggregates after a fix (the running projector does it)"
     )
@@ -416,6 +424,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return int(asyncio.run(projector_main.verify(settings)))
         if sub == "parked":
             return int(asyncio.run(projector_main.parked(settings)))
+        if sub == "prune-redis":
+            return int(asyncio.run(projector_main.prune_redis(settings, args.delete)))
         if sub == "unpark":
             unparking = projector_main.unpark(settings, args.consumer, args.aggregate, args.wait)
             return int(asyncio.run(unparking))

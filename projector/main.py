@@ -10,8 +10,9 @@ from collections.abc import Sequence
 
 from common.metrics import start_metrics_server
 from common.positions import Position
+from common.redis_client import redis_client
 from common.settings import Settings
-from projector import parked_commands
+from projector import parked_commands, redis_prune
 from projector import rebuild as rebuilding
 from projector import rewind as rewinding
 from projector import status as statusing
@@ -105,6 +106,16 @@ async def parked(settings: Settings) -> int:
     """``cqrs projector parked``: every parked aggregate; 1 if there is any."""
     async with open_app(settings) as app:
         return await parked_commands.parked(ParkedBook(app.pool))
+
+
+async def prune_redis(settings: Settings, delete: bool) -> int:
+    """``cqrs projector prune-redis``: the Redis keyspaces no configured projection uses,
+    deleted with ``delete`` (:mod:`projector.redis_prune`)."""
+    client = redis_client(settings.redis_url, max_connections=4)
+    try:
+        return await redis_prune.prune(client, settings, delete, sys.stdout)
+    finally:
+        await client.aclose()
 
 
 async def unpark(settings: Settings, consumer: str, aggregate_id: str | None, wait_s: float) -> int:

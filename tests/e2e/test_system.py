@@ -7,6 +7,8 @@ very next read see the write.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +21,10 @@ from common.pb.shop.v1 import command_service_pb2_grpc as cpb_grpc
 from common.pb.shop.v1 import query_service_pb2 as qpb
 from common.pb.shop.v1 import query_service_pb2_grpc as qpb_grpc
 from common.pb.shop.v1 import shop_pb2
+from common.redis_client import redis_client
+from common.redis_keys import ProjectionKeys
 from common.settings import Settings
-from tests.support.servers import Process, env_for, free_port, start, wait_serving
+from tests.support.servers import ROOT, Process, env_for, free_port, start, wait_serving
 
 pytestmark = pytest.mark.e2e
 
@@ -32,6 +36,7 @@ class System:
     write: str
     read: str
     projector: Process
+    env: dict[str, str]
 
 
 @pytest.fixture
@@ -46,7 +51,7 @@ def system(settings: Settings, tmp_path: Path) -> Iterator[System]:
     try:
         wait_serving(f"127.0.0.1:{write_port}", processes[0])
         wait_serving(f"127.0.0.1:{read_port}", processes[2])
-        yield System(f"127.0.0.1:{write_port}", f"127.0.0.1:{read_port}", processes[1])
+        yield System(f"127.0.0.1:{write_port}", f"127.0.0.1:{read_port}", processes[1], env)
     finally:
         codes = [p.stop() for p in processes]
     assert codes == [0, 0, 0], "\n".join(p.log()[-3000:] for p in processes)
@@ -145,3 +150,53 @@ async def test_consistency_token_makes_the_next_read_see_the_write(system: Syste
                     timeout=10,
                 )
                 assert (seen.name, seen.version) == (f"v{n}", n)
+
+
+async def test_prune_redis_deletes_what_the_running_system_does_not_use(
+    system: System, settings: Settings
+) -> None:
+    """Keys of layout 1 (a key per document) and of a spread this system does not run are
+    listed, then deleted with --delete; the system's own keyspaces serve on."""
+    prefix = settings.redis_prefix
+    stale_shard = ProjectionKeys(prefix, "orders", (1, 2))
+    client = redis_client(settings.redis_url, max_connections=2)
+    try:
+        await client.set(f"{prefix}:{{products}}:active", 1)
+        await client.set(f"{prefix}:{{products}}:g1:doc:gone", b"old")
+        await client.set(stale_shard.active, 1)
+
+        def prune(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "cqrs", "projector", "prune-redis", *args],
+                env=system.env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+
+        listed = prune()
+        assert listed.returncode == 0, listed.stderr
+        assert f"{prefix}:{{products}}: 2 keys, unused" in listed.stdout
+        assert f"{stale_shard.base}: 1 keys, unused" in listed.stdout
+        assert await client.exists(f"{prefix}:{{products}}:active") == 1
+
+        deleted = prune("--delete")
+        assert deleted.returncode == 0, deleted.stderr
+        assert f"{prefix}:{{products}}: 2 keys deleted" in deleted.stdout
+        assert await client.exists(f"{prefix}:{{products}}:active", stale_shard.active) == 0
+        assert prune().stdout == "no unused Redis keyspaces\n"
+    finally:
+        await client.aclose()
+    async with (
+        grpc.aio.insecure_channel(system.write) as wch,
+        grpc.aio.insecure_channel(system.read) as rch,
+    ):
+        created = await cpb_grpc.CommandServiceStub(wch).CreateProduct(
+            cpb.CreateProductRequest(name="after the prune", price_cents=1, currency="EUR")
+        )
+        seen = await qpb_grpc.QueryServiceStub(rch).GetProduct(
+            qpb.GetProductRequest(
+                id=created.id,
+                source=qpb.SOURCE_PROJECTION,
+                consistency_token=created.consistency_token,
+            ),
+            timeout=10,
+        )
+        assert seen.name == "after the prune"
