@@ -68,6 +68,8 @@ class App:
             await self.parked.close()
         if self.router is not None:
             await self.router.close()
+        if isinstance(self.sources.projection, ProjectionSource):
+            await self.sources.projection.aclose()
         pools = [self.pg_pool, *([self.replica_pool] if self.replica_pool else [])]
         await asyncio.gather(*(_close_pool(p) for p in pools), self.redis.aclose())
 

@@ -21,10 +21,12 @@ page is of several, each at least as fresh as the token.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import islice
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -39,6 +41,7 @@ from common.redis_keys import ProjectionKeys, keyspaces
 from common.segmenting import segment_of
 from read_server.sources.base import Freshness, Page, PageRequest, Where
 from read_server.sources.near_cache import MISS, PageKey, Shelf
+from read_server.sources.pipelined import PipelinedScripts
 from read_server.sources.waiting import BEHIND, CheckpointWatch, HeadCheck, NotReady, Pending
 
 log = logging.getLogger(__name__)
@@ -98,10 +101,15 @@ class ProjectionSource:
         self._keys = {p.name: p.keys for parts in self.parts.values() for p in parts}
         self._get: AsyncScript = client.register_script(redis_scripts.script(*redis_scripts.GET))
         self._list: AsyncScript = client.register_script(redis_scripts.script(*redis_scripts.LIST))
+        self._calls = PipelinedScripts(client)
         self._guesses = redis_scripts.GenerationGuesses()
         self._checkpoints = RedisCheckpoints(client, prefix, (), self._guesses)
         self._watch = CheckpointWatch(self._checkpoint, check_head)
         self._shelves = dict(shelves or {})
+
+    async def aclose(self) -> None:
+        """Close the pipelined connections (the client is its owner's to close)."""
+        await self._calls.aclose()
 
     def heard(self, part: str, checkpoint: Position) -> None:
         """The change feed saw ``part`` (a projection, or a shard of one) reach
@@ -164,8 +172,8 @@ class ProjectionSource:
         self, keys: ProjectionKeys, ident: str, required: str
     ) -> Callable[[int], Awaitable[_Reply]]:
         async def read(gen: int) -> _Reply:
-            return await self._get(  # type: ignore[no-any-return]
-                keys=[*_prelude_keys(keys, gen), keys.docs(gen)], args=[gen, required, ident]
+            return await self._calls.call(  # type: ignore[no-any-return]
+                self._get, [*_prelude_keys(keys, gen), keys.docs(gen)], [gen, required, ident]
             )
 
         return read
@@ -206,9 +214,10 @@ class ProjectionSource:
         key: PageKey = (index, start, page.size)
 
         async def read(gen: int) -> list[Any]:
-            return await self._list(  # type: ignore[no-any-return]
-                keys=[*_prelude_keys(keys, gen), keys.generation(gen) + index, keys.docs(gen)],
-                args=[gen, required, start, page.size + 1],
+            return await self._calls.call(  # type: ignore[no-any-return]
+                self._list,
+                [*_prelude_keys(keys, gen), keys.generation(gen) + index, keys.docs(gen)],
+                [gen, required, start, page.size + 1],
             )
 
         async def attempt() -> Page | Pending:
@@ -269,20 +278,20 @@ def _to_page(
     projection: str, members: list[bytes], docs: list[bytes | None], size: int, keyed: bool
 ) -> Page:
     more = len(members) > size
-    members, docs = members[:size], docs[:size]
-    items: list[bytes] = []
-    for member, doc in zip(members, docs, strict=True):
-        if doc is None:
-            # Batches write docs and indexes in one script, so only a projector bug or an
-            # evicted key gets here: refuse rather than return a short or wrong page.
-            log.error("redis:%s index member %r has no document", projection, member)
-            raise Unavailable(
-                f"projection redis:{projection} is damaged (an index entry has no document); "
-                "rebuild it with `cqrs projector rebuild`"
-            )
-        items.append(bytes(doc))
+    if more:
+        members, docs = members[:size], docs[:size]
+    if None in docs:
+        # Batches write docs and indexes in one script, so only a projector bug or an
+        # evicted key gets here: refuse rather than return a short or wrong page.
+        member = members[docs.index(None)]
+        log.error("redis:%s index member %r has no document", projection, member)
+        raise Unavailable(
+            f"projection redis:{projection} is damaged (an index entry has no document); "
+            "rebuild it with `cqrs projector rebuild`"
+        )
     next_key = SortKey.from_member(members[-1]) if more else None
-    return Page(items, next_key, tuple(members) if keyed else ())
+    # The documents are the bytes the reply holds: returned as they are.
+    return Page(cast(list[bytes], docs), next_key, tuple(members) if keyed else ())
 
 
 def merge_pages(pages: Sequence[Page], size: int) -> Page:
@@ -290,13 +299,12 @@ def merge_pages(pages: Sequence[Page], size: int) -> Page:
     the same key: the first ``size`` of them all in list order (newest first). Each shard
     gave its first ``size``, so these are the first of the whole; more follow if any
     document was left over or any shard has more."""
-    pairs = sorted(
-        (pair for p in pages for pair in zip(p.members, p.items, strict=True)),
-        key=lambda pair: pair[0],
-        reverse=True,
-    )
-    more = len(pairs) > size or any(p.next_key is not None for p in pages)
-    kept = pairs[:size]
+    # Each shard's page is in list order already: merged, not sorted (members are unique,
+    # so the documents are never compared).
+    merged = heapq.merge(*(zip(p.members, p.items, strict=True) for p in pages), reverse=True)
+    kept = list(islice(merged, size + 1))
+    more = len(kept) > size or any(p.next_key is not None for p in pages)
+    kept = kept[:size]
     last = SortKey.from_member(kept[-1][0]) if more and kept else None
     return Page([item for _, item in kept], last, tuple(member for member, _ in kept))
 
