@@ -154,6 +154,13 @@ NEAR_CACHE_READS = Counter(
     "bypass (not live, or behind the consistency token)",
     ["projection", "outcome"],
 )
+REDIS_SCRIPT_CALLS = Counter(
+    "cqrs_redis_script_calls_total",
+    "Projection read scripts by how they were called: pipelined, or redis_py (the "
+    "connection not open yet, an error reply such as NOSCRIPT or MOVED, a lost or stuck "
+    "connection)",
+    ["path"],
+)
 NEAR_CACHE_FLUSHES = Counter(
     "cqrs_near_cache_flushes_total",
     "Times a near-cache dropped everything it held, by reason",

@@ -27,12 +27,15 @@ from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 
+from common.metrics import REDIS_SCRIPT_CALLS
 from common.redis_client import SOCKET_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
 # After a node could not be reached, its calls go through redis-py for this long.
 _RETRY_OPEN_S = 1.0
+_PIPELINED = REDIS_SCRIPT_CALLS.labels("pipelined")
+_REDIS_PY = REDIS_SCRIPT_CALLS.labels("redis_py")
 _Address = tuple[str, int]
 
 
@@ -169,8 +172,10 @@ class PipelinedScripts:
             else:
                 if not isinstance(reply, hiredis.ReplyError):
                     self.pipelined += 1
+                    _PIPELINED.inc()
                     return reply
         self.fell_back += 1
+        _REDIS_PY.inc()
         return await script(keys=list(keys), args=list(args))
 
     async def aclose(self) -> None:

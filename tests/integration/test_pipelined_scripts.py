@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
+from prometheus_client import REGISTRY
 from redis.commands.core import AsyncScript
 
 from common import redis_scripts
@@ -55,6 +56,10 @@ async def _until_pipelined(
         assert time.monotonic() < deadline, "the pipelined connection never opened"
         await call()
         await asyncio.sleep(0.01)
+
+
+def _counted(path: str) -> float:
+    return REGISTRY.get_sample_value("cqrs_redis_script_calls_total", {"path": path}) or 0.0
 
 
 def _reader(
@@ -107,9 +112,10 @@ async def test_concurrent_calls_get_what_redis_py_gives_them(
             else:
                 index_keys = [*_get_keys(keys)[:3], keys.index(1, "all"), keys.docs(1)]
                 calls.append((listed, index_keys, [1, "", f"({i % 30:016x}|d{i % 30}", 5]))
-        before = scripts.pipelined
+        before, counted = scripts.pipelined, _counted("pipelined")
         fast = await asyncio.gather(*(scripts.call(s, k, a) for s, k, a in calls))
         assert scripts.pipelined - before == 300
+        assert _counted("pipelined") - counted == 300  # cqrs_redis_script_calls_total
         slow = await asyncio.gather(*(s(keys=k, args=a) for s, k, a in calls))
         assert fast == slow
         assert fast[1] == [2, b"doc 1", CP.encode()]
