@@ -149,7 +149,10 @@ async def test_a_product_stream_gives_the_document_then_each_change_then_its_del
     for cents in (200, 300, 400):
         reply = await _price(write, made.id, cents)
         update = await stream.next()
-        assert (update.kind, update.product.price_cents) == (CHANGE, cents)
+        # A CHANGE; or a RESYNC with the same state when the change feed was in doubt
+        # meanwhile (a busy machine: Redis silent for the 1 s the feed tolerates), which
+        # reads every watched document again (CI, once).
+        assert update.kind in (CHANGE, RESYNC) and update.product.price_cents == cents
         position = decode_token(update.position)
         assert position is not None and position >= decode_token(reply.consistency_token)
         assert position > positions[-1]
