@@ -64,7 +64,7 @@ class SortKey(NamedTuple):
 
 def member_id(member: bytes) -> str:
     """The id in a Redis index member (``{created_us:016x}|{id}``), without parsing the
-    rest (a page names a document key per member)."""
+    rest (the near-cache records a page's ids)."""
     return member.partition(b"|")[2].decode()
 
 

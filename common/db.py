@@ -101,4 +101,5 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     release (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) for session state that no
     pool of ours sets: transaction-level locks only, no LISTEN, no SET, no cursor outliving
     its transaction. What holds a session lock (the projector's leases and rebuild lock,
-    its membership) or LISTENs has a connection of its own, outside every pool."""
+    its membership) or LISTENs has a connection of its own, outside every pool. The
+    projector's pool keeps asyncpg's default reset (projector/bootstrap.py says why)."""

@@ -7,8 +7,10 @@ below and leaves the answer on the shelf.
 Each call checks the active generation is the one its keys name (every key is declared,
 :mod:`common.redis_scripts`), that it is whole (its checkpoint exists) and fresh enough
 for the consistency token, and reads, atomically (see ``common/lua``). A list reads the
-page's members and their documents in the same call, so a page is one snapshot. A projection that is not there (never built, being rebuilt after
-Redis lost it, or vanished) is UNAVAILABLE, never an empty answer.
+page's members and their documents in the same call, so a page is one snapshot. A
+projection that is not there (never built, being rebuilt after Redis lost it, or vanished)
+is UNAVAILABLE, never an empty answer. The calls go over pipelined connections
+(:mod:`read_server.sources.pipelined`).
 
 A projection spread over shards (``CQRS_REDIS_SPREAD``, :mod:`common.redis_keys`): a get
 reads the one shard that owns the id, at that shard's checkpoint (which covers every event
