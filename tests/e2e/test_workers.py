@@ -42,18 +42,24 @@ def _workers_of(process: Process, count: int, timeout: float = 30) -> list[int]:
     return pids
 
 
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as reply:
+            return bool(reply.status == 200)
+    except OSError:  # not listening yet, or 503 (HTTPError is an OSError)
+        return False
+
+
 def _serving_workers(address: str, metrics: list[int], process: Process) -> None:
-    """Wait until every worker exports metrics (each has bound its port)."""
+    """Wait until every worker's /healthz is 200: its gRPC server has started on the
+    shared port. (Its /metrics answers from the process' start, before the bind: the
+    kernel would send every connection to the worker that bound first.)"""
     wait_serving(address, process)
     deadline = time.monotonic() + 30
     for port in metrics:
-        while True:
-            try:
-                _rpc_count(port, "x")
-                break
-            except OSError:
-                assert time.monotonic() < deadline, process.log()
-                time.sleep(0.1)
+        while not _ready(port):
+            assert time.monotonic() < deadline, process.log()
+            time.sleep(0.1)
 
 
 def test_read_workers_share_the_port_and_one_killed_is_replaced(

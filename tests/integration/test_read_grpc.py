@@ -185,14 +185,13 @@ async def test_token_wait_is_bounded_by_settings_and_by_the_deadline(
     request = qs.GetProductRequest(id=product.id, consistency_token=AHEAD_TOKEN)
 
     # The call's deadline is shorter than consistency_wait_max_ms (5 s): the server
-    # answers UNAVAILABLE before the client's DEADLINE_EXCEEDED would fire.
+    # answers UNAVAILABLE before the client's DEADLINE_EXCEEDED would fire (it keeps back
+    # 0.5 s of the 2 s to reply in, enough on a loaded machine; 0.15 s of 0.5 s was not).
     for source in (qs.SOURCE_PROJECTION, qs.SOURCE_READ_MODEL):
         request.source = source
-        started = time.perf_counter()
-        error = await _rpc_error(env.stub.GetProduct(request, timeout=0.5))
+        error = await _rpc_error(env.stub.GetProduct(request, timeout=2))
         assert error.code() == grpc.StatusCode.UNAVAILABLE
         assert "has not caught up with the consistency token" in (error.details() or "")
-        assert time.perf_counter() - started < 0.5
 
     request.source = qs.SOURCE_WRITE_MODEL
     assert await env.stub.GetProduct(request, timeout=0.5) == product
@@ -347,5 +346,5 @@ async def test_a_token_from_the_future_is_invalid_argument_at_once(
         assert time.perf_counter() - started < 0.5
     # A token the projection has not reached yet, but a command may have written, waits.
     behind = qs.GetProductRequest(id=product.id, consistency_token=AHEAD_TOKEN)
-    error = await _rpc_error(stub.GetProduct(behind, timeout=0.5))
+    error = await _rpc_error(stub.GetProduct(behind, timeout=2))
     assert error.code() == grpc.StatusCode.UNAVAILABLE

@@ -354,7 +354,9 @@ async def test_a_consistency_token_waits_for_the_pg_projection(
 ) -> None:
     later = Position(CHECKPOINT.xid + 5, 0)
     request = qs.SearchProductsRequest(query="teapot", consistency_token=encode_token(later))
-    error = await _error(search.stub.SearchProducts(request, timeout=0.5))
+    # A deadline short of the consistency wait: the server answers UNAVAILABLE within it,
+    # keeping back a margin (0.5 s of 2 s) to reply in on a loaded machine.
+    error = await _error(search.stub.SearchProducts(request, timeout=2))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
 
     async def catch_up() -> None:
