@@ -54,6 +54,7 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._outgoing: list[bytes] = []
+        self._unanswered = 0  # commands written whose replies have not come yet
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -72,11 +73,15 @@ class _Connection(asyncio.Protocol):
                 if not self._pending:
                     raise hiredis.ProtocolError("a reply nobody asked for")
                 future, _ = self._pending.popleft()
+                self._unanswered -= 1
                 if not future.done():  # its caller may have given up (a deadline)
                     future.set_result(reply)
         except hiredis.ProtocolError as exc:
             log.warning("pipelined Redis connection: %s; closing it", exc)
             self.close()
+            return
+        if not self._unanswered and self._outgoing:
+            self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -88,11 +93,14 @@ class _Connection(asyncio.Protocol):
                 future.set_exception(_Lost())
 
     def send(self, packed: bytes) -> asyncio.Future[Any]:
-        """The reply to ``packed`` (a command), once it comes. Commands sent in one turn of
-        the event loop leave in one write (one system call, not one each)."""
+        """The reply to ``packed`` (a command), once it comes. Commands leave together, in
+        one write (one system call, and one wake-up of Redis, not one each): those sent in
+        one turn of the event loop, and, while a write's replies are still awaited, all
+        those sent meanwhile, written when the last reply comes. Under load each write
+        carries more; an idle connection writes at the end of the turn."""
         future = self._loop.create_future()
         self._pending.append((future, self._loop.time()))
-        if not self._outgoing:
+        if not self._outgoing and not self._unanswered:
             self._loop.call_soon(self._flush)
         self._outgoing.append(packed)
         if self._timer is None:
@@ -104,6 +112,7 @@ class _Connection(asyncio.Protocol):
         if self.lost or not outgoing:
             return  # connection_lost has failed their calls
         assert self._transport is not None
+        self._unanswered += len(outgoing)
         self._transport.write(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
 
     def close(self) -> None:
@@ -160,19 +169,36 @@ class PipelinedScripts:
         self.pipelined = 0
         self.fell_back = 0
 
+    def send(
+        self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
+    ) -> asyncio.Future[Any] | None:
+        """Send ``script(keys=keys, args=args)`` now over its node's pipelined connection,
+        if one is open: the future of its reply (an error reply is a ``hiredis.ReplyError``;
+        a lost connection fails it). ``None``: no connection; :meth:`call` instead. Whoever
+        uses the reply counts it (:meth:`answered`)."""
+        connection = self._connection_for(keys[0]) if self._enabled else None
+        if connection is None:
+            return None
+        return connection.send(
+            hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+        )
+
+    def answered(self) -> None:
+        """Count a call answered over a pipelined connection."""
+        self.pipelined += 1
+        _PIPELINED.inc()
+
     async def call(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """``script(keys=keys, args=args)``'s reply."""
-        connection = self._connection_for(keys[0]) if self._enabled else None
-        if connection is not None:
-            packed = hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+        sent = self.send(script, keys, args)
+        if sent is not None:
             try:
-                reply = await connection.send(packed)
+                reply = await sent
             except _Lost:
                 pass
             else:
                 if not isinstance(reply, hiredis.ReplyError):
-                    self.pipelined += 1
-                    _PIPELINED.inc()
+                    self.answered()
                     return reply
         self.fell_back += 1
         _REDIS_PY.inc()

@@ -15,7 +15,8 @@ is UNAVAILABLE, never an empty answer. The calls go over pipelined connections
 A projection spread over shards (``CQRS_REDIS_SPREAD``, :mod:`common.redis_keys`): a get
 reads the one shard that owns the id, at that shard's checkpoint (which covers every event
 of the document); a list reads the same page of every shard and merges them (index members
-order the same in every shard, so the page token is one key for all); a token is reached
+order the same in every shard, so the page token is one key for all; each shard is asked
+for a shorter page, its likely share, :mod:`read_server.sources.merging`); a token is reached
 by a list when every shard has passed it. Each shard's page is one snapshot; the merged
 page is of several, each at least as fresh as the token.
 """
@@ -23,11 +24,9 @@ page is of several, each at least as fresh as the token.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -42,13 +41,14 @@ from common.projection_checkpoints import RedisCheckpoints
 from common.redis_keys import ProjectionKeys, keyspaces
 from common.segmenting import segment_of
 from read_server.sources.base import Freshness, Page, PageRequest, Where
+from read_server.sources.merging import merged_page
 from read_server.sources.near_cache import MISS, PageKey, Shelf
 from read_server.sources.pipelined import PipelinedScripts
 from read_server.sources.waiting import BEHIND, CheckpointWatch, HeadCheck, NotReady, Pending
 
 log = logging.getLogger(__name__)
 
-_MISSING, _BEHIND = 0, 1
+_MISSING, _BEHIND, _PAGE = 0, 1, 2
 _Reply = list[Any]  # a script's reply
 _NOT_READY = {
     b"building": NotReady(
@@ -128,10 +128,12 @@ class ProjectionSource:
         parts = self.parts[entity.name]
         if len(parts) == 1:
             return await self._list_page(parts[0].name, index, page, freshness)
-        found = await asyncio.gather(
-            *(self._list_page(part.name, index, page, freshness, keyed=True) for part in parts)
-        )
-        return merge_pages(found, page.size)
+
+        def read(shard: int, size: int) -> Awaitable[Page]:
+            shard_page = PageRequest(size, page.after)
+            return self._shard_page(parts[shard].name, index, shard_page, freshness)
+
+        return await merged_page(read, len(parts), page.size)
 
     async def current(
         self, entity: Entity, ident: str, freshness: Freshness
@@ -211,16 +213,11 @@ class ProjectionSource:
         """One page of ``projection``'s (a part's) ``index``; ``keyed``: with each document's
         key (to merge shards' pages; parsing them costs a list that is not merged)."""
         keys = self._keys[projection]
-        start = "+" if page.after is None else "(" + page.after.member()
-        required = _required(freshness)
-        key: PageKey = (index, start, page.size)
+        key: PageKey = (index, _start(page), page.size)
 
         async def read(gen: int) -> list[Any]:
-            return await self._calls.call(  # type: ignore[no-any-return]
-                self._list,
-                [*_prelude_keys(keys, gen), keys.generation(gen) + index, keys.docs(gen)],
-                [gen, required, start, page.size + 1],
-            )
+            call = _list_call(keys, gen, index, page, freshness)
+            return await self._calls.call(self._list, *call)  # type: ignore[no-any-return]
 
         async def attempt() -> Page | Pending:
             shelf = self._shelf(projection, freshness)
@@ -238,6 +235,53 @@ class ProjectionSource:
             return found
 
         return await self._watch.until_fresh(f"redis:{projection}", freshness, attempt)
+
+    def _shard_page(
+        self, projection: str, index: str, page: PageRequest, freshness: Freshness
+    ) -> Awaitable[Page]:
+        """A shard's page for a merge (as :meth:`_list_page` with ``keyed``). The plain case
+        (the near-cache's page, or the active generation known and a pipelined connection
+        open) is answered now or in the reply's callback: a spread list's shards cost no
+        task each. Any other reply (the generation moved, behind the token, an error, a
+        lost connection) is read again the general way."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Page] = loop.create_future()
+        key: PageKey = (index, _start(page), page.size)
+        shelf = self._shelf(projection, freshness)
+        if shelf is not None and (cached := shelf.page(key)) is not MISS:
+            done.set_result(cached)
+            return done
+        since = shelf.epoch if shelf is not None else 0
+        keys = self._keys[projection]
+        gen = self._guesses.last(keys)
+        sent = None
+        if gen:  # else the first call only learns the generation: the general way
+            sent = self._calls.send(self._list, *_list_call(keys, gen, index, page, freshness))
+        if sent is None:
+            return self._list_page(projection, index, page, freshness, keyed=True)
+
+        def finish(sent: asyncio.Future[Any]) -> None:
+            if done.done():
+                return  # the caller gave up
+            failed = sent.cancelled() or sent.exception() is not None
+            reply = None if failed else sent.result()
+            if isinstance(reply, list) and reply[0] == _PAGE:
+                self._calls.answered()
+                _, members, docs, _ = reply
+                try:
+                    found = _to_page(projection, members, docs, page.size, True)
+                    if shelf is not None:
+                        shelf.keep_page(since, key, found, _ids(members, page.size))
+                except Exception as exc:  # a damaged projection (or a bug): raised, not a hang
+                    done.set_exception(exc)
+                    return
+                done.set_result(found)
+                return
+            general = self._list_page(projection, index, page, freshness, keyed=True)
+            _settle(done, loop.create_task(general))
+
+        sent.add_done_callback(finish)
+        return done
 
     def _part(self, entity: Entity, ident: str) -> Part:
         """The keyspace that holds ``ident``'s document."""
@@ -259,6 +303,39 @@ class ProjectionSource:
         """The active generation's checkpoint of ``redis:<projection>``, if any."""
         found = await self._checkpoints.active(self._keys[name.removeprefix("redis:")])
         return found[1] if found is not None else None
+
+
+def _settle(done: asyncio.Future[Page], task: asyncio.Future[Page]) -> None:
+    """``done`` gets ``task``'s outcome; ``task`` is cancelled if ``done`` is."""
+
+    def copy(task: asyncio.Future[Page]) -> None:
+        if done.done():
+            return
+        if task.cancelled():
+            done.cancel()
+        elif (exc := task.exception()) is not None:
+            done.set_exception(exc)
+        else:
+            done.set_result(task.result())
+
+    task.add_done_callback(copy)
+    done.add_done_callback(lambda _: task.cancel() if done.cancelled() else None)
+
+
+def _start(page: PageRequest) -> str:
+    """ZRANGE BYLEX REV's start for ``page``."""
+    return "+" if page.after is None else "(" + page.after.member()
+
+
+def _list_call(
+    keys: ProjectionKeys, gen: int, index: str, page: PageRequest, freshness: Freshness
+) -> tuple[list[str], list[Any]]:
+    """list.lua's keys and arguments for ``page`` of ``index`` in generation ``gen`` (one
+    member more than the page: does more follow?)."""
+    return (
+        [*_prelude_keys(keys, gen), keys.generation(gen) + index, keys.docs(gen)],
+        [gen, _required(freshness), _start(page), page.size + 1],
+    )
 
 
 def _prelude_keys(keys: ProjectionKeys, gen: int) -> list[str]:
@@ -294,21 +371,6 @@ def _to_page(
     next_key = SortKey.from_member(members[-1]) if more else None
     # The documents are the bytes the reply holds: returned as they are.
     return Page(cast(list[bytes], docs), next_key, tuple(members) if keyed else ())
-
-
-def merge_pages(pages: Sequence[Page], size: int) -> Page:
-    """One page of a spread projection from the page of ``size`` every shard gave after
-    the same key: the first ``size`` of them all in list order (newest first). Each shard
-    gave its first ``size``, so these are the first of the whole; more follow if any
-    document was left over or any shard has more."""
-    # Each shard's page is in list order already: merged, not sorted (members are unique,
-    # so the documents are never compared).
-    merged = heapq.merge(*(zip(p.members, p.items, strict=True) for p in pages), reverse=True)
-    kept = list(islice(merged, size + 1))
-    more = len(kept) > size or any(p.next_key is not None for p in pages)
-    kept = kept[:size]
-    last = SortKey.from_member(kept[-1][0]) if more and kept else None
-    return Page([item for _, item in kept], last, tuple(member for member, _ in kept))
 
 
 def _ids(members: list[bytes], size: int) -> tuple[str, ...]:
