@@ -227,10 +227,12 @@ async def test_a_failing_endpoint_is_retried_then_parked_in_order_and_redelivere
         await asyncio.sleep(0.3)
         # Three products, three aggregates: their first attempts may overlap. Once the head
         # failed, only it was tried again (a delivery being retried holds back everything
-        # after it), three times; the later ones wait behind it, in order.
+        # after it), three times; the later ones wait behind it, in order. A later one whose
+        # own first attempt failed while the head's was still in flight may have had its
+        # retry before the head failed (nothing held it back yet): at most two attempts.
         head, *later = await deliveries(app, sub.id)
         assert (head["attempts"], head["last_status"]) == (3, 500)
-        assert all(row["attempts"] <= 1 for row in later)
+        assert all(row["attempts"] <= 2 for row in later)
         tried = [q.headers["webhook-id"] for q in r.requests]
         assert tried.count(f"msg_{head['id']}") == 3
         assert len(tried) == 3 + sum(row["attempts"] for row in later)
