@@ -16,13 +16,15 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
+from subprocess import PIPE
 from typing import Any
 
 import asyncpg
 
-from bench import report
+from bench import process_cpu, report
 from common.settings import Settings
 
 CONCURRENCY = 32
@@ -97,19 +99,33 @@ def _bench(
             binary, *flags, "-M", "prepared", "-c", str(clients), "-j", "2",
             "-T", str(max(1, round(seconds))), "-l", "--log-prefix", prefix, dsn,
         ]  # fmt: skip
-        out = _run(command)
-        latencies = [
-            int(line.split()[2]) * 1000  # the log's latency is in microseconds
+        process = subprocess.Popen(command, stdout=PIPE, stderr=PIPE, text=True)
+        try:
+            window = _cpu_window(process.pid, dsn, seconds)
+            out, err = process.communicate(timeout=600)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        if process.returncode != 0:
+            raise RuntimeError(f"pgbench: {err.strip()[-500:]}")
+        # a log line: client, transaction, latency (us), script, end (epoch s, us)
+        logged = [
+            line.split()
             for log in Path(logs).glob("tx*")
             for line in log.read_text().splitlines()
             if line.strip()
         ]
+    latencies = [int(f[2]) * 1000 for f in logged]
     calls = report.Calls(
         ok_latencies_ns=latencies,
         statuses=Counter({"OK": len(latencies)}),
         total_ns=int(seconds * 1e9),
     )
     ghz = report.build(f"pgbench {' '.join(flags) or 'tpcb'}", calls, {"concurrency": clients})
+    ends = [int(f[4]) + int(f[5]) / 1e6 for f in logged]
+    shares = _cpu_per_1000(window, ends) if window is not None else {}
+    ghz.update(shares)
     path.write_text(json.dumps(ghz, indent=2))
     ordered = sorted(latencies)
     return {
@@ -117,7 +133,39 @@ def _bench(
         "p50_ms": report.percentile(ordered, 50) / 1e6,
         "p99_ms": report.percentile(ordered, 99) / 1e6,
         "transactions": len(latencies),
+        **shares,
     }
+
+
+_Moment = tuple[float, process_cpu.Snapshot | None, float | None]
+
+
+def _cpu_window(pid: int, dsn: str, seconds: float) -> tuple[_Moment, _Moment] | None:
+    """pgbench's backends and its own process, a second after its start and a second
+    before its end (the backends are gone once it ends); None for a run too short."""
+    if seconds < 3:
+        return None
+    backends = process_cpu.Backends(dsn, ("pgbench",))
+
+    def moment() -> _Moment:
+        return time.time(), backends.snapshot(), process_cpu.pid_seconds(pid)
+
+    time.sleep(1.0)
+    first = moment()
+    time.sleep(seconds - 2.0)
+    return first, moment()
+
+
+def _cpu_per_1000(window: tuple[_Moment, _Moment], ends: list[float]) -> dict[str, float]:
+    """PostgreSQL's and pgbench's CPU seconds per 1,000 transactions of the window."""
+    (t0, backends0, client0), (t1, backends1, client1) = window
+    done = sum(1 for end in ends if t0 < end <= t1)
+    if not done or backends0 is None or backends1 is None:
+        return {}
+    shares = {"postgresCpuSecondsPer1000": process_cpu.spent(backends0, backends1) / done * 1000}
+    if client0 is not None and client1 is not None:
+        shares["generatorCpuSecondsPer1000"] = (client1 - client0) / done * 1000
+    return shares
 
 
 def _tps(out: str) -> float:

@@ -13,7 +13,7 @@ from typing import Any
 from google.protobuf import descriptor_pool, json_format, message_factory
 from grpc_health.v1 import health_pb2  # noqa: F401
 
-from bench import report
+from bench import process_cpu, report
 from bench.catalogue import GHZ_DIR, RpcScenario
 from bench.drivers import builtin, ghz, h2load
 from bench.drivers.builtin import Load
@@ -62,9 +62,11 @@ def run_scenario(
     metrics_urls: Sequence[str],
     output: Path,
     stop: Any,
+    shares: process_cpu.Shares | None = None,
 ) -> dict[str, Any]:
     """Drive ``scenario`` against ``target`` and write its ghz-format report to ``output``
-    (``metrics_urls``: the server's workers' ``/metrics``, for statuses and CPU)."""
+    (``metrics_urls``: the server's workers' ``/metrics``, for statuses and CPU; ``shares``:
+    PostgreSQL's and the projector's CPU on this host)."""
     driver = choose_driver(run.driver, scenario)
     load = Load(
         target=target,
@@ -99,6 +101,7 @@ def run_scenario(
             else:
                 builtin.run(_warmup(load, run.warmup_s), stop=stop)
         server_cpu_before = counters.snapshot()[1] if counters is not None else None
+        shares_before = shares.snapshot() if shares is not None else None
         if driver == "h2load" and counters is not None:
             calls = h2load.run(load, counters)
         else:
@@ -113,6 +116,8 @@ def run_scenario(
         if counters is not None and server_cpu_before is not None and calls.count:
             server_cpu = counters.snapshot()[1] - server_cpu_before
             result["serverCpuSecondsPer1000"] = server_cpu / calls.count * 1000
+        if shares is not None and shares_before is not None:
+            result.update(shares.per_1000(shares_before, shares.snapshot(), calls.count))
         output.write_text(json.dumps(result, indent=2))
     return result
 

@@ -36,6 +36,7 @@ from bench import (
     freshness,
     outbound,
     pg_limit,
+    process_cpu,
     processes,
     projector,
     relay,
@@ -160,9 +161,11 @@ def _run_all(
             on_read = scenario.server == "read"
             target = read if on_read else write
             port = settings.read_metrics_port if on_read else settings.write_metrics_port
+            shares = process_cpu.Shares(settings.asyncpg_dsn, f"cqrs-{scenario.server}-server")
             report = run_scenario(
-                scenario, plan.run, target, metrics(port), results / f"{name}.json", interrupted
-            )
+                scenario, plan.run, target, metrics(port), results / f"{name}.json", interrupted,
+                shares,
+            )  # fmt: skip
             outcomes[name] = summary.rpc_row(scenario, report)
             continue
         if name == "projector":

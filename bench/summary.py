@@ -55,6 +55,8 @@ def rpc_row(scenario: RpcScenario, report: dict[str, Any]) -> dict[str, Any]:
         "statuses": statuses,
         "gen_cpu_per_1k": report.get("generatorCpuSecondsPer1000"),
         "server_cpu_per_1k": report.get("serverCpuSecondsPer1000"),
+        "postgres_cpu_per_1k": report.get("postgresCpuSecondsPer1000"),
+        "projector_cpu_per_1k": report.get("projectorCpuSecondsPer1000"),
         "ended": report.get("endReason", "normal"),
     }
 
@@ -217,6 +219,47 @@ def pg_limit_table(outcome: dict[str, Any], rpc: dict[str, dict[str, Any]]) -> l
             f"| {shape} (ours) | {row['rps']:,.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
             f"| {ratio:.2f} | >= {target:g}x: {'met' if ratio >= target else 'missed'} |"
         )
+    return [*lines, "", *_cpu_budget_table(outcome, rpc)]
+
+
+def _cpu_budget_table(outcome: dict[str, Any], rpc: dict[str, dict[str, Any]]) -> list[str]:
+    """What each command costs the machine's parts, beside what the cores give one at the
+    target ratio (bench/process_cpu.py; pgbench has the machine to itself)."""
+    tpcb = outcome["tpcb"]
+    if tpcb.get("postgresCpuSecondsPer1000") is None:
+        return []
+    cores = os.cpu_count() or 1
+    lines = [
+        "CPU per command or transaction, ms (`/proc` of this host): the share of each part,",
+        f"and what {cores} cores give one command at its target ratio to pgbench TPC-B.",
+        "",
+        "| what | load generator | server | PostgreSQL | projector | all | cores give |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    rows: list[tuple[str, list[float | None], float | None]] = [
+        (
+            "pgbench TPC-B-like",
+            [tpcb.get("generatorCpuSecondsPer1000"), None, tpcb["postgresCpuSecondsPer1000"], None],
+            None,
+        )
+    ]
+    for shape, target in PG_LIMIT_TARGETS.items():
+        row = rpc.get(f"{shape}_c{outcome['concurrency']}")
+        if row is None or row.get("postgres_cpu_per_1k") is None:
+            continue
+        keys = [
+            "gen_cpu_per_1k",
+            "server_cpu_per_1k",
+            "postgres_cpu_per_1k",
+            "projector_cpu_per_1k",
+        ]
+        budget = cores * 1000 / (target * tpcb["tps"]) if tpcb["tps"] else None
+        rows.append((f"{shape} (ours)", [row.get(k) for k in keys], budget))
+    for label, parts, budget in rows:
+        known = [p for p in parts if p is not None]
+        cells = " | ".join("" if p is None else f"{p:.2f}" for p in parts)
+        given = "" if budget is None else f"{budget:.2f}"
+        lines.append(f"| {label} | {cells} | {sum(known):.2f} | {given} |")
     return [*lines, ""]
 
 

@@ -86,6 +86,9 @@ async def test_every_scenario_runs_and_reports_in_ghz_format(
         assert report.problems(written) == [], name
         assert written["count"] > 0, name
         assert set(written["statusCodeDistribution"]) == {"OK"}, (name, written)
+    # where a write's CPU went, PostgreSQL being on this host (bench/process_cpu.py)
+    orders = json.loads((run / "place_order_c32.json").read_text())
+    assert orders["postgresCpuSecondsPer1000"] > 0 and orders["projectorCpuSecondsPer1000"] > 0
     # PostgreSQL's own limit beside the writes: pgbench, in ghz's format too
     limit = json.loads((run / "pg-limit.json").read_text())
     for mode in ("tpcb", "simple_update"):

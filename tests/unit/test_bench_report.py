@@ -121,3 +121,28 @@ def test_the_cluster_table_judges_the_lowest_ratio() -> None:
     assert "lowest: 0.70x (missed)" in both
     skipped = summary.cluster_tables({"skipped": "redis-server or redis-cli is not installed"})
     assert "Not measured: redis-server or redis-cli is not installed." in skipped
+
+
+def test_the_pg_limit_table_sets_each_commands_cpu_beside_what_the_cores_give(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(summary.os, "cpu_count", lambda: 2)
+    pgbench = {"p50_ms": 8.0, "p99_ms": 40.0, "transactions": 30_000}
+    outcome = {
+        "concurrency": 32,
+        "tpcb": {**pgbench, "tps": 2_000.0, "postgresCpuSecondsPer1000": 0.45,
+                 "generatorCpuSecondsPer1000": 0.1},
+        "simple_update": {**pgbench, "tps": 4_000.0},
+    }  # fmt: skip
+    place_order = {
+        "rps": 400.0, "p50_ms": 80.0, "p99_ms": 160.0, "gen_cpu_per_1k": 0.3,
+        "server_cpu_per_1k": 1.3, "postgres_cpu_per_1k": 1.2, "projector_cpu_per_1k": 2.0,
+    }  # fmt: skip
+    text = "\n".join(summary.pg_limit_table(outcome, {"place_order_c32": place_order}))
+    assert "| place_order (ours) | 400 | 80.00 | 160.00 | 0.20 | >= 0.6x: missed |" in text
+    assert "| pgbench TPC-B-like | 0.10 |  | 0.45 |  | 0.55 |  |" in text
+    # 2 cores at 0.6 x 2,000 tps: 1.67 ms of CPU for each order
+    assert "| place_order (ours) | 0.30 | 1.30 | 1.20 | 2.00 | 4.80 | 1.67 |" in text
+    # a PostgreSQL elsewhere: no CPU shares, no table
+    del outcome["tpcb"]["postgresCpuSecondsPer1000"]
+    assert "cores give" not in "\n".join(summary.pg_limit_table(outcome, {}))

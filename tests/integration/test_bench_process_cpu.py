@@ -1,0 +1,65 @@
+"""The bench's CPU shares (bench/process_cpu.py) read real processes: a PostgreSQL backend
+found by its application name, a projector process found by its arguments."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import asyncpg
+import pytest
+
+from bench import process_cpu
+from common.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+_BURN = "SELECT count(*) FROM generate_series(1, 4000000)"
+
+
+async def test_a_backend_is_found_by_its_application_name_and_its_cpu_counted(
+    settings: Settings,
+) -> None:
+    name = f"cqrs-test-burn-{uuid.uuid4().hex[:8]}"
+    burner = await asyncpg.connect(settings.asyncpg_dsn, server_settings={"application_name": name})
+    idle = await asyncpg.connect(
+        settings.asyncpg_dsn, server_settings={"application_name": f"other-{name}"}
+    )
+    try:
+        backends = process_cpu.Backends(settings.asyncpg_dsn, (name,))
+        before = await asyncio.to_thread(backends.snapshot)
+        assert before is not None and list(before) == [burner.get_server_pid()]
+        started = asyncio.get_running_loop().time()
+        await burner.fetchval(_BURN)
+        took = asyncio.get_running_loop().time() - started
+        after = await asyncio.to_thread(backends.snapshot)
+        assert after is not None
+        # The backend was busy for the statement: its CPU is most of the wall time (a
+        # tick is 10 ms), and the other backend's is not in it.
+        assert process_cpu.spent(before, after) >= 0.5 * took - 0.02, (took, before, after)
+    finally:
+        await burner.close()
+        await idle.close()
+
+
+def test_a_projector_process_is_found_by_its_arguments_and_its_cpu_read() -> None:
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    wait = f"{burn}\ntime.sleep(60)"
+    projector = subprocess.Popen([sys.executable, "-c", wait, "cqrs", "projector", "run"])
+    bystander = subprocess.Popen([sys.executable, "-c", wait, "cqrs", "read-server"])
+    try:
+        deadline = time.monotonic() + 20
+        found = process_cpu.projector_processes()
+        while found.get(projector.pid, 0.0) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            found = process_cpu.projector_processes()
+        assert found.get(projector.pid, 0.0) >= 0.3, found
+        assert bystander.pid not in found and os.getpid() not in found
+    finally:
+        for process in (projector, bystander):
+            process.kill()
+            process.wait()
