@@ -212,27 +212,25 @@ class ProjectionSource:
     ) -> Page:
         """One page of ``projection``'s (a part's) ``index``; ``keyed``: with each document's
         key (to merge shards' pages; parsing them costs a list that is not merged)."""
-        keys = self._keys[projection]
-        key: PageKey = (index, _start(page), page.size)
+        start = _start(page)
+        key: PageKey = (index, start, page.size)
 
         async def read(gen: int) -> list[Any]:
-            call = _list_call(keys, gen, index, page, freshness)
-            return await self._calls.call(self._list, *call)  # type: ignore[no-any-return]
+            keys = _list_keys(self._keys[projection], gen, index)
+            args = _list_args(gen, freshness, start, page.size)
+            return await self._calls.call(self._list, keys, args)  # type: ignore[no-any-return]
 
         async def attempt() -> Page | Pending:
             shelf = self._shelf(projection, freshness)
+            since = 0
             if shelf is not None:
                 if (cached := shelf.page(key)) is not MISS:
                     return cached
                 since = shelf.epoch
-            reply = await self._call(keys, read)
+            reply = await self._call(self._keys[projection], read)
             if (pending := _pending(reply)) is not None:
                 return pending
-            _, members, docs, _ = reply
-            found = _to_page(projection, members, docs, page.size, keyed)
-            if shelf is not None:
-                shelf.keep_page(since, key, found, _ids(members, page.size))
-            return found
+            return _kept_page(projection, reply, page.size, keyed, shelf, since, key)
 
         return await self._watch.until_fresh(f"redis:{projection}", freshness, attempt)
 
@@ -244,21 +242,26 @@ class ProjectionSource:
         open) is answered now or in the reply's callback: a spread list's shards cost no
         task each. Any other reply (the generation moved, behind the token, an error, a
         lost connection) is read again the general way."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[Page] = loop.create_future()
-        key: PageKey = (index, _start(page), page.size)
+        start = _start(page)
+        key: PageKey = (index, start, page.size)
         shelf = self._shelf(projection, freshness)
-        if shelf is not None and (cached := shelf.page(key)) is not MISS:
-            done.set_result(cached)
-            return done
-        since = shelf.epoch if shelf is not None else 0
+        since = 0
+        if shelf is not None:
+            if (cached := shelf.page(key)) is not MISS:
+                done: asyncio.Future[Page] = asyncio.get_running_loop().create_future()
+                done.set_result(cached)
+                return done
+            since = shelf.epoch
         keys = self._keys[projection]
         gen = self._guesses.last(keys)
         sent = None
         if gen:  # else the first call only learns the generation: the general way
-            sent = self._calls.send(self._list, *_list_call(keys, gen, index, page, freshness))
+            args = _list_args(gen, freshness, start, page.size)
+            sent = self._calls.send(self._list, _list_keys(keys, gen, index), args)
         if sent is None:
             return self._list_page(projection, index, page, freshness, keyed=True)
+        loop = sent.get_loop()
+        done = loop.create_future()
 
         def finish(sent: asyncio.Future[Any]) -> None:
             if done.done():
@@ -267,11 +270,8 @@ class ProjectionSource:
             reply = None if failed else sent.result()
             if isinstance(reply, list) and reply[0] == _PAGE:
                 self._calls.answered()
-                _, members, docs, _ = reply
                 try:
-                    found = _to_page(projection, members, docs, page.size, True)
-                    if shelf is not None:
-                        shelf.keep_page(since, key, found, _ids(members, page.size))
+                    found = _kept_page(projection, reply, page.size, True, shelf, since, key)
                 except Exception as exc:  # a damaged projection (or a bug): raised, not a hang
                     done.set_exception(exc)
                     return
@@ -327,15 +327,15 @@ def _start(page: PageRequest) -> str:
     return "+" if page.after is None else "(" + page.after.member()
 
 
-def _list_call(
-    keys: ProjectionKeys, gen: int, index: str, page: PageRequest, freshness: Freshness
-) -> tuple[list[str], list[Any]]:
-    """list.lua's keys and arguments for ``page`` of ``index`` in generation ``gen`` (one
+def _list_keys(keys: ProjectionKeys, gen: int, index: str) -> list[str]:
+    """list.lua's keys for ``index`` of generation ``gen``."""
+    return [*_prelude_keys(keys, gen), keys.generation(gen) + index, keys.docs(gen)]
+
+
+def _list_args(gen: int, freshness: Freshness, start: str, size: int) -> list[Any]:
+    """list.lua's arguments for a page of ``size`` from ``start`` in generation ``gen`` (one
     member more than the page: does more follow?)."""
-    return (
-        [*_prelude_keys(keys, gen), keys.generation(gen) + index, keys.docs(gen)],
-        [gen, _required(freshness), _start(page), page.size + 1],
-    )
+    return [gen, _required(freshness), start, size + 1]
 
 
 def _prelude_keys(keys: ProjectionKeys, gen: int) -> list[str]:
@@ -371,6 +371,23 @@ def _to_page(
     next_key = SortKey.from_member(members[-1]) if more else None
     # The documents are the bytes the reply holds: returned as they are.
     return Page(cast(list[bytes], docs), next_key, tuple(members) if keyed else ())
+
+
+def _kept_page(
+    projection: str,
+    reply: _Reply,
+    size: int,
+    keyed: bool,
+    shelf: Shelf | None,
+    since: int,
+    key: PageKey,
+) -> Page:
+    """The page of list.lua's ``reply``, left on ``shelf`` (if any) as of ``since``."""
+    _, members, docs, _ = reply
+    found = _to_page(projection, members, docs, size, keyed)
+    if shelf is not None:
+        shelf.keep_page(since, key, found, _ids(members, size))
+    return found
 
 
 def _ids(members: list[bytes], size: int) -> tuple[str, ...]:
