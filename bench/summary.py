@@ -222,6 +222,10 @@ def pg_limit_table(outcome: dict[str, Any], rpc: dict[str, dict[str, Any]]) -> l
     return [*lines, "", *_cpu_budget_table(outcome, rpc)]
 
 
+# An RPC row's CPU per call, in the budget table's column order (bench/process_cpu.py).
+_CPU_PARTS = ("gen_cpu_per_1k", "server_cpu_per_1k", "postgres_cpu_per_1k", "projector_cpu_per_1k")
+
+
 def _cpu_budget_table(outcome: dict[str, Any], rpc: dict[str, dict[str, Any]]) -> list[str]:
     """What each command costs the machine's parts, beside what the cores give one at the
     target ratio (bench/process_cpu.py; pgbench has the machine to itself)."""
@@ -247,14 +251,8 @@ def _cpu_budget_table(outcome: dict[str, Any], rpc: dict[str, dict[str, Any]]) -
         row = rpc.get(f"{shape}_c{outcome['concurrency']}")
         if row is None or row.get("postgres_cpu_per_1k") is None:
             continue
-        keys = [
-            "gen_cpu_per_1k",
-            "server_cpu_per_1k",
-            "postgres_cpu_per_1k",
-            "projector_cpu_per_1k",
-        ]
         budget = cores * 1000 / (target * tpcb["tps"]) if tpcb["tps"] else None
-        rows.append((f"{shape} (ours)", [row.get(k) for k in keys], budget))
+        rows.append((f"{shape} (ours)", [row.get(k) for k in _CPU_PARTS], budget))
     for label, parts, budget in rows:
         known = [p for p in parts if p is not None]
         cells = " | ".join("" if p is None else f"{p:.2f}" for p in parts)
