@@ -68,8 +68,12 @@ class Backends:
         self._prefixes = prefixes
 
     def snapshot(self) -> Snapshot | None:
-        """Their CPU seconds now, or None where a backend is not a process of this host."""
-        pids = asyncio.run(self._pids())
+        """Their CPU seconds now, or None where a backend is not a process of this host (or
+        PostgreSQL did not answer: a measuring aid never fails the scenario it measures)."""
+        try:
+            pids = asyncio.run(self._pids())
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):  # timeouts too
+            return None
         found: Snapshot = {}
         for pid in pids:
             seconds = pid_seconds(pid)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -63,3 +64,12 @@ def test_a_projector_process_is_found_by_its_arguments_and_its_cpu_read() -> Non
         for process in (projector, bystander):
             process.kill()
             process.wait()
+
+
+def test_a_postgresql_that_does_not_answer_is_not_measured() -> None:
+    # A port nothing listens on: the snapshot says "not measured" instead of failing the scenario.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    backends = process_cpu.Backends(f"postgresql://postgres@127.0.0.1:{port}/x", ("pgbench",))
+    assert backends.snapshot() is None
