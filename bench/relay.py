@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 import nats
 
+from bench import process_cpu
 from bench.catalogue import ROOT
 from bench.projector import log_head, scratch_copy
 from common.db import drop_database
@@ -68,7 +69,9 @@ async def measure(settings: Settings, batch_size: int) -> dict[str, float]:
                     raise SystemExit(f"the projector exited with {process.returncode}")
                 await asyncio.sleep(_POLL_S)
             seconds = time.monotonic() - started
-            cpu = _cpu_seconds(process.pid)
+            cpu = process_cpu.pid_seconds(process.pid)
+            if cpu is None:
+                raise SystemExit("the projector exited before its CPU time was read")
         finally:
             if process.returncode is None:
                 process.terminate()
@@ -109,13 +112,6 @@ async def measure_copy(settings: Settings) -> dict[str, Any]:
         return await measure(scratch, settings.projector_batch_size)
     finally:
         await drop_database(scratch.asyncpg_dsn)
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process used so far (start-up included)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
