@@ -95,6 +95,52 @@ class Backends:
         return [r["pid"] for r in rows]
 
 
+class DatabaseSessions:
+    """The CPU of the sessions of one database (but the reader's own), followed while
+    they come and go over one run: each backend counts from its first reading (or from a
+    reading before the run) to its last, so one that ends between readings loses only
+    its last interval. ``seconds()`` is None where a backend is not a process of this
+    host."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self._before: Snapshot = {}
+        self._last: Snapshot = {}
+        self._here = True
+        self._ignored: set[int] = set()
+
+    def ignore(self, conn: asyncpg.Connection) -> None:
+        """Leave the session of ``conn`` out (the measuring side's own)."""
+        self._ignored.add(conn.get_server_pid())
+
+    async def start(self) -> None:
+        """Readings taken before the run: what these sessions spent earlier is not the
+        run's."""
+        await self.sample()
+        self._before = dict(self._last)
+
+    async def sample(self) -> None:
+        """One more reading of every session of the database."""
+        rows = await self._conn.fetch(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        found = 0
+        rows = [r for r in rows if r["pid"] not in self._ignored]
+        for row in rows:
+            seconds = pid_seconds(row["pid"])
+            if seconds is not None and _name(row["pid"]) == "postgres":
+                self._last[row["pid"]] = seconds
+                found += 1
+        # None of them a process here: PostgreSQL runs elsewhere (one backend may end
+        # between the query and /proc, not all of them).
+        self._here = self._here and (found > 0 or not rows)
+
+    def seconds(self) -> float | None:
+        """CPU seconds the sessions spent since ``start``."""
+        return spent(self._before, self._last) if self._here else None
+
+
 def _name(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()

@@ -7,7 +7,8 @@ so the system under test may keep running) and a fresh Redis key prefix per run;
 each run is a real ``cqrs projector run`` (or ``rebuild``) process, timed from its
 start until every selected projection's checkpoint covers the log's head. Throughput
 is the log's events (those the projections read) per second of that wall time,
-process start-up included.
+process start-up included. Beside it, the CPU each event cost the projector's processes
+and their PostgreSQL sessions: what the cores give decides which rates are in reach.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import resource
 import signal
 import sys
 import time
@@ -25,6 +27,7 @@ from typing import Any
 
 import asyncpg
 
+from bench import process_cpu
 from bench.catalogue import ROOT
 from common.db import drop_database, migrate, split_database
 from common.events import CUSTOMER, ORDER, PRODUCT
@@ -70,10 +73,16 @@ class Result:
     events: int  # log events read by the projections of the run
     seconds: float
     peak_rss_mb: float
+    projector_cpu_s: float  # the run's projector processes, start-up included
+    postgres_cpu_s: float | None  # their PostgreSQL sessions (None: not on this host)
 
     @property
     def events_per_s(self) -> float:
         return self.events / self.seconds if self.seconds else 0.0
+
+    def us_per_event(self, cpu_s: float | None) -> float | None:
+        """``cpu_s`` spread over the run's events, in microseconds."""
+        return None if cpu_s is None or not self.events else cpu_s / self.events * 1e6
 
 
 async def measure(
@@ -88,10 +97,10 @@ async def measure(
         results = []
         for name in runs or list(RUNS):
             projections = RUNS[name]
-            seconds, rss = await _catch_up(
+            seconds, rss, cpu = await _catch_up(
                 scratch, projections, head, PROCESSES.get(name, 1), FOLLOWING.get(name)
             )
-            results.append(Result(name, events_read(counts, projections), seconds, rss))
+            results.append(Result(name, events_read(counts, projections), seconds, rss, *cpu))
             _say(f"  catch-up {name}: {results[-1].events_per_s:,.0f} events/s")
         if rebuild:
             rebuilt = await _rebuild(scratch, sum(counts.values()))
@@ -106,7 +115,12 @@ async def measure(
 
 
 def _as_dict(result: Result) -> dict[str, Any]:
-    return {**dataclasses.asdict(result), "events_per_s": result.events_per_s}
+    return {
+        **dataclasses.asdict(result),
+        "events_per_s": result.events_per_s,
+        "projector_cpu_us_per_event": result.us_per_event(result.projector_cpu_s),
+        "postgres_cpu_us_per_event": result.us_per_event(result.postgres_cpu_s),
+    }
 
 
 def events_read(counts: dict[str, int], projections: list[str]) -> int:
@@ -215,10 +229,11 @@ async def _catch_up(
     head: Position,
     processes: int = 1,
     following: str | None = None,
-) -> tuple[float, float]:
+) -> tuple[float, float, tuple[float, float | None]]:
     """Seconds until ``projections`` cover ``head`` from zero (run by ``processes``
-    projector processes sharing them), and the peak RSS (MB) of the largest. ``following``:
-    from empty copies at the origin, split as it says (``CQRS_PROJECTOR_SEGMENTS``)."""
+    projector processes sharing them), the peak RSS (MB) of the largest, and the CPU
+    seconds of the processes and of their PostgreSQL sessions. ``following``: from empty
+    copies at the origin, split as it says (``CQRS_PROJECTOR_SEGMENTS``)."""
     settings = dataclasses.replace(
         scratch, redis_prefix=f"bench{uuid.uuid4().hex[:8]}", projector_segments=following or ""
     )
@@ -228,15 +243,17 @@ async def _catch_up(
     argv = ["projector", "run"]
     for projection in projections:
         argv += ["--only", projection]
+    cpu = await _Cpu.start(settings)
     started = [await _Process.start(argv, settings) for _ in range(processes)]
     try:
-        await _until_caught_up(settings, projections, head, started)
+        await _until_caught_up(settings, projections, head, started, cpu)
     finally:
         seconds = started[0].elapsed()
         for process in started:
             await process.stop()
+        spent = await cpu.finish()
     await _drop_redis_prefix(settings)
-    return seconds, max(p.peak_rss_mb for p in started)
+    return seconds, max(p.peak_rss_mb for p in started), spent
 
 
 async def _empty_at_origin(settings: Settings, projections: list[str]) -> None:
@@ -256,12 +273,45 @@ async def _rebuild(scratch: Settings, events: int) -> Result:
     """``cqrs projector rebuild`` of everything on the scratch copy (each projection replays
     the events it reads; throughput counts the log's events once, like the catch-up)."""
     settings = dataclasses.replace(scratch, redis_prefix=f"bench{uuid.uuid4().hex[:8]}")
+    cpu = await _Cpu.start(settings)
     process = await _Process.start(["projector", "rebuild"], settings)
-    code = await process.finish()
+    try:
+        code = await process.finish(cpu)
+    finally:
+        spent = await cpu.finish()
     await _drop_redis_prefix(settings)
     if code != 0:
         raise RuntimeError(f"rebuild failed with exit code {code}")
-    return Result("rebuild (all seven)", events, process.elapsed(), process.peak_rss_mb)
+    return Result("rebuild (all seven)", events, process.elapsed(), process.peak_rss_mb, *spent)
+
+
+class _Cpu:
+    """The CPU one run's projector processes (this process's children, once waited for)
+    and their PostgreSQL sessions (read while the run lasts) spend."""
+
+    def __init__(self, conn: asyncpg.Connection, children: float) -> None:
+        self._conn = conn
+        self._children = children
+        self.sessions = process_cpu.DatabaseSessions(conn)
+
+    @classmethod
+    async def start(cls, settings: Settings) -> _Cpu:
+        cpu = cls(await asyncpg.connect(settings.asyncpg_dsn), _children_seconds())
+        await cpu.sessions.start()
+        return cpu
+
+    async def sample(self) -> None:
+        await self.sessions.sample()
+
+    async def finish(self) -> tuple[float, float | None]:
+        """The processes' CPU seconds (call it after they ended) and their sessions'."""
+        await self._conn.close()
+        return _children_seconds() - self._children, self.sessions.seconds()
+
+
+def _children_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 class _Process:
@@ -298,10 +348,11 @@ class _Process:
         except OSError:
             pass  # it has exited
 
-    async def finish(self) -> int:
-        """Wait for it to exit by itself, sampling its memory; its exit code."""
+    async def finish(self, cpu: _Cpu) -> int:
+        """Wait for it to exit by itself, sampling its memory and ``cpu``; its exit code."""
         while self._process.returncode is None:
             self.sample()
+            await cpu.sample()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_POLL_S):
                     await self._process.wait()
@@ -317,10 +368,15 @@ class _Process:
 
 
 async def _until_caught_up(
-    settings: Settings, projections: list[str], head: Position, processes: list[_Process]
+    settings: Settings,
+    projections: list[str],
+    head: Position,
+    processes: list[_Process],
+    cpu: _Cpu,
 ) -> None:
     redis = redis_client(settings.redis_url, max_connections=2)
     db = await asyncpg.connect(settings.asyncpg_dsn)
+    cpu.sessions.ignore(db)
     deadline = time.monotonic() + _TIMEOUT_S
     try:
         in_redis = RedisCheckpoints(redis, settings.redis_prefix, shards=spread_of(settings))
@@ -329,6 +385,7 @@ async def _until_caught_up(
                 process.sample()
                 if process.returncode is not None:
                     raise RuntimeError(f"the projector exited with {process.returncode}")
+            await cpu.sample()
             positions = [await _checkpoint(p, in_redis, db) for p in projections]
             if all(p is not None and p >= head for p in positions):
                 return

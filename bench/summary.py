@@ -265,18 +265,43 @@ def _projector_table(outcome: dict[str, Any], title: str = "## Projector") -> li
     lines = [
         title,
         "",
-        f"The log holds {outcome['log_events']:,} events; each run starts from nothing.",
+        f"The log holds {outcome['log_events']:,} events; each run starts from nothing. CPU "
+        "per event read: the run's projector processes (start-up included) and their "
+        "PostgreSQL sessions.",
         "",
-        "| run | events read | seconds | events/s | peak RSS MB |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| run | events read | seconds | events/s | peak RSS MB | projector CPU µs/event "
+        "| PostgreSQL CPU µs/event |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     rebuild = [outcome["rebuild"]] if outcome.get("rebuild") else []
     for run in [*outcome["catch_up"], *rebuild]:
+        cpu = [run.get(f"{part}_cpu_us_per_event") for part in ("projector", "postgres")]
         lines.append(
             f"| {run['run']} | {run['events']:,} | {run['seconds']:.1f} "
-            f"| {run['events_per_s']:,.0f} | {run['peak_rss_mb']:.0f} |"
+            f"| {run['events_per_s']:,.0f} | {run['peak_rss_mb']:.0f} | "
+            + " | ".join("" if us is None else f"{us:.0f}" for us in cpu)
+            + " |"
         )
-    return [*lines, "", *projector_target(outcome)]
+    return [*lines, "", *projector_target(outcome), *_projector_budget(outcome)]
+
+
+def _projector_budget(outcome: dict[str, Any]) -> list[str]:
+    """What "all seven" costs per event beside what the cores give one at its target: one
+    process runs its Python on one core at most, and shares the machine with PostgreSQL."""
+    one = {r["run"]: r for r in outcome["catch_up"]}.get(PROJECTOR_TARGET_RUN)
+    if one is None or one.get("postgres_cpu_us_per_event") is None:
+        return []
+    grown = outcome["log_events"] >= GROWN_LOG_EVENTS
+    target = PROJECTOR_TARGET_EVENTS_S if grown else DEMO_LOG_TARGET_EVENTS_S
+    cores = os.cpu_count() or 1
+    python, postgres = one["projector_cpu_us_per_event"], one["postgres_cpu_us_per_event"]
+    return [
+        f"CPU per event, {PROJECTOR_TARGET_RUN}: the projector {python:.0f} µs and PostgreSQL "
+        f"{postgres:.0f} µs, {python + postgres:.0f} µs in all. At {target:,.0f} events/s one "
+        f"process's core gives {1e6 / target:.0f} µs per event and the machine's {cores} "
+        f"cores {cores * 1e6 / target:.0f} µs to both.",
+        "",
+    ]
 
 
 # The relay's catch-up target (issue: a polling outbox relay does ~14.5k events/s untuned).

@@ -16,6 +16,7 @@ import pytest
 
 from bench import process_cpu
 from common.settings import Settings
+from tests.support.events import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +46,42 @@ async def test_a_backend_is_found_by_its_application_name_and_its_cpu_counted(
     finally:
         await burner.close()
         await idle.close()
+
+
+async def test_the_sessions_of_a_database_count_while_they_come_and_go(
+    settings: Settings,
+) -> None:
+    # The projector bench's reading: every session of the run's database, one that ended
+    # kept at its last reading, the measuring side's own left out.
+    watcher = await asyncpg.connect(settings.asyncpg_dsn)
+    own = await asyncpg.connect(settings.asyncpg_dsn)
+    early = await asyncpg.connect(settings.asyncpg_dsn)
+    try:
+        await early.fetchval(_BURN)  # before the run: not the run's
+        sessions = process_cpu.DatabaseSessions(watcher)
+        sessions.ignore(own)
+        await sessions.start()
+        assert sessions.seconds() == 0.0
+        burner = await asyncpg.connect(settings.asyncpg_dsn)
+        started = time.monotonic()
+        await burner.fetchval(_BURN)
+        took = time.monotonic() - started
+        await sessions.sample()
+        pid = burner.get_server_pid()
+        await burner.close()  # ended: its last reading stays
+
+        async def ended() -> bool:
+            query = "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $1"
+            return bool(await watcher.fetchval(query, pid))
+
+        await eventually(ended, interval=0.01)
+        await own.fetchval(_BURN)  # ignored
+        await sessions.sample()
+        counted = sessions.seconds()
+        assert counted is not None and 0.5 * took - 0.02 <= counted <= took + 0.3, (took, counted)
+    finally:
+        for conn in (watcher, own, early):
+            await conn.close()
 
 
 def test_a_projector_process_is_found_by_its_arguments_and_its_cpu_read() -> None:

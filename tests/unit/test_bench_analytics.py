@@ -218,3 +218,24 @@ def test_the_projector_targets(log_events: int, rate: float, verdict: str) -> No
     assert "rebuild 5,000 events/s (missed)" in line  # >= 15,000
     assert "two processes 1.3x (met) one" in line
     assert summary.projector_target(_projector({"all six": 20_000.0}, False)) == []
+
+
+def test_the_projector_table_shows_each_run_s_cpu_beside_what_the_cores_give(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(summary.os, "cpu_count", lambda: 2)
+    outcome = _projector({"all seven": 5_000.0, "all six": 6_000.0}, False)
+    outcome["log_events"] = 134_000
+    seven, six = outcome["catch_up"]
+    seven.update(projector_cpu_us_per_event=140.4, postgres_cpu_us_per_event=93.6)
+    six.update(projector_cpu_us_per_event=120.0, postgres_cpu_us_per_event=None)
+    lines = summary._projector_table(outcome)
+    assert "| all seven | 1,000 | 0.2 | 5,000 | 60 | 140 | 94 |" in lines
+    assert "| all six | 1,000 | 0.2 | 6,000 | 60 | 120 |  |" in lines  # not measured
+    budget = next(line for line in lines if line.startswith("CPU per event"))
+    # 140 + 94 = 234 µs; at 12,000 events/s a core gives 83 µs, two cores 167.
+    assert "the projector 140 µs and PostgreSQL 94 µs, 234 µs in all" in budget
+    assert "one process's core gives 83 µs per event and the machine's 2 cores 167 µs" in budget
+    # Results from before the CPU was measured: the table without figures, no budget line.
+    old = _projector({"all seven": 5_000.0}, False)
+    assert not any(line.startswith("CPU per event") for line in summary._projector_table(old))
