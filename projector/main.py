@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from common import runtime
 from common.metrics import start_metrics_server
 from common.positions import Position
 from common.redis_client import redis_client
@@ -44,6 +45,7 @@ async def run(settings: Settings, only: list[str] | None = None) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with open_app(settings) as app:
+            runtime.collect_less()
             projector = app.projector(only)
             if ops is not None:
                 health = ProjectorHealth(
@@ -85,6 +87,7 @@ async def rebuild(settings: Settings, only: list[str] | None, metrics_port: int 
     ops = start_metrics_server(metrics_port, settings.metrics_host)
     try:
         async with open_app(settings) as app:
+            runtime.collect_less()
             try:
                 chosen = app.rebuilt_as(app.select(only))
             except ValueError as exc:
