@@ -16,8 +16,8 @@ T = TypeVar("T")
 
 # Young collections after this many net container allocations instead of 700: a projector
 # allocates a few objects per event and reference counting frees nearly all of them, yet
-# the cycle collector ran 1,300 times in a rebuild of the demo log and took 0.50-0.77 s of
-# its 7-9 s of CPU (measured with gc.callbacks); with these thresholds, 2 runs, 0.03-0.05 s.
+# the cycle collector ran 1,300-1,400 times in a rebuild of the demo log and took 0.50-0.86
+# s of its 6-10 s of CPU (gc.callbacks, 20 runs); with these and start-up frozen, 0.04-0.06 s.
 _COLLECT_EVERY = (50_000, 20, 20)
 
 
