@@ -1,5 +1,5 @@
-"""Where a scenario's CPU goes on this host: PostgreSQL's backends by application name, and
-the projector's processes.
+"""Where a scenario's CPU goes on this host: PostgreSQL's backends by application name (or
+every session of one database, for the projector group's runs), and the projector's processes.
 
 The writes are compared with ``pgbench`` (``bench/pg_limit.py``), which has the machine to
 itself; what each command costs PostgreSQL, the server, the projector and the load
@@ -125,8 +125,8 @@ class DatabaseSessions:
             "SELECT pid FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
-        found = 0
         rows = [r for r in rows if r["pid"] not in self._ignored]
+        found = 0
         for row in rows:
             seconds = pid_seconds(row["pid"])
             if seconds is not None and _name(row["pid"]) == "postgres":

@@ -292,21 +292,25 @@ class _Cpu:
     def __init__(self, conn: asyncpg.Connection, children: float) -> None:
         self._conn = conn
         self._children = children
-        self.sessions = process_cpu.DatabaseSessions(conn)
+        self._sessions = process_cpu.DatabaseSessions(conn)
 
     @classmethod
     async def start(cls, settings: Settings) -> _Cpu:
         cpu = cls(await asyncpg.connect(settings.asyncpg_dsn), _children_seconds())
-        await cpu.sessions.start()
+        await cpu._sessions.start()
         return cpu
 
+    def ignore(self, conn: asyncpg.Connection) -> None:
+        """The bench's own connection to the run's database: not the projector's."""
+        self._sessions.ignore(conn)
+
     async def sample(self) -> None:
-        await self.sessions.sample()
+        await self._sessions.sample()
 
     async def finish(self) -> tuple[float, float | None]:
         """The processes' CPU seconds (call it after they ended) and their sessions'."""
         await self._conn.close()
-        return _children_seconds() - self._children, self.sessions.seconds()
+        return _children_seconds() - self._children, self._sessions.seconds()
 
 
 def _children_seconds() -> float:
@@ -376,7 +380,7 @@ async def _until_caught_up(
 ) -> None:
     redis = redis_client(settings.redis_url, max_connections=2)
     db = await asyncpg.connect(settings.asyncpg_dsn)
-    cpu.sessions.ignore(db)
+    cpu.ignore(db)
     deadline = time.monotonic() + _TIMEOUT_S
     try:
         in_redis = RedisCheckpoints(redis, settings.redis_prefix, shards=spread_of(settings))
