@@ -12,6 +12,7 @@ states in between are not kept by the projection).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -134,7 +135,7 @@ async def orders_feed(
                 yield out
             continue
         # At or below where the feed last synced, or what it sent: already sent.
-        if item.doc is not None and feed.fresh(item.ident, item.position):
+        if item.doc is not None and feed.fresh(item.ident, item.position, item.doc):
             # The position to resume from: never past a change not yet sent (the hub's
             # ``through``; unknown: where the feed last synced, everything before it sent).
             through = feed.synced if item.through is None else item.through
@@ -143,21 +144,34 @@ async def orders_feed(
 
 class _Feed:
     """Where an orders feed stands: the position it last synced at (its start, or a
-    resync: every change up to it was sent) and the orders sent since, at their positions
-    (so a resync from the event log sends only what the client has not had)."""
+    resync: every change up to it was sent), the orders sent since, at their positions
+    (so a resync from the event log sends only what the client has not had), and the last
+    state sent of the most recent orders (never the same state twice)."""
 
     def __init__(self, w: Watching, customer: str | None) -> None:
         self.synced = Position(0, 0)
         self._w = w
         self._customer = customer
         self._sent: dict[str, Position] = {}
+        self._states: OrderedDict[str, bytes] = OrderedDict()
 
-    def fresh(self, ident: str, position: Position) -> bool:
+    def fresh(self, ident: str, position: Position, doc: bytes) -> bool:
         """Whether an update is news to the client (and, if so, it is now sent)."""
         if position <= max(self.synced, self._sent.get(ident, self.synced)):
             return False
+        # A state a resync sent may come again from the hub at a later position: the hub
+        # read it once its shard had moved on (a spread projection's shards move apart).
+        if self._states.get(ident) == doc:
+            return False
         self._sent[ident] = position
+        self._sending(ident, doc)
         return True
+
+    def _sending(self, ident: str, doc: bytes) -> None:
+        self._states[ident] = doc
+        self._states.move_to_end(ident)
+        if len(self._states) > FEED_SENT_MAX:
+            self._states.popitem(last=False)
 
     async def gap(self, after: Position) -> AsyncIterator[bytes]:
         """What changed after ``after`` and was not sent, as of now; then synced now."""
@@ -180,6 +194,7 @@ class _Feed:
                     repeat = ident in self._sent  # some of its states were sent: not "next"
                     kind = CHANGE if commits == 1 and not repeat else RESYNC
                     self._sent[ident] = at
+                    self._sending(ident, doc)
                     if held is not None:
                         yield message(held[0], after, held[1])
                     held = kind, doc
