@@ -278,7 +278,7 @@ async def test_the_orders_feed_of_a_customer_carries_only_their_orders(
     if not update.HasField("order"):
         # "List again": the client has the order from its list, not from the stream, so
         # the hub may still offer that state once, read where its shard stood later (a
-        # state the stream itself sent is never sent again: tests/unit/test_watch_feed.py).
+        # state a resync sent is not sent again: tests/unit/test_watch_feed.py).
         extra = await feed.within(QUIET_S)
         assert extra is None or (extra.kind == CHANGE and extra.order == order), extra
     await feed.quiet()

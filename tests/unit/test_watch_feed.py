@@ -1,6 +1,6 @@
-"""An orders feed in memory (read_server/watch/streams.py): what a resync from the event
-log sent is never sent again when the hub offers the same state later (hand-written
-fakes stand in for Redis and the event log)."""
+"""An orders feed in memory (read_server/watch/streams.py): a state a resync from the
+event log sent is not sent again when the hub offers it later (hand-written fakes stand
+in for Redis and the event log)."""
 
 from __future__ import annotations
 
@@ -56,10 +56,13 @@ async def test_a_state_a_resync_sent_is_not_sent_again_when_the_hub_offers_it_la
     assert feed.synced == Position(20, 0)
     # The hub read the order again once its shard had moved on (another batch there).
     assert not feed.fresh(ORDER, Position(31, 0), confirmed)
-    # A new state is news, once.
-    paid = b"order v3, paid"
-    assert feed.fresh(ORDER, Position(32, 0), paid)
-    assert not feed.fresh(ORDER, Position(33, 0), paid)
+    assert not feed.fresh(ORDER, Position(32, 0), confirmed)  # and again
+    # A new state is news.
+    assert feed.fresh(ORDER, Position(33, 0), b"order v3, paid")
+    # The next resync forgets what the last one sent.
+    projection.lowest = Position(40, 0)
+    assert [m async for m in feed.gap(Position(20, 0))] == []  # nothing changed: sent
+    assert feed.fresh(ORDER, Position(41, 0), confirmed)  # forgotten with that resync
 
 
 async def test_a_later_state_offered_before_the_resync_read_is_still_sent() -> None:
