@@ -98,10 +98,12 @@ async def test_every_scenario_runs_and_reports_in_ghz_format(
     projector = json.loads((run / "projector.json").read_text())
     assert [r["run"] for r in projector["catch_up"]] == list(RUNS)  # 2 processes too
     assert projector["rebuild"]["events_per_s"] > 0
-    for measured in [*projector["catch_up"], projector["rebuild"]]:  # its CPU, PostgreSQL's too
-        assert (
-            measured["projector_cpu_us_per_event"] > 0 and measured["postgres_cpu_us_per_event"] > 0
-        )
+    # Each run's CPU, PostgreSQL's too (a run over a few dozen events may take PostgreSQL
+    # less than one clock tick: only the sum is sure to be positive).
+    measured = [*projector["catch_up"], projector["rebuild"]]
+    assert all(m["projector_cpu_us_per_event"] > 0 for m in measured), measured
+    assert all(m["postgres_cpu_us_per_event"] >= 0 for m in measured), measured
+    assert sum(m["postgres_cpu_s"] for m in measured) > 0, measured
     relayed = json.loads((run / "relay.json").read_text())
     if _local_nats():
         assert relayed["events"] > 0 and relayed["events_per_s"] > 0, relayed

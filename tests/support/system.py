@@ -30,7 +30,11 @@ _COMMANDS = {
 # transaction holds the commit-safe horizon of the whole PostgreSQL server (every database's
 # projectors wait for it) until the server ends the idle transaction. One second, not the
 # default 5 s, so tests running beside it on the shared server are held up only that long.
-FREEZABLE = {"CQRS_IDLE_IN_TRANSACTION_TIMEOUT_MS": "1000"}
+# Frozen while its backend is still sending a statement's result, the transaction is not
+# idle but active (blocked writing to the client) until the statement times out: 2 s, not
+# the default 10 s (a CI run saw a frozen leader's pg:analytics statement hold its lock and
+# the horizon for 10 s, and the standby miss the test's 12 s).
+FREEZABLE = {"CQRS_IDLE_IN_TRANSACTION_TIMEOUT_MS": "1000", "CQRS_STATEMENT_TIMEOUT_MS": "2000"}
 
 
 @dataclass
