@@ -22,17 +22,34 @@ from cqrs.instances.redis_server import PrivateRedis, find_redis_server
 
 # A cluster node's bus listens on its port + 10000, so its port is at most this.
 _MAX_NODE_PORT = 55535
+_LOWEST_NODE_PORT = 20000
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
 MASTERS = 3
 
 
 def cluster_port(rng: random.Random | None = None) -> int:
-    """A free port for a Redis Cluster node: at most 55535, its bus port (+10000) free too."""
+    """A free port for a Redis Cluster node, its bus port (+10000) free too: both below the
+    kernel's ephemeral range where they fit. Inside it, any outgoing connection may take
+    the bus port between this check and the node's start (a CI run lost a cluster so:
+    "bind: Address already in use" on the bus port 48370)."""
     rng = rng or random.Random()
+    highest = min(_MAX_NODE_PORT, _ephemeral_low() - 1 - 10000)
+    if highest < _LOWEST_NODE_PORT + 1000:  # a wide ephemeral range: take what is free
+        highest = _MAX_NODE_PORT
     for _ in range(500):
-        port = rng.randint(20000, _MAX_NODE_PORT)
+        port = rng.randint(_LOWEST_NODE_PORT, highest)
         if port_free(port) and port_free(port + 10000):
             return port
     raise InstanceError("no free port pair for a Redis Cluster node")
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out to outgoing connections (Linux's default where
+    it cannot be read)."""
+    try:
+        return int(_EPHEMERAL.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def node_ports(count: int = MASTERS) -> list[int]:

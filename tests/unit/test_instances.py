@@ -205,3 +205,22 @@ def test_a_system_for_this_machine_allows_local_receivers_and_finds_a_local_nats
     assert for_this_machine(chosen, nats=answering).nats_url == "nats://elsewhere:4222"
     exposed = Settings(write_host="0.0.0.0")  # reachable from other machines: not relaxed
     assert not for_this_machine(exposed, nats=silent).webhooks_allow_private
+
+
+@pytest.mark.parametrize(
+    ("ephemeral", "low", "high"),
+    [("32768\t60999\n", 20000, 22767), ("10000\t65535\n", 20000, 55535), ("", 20000, 22767)],
+)
+def test_a_cluster_node_and_its_bus_port_stay_below_the_ephemeral_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ephemeral: str, low: int, high: int
+) -> None:
+    # An outgoing connection may take a free port of the ephemeral range at any moment:
+    # the node's port and its bus port (+10000) are picked below it where they fit (a
+    # range starting too low to leave room: anywhere a pair is free; unreadable: Linux's).
+    from cqrs.instances import cluster
+
+    if ephemeral:
+        (tmp_path / "range").write_text(ephemeral)
+    monkeypatch.setattr(cluster, "_EPHEMERAL", tmp_path / "range")
+    ports = [cluster.cluster_port() for _ in range(200)]
+    assert all(low <= p <= high for p in ports), (min(ports), max(ports))
