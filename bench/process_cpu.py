@@ -76,8 +76,8 @@ class Backends:
             return None
         found: Snapshot = {}
         for pid in pids:
-            seconds = pid_seconds(pid)
-            if seconds is None or _name(pid) != "postgres":
+            seconds = _backend_seconds(pid)
+            if seconds is None:
                 return None  # PostgreSQL runs elsewhere (or in a container of its own)
             found[pid] = seconds
         return found
@@ -128,8 +128,8 @@ class DatabaseSessions:
         rows = [r for r in rows if r["pid"] not in self._ignored]
         found = 0
         for row in rows:
-            seconds = pid_seconds(row["pid"])
-            if seconds is not None and _name(row["pid"]) == "postgres":
+            seconds = _backend_seconds(row["pid"])
+            if seconds is not None:
                 self._last[row["pid"]] = seconds
                 found += 1
         # None of them a process here: PostgreSQL runs elsewhere (one backend may end
@@ -139,6 +139,13 @@ class DatabaseSessions:
     def seconds(self) -> float | None:
         """CPU seconds the sessions spent since ``start``."""
         return spent(self._before, self._last) if self._here else None
+
+
+def _backend_seconds(pid: int) -> float | None:
+    """CPU seconds of PostgreSQL backend ``pid``, or None where it is not a process of this
+    host (gone, or a local process of another program under the same number)."""
+    seconds = pid_seconds(pid)
+    return seconds if seconds is not None and _name(pid) == "postgres" else None
 
 
 def _name(pid: int) -> str:

@@ -34,7 +34,7 @@ def cluster_port(rng: random.Random | None = None) -> int:
     "bind: Address already in use" on the bus port 48370)."""
     rng = rng or random.Random()
     highest = min(_MAX_NODE_PORT, _ephemeral_low() - 1 - 10000)
-    if highest < _LOWEST_NODE_PORT + 1000:  # a wide ephemeral range: take what is free
+    if highest < _LOWEST_NODE_PORT + 1000:  # the range starts too low to leave room below
         highest = _MAX_NODE_PORT
     for _ in range(500):
         port = rng.randint(_LOWEST_NODE_PORT, highest)
